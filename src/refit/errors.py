@@ -1,0 +1,91 @@
+"""The one error tree of refit.
+
+Every failure refit reports to a person is one of these. The CLI turns them into one
+paragraph and an exit code; the server turns them into a status code and one JSON body.
+Nothing here knows about HTTP or the terminal::
+
+    RefitError                      base; `.exit_code` for the CLI
+    ├── SpecError                   refit.yaml (or an override) is wrong
+    ├── NotFoundError               a snapshot, version or alias that does not exist
+    ├── ConflictError               a compare-and-set lost a race (promotion, migration)
+    ├── DataError                   the data source or its rows
+    │   ├── SourceError             a source cannot be read
+    │   └── BatchRefusedError       too many rows of a batch failed validation
+    ├── ArtifactError               the artifact store
+    │   └── ArtifactCorruptError    a stored file does not match its recorded sha256
+    ├── TrainingError               a training run failed (the user's code or the data)
+    └── StoreError                  the registry's database cannot be reached or migrated
+"""
+
+from __future__ import annotations
+
+
+class RefitError(Exception):
+    """Base class of every error refit reports to a person."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SpecError(RefitError):
+    """The project spec is invalid. `problems` lists each bad field."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+
+class NotFoundError(RefitError):
+    """Something asked for by name or id does not exist."""
+
+    exit_code = 3
+
+
+class ConflictError(RefitError):
+    """A compare-and-set lost: someone else changed the thing first."""
+
+    exit_code = 4
+
+
+class DataError(RefitError):
+    """The data: a source that cannot be read, or rows that fail validation."""
+
+    exit_code = 5
+
+
+class SourceError(DataError):
+    """A data source cannot be read."""
+
+
+class BatchRefusedError(DataError):
+    """Too many rows of a batch failed validation; the whole batch was refused."""
+
+
+class ArtifactError(RefitError):
+    """The artifact store cannot write or read a file."""
+
+    exit_code = 6
+
+
+class ArtifactCorruptError(ArtifactError):
+    """A stored file does not match the sha256 recorded for it."""
+
+
+class TrainingError(RefitError):
+    """A training run failed."""
+
+    exit_code = 7
+
+
+class StoreError(RefitError):
+    """The registry's database cannot be reached, or its schema cannot be migrated."""
+
+    exit_code = 8

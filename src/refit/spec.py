@@ -1,0 +1,488 @@
+"""The project spec: `refit.yaml` as typed pydantic models.
+
+Loading a spec reads the file, applies environment overrides (`REFIT_` prefix, `__` between
+nested fields: `REFIT_STORAGE__METADATA_URL=postgresql+psycopg://...`), and validates the
+result. Every problem is reported with the file, the field path, the value received and what
+was expected, as a `SpecError`; nothing runs on a bad spec.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from refit.errors import SpecError
+
+SPEC_FILE = "refit.yaml"
+ENV_PREFIX = "REFIT_"
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_INTERVAL = re.compile(r"^(\d+)(s|m|h|d)$")
+_CRON_FIELD = re.compile(r"^[\d*/,\-A-Za-z?]+$")
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)+$")
+_FUNCTION_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+class FeatureType(StrEnum):
+    """The type of a feature column."""
+
+    FLOAT = "float"
+    INT = "int"
+    BOOL = "bool"
+    CATEGORY = "category"
+
+    @property
+    def numeric(self) -> bool:
+        return self in (FeatureType.FLOAT, FeatureType.INT)
+
+
+class Feature(_Model):
+    """One input column of the model. In YAML, `age: float` is short for `age: {type: float}`."""
+
+    type: FeatureType
+    nullable: bool = True
+    """Whether a missing value is allowed (it is then imputed by the pipeline)."""
+    min: float | None = None
+    """Smallest allowed value (numeric features)."""
+    max: float | None = None
+    """Largest allowed value (numeric features)."""
+    values: list[str] | None = None
+    """The allowed categories (category features); any value when absent."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _bounds_fit_type(self) -> Feature:
+        if (self.min is not None or self.max is not None) and not self.type.numeric:
+            raise ValueError(f"min/max apply to numeric features, not to {self.type.value}")
+        if self.values is not None and self.type is not FeatureType.CATEGORY:
+            raise ValueError("values apply to category features only")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class CsvSource(_Model):
+    """CSV files: one file, a folder (every `*.csv` in it) or a glob. New files are picked up."""
+
+    kind: Literal["csv"]
+    path: str
+    delimiter: str = ","
+
+
+class ParquetSource(_Model):
+    """Parquet files: one file, a folder (every `*.parquet` in it) or a glob."""
+
+    kind: Literal["parquet"]
+    path: str
+
+
+class SqlSource(_Model):
+    """A SQL query over a SQLAlchemy URL, read incrementally through a watermark column."""
+
+    kind: Literal["sql"]
+    url: SecretStr
+    """SQLAlchemy URL of the database to read, e.g. `postgresql+psycopg://user:pw@host/db`."""
+    query: str
+    """A SELECT; refit wraps it to read only rows past the watermark."""
+    watermark: str | None = None
+    """An increasing column (id or timestamp); each ingest reads the rows past the last value."""
+
+
+Source = Annotated[CsvSource | ParquetSource | SqlSource, Field(discriminator="kind")]
+
+
+class SnapshotMode(StrEnum):
+    CUMULATIVE = "cumulative"
+    """Every valid row ingested so far."""
+    WINDOW = "window"
+    """The last `rows` rows and/or the last `days` days (by `data.time_column`)."""
+    LATEST = "latest"
+    """Only the newest batch (for sources that export the full dataset each time)."""
+
+
+class SnapshotPolicy(_Model):
+    mode: SnapshotMode = SnapshotMode.CUMULATIVE
+    rows: int | None = Field(default=None, gt=0)
+    days: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _window_has_a_size(self) -> SnapshotPolicy:
+        if self.mode is SnapshotMode.WINDOW and self.rows is None and self.days is None:
+            raise ValueError("a window snapshot needs `rows` or `days`")
+        if self.mode is not SnapshotMode.WINDOW and (self.rows or self.days):
+            raise ValueError(f"`rows` and `days` apply to mode: window, not {self.mode.value}")
+        return self
+
+
+class DataSpec(_Model):
+    source: Source
+    target: str
+    """The column the model learns to predict."""
+    features: dict[str, Feature] = Field(min_length=1)
+    time_column: str | None = None
+    """A timestamp column: used by time-based holdout splits and by `days` windows."""
+    snapshot: SnapshotPolicy = SnapshotPolicy()
+    max_reject_rate: float = Field(default=0.1, ge=0, le=1)
+    """A batch with a larger share of invalid rows is refused as a whole."""
+
+    @model_validator(mode="after")
+    def _columns_are_distinct(self) -> DataSpec:
+        if self.target in self.features:
+            raise ValueError(f"the target {self.target!r} is also listed as a feature")
+        if self.time_column is not None and self.time_column in self.features:
+            raise ValueError(f"the time column {self.time_column!r} is also listed as a feature")
+        if self.snapshot.days is not None and self.time_column is None:
+            raise ValueError("snapshot.days needs data.time_column")
+        return self
+
+
+# --- model and gate -------------------------------------------------------------------------
+
+
+class Task(StrEnum):
+    CLASSIFICATION = "classification"
+    REGRESSION = "regression"
+
+
+#: metric name -> (task, higher is better)
+METRICS: dict[str, tuple[Task, bool]] = {
+    "accuracy": (Task.CLASSIFICATION, True),
+    "f1": (Task.CLASSIFICATION, True),
+    "roc_auc": (Task.CLASSIFICATION, True),
+    "log_loss": (Task.CLASSIFICATION, False),
+    "rmse": (Task.REGRESSION, False),
+    "mae": (Task.REGRESSION, False),
+    "r2": (Task.REGRESSION, True),
+}
+DEFAULT_METRIC = {Task.CLASSIFICATION: "roc_auc", Task.REGRESSION: "rmse"}
+
+
+class SplitKind(StrEnum):
+    RANDOM = "random"
+    STRATIFIED = "stratified"
+    TIME = "time"
+
+
+class Holdout(_Model):
+    fraction: float = Field(default=0.2, gt=0, lt=1)
+    split: SplitKind | None = None
+    """random, stratified or time; default stratified for classification, random otherwise."""
+    seed: int = 0
+
+
+class ArtifactFormat(StrEnum):
+    JOBLIB = "joblib"
+    SKOPS = "skops"
+    """Loads without running arbitrary code: for artifacts that must load safely."""
+
+
+class ModelSpec(_Model):
+    task: Task
+    estimator: str | None = None
+    """Import path of a scikit-learn estimator, e.g. `sklearn.ensemble.RandomForestClassifier`."""
+    function: str | None = None
+    """`module:function` called as `function(X, y, params)` that returns a fitted model."""
+    params: dict[str, Any] = {}
+    metric: str | None = None
+    """The metric the gate compares; default roc_auc (classification) or rmse (regression)."""
+    holdout: Holdout = Holdout()
+    format: ArtifactFormat = ArtifactFormat.JOBLIB
+
+    @field_validator("estimator")
+    @classmethod
+    def _estimator_path(cls, value: str | None) -> str | None:
+        if value is not None and not _IMPORT_PATH.match(value):
+            raise ValueError("expected an import path such as sklearn.linear_model.Ridge")
+        return value
+
+    @field_validator("function")
+    @classmethod
+    def _function_path(cls, value: str | None) -> str | None:
+        if value is not None and not _FUNCTION_PATH.match(value):
+            raise ValueError("expected module:function, such as my_project.train:fit")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_train(self) -> ModelSpec:
+        if (self.estimator is None) == (self.function is None):
+            raise ValueError("give exactly one of `estimator` or `function`")
+        if self.metric is not None:
+            if self.metric not in METRICS:
+                raise ValueError(
+                    f"unknown metric {self.metric!r}; expected one of {', '.join(METRICS)}"
+                )
+            if METRICS[self.metric][0] is not self.task:
+                raise ValueError(f"metric {self.metric!r} does not apply to {self.task.value}")
+        if self.holdout.split is SplitKind.STRATIFIED and self.task is Task.REGRESSION:
+            raise ValueError("a stratified split applies to classification only")
+        return self
+
+    @property
+    def metric_name(self) -> str:
+        return self.metric or DEFAULT_METRIC[self.task]
+
+    @property
+    def higher_is_better(self) -> bool:
+        return METRICS[self.metric_name][1]
+
+    @property
+    def split_kind(self) -> SplitKind:
+        if self.holdout.split is not None:
+            return self.holdout.split
+        return SplitKind.STRATIFIED if self.task is Task.CLASSIFICATION else SplitKind.RANDOM
+
+
+class GateSpec(_Model):
+    """When a newly trained version (challenger) replaces production (champion)."""
+
+    min: float | None = None
+    """Floor for metrics where higher is better: the challenger must reach it."""
+    max: float | None = None
+    """Ceiling for metrics where lower is better (rmse, mae, log_loss)."""
+    min_improvement: float = Field(default=0.0, ge=0)
+    """How much better than the champion the challenger must be, in metric units."""
+
+
+# --- schedule and storage -------------------------------------------------------------------
+
+
+def _check_schedule(value: str | None) -> str | None:
+    if value is None or _INTERVAL.match(value):
+        return value
+    fields = value.split()
+    if len(fields) == 5 and all(_CRON_FIELD.match(f) for f in fields):
+        return value
+    raise ValueError("expected an interval such as 30s, 5m, 1h, 1d or a 5-field cron expression")
+
+
+class Schedule(_Model):
+    ingest: str | None = "1m"
+    train: str | None = "5m"
+    monitor: str | None = "5m"
+
+    _checked = field_validator("ingest", "train", "monitor")(_check_schedule)
+
+
+class S3Options(_Model):
+    endpoint_url: str | None = None
+    """For S3-compatible stores (MinIO, Ceph, ...); AWS when absent."""
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+
+
+class Storage(_Model):
+    metadata_url: str = "sqlite:///.refit/refit.db"
+    """The registry's database: SQLite (a path relative to the project) or PostgreSQL."""
+    artifacts_url: str = ".refit/artifacts"
+    """A folder (relative to the project) or `s3://bucket/prefix`."""
+    s3: S3Options = S3Options()
+
+    @field_validator("metadata_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgresql")):
+            raise ValueError("expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
+        return value
+
+
+class Spec(_Model):
+    """A whole `refit.yaml`."""
+
+    name: str
+    data: DataSpec
+    model: ModelSpec
+    gate: GateSpec = GateSpec()
+    schedule: Schedule = Schedule()
+    storage: Storage = Storage()
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("expected lowercase letters, digits, - and _ (it is used in URLs)")
+        return value
+
+    @model_validator(mode="after")
+    def _gate_fits_metric(self) -> Spec:
+        higher = self.model.higher_is_better
+        metric = self.model.metric_name
+        if higher and self.gate.max is not None:
+            raise ValueError(f"gate.max does not apply to {metric} (higher is better): use min")
+        if not higher and self.gate.min is not None:
+            raise ValueError(f"gate.min does not apply to {metric} (lower is better): use max")
+        if self.model.split_kind is SplitKind.TIME and self.data.time_column is None:
+            raise ValueError("model.holdout.split: time needs data.time_column")
+        return self
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Project:
+    """A spec and the folder it lives in; relative paths in the spec resolve against it."""
+
+    root: Path
+    spec: Spec
+
+    def path(self, value: str | Path) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def metadata_url(self) -> str:
+        url = self.spec.storage.metadata_url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            return prefix + str(self.path(url[len(prefix) :]))
+        return url
+
+    @property
+    def artifacts_url(self) -> str:
+        url = self.spec.storage.artifacts_url
+        return url if "://" in url else str(self.path(url))
+
+
+def load_project(root: str | Path = ".", environ: Mapping[str, str] | None = None) -> Project:
+    """Read `refit.yaml` in `root`, apply `REFIT_*` overrides and validate it."""
+    root = Path(root).resolve()
+    path = root / SPEC_FILE
+    if not path.is_file():
+        raise SpecError(
+            f"No {SPEC_FILE} in {root}. Create a project with `refit init DIR` "
+            "or point at one with --project DIR."
+        )
+    return Project(root, load_spec(path, os.environ if environ is None else environ))
+
+
+def load_spec(path: Path, environ: Mapping[str, str]) -> Spec:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"{path}: not valid YAML{where}: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: expected a mapping of fields at the top, got {_kind(raw)}")
+    overridden = _apply_env(raw, environ)
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as exc:
+        problems = [_describe(err, overridden) for err in exc.errors()]
+        lines = "\n".join(f"  - {p}" for p in problems)
+        noun = "problem" if len(problems) == 1 else "problems"
+        raise SpecError(f"{path}: {len(problems)} {noun}:\n{lines}", problems) from None
+
+
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
+    """Write `REFIT_A__B=value` into raw["a"]["b"]; returns field path -> variable name."""
+    overridden: dict[str, str] = {}
+    for var in sorted(environ):
+        if not var.startswith(ENV_PREFIX):
+            continue
+        keys = var[len(ENV_PREFIX) :].lower().split("__")
+        if keys[0] not in Spec.model_fields or not all(keys):
+            continue
+        node: dict[str, Any] = raw
+        for key in keys[:-1]:
+            key = _existing_key(node, key)
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = node[key] = {}
+            node = child
+        leaf = _existing_key(node, keys[-1])
+        node[leaf] = _parse_env_value(environ[var])
+        overridden[".".join([*(k for k in keys[:-1]), leaf])] = var
+    return overridden
+
+
+def _existing_key(node: dict[str, Any], key: str) -> str:
+    for existing in node:
+        if isinstance(existing, str) and existing.lower() == key:
+            return existing
+    return key
+
+
+def _parse_env_value(text: str) -> Any:
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    # A bare word stays a string even when YAML reads it as a date or null-like token.
+    return (
+        text
+        if value is None or not isinstance(value, (str, int, float, bool, list, dict))
+        else value
+    )
+
+
+def _describe(err: Any, overridden: dict[str, str]) -> str:
+    loc = [str(part) for part in err["loc"] if not _is_union_tag(part)]
+    field = ".".join(loc) or "(top level)"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"{field}: unknown field (check its spelling; got {_show(err['input'])})"
+    if kind == "missing":
+        return f"{field}: required field is missing"
+    source = f" (from {overridden[field]})" if field in overridden else ""
+    if kind in ("model_type", "dict_type") and not loc:
+        return f"(top level): {msg}"
+    return f"{field}: got {_show(err['input'])}{source}: {msg[0].lower() + msg[1:]}"
+
+
+def _is_union_tag(part: Any) -> bool:
+    return isinstance(part, str) and part in (
+        "csv",
+        "parquet",
+        "sql",
+        "function-before[_shorthand(), Feature]",
+    )
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    return "a string" if isinstance(value, str) else type(value).__name__
