@@ -1,0 +1,44 @@
+"""The `refit` command: a thin typer adapter over the core (one module per command group)."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from refit import __version__
+from refit.cli._output import run_app
+from refit.cli.data import ingest, init, snapshots_app
+from refit.cli.models import models_app, train
+
+app = typer.Typer(
+    name="refit",
+    help="Keep a machine-learning model fresh: ingest data, retrain, gate, serve, monitor.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command()(init)
+app.command()(ingest)
+app.command()(train)
+app.add_typer(models_app, name="models")
+app.add_typer(snapshots_app, name="snapshots")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"refit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """refit: the ML loop as one tool."""
+
+
+def main(args: list[str] | None = None) -> None:
+    sys.exit(run_app(app, args))

@@ -1,0 +1,110 @@
+"""How the CLI talks: data on stdout (a table, or JSON with --json), the rest on stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from refit.errors import RefitError
+from refit.services import Services, open_services
+from refit.spec import load_project
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+ProjectOption = Annotated[
+    Path,
+    typer.Option(
+        "--project", "-p", help="The project folder (holding refit.yaml).", show_default=False
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+@contextmanager
+def services_for(project_dir: Path) -> Iterator[Services]:
+    with open_services(load_project(project_dir)) as services:
+        yield services
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=_plain) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str = "") -> None:
+    table = Table(*columns, title=title or None, title_justify="left", box=None, pad_edge=False)
+    for row in rows:
+        table.add_row(*("" if cell is None else str(cell) for cell in row))
+    out.print(table)
+
+
+@contextmanager
+def progress(message: str) -> Iterator[None]:
+    """A spinner on stderr while a long step runs (only on a terminal)."""
+    if err.is_terminal:
+        with err.status(message):
+            yield
+    else:
+        yield
+
+
+def when(value: datetime | None) -> str:
+    return "" if value is None else value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fail(exc: BaseException) -> int:
+    """Print one paragraph for an error and return the exit code."""
+    if isinstance(exc, RefitError):
+        err.print(f"[bold red]error:[/] {_escape(exc.message)}")
+        return exc.exit_code
+    if os.environ.get("REFIT_DEBUG"):
+        traceback.print_exception(exc)
+    err.print(
+        f"[bold red]internal error:[/] {type(exc).__name__}: {_escape(str(exc))}\n"
+        "This is a bug in refit; set REFIT_DEBUG=1 to see the traceback."
+    )
+    return 70
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def run_app(app: Callable[..., Any], args: list[str] | None = None) -> int:
+    try:
+        code = app(args=args, standalone_mode=False)
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        return 130
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        return fail(exc)
+    return code if isinstance(code, int) else 0

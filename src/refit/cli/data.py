@@ -1,0 +1,122 @@
+"""`refit init`, `refit ingest` and `refit snapshots`: projects and their data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from refit.cli._output import (
+    JsonOption,
+    ProjectOption,
+    err,
+    out,
+    print_json,
+    print_table,
+    progress,
+    services_for,
+    when,
+)
+from refit.data.ingest import run_ingest
+from refit.errors import BatchRefusedError
+from refit.examples import EXAMPLES, create_blank_project, create_project
+from refit.registry import SnapshotRow
+
+snapshots_app = typer.Typer(help="Inspect data snapshots.", no_args_is_help=True)
+
+
+def init(
+    directory: Annotated[Path, typer.Argument(help="The folder to create the project in.")],
+    example: Annotated[
+        str | None,
+        typer.Option(help=f"Start from a bundled example: {', '.join(EXAMPLES)}."),
+    ] = None,
+) -> None:
+    """Create a project: a refit.yaml and a data/incoming/ folder."""
+    if example is not None:
+        create_project(directory, example)
+        err.print(f"Created the {example} example in {directory}, with a first batch of data.")
+    else:
+        create_blank_project(directory)
+        err.print(f"Created {directory / 'refit.yaml'}: describe your columns there.")
+    err.print(f"Next: cd {directory} && refit ingest && refit train")
+
+
+def ingest(project: ProjectOption = Path("."), json: JsonOption = False) -> None:
+    """Read new data from the source into a snapshot."""
+    with services_for(project) as services, progress("Ingesting"):
+        result = run_ingest(services.project, services.registry, services.store)
+    if json:
+        print_json(
+            {
+                "status": result.status,
+                "message": result.message,
+                "batch": result.batch.to_dict() if result.batch else None,
+                "snapshot": snapshot_dict(result.snapshot) if result.snapshot else None,
+            }
+        )
+    else:
+        out.print(result.message)
+    if result.status == "refused":
+        raise BatchRefusedError(result.message)
+
+
+def snapshot_dict(row: SnapshotRow, stats: bool = False) -> dict[str, Any]:
+    data = row.to_dict()
+    if not stats:
+        data.pop("stats")
+    return data
+
+
+@snapshots_app.command("list")
+def list_snapshots(project: ProjectOption = Path("."), json: JsonOption = False) -> None:
+    """The project's snapshots, newest first."""
+    with services_for(project) as services:
+        rows = services.registry.list_snapshots(services.project.spec.name)
+    if json:
+        print_json([snapshot_dict(r) for r in rows])
+        return
+    print_table(
+        ["id", "created", "rows", "mode", "parent"],
+        [
+            (r.id[:12], when(r.created_at), r.row_count, r.mode, (r.parent_id or "")[:12])
+            for r in rows
+        ],
+    )
+
+
+@snapshots_app.command("show")
+def show_snapshot(
+    snapshot_id: Annotated[str, typer.Argument(metavar="ID", help="A snapshot id or its prefix.")],
+    project: ProjectOption = Path("."),
+    json: JsonOption = False,
+) -> None:
+    """One snapshot: its rows, columns and statistics."""
+    with services_for(project) as services:
+        row = services.registry.get_snapshot(snapshot_id, services.project.spec.name)
+    if json:
+        print_json(snapshot_dict(row, stats=True))
+        return
+    out.print(f"snapshot {row.id}")
+    out.print(f"created  {when(row.created_at)}   rows {row.row_count}   mode {row.mode}")
+    out.print(f"file     {row.uri} ({row.size_bytes} bytes, sha256 {row.sha256[:12]}...)")
+    if row.parent_id:
+        out.print(f"parent   {row.parent_id}")
+    table = []
+    for name, dtype in row.columns.items():
+        stats = row.stats.get(name, {})
+        if "mean" in stats:
+            summary = f"mean {_num(stats['mean'])}  std {_num(stats.get('std'))}"
+            summary += f"  [{_num(stats.get('min'))}, {_num(stats.get('max'))}]"
+        elif "frequencies" in stats:
+            top = list(stats["frequencies"].items())[:3]
+            summary = ", ".join(f"{k}: {v}" for k, v in top)
+        else:
+            summary = f"{stats.get('min', '')} .. {stats.get('max', '')}"
+        table.append((name, dtype, stats.get("nulls", ""), summary))
+    print_table(["column", "type", "nulls", "summary"], table)
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{value:.4g}"

@@ -1,0 +1,197 @@
+"""`refit train` and `refit models`: training runs, versions and the production alias."""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from refit.cli._output import (
+    JsonOption,
+    ProjectOption,
+    err,
+    out,
+    print_json,
+    print_table,
+    progress,
+    services_for,
+    when,
+)
+from refit.errors import ConflictError
+from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow
+from refit.train.promotion import promote_version, rollback
+from refit.train.run import run_training
+
+models_app = typer.Typer(
+    help="List, inspect, promote and roll back model versions.", no_args_is_help=True
+)
+
+
+def actor() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def train(
+    project: ProjectOption = Path("."),
+    snapshot: Annotated[
+        str | None, typer.Option(help="Train on this snapshot instead of the newest.")
+    ] = None,
+    json: JsonOption = False,
+) -> None:
+    """Train on the newest snapshot, register a version and run the gate."""
+    with services_for(project) as services, progress("Training"):
+        try:
+            result = run_training(
+                services,
+                snapshot_id=snapshot,
+                actor=f"refit train ({actor()})",
+                on_step=lambda text: err.print(f"  {text}") if not json else None,
+            )
+        except ConflictError as exc:
+            err.print(f"[yellow]not promoted:[/] {exc.message}")
+            raise
+        aliases = services.registry.aliases(services.project.spec.name)
+    version, decision = result.version, result.decision
+    if json:
+        print_json(
+            {
+                "run_id": result.run_id,
+                "version": version_dict(version, aliases),
+                "decision": decision.to_dict(),
+            }
+        )
+        return
+    metric = version.metric
+    out.print(
+        f"{version.name} v{version.version}: {metric} {version.metrics[metric]:.4f} "
+        f"on snapshot {version.snapshot_id[:12]}"
+    )
+    others = ", ".join(f"{k} {v:.4f}" for k, v in version.metrics.items() if k != metric)
+    if others:
+        out.print(f"  {others}")
+    if result.split_note:
+        out.print(f"  note: {result.split_note}")
+    verdict = "[green]promoted to production[/]" if decision.promoted else "[yellow]not promoted[/]"
+    out.print(f"{verdict}: {decision.reason}")
+
+
+def version_dict(row: ModelVersionRow, aliases: dict[str, int]) -> dict[str, Any]:
+    data = row.to_dict()
+    data["aliases"] = sorted(a for a, v in aliases.items() if v == row.version)
+    return data
+
+
+@models_app.command("list")
+def list_models(project: ProjectOption = Path("."), json: JsonOption = False) -> None:
+    """Every version of the project's model, newest first."""
+    with services_for(project) as services:
+        name = services.project.spec.name
+        rows = services.registry.list_versions(name)
+        aliases = services.registry.aliases(name)
+    if json:
+        print_json([version_dict(r, aliases) for r in rows])
+        return
+    print_table(
+        ["version", "created", "metric", "snapshot", "aliases", "status"],
+        [
+            (
+                f"v{r.version}",
+                when(r.created_at),
+                f"{r.metric} {r.metrics.get(r.metric, float('nan')):.4f}",
+                r.snapshot_id[:12],
+                ", ".join(version_dict(r, aliases)["aliases"]),
+                r.status,
+            )
+            for r in rows
+        ],
+    )
+
+
+@models_app.command("show")
+def show_model(
+    version: Annotated[int, typer.Argument(help="The version number.")],
+    project: ProjectOption = Path("."),
+    json: JsonOption = False,
+) -> None:
+    """One version: metrics, signature, parameters and lineage."""
+    with services_for(project) as services:
+        name = services.project.spec.name
+        row = services.registry.get_version(name, version)
+        aliases = services.registry.aliases(name)
+    data = version_dict(row, aliases)
+    if json:
+        print_json(data)
+        return
+    out.print(f"{row.name} v{row.version}  {', '.join(data['aliases'])}")
+    out.print(f"created   {when(row.created_at)}   status {row.status}   task {row.task}")
+    out.print(f"snapshot  {row.snapshot_id}")
+    out.print(f"run       {row.run_id}   code {row.code_revision or '-'}")
+    out.print(f"artifact  {row.artifact_uri} ({row.format}, {row.artifact_size} bytes)")
+    out.print("metrics   " + ", ".join(f"{k} {v:.4f}" for k, v in row.metrics.items()))
+    out.print("params    " + ", ".join(f"{k}={v}" for k, v in row.params.items()))
+    inputs = row.signature.get("inputs", [])
+    out.print(f"inputs    {len(inputs)}: " + ", ".join(f"{i['name']}:{i['type']}" for i in inputs))
+    out.print(f"output    {row.signature.get('output')}")
+
+
+def _print_decision(decision: DecisionRow, json: bool) -> None:
+    if json:
+        print_json(decision.to_dict())
+    else:
+        out.print(
+            f"{decision.name}@{decision.alias} -> v{decision.candidate_version}: {decision.reason}"
+        )
+
+
+@models_app.command("promote")
+def promote(
+    version: Annotated[int, typer.Argument(help="The version to put in production.")],
+    project: ProjectOption = Path("."),
+    json: JsonOption = False,
+) -> None:
+    """Point production at a version, whatever the gate said."""
+    with services_for(project) as services:
+        decision = promote_version(services.registry, services.project.spec.name, version, actor())
+    _print_decision(decision, json)
+
+
+@models_app.command("rollback")
+def rollback_model(project: ProjectOption = Path("."), json: JsonOption = False) -> None:
+    """Point production back at the version it held before the current one."""
+    with services_for(project) as services:
+        decision = rollback(services.registry, services.project.spec.name, actor())
+    _print_decision(decision, json)
+
+
+@models_app.command("decisions")
+def decisions(project: ProjectOption = Path("."), json: JsonOption = False) -> None:
+    """The gate's and people's decisions about production, newest first."""
+    with services_for(project) as services:
+        rows = services.registry.list_decisions(services.project.spec.name, limit=50)
+    if json:
+        print_json([r.to_dict() for r in rows])
+        return
+    print_table(
+        ["when", "action", "version", "from", "promoted", "reason"],
+        [
+            (
+                when(r.created_at),
+                r.action,
+                f"v{r.candidate_version}",
+                f"v{r.previous_version}" if r.previous_version else "-",
+                "yes" if r.promoted else "no",
+                r.reason,
+            )
+            for r in rows
+        ],
+    )
+
+
+__all__ = ["PRODUCTION", "models_app", "train"]

@@ -1,0 +1,149 @@
+"""One ingest run: read what is new, validate it, and make the next snapshot.
+
+The order of writes is what makes a crash harmless: the snapshot's Parquet file (and the file of
+rejected rows) are written in full to the artifact store first; then one registry transaction
+records the batch, the snapshot and the source marks together. A process killed before that
+transaction leaves at most an unreferenced file, and the next run reads the same rows again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import pandas as pd
+
+from refit.artifacts import ArtifactRef, ArtifactStore
+from refit.data.snapshots import combine, content_id, from_parquet, to_parquet
+from refit.data.sources import Batch, Source, open_source
+from refit.data.stats import column_stats
+from refit.data.validation import validate
+from refit.errors import DataError
+from refit.registry import IngestBatchRow, Registry, SnapshotRow
+from refit.spec import Project
+
+Status = Literal["accepted", "unchanged", "refused", "empty"]
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one ingest run did."""
+
+    status: Status
+    """accepted: a new latest snapshot; unchanged: the data was already the latest snapshot;
+    refused: the batch failed validation as a whole; empty: the source had nothing new."""
+    message: str
+    batch: IngestBatchRow | None = None
+    snapshot: SnapshotRow | None = None
+
+
+def run_ingest(
+    project: Project, registry: Registry, store: ArtifactStore, source: Source | None = None
+) -> IngestResult:
+    """Read new data from the project's source into a snapshot (or refuse it)."""
+    spec = project.spec
+    source = source or open_source(spec.data.source, project.root)
+    batch = source.read_new(registry.source_marks(spec.name))
+    if not batch.marks:
+        return IngestResult("empty", "no new data")
+    rows_read = len(batch.frame)
+    try:
+        validated = validate(batch.frame, spec.data)
+    except DataError as exc:
+        # A batch without the spec's columns: keep all its rows aside, and move past it.
+        return _refuse(project, registry, store, batch, batch.frame.assign(_reason=str(exc)), exc)
+    valid, rejects = validated.valid, validated.rejects
+    if rows_read and len(rejects) / rows_read > spec.data.max_reject_rate:
+        share = len(rejects) / rows_read
+        first = rejects["_reason"].iloc[0]
+        error = DataError(
+            f"{len(rejects)} of {rows_read} rows ({share:.0%}) failed validation, more than "
+            f"data.max_reject_rate ({spec.data.max_reject_rate:.0%}); first: {first}"
+        )
+        return _refuse(project, registry, store, batch, rejects, error)
+
+    rejected = _store_rejects(store, rejects)
+    previous = registry.latest_snapshot(spec.name)
+    previous_frame = None
+    if previous is not None:
+        previous_frame = from_parquet(store.get(previous.uri, previous.sha256))
+    frame = combine(previous_frame, valid, spec.data.snapshot, spec.data.time_column)
+    snapshot_id = content_id(frame)
+    record = IngestBatchRow(
+        project=spec.name,
+        status="accepted",
+        description=batch.description,
+        rows_read=rows_read,
+        rows_valid=len(valid),
+        rows_rejected=len(rejects),
+        rejects_uri=rejected.uri if rejected else None,
+        rejects_sha256=rejected.sha256 if rejected else None,
+        reason=None,
+    )
+    if len(frame) == 0 or (previous is not None and previous.id == snapshot_id):
+        record.status, record.snapshot_id = "unchanged", previous.id if previous else None
+        registry.record_batch(record, batch.marks)
+        why = "no valid rows" if len(frame) == 0 else "the data is the same as the latest snapshot"
+        return IngestResult("unchanged", f"{batch.description}: {why}", record, previous)
+
+    ref = store.put(to_parquet(frame), kind="snapshots", suffix=".parquet")
+    snapshot = SnapshotRow(
+        id=snapshot_id,
+        project=spec.name,
+        uri=ref.uri,
+        sha256=ref.sha256,
+        size_bytes=ref.size,
+        row_count=len(frame),
+        mode=spec.data.snapshot.mode.value,
+        parent_id=previous.id if previous else None,
+        columns={str(name): str(dtype) for name, dtype in frame.dtypes.items()},
+        stats=column_stats(frame, spec.data),
+    )
+    record.snapshot_id = snapshot_id
+    registry.record_batch(record, batch.marks, snapshot)
+    latest = registry.get_snapshot(snapshot_id)
+    message = (
+        f"snapshot {snapshot_id[:12]}: {len(frame)} rows ({len(valid)} new"
+        + (f", {len(rejects)} rejected" if len(rejects) else "")
+        + f") from {batch.description}"
+    )
+    return IngestResult("accepted", message, record, latest)
+
+
+def _store_rejects(store: ArtifactStore, rejects: pd.DataFrame) -> ArtifactRef | None:
+    if rejects.empty:
+        return None
+    text = rejects.astype({c: "str" for c in rejects.columns if c != "_row"})
+    return store.put(to_parquet(text), kind="rejects", suffix=".parquet")
+
+
+def _refuse(
+    project: Project,
+    registry: Registry,
+    store: ArtifactStore,
+    batch: Batch,
+    rejects: pd.DataFrame,
+    error: DataError,
+) -> IngestResult:
+    """Record a refused batch: its marks are consumed (so later files still flow) and every
+    row stays available in the rejects file for a person to inspect and fix."""
+    rejected = _store_rejects(store, rejects)
+    record = IngestBatchRow(
+        project=project.spec.name,
+        status="refused",
+        description=batch.description,
+        rows_read=len(batch.frame),
+        rows_valid=0,
+        rows_rejected=len(batch.frame),
+        rejects_uri=rejected.uri if rejected else None,
+        rejects_sha256=rejected.sha256 if rejected else None,
+        snapshot_id=None,
+        reason=str(error),
+    )
+    registry.record_batch(record, batch.marks)
+    return IngestResult("refused", f"{batch.description} refused: {error}", record)
+
+
+def read_snapshot(store: ArtifactStore, snapshot: SnapshotRow) -> pd.DataFrame:
+    """The rows of a snapshot, verified against its recorded sha256."""
+    return from_parquet(store.get(snapshot.uri, snapshot.sha256))

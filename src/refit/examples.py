@@ -1,0 +1,166 @@
+"""Example projects built from datasets that ship inside scikit-learn, so they work offline.
+
+`create_project(dir, "breast-cancer")` writes a `refit.yaml` and the first batch of rows as a
+CSV file in `data/incoming/`; `example_rows(name)` gives the whole dataset, from which more
+batches can be dropped into that folder to watch the loop retrain.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from refit.errors import RefitError
+from refit.spec import SPEC_FILE
+
+INCOMING = Path("data/incoming")
+
+
+@dataclass(frozen=True)
+class Example:
+    description: str
+    load: Callable[[], pd.DataFrame]
+    spec: dict[str, object]
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def _breast_cancer() -> pd.DataFrame:
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer(as_frame=True)
+    frame = bunch.data.rename(columns=_snake)
+    frame["diagnosis"] = bunch.target.map(dict(enumerate(bunch.target_names)))
+    return pd.DataFrame(frame)
+
+
+def _diabetes() -> pd.DataFrame:
+    from sklearn.datasets import load_diabetes
+
+    bunch = load_diabetes(as_frame=True, scaled=False)
+    frame = bunch.data.copy()
+    frame["sex"] = frame["sex"].map({1.0: "a", 2.0: "b"})
+    frame["progression"] = bunch.target
+    return pd.DataFrame(frame)
+
+
+def _schedule() -> dict[str, str]:
+    return {"ingest": "10s", "train": "20s", "monitor": "1m"}
+
+
+EXAMPLES: dict[str, Example] = {
+    "breast-cancer": Example(
+        description="classify tumours as malignant or benign from 30 measurements",
+        load=_breast_cancer,
+        spec={
+            "name": "breast-cancer",
+            "data": {
+                "source": {"kind": "csv", "path": str(INCOMING)},
+                "target": "diagnosis",
+            },
+            "model": {
+                "task": "classification",
+                "estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
+                "params": {"max_iter": 100, "random_state": 0},
+                "metric": "roc_auc",
+            },
+            "gate": {"min": 0.9, "min_improvement": 0.0},
+            "schedule": _schedule(),
+        },
+    ),
+    "diabetes": Example(
+        description="predict disease progression one year ahead (regression)",
+        load=_diabetes,
+        spec={
+            "name": "diabetes",
+            "data": {
+                "source": {"kind": "csv", "path": str(INCOMING)},
+                "target": "progression",
+            },
+            "model": {
+                "task": "regression",
+                "estimator": "sklearn.linear_model.Ridge",
+                "params": {"alpha": 1.0},
+                "metric": "rmse",
+            },
+            "gate": {"max": 80.0, "min_improvement": 0.0},
+            "schedule": _schedule(),
+        },
+    ),
+}
+
+
+def example_rows(name: str) -> pd.DataFrame:
+    """The whole dataset of an example, target included, in the example's column names."""
+    return _example(name).load()
+
+
+def create_project(root: Path, example: str, first_batch: float = 0.6) -> Path:
+    """Write an example project into `root` (which must be empty or absent)."""
+    chosen = _example(example)
+    _check_empty(root)
+    frame = chosen.load()
+    spec = copy.deepcopy(chosen.spec)
+    data: dict[str, object] = spec["data"]  # type: ignore[assignment]
+    data["features"] = {
+        col: "float" if pd.api.types.is_numeric_dtype(frame[col]) else "category"
+        for col in frame.columns
+        if col != data["target"]
+    }
+    (root / INCOMING).mkdir(parents=True, exist_ok=True)
+    header = f"# refit project: {chosen.description}.\n# Reference: refit's README, 'The spec'.\n"
+    (root / SPEC_FILE).write_text(header + yaml.safe_dump(spec, sort_keys=False), "utf-8")
+    rows = max(1, int(len(frame) * first_batch))
+    frame.iloc[:rows].to_csv(root / INCOMING / "batch-0001.csv", index=False)
+    return root
+
+
+def create_blank_project(root: Path) -> Path:
+    """Write a commented `refit.yaml` for the user's own CSV files."""
+    _check_empty(root)
+    (root / INCOMING).mkdir(parents=True, exist_ok=True)
+    name = _snake(root.resolve().name).replace("_", "-") or "my-model"
+    (root / SPEC_FILE).write_text(_BLANK.format(name=name), "utf-8")
+    return root
+
+
+def _example(name: str) -> Example:
+    if name not in EXAMPLES:
+        raise RefitError(f"no example {name!r}; the examples are: {', '.join(EXAMPLES)}")
+    return EXAMPLES[name]
+
+
+def _check_empty(root: Path) -> None:
+    if root.exists() and any(root.iterdir()):
+        if (root / SPEC_FILE).exists():
+            raise RefitError(f"{root} already holds a refit project ({SPEC_FILE} exists)")
+        raise RefitError(f"{root} is not empty; give a new or empty folder")
+
+
+_BLANK = """\
+# refit project. Drop CSV files into data/incoming/, describe their columns below,
+# then run `refit ingest` and `refit train`. Reference: refit's README, 'The spec'.
+name: {name}
+data:
+  source: {{kind: csv, path: data/incoming}}
+  target: label                 # the column to predict
+  features:                     # every input column: float, int, bool or category
+    amount: float
+    country: category
+model:
+  task: classification          # or regression
+  estimator: sklearn.ensemble.HistGradientBoostingClassifier
+  params: {{max_iter: 100}}
+  metric: roc_auc               # accuracy, f1, roc_auc, log_loss | rmse, mae, r2
+gate:
+  min: 0.7                      # the floor a new version must reach (max: for rmse, mae, ...)
+  min_improvement: 0.0          # how much better than production it must be
+"""

@@ -1,0 +1,245 @@
+"""One training run: snapshot -> split -> fit -> evaluate -> register -> gate.
+
+The run is recorded before any work starts and ends recorded as succeeded, failed (with its
+error) or interrupted. A version exists only once its artifact is in the store in full: the
+artifact is written first, then one transaction allocates the version number, stores the
+version and marks the run succeeded. Killing the process at any point therefore leaves no
+version that points at a missing or partial file.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from refit.data.ingest import read_snapshot
+from refit.errors import ConflictError, NotFoundError, RefitError, TrainingError
+from refit.flavors import DEFAULT_FLAVOR, SUFFIXES, load_model, save_model
+from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow, SnapshotRow
+from refit.services import Services
+from refit.spec import ArtifactFormat, Spec
+from refit.train.gate import decide
+from refit.train.metrics import evaluate, score
+from refit.train.pipeline import (
+    feature_frame,
+    fit_model,
+    resolve_estimator,
+    resolve_function,
+    target_array,
+)
+from refit.train.signature import signature_for
+from refit.train.split import split
+
+Step = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run made and what the gate decided about it."""
+
+    run_id: str
+    version: ModelVersionRow
+    decision: DecisionRow
+    split_note: str | None = None
+
+    @property
+    def promoted(self) -> bool:
+        return self.decision.promoted
+
+
+def check_model_spec(spec: Spec, root: Path) -> None:
+    """Resolve the estimator or function now, so a bad spec fails before any work."""
+    if spec.model.estimator is not None:
+        resolve_estimator(spec.model.estimator, spec.model.params, spec.model.task)
+    elif spec.model.function is not None:
+        resolve_function(spec.model.function, root)
+
+
+def run_training(
+    services: Services,
+    *,
+    snapshot_id: str | None = None,
+    trigger: str = "manual",
+    actor: str = "refit train",
+    on_step: Step | None = None,
+) -> TrainResult:
+    """Train on a snapshot (default: the newest), register the version, run the gate."""
+    project, registry, store = services.project, services.registry, services.store
+    spec = project.spec
+    step = on_step or (lambda _: None)
+    check_model_spec(spec, project.root)
+    registry.interrupt_dead_runs(spec.name)
+    snapshot = _snapshot(services, snapshot_id)
+
+    run_id = uuid.uuid4().hex
+    registry.start_run(run_id, spec.name, snapshot.id, trigger)
+    timings: dict[str, float] = {}
+    try:
+        with _timed(timings, "load_s"):
+            step(f"loading snapshot {snapshot.id[:12]} ({snapshot.row_count} rows)")
+            frame = read_snapshot(store, snapshot)
+        with _timed(timings, "split_s"):
+            parts = split(frame, spec.data, spec.model)
+        with _timed(timings, "fit_s"):
+            step(f"fitting on {len(parts.train)} rows")
+            model = fit_model(parts.train, spec.data, spec.model, project.root)
+        X, y = feature_frame(parts.holdout, spec.data), target_array(parts.holdout, spec.data)
+        with _timed(timings, "evaluate_s"):
+            step(f"evaluating on {len(parts.holdout)} holdout rows")
+            metrics = evaluate(model, X, y, spec.model.task)
+            value = score(model, X, y, spec.model.task, spec.model.metric_name)
+        signature = signature_for(
+            model, spec.data, spec.model.task, target_array(parts.train, spec.data)
+        )
+        with _timed(timings, "save_s"):
+            step("saving the artifact")
+            ref = store.put(
+                save_model(model, spec.model.format),
+                kind="models",
+                suffix=SUFFIXES[spec.model.format],
+            )
+        timings["total_s"] = round(sum(timings.values()), 4)
+        version = registry.register_version(
+            run_id,
+            ModelVersionRow(
+                name=spec.name,
+                task=spec.model.task.value,
+                flavor=DEFAULT_FLAVOR,
+                format=spec.model.format.value,
+                artifact_uri=ref.uri,
+                artifact_sha256=ref.sha256,
+                artifact_size=ref.size,
+                signature=signature.to_dict(),
+                params=_params(model, spec),
+                metric=spec.model.metric_name,
+                metrics={**metrics, spec.model.metric_name: value},
+                snapshot_id=snapshot.id,
+                code_revision=code_revision(project.root),
+                timings={**timings, "holdout_rows": len(parts.holdout), "split": parts.method},
+            ),
+        )
+    except RefitError as exc:
+        registry.end_run(run_id, "failed", f"{type(exc).__name__}: {exc}", timings)
+        raise
+    except Exception as exc:
+        registry.end_run(run_id, "failed", f"{type(exc).__name__}: {exc}", timings)
+        raise TrainingError(f"training failed: {type(exc).__name__}: {exc}") from exc
+    except BaseException:
+        registry.end_run(run_id, "interrupted", "stopped before the run finished", timings)
+        raise
+    step(f"registered {spec.name} v{version.version}; running the gate")
+    decision = gate(services, version, X, y, value, actor)
+    return TrainResult(run_id, version, decision, parts.note)
+
+
+def gate(
+    services: Services,
+    challenger: ModelVersionRow,
+    X: Any,
+    y: Any,
+    value: float,
+    actor: str,
+) -> DecisionRow:
+    """Score the champion on the challenger's holdout, decide, and promote on success.
+
+    A champion that cannot be scored on this holdout (its artifact is unreadable, or it was
+    trained on other columns) does not block the challenger; the reason says so.
+    """
+    spec, registry, store = services.project.spec, services.registry, services.store
+    metric = spec.model.metric_name
+    champion_version = registry.alias_version(spec.name, PRODUCTION)
+    champion_value: float | None = None
+    note = ""
+    if champion_version is not None:
+        champion = registry.get_version(spec.name, champion_version)
+        try:
+            data = store.get(champion.artifact_uri, champion.artifact_sha256)
+            loaded = load_model(data, ArtifactFormat(champion.format), champion.flavor)
+            champion_value = score(loaded, X, y, spec.model.task, metric)
+        except (RefitError, ValueError, KeyError, TypeError) as exc:
+            note = f" (production v{champion_version} could not be scored on this holdout: {exc})"
+    verdict = decide(
+        metric, spec.model.higher_is_better, spec.gate, value, champion_value, champion_version
+    )
+
+    def row(promoted: bool, reason: str) -> DecisionRow:
+        return DecisionRow(
+            name=spec.name,
+            action="gate",
+            alias=PRODUCTION,
+            promoted=promoted,
+            candidate_version=challenger.version,
+            previous_version=champion_version,
+            metric=metric,
+            candidate_value=value,
+            champion_value=champion_value,
+            reason=reason,
+            actor=actor,
+        )
+
+    if not verdict.promote:
+        return registry.record_decision(row(False, verdict.reason + note))
+    try:
+        return registry.move_alias(row(True, verdict.reason + note), expected=champion_version)
+    except ConflictError as exc:
+        registry.record_decision(row(False, f"{verdict.reason}, but not promoted: {exc}"))
+        raise
+
+
+def _snapshot(services: Services, snapshot_id: str | None) -> SnapshotRow:
+    name = services.project.spec.name
+    if snapshot_id is not None:
+        return services.registry.get_snapshot(snapshot_id, name)
+    latest = services.registry.latest_snapshot(name)
+    if latest is None:
+        raise NotFoundError(f"{name} has no snapshot yet: run `refit ingest` first")
+    return latest
+
+
+def _params(model: Any, spec: Spec) -> dict[str, Any]:
+    params: dict[str, Any] = dict(spec.model.params)
+    if spec.model.estimator is not None and hasattr(model, "steps"):
+        estimator = model.steps[-1][1]
+        params = {k: _json_safe(v) for k, v in estimator.get_params(deep=False).items()}
+    return params
+
+
+def _json_safe(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def code_revision(root: Path) -> str | None:
+    """The git commit of the project (with `-dirty` for local changes), if it is a git repo."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        )
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+@contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[key] = round(time.perf_counter() - start, 4)
