@@ -6,11 +6,11 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from servers import S3Location
 
 from refit.artifacts import ArtifactStore, open_artifact_store
 from refit.errors import ArtifactCorruptError, ArtifactError, NotFoundError
 from refit.spec import S3Options
+from servers import S3Location
 
 
 def s3_store(location: S3Location) -> ArtifactStore:

@@ -164,3 +164,15 @@ gate:
   min: 0.7                      # the floor a new version must reach (max: for rmse, mae, ...)
   min_improvement: 0.0          # how much better than production it must be
 """
+
+
+def drop_batch(root: Path, example: str, number: int, of: int, first_batch: float = 0.6) -> Path:
+    """Write batch `number` (2..of) of the rows `create_project` left out, as a new CSV file."""
+    frame = _example(example).load()
+    start = max(1, int(len(frame) * first_batch))
+    rest = frame.iloc[start:]
+    size = -(-len(rest) // (of - 1))
+    part = rest.iloc[(number - 2) * size : (number - 1) * size]
+    path = root / INCOMING / f"batch-{number:04d}.csv"
+    part.to_csv(path, index=False)
+    return path

@@ -21,7 +21,7 @@ from refit.services import Services, open_services
 from refit.spec import load_project
 
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 ProjectOption = Annotated[
     Path,

@@ -27,7 +27,6 @@ from refit.spec import ArtifactFormat, Spec
 from refit.train.gate import decide
 from refit.train.metrics import evaluate, score
 from refit.train.pipeline import (
-    feature_frame,
     fit_model,
     resolve_estimator,
     resolve_function,
@@ -89,7 +88,9 @@ def run_training(
         with _timed(timings, "fit_s"):
             step(f"fitting on {len(parts.train)} rows")
             model = fit_model(parts.train, spec.data, spec.model, project.root)
-        X, y = feature_frame(parts.holdout, spec.data), target_array(parts.holdout, spec.data)
+        # The holdout as the model will meet rows when served: validated, typed, unconverted.
+        X = parts.holdout[list(spec.data.features)]
+        y = target_array(parts.holdout, spec.data)
         with _timed(timings, "evaluate_s"):
             step(f"evaluating on {len(parts.holdout)} holdout rows")
             metrics = evaluate(model, X, y, spec.model.task)

@@ -1,0 +1,1 @@
+"""The data layer: sources, validation, column statistics and snapshot helpers."""

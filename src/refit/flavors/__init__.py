@@ -1,0 +1,58 @@
+"""Flavors: how a fitted model becomes bytes for the artifact store, and back.
+
+    data = save_model(pipeline, ArtifactFormat.SKOPS)   # bytes
+    path = f"model{SUFFIXES[ArtifactFormat.SKOPS]}"      # model.skops
+    model = load_model(data, ArtifactFormat.SKOPS)
+
+A flavor is a pair of functions; `FLAVORS` maps a flavor's name (recorded with each model
+version) to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from refit.errors import ArtifactError
+from refit.flavors import sklearn as _sklearn
+from refit.spec import ArtifactFormat
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """A named pair of functions: `save(model, fmt) -> bytes` and `load(data, fmt) -> model`."""
+
+    name: str
+    save: Callable[[Any, ArtifactFormat], bytes]
+    load: Callable[[bytes, ArtifactFormat], Any]
+
+
+FLAVORS: dict[str, Flavor] = {"sklearn": Flavor("sklearn", _sklearn.save, _sklearn.load)}
+DEFAULT_FLAVOR = "sklearn"
+
+SUFFIXES: dict[ArtifactFormat, str] = {
+    ArtifactFormat.JOBLIB: ".joblib",
+    ArtifactFormat.SKOPS: ".skops",
+}
+"""The file suffix of an artifact in each format."""
+
+
+def get_flavor(name: str) -> Flavor:
+    """The flavor recorded as `name` with a model version."""
+    try:
+        return FLAVORS[name]
+    except KeyError:
+        raise ArtifactError(
+            f"unknown model flavor {name!r}; expected one of {', '.join(FLAVORS)}"
+        ) from None
+
+
+def save_model(model: Any, fmt: ArtifactFormat, flavor: str = DEFAULT_FLAVOR) -> bytes:
+    """The bytes of a fitted model, in format `fmt`."""
+    return get_flavor(flavor).save(model, fmt)
+
+
+def load_model(data: bytes, fmt: ArtifactFormat, flavor: str = DEFAULT_FLAVOR) -> Any:
+    """The fitted model held in `data`. Verify its sha256 before calling this."""
+    return get_flavor(flavor).load(data, fmt)

@@ -1,0 +1,83 @@
+"""The quality gate: does a newly trained version (challenger) replace production (champion)?
+
+The rules, for a metric where higher is better (mirrored where lower is better):
+
+1. The challenger must reach the floor `gate.min` (for lower-is-better metrics, stay at or
+   under the ceiling `gate.max`). An unset bound is no bound; the bound of the other direction
+   does not apply (the spec refuses it).
+2. With no champion, that is enough.
+3. Otherwise the improvement (challenger - champion, direction-aware) must be at least
+   `gate.min_improvement`. A tie therefore promotes when `min_improvement` is 0: the
+   challenger was trained on fresher data. Differences within float rounding count as equal.
+
+`decide` is pure: it reads numbers and returns a decision with a reason naming both numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from refit.spec import GateSpec
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """The gate's verdict, e.g. `GateDecision(False, "roc_auc 0.61 is below the floor 0.7")`."""
+
+    promote: bool
+    reason: str
+    """One sentence with the numbers compared, e.g. "rmse 54.2 is above the ceiling 50"."""
+
+
+def decide(
+    metric: str,
+    higher_is_better: bool,
+    gate: GateSpec,
+    challenger: float,
+    champion: float | None,
+    champion_version: int | None = None,
+) -> GateDecision:
+    """Whether the challenger (its `metric` value) replaces the champion; see the module rules."""
+    shown = f"{metric} {_num(challenger)}"
+    if not math.isfinite(challenger):
+        return GateDecision(False, f"{shown} is not a finite number")
+    if higher_is_better and gate.min is not None and not _at_least(challenger, gate.min):
+        return GateDecision(False, f"{shown} is below the floor {_num(gate.min)}")
+    if not higher_is_better and gate.max is not None and not _at_least(gate.max, challenger):
+        return GateDecision(False, f"{shown} is above the ceiling {_num(gate.max)}")
+
+    if champion is None or not math.isfinite(champion):
+        why = "there is no production version" if champion is None else "production has no score"
+        return GateDecision(True, f"{shown} {_bound_met(higher_is_better, gate)} and {why}")
+
+    production = "production" if champion_version is None else f"production v{champion_version}"
+    versus = f"{production} ({_num(champion)})"
+    improvement = challenger - champion if higher_is_better else champion - challenger
+    margin = gate.min_improvement
+    if not _at_least(improvement, margin):
+        return GateDecision(
+            False, f"{shown} is not better than {versus} by at least {_num(margin)}"
+        )
+    if _at_least(0.0, abs(improvement)):
+        return GateDecision(
+            True, f"{shown} ties {versus}, which is enough with min_improvement {_num(margin)}"
+        )
+    return GateDecision(
+        True, f"{shown} beats {versus} by {_num(abs(improvement))} >= {_num(margin)}"
+    )
+
+
+def _bound_met(higher_is_better: bool, gate: GateSpec) -> str:
+    if higher_is_better:
+        return "has no floor" if gate.min is None else f"reaches the floor {_num(gate.min)}"
+    return "has no ceiling" if gate.max is None else f"is within the ceiling {_num(gate.max)}"
+
+
+def _at_least(value: float, bound: float) -> bool:
+    """`value >= bound`, treating a difference within float rounding as equal."""
+    return value >= bound or math.isclose(value, bound, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _num(value: float) -> str:
+    return f"{value:.6g}"

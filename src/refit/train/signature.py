@@ -1,0 +1,160 @@
+"""A model's signature: the input columns it takes and the output it gives.
+
+It is recorded with every model version as JSON (`to_dict` / `from_dict`), types the server's
+request and response bodies, and yields a small valid input (`sample_frame`) to warm a loaded
+model up before it answers requests. Example of `to_dict()`::
+
+    {"inputs": [{"name": "tenure", "type": "float", "nullable": true, "values": null,
+                 "min": 0.0, "max": null},
+                {"name": "plan", "type": "category", "nullable": false,
+                 "values": ["basic", "pro"], "min": null, "max": null}],
+     "output": {"task": "classification", "type": "bool", "classes": [false, true],
+                "probabilities": true}}
+
+A category column lists its `values` only when the spec declares them: the categories seen in
+training are not a contract, and the pipeline takes unseen ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from refit.errors import StoreError
+from refit.spec import DataSpec, FeatureType, Task
+
+OUTPUT_TYPES = ("float", "int", "bool", "string")
+
+
+@dataclass(frozen=True)
+class InputColumn:
+    """One input column, e.g. `InputColumn("plan", FeatureType.CATEGORY, values=["a", "b"])`."""
+
+    name: str
+    type: FeatureType
+    nullable: bool = True
+    values: list[str] | None = None
+    """The allowed categories of a category column, when the spec declares them."""
+    min: float | None = None
+    max: float | None = None
+
+
+@dataclass(frozen=True)
+class Output:
+    """What the model gives, e.g. `Output(Task.CLASSIFICATION, "string", ["no", "yes"], True)`."""
+
+    task: Task
+    type: str
+    """The type of a prediction: one of `OUTPUT_TYPES`."""
+    classes: list[Any] | None = None
+    """A classifier's classes, in the order of its probability columns."""
+    probabilities: bool = False
+    """Whether the model gives class probabilities (`predict_proba`)."""
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What a model takes and gives; round-trips through JSON."""
+
+    inputs: list[InputColumn]
+    output: Output
+
+    @property
+    def names(self) -> list[str]:
+        return [column.name for column in self.inputs]
+
+    def to_dict(self) -> dict[str, Any]:
+        raw = asdict(self)
+        for column in raw["inputs"]:
+            column["type"] = str(column["type"])
+        raw["output"]["task"] = str(raw["output"]["task"])
+        return raw
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Signature:
+        try:
+            inputs = [
+                InputColumn(**{**column, "type": FeatureType(column["type"])})
+                for column in raw["inputs"]
+            ]
+            output = Output(**{**raw["output"], "task": Task(raw["output"]["task"])})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"a stored model signature is malformed: {exc!r}") from exc
+        if output.type not in OUTPUT_TYPES:
+            raise StoreError(f"a stored model signature has an unknown output type {output.type!r}")
+        return cls(inputs=inputs, output=output)
+
+
+def signature_for(
+    model: Any, data: DataSpec, task: Task, y: pd.Series[Any] | np.ndarray[Any, Any]
+) -> Signature:
+    """The signature of `model`, fitted on the features of `data` and the target `y`."""
+    inputs = [
+        InputColumn(
+            name=name,
+            type=feature.type,
+            nullable=feature.nullable,
+            values=list(feature.values) if feature.values is not None else None,
+            min=feature.min,
+            max=feature.max,
+        )
+        for name, feature in data.features.items()
+    ]
+    if task is Task.REGRESSION:
+        return Signature(inputs, Output(task=task, type="float"))
+    classes = getattr(model, "classes_", None)
+    if classes is None:
+        output = Output(task=task, type=_type_of(np.asarray(y).dtype))
+    else:
+        array = np.asarray(classes)
+        output = Output(
+            task=task,
+            type=_type_of(array.dtype),
+            classes=[value.item() if isinstance(value, np.generic) else value for value in array],
+            probabilities=hasattr(model, "predict_proba"),
+        )
+    return Signature(inputs, output)
+
+
+def _type_of(dtype: Any) -> str:
+    if pd.api.types.is_bool_dtype(dtype):
+        return "bool"
+    if pd.api.types.is_integer_dtype(dtype):
+        return "int"
+    if pd.api.types.is_float_dtype(dtype):
+        return "float"
+    return "string"
+
+
+def sample_frame(signature: Signature, n: int = 3) -> pd.DataFrame:
+    """`n` valid input rows, typed as validation types them, built from the signature alone."""
+    columns: dict[str, pd.Series[Any]] = {}
+    for column in signature.inputs:
+        if column.type is FeatureType.FLOAT:
+            columns[column.name] = pd.Series(_numbers(column, n), dtype="float64")
+        elif column.type is FeatureType.INT:
+            ints = [int(x) for x in _numbers(column, n, integers=True)]
+            columns[column.name] = pd.Series(ints, dtype="Int64" if column.nullable else "int64")
+        elif column.type is FeatureType.BOOL:
+            columns[column.name] = pd.Series([i % 2 == 0 for i in range(n)], dtype="boolean")
+        else:
+            values = column.values or ["a", "b", "c"]
+            picks = [values[i % len(values)] for i in range(n)]
+            columns[column.name] = pd.Series(picks, dtype=object)
+    return pd.DataFrame(columns, index=pd.RangeIndex(n))
+
+
+def _numbers(column: InputColumn, n: int, integers: bool = False) -> list[float]:
+    low, high = column.min, column.max
+    if integers:
+        low = None if low is None else float(math.ceil(low))
+        high = None if high is None else float(math.floor(high))
+    if low is None:
+        low = 0.0 if high is None else min(0.0, high)
+    values = [low + i for i in range(n)]
+    return values if high is None else [min(v, max(high, low)) for v in values]

@@ -1,0 +1,105 @@
+from typing import Any
+
+import pytest
+
+from refit.spec import GateSpec
+from refit.train.gate import GateDecision, decide
+
+CASES: list[tuple[str, bool, dict[str, Any], float, float | None, int | None, bool, str]] = [
+    # metric, higher is better, gate, challenger, champion, champion version, promote, reason
+    (
+        "roc_auc", True, {"min": 0.7}, 0.61, 0.5, 3, False,
+        "roc_auc 0.61 is below the floor 0.7",
+    ),
+    (
+        "roc_auc", True, {"min": 0.7}, 0.7, None, None, True,
+        "roc_auc 0.7 reaches the floor 0.7 and there is no production version",
+    ),
+    (
+        "roc_auc", True, {}, 0.52, None, None, True,
+        "roc_auc 0.52 has no floor and there is no production version",
+    ),
+    (
+        "roc_auc", True, {"min": 0.7}, 0.981, 0.975, 3, True,
+        "roc_auc 0.981 beats production v3 (0.975) by 0.006 >= 0",
+    ),
+    (
+        "roc_auc", True, {}, 0.975, 0.975, 3, True,
+        "roc_auc 0.975 ties production v3 (0.975), which is enough with min_improvement 0",
+    ),
+    (
+        "roc_auc", True, {"min_improvement": 0.01}, 0.98, 0.975, 3, False,
+        "roc_auc 0.98 is not better than production v3 (0.975) by at least 0.01",
+    ),
+    (
+        "roc_auc", True, {}, 0.97, 0.975, 2, False,
+        "roc_auc 0.97 is not better than production v2 (0.975) by at least 0",
+    ),
+    # float rounding: 0.3 - 0.1 is 0.19999999999999998, which still meets a 0.2 margin
+    (
+        "accuracy", True, {"min_improvement": 0.2}, 0.3, 0.1, 1, True,
+        "accuracy 0.3 beats production v1 (0.1) by 0.2 >= 0.2",
+    ),
+    (
+        "rmse", False, {"max": 55.0}, 60.1, 50.0, 2, False,
+        "rmse 60.1 is above the ceiling 55",
+    ),
+    (
+        "rmse", False, {"max": 55.0}, 54.2, None, None, True,
+        "rmse 54.2 is within the ceiling 55 and there is no production version",
+    ),
+    (
+        "rmse", False, {}, 54.2, None, None, True,
+        "rmse 54.2 has no ceiling and there is no production version",
+    ),
+    (
+        "rmse", False, {"min_improvement": 0.5}, 54.2, 53.9, 2, False,
+        "rmse 54.2 is not better than production v2 (53.9) by at least 0.5",
+    ),
+    (
+        "rmse", False, {"min_improvement": 0.5}, 53.0, 53.9, 2, True,
+        "rmse 53 beats production v2 (53.9) by 0.9 >= 0.5",
+    ),
+    (
+        "rmse", False, {"min_improvement": 0.5}, 53.4, 53.9, None, True,
+        "rmse 53.4 beats production (53.9) by 0.5 >= 0.5",
+    ),
+    (
+        "log_loss", False, {}, 0.3, 0.3, 5, True,
+        "log_loss 0.3 ties production v5 (0.3), which is enough with min_improvement 0",
+    ),
+    (
+        "mae", False, {"min_improvement": 0.1}, 2.0, 2.0, 5, False,
+        "mae 2 is not better than production v5 (2) by at least 0.1",
+    ),
+    (
+        "r2", True, {"min": 0.5}, float("nan"), 0.4, 1, False,
+        "r2 nan is not a finite number",
+    ),
+    (
+        "r2", True, {}, 0.6, float("nan"), 1, True,
+        "r2 0.6 has no floor and production has no score",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("metric", "higher", "gate", "challenger", "champion", "version", "promote", "reason"), CASES
+)
+def test_decide(
+    metric: str,
+    higher: bool,
+    gate: dict[str, Any],
+    challenger: float,
+    champion: float | None,
+    version: int | None,
+    promote: bool,
+    reason: str,
+) -> None:
+    decision = decide(metric, higher, GateSpec(**gate), challenger, champion, version)
+    assert decision == GateDecision(promote, reason)
+
+
+def test_the_bound_of_the_other_direction_does_not_apply() -> None:
+    assert decide("rmse", False, GateSpec(min=100.0), 5.0, None).promote
+    assert decide("roc_auc", True, GateSpec(max=0.1), 0.9, None).promote
