@@ -14,10 +14,18 @@ Nothing here knows about HTTP or the terminal::
     ├── ArtifactError               the artifact store
     │   └── ArtifactCorruptError    a stored file does not match its recorded sha256
     ├── TrainingError               a training run failed (the user's code or the data)
-    └── StoreError                  the registry's database cannot be reached or migrated
+    ├── StoreError                  the registry's database cannot be reached or migrated
+    └── RequestError                a prediction request is at fault (the server answers 4xx)
+        ├── InputError              fields missing, unknown, of the wrong type, out of range
+        ├── MalformedBodyError      the body is not JSON, or not of the expected shape
+        └── TooLargeError           the body or the batch is over the configured limit
+    ServiceUnavailableError         no verified model is loaded yet, or the server is busy
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 
 class RefitError(Exception):
@@ -89,3 +97,58 @@ class StoreError(RefitError):
     """The registry's database cannot be reached, or its schema cannot be migrated."""
 
     exit_code = 8
+
+
+class RequestError(RefitError):
+    """A request the server refuses because of the request itself."""
+
+    status = 400
+    code = "bad_request"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a request: where, what, what was received and what was expected."""
+
+    field: str
+    problem: str
+    received: Any = None
+    expected: str | None = None
+
+
+class InputError(RequestError):
+    """Fields missing, unknown, of the wrong type or out of range; `problems` names each."""
+
+    status = 422
+    code = "invalid_input"
+
+    def __init__(self, problems: list[Problem]) -> None:
+        count = len(problems)
+        first = problems[0]
+        super().__init__(
+            f"{count} problem{'s' if count > 1 else ''} with the input; "
+            f"first: {first.field}: {first.problem}"
+        )
+        self.problems = problems
+
+
+class MalformedBodyError(RequestError):
+    """The body is not JSON, or not the shape the endpoint takes."""
+
+    status = 400
+    code = "malformed_body"
+
+
+class TooLargeError(RequestError):
+    """The body or the batch is larger than the server's limit."""
+
+    status = 413
+    code = "too_large"
+
+
+class ServiceUnavailableError(RefitError):
+    """The server cannot answer now (no verified model yet, or overloaded); retry later."""
+
+    exit_code = 9
+    status = 503
+    code = "unavailable"

@@ -40,7 +40,19 @@ _FUNCTION_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Numbers become text in text fields: `values: [1, 2]`, or an all-digit password read from
+    # an environment variable (override values are parsed as YAML).
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+
+class _FieldProblem(ValueError):
+    """A problem found by a model's validator that belongs to one of its fields: reported at
+    that field's path (`field`, relative to the model) with that field's value."""
+
+    def __init__(self, field: tuple[str, ...], value: Any, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.value = value
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -79,12 +91,24 @@ class Feature(_Model):
 
     @model_validator(mode="after")
     def _bounds_fit_type(self) -> Feature:
-        if (self.min is not None or self.max is not None) and not self.type.numeric:
-            raise ValueError(f"min/max apply to numeric features, not to {self.type.value}")
+        for bound in ("min", "max"):
+            value = getattr(self, bound)
+            if value is not None and not self.type.numeric:
+                raise _FieldProblem(
+                    (bound,),
+                    value,
+                    f"{bound} applies to numeric features (float, int), not to {self.type.value}",
+                )
         if self.values is not None and self.type is not FeatureType.CATEGORY:
-            raise ValueError("values apply to category features only")
+            raise _FieldProblem(
+                ("values",),
+                self.values,
+                f"values apply to category features only, not to {self.type.value}",
+            )
         if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+            raise _FieldProblem(
+                ("min",), self.min, f"greater than max ({self.max:g}): expected min <= max"
+            )
         return self
 
 
@@ -135,9 +159,15 @@ class SnapshotPolicy(_Model):
     @model_validator(mode="after")
     def _window_has_a_size(self) -> SnapshotPolicy:
         if self.mode is SnapshotMode.WINDOW and self.rows is None and self.days is None:
-            raise ValueError("a window snapshot needs `rows` or `days`")
-        if self.mode is not SnapshotMode.WINDOW and (self.rows or self.days):
-            raise ValueError(f"`rows` and `days` apply to mode: window, not {self.mode.value}")
+            raise _FieldProblem(
+                ("mode",), self.mode.value, "a window snapshot needs `rows` or `days` (or both)"
+            )
+        for size in ("rows", "days"):
+            value = getattr(self, size)
+            if self.mode is not SnapshotMode.WINDOW and value is not None:
+                raise _FieldProblem(
+                    (size,), value, f"{size} applies to mode: window, not to {self.mode.value}"
+                )
         return self
 
 
@@ -155,11 +185,23 @@ class DataSpec(_Model):
     @model_validator(mode="after")
     def _columns_are_distinct(self) -> DataSpec:
         if self.target in self.features:
-            raise ValueError(f"the target {self.target!r} is also listed as a feature")
+            raise _FieldProblem(
+                ("target",),
+                self.target,
+                "the target is also listed in data.features; a model cannot learn from it",
+            )
         if self.time_column is not None and self.time_column in self.features:
-            raise ValueError(f"the time column {self.time_column!r} is also listed as a feature")
+            raise _FieldProblem(
+                ("time_column",),
+                self.time_column,
+                "the time column is also listed in data.features",
+            )
         if self.snapshot.days is not None and self.time_column is None:
-            raise ValueError("snapshot.days needs data.time_column")
+            raise _FieldProblem(
+                ("snapshot", "days"),
+                self.snapshot.days,
+                "a window of days needs data.time_column (the column the days are counted by)",
+            )
         return self
 
 
@@ -231,17 +273,37 @@ class ModelSpec(_Model):
 
     @model_validator(mode="after")
     def _one_way_to_train(self) -> ModelSpec:
-        if (self.estimator is None) == (self.function is None):
-            raise ValueError("give exactly one of `estimator` or `function`")
+        if self.estimator is None and self.function is None:
+            raise ValueError(
+                "neither `estimator` nor `function` is set: give one of them, "
+                "e.g. estimator: sklearn.linear_model.LogisticRegression"
+            )
+        if self.estimator is not None and self.function is not None:
+            raise ValueError(
+                f"both `estimator` ({self.estimator!r}) and `function` ({self.function!r}) "
+                "are set: give exactly one of them"
+            )
         if self.metric is not None:
+            fitting = ", ".join(m for m, (task, _) in METRICS.items() if task is self.task)
             if self.metric not in METRICS:
-                raise ValueError(
-                    f"unknown metric {self.metric!r}; expected one of {', '.join(METRICS)}"
+                raise _FieldProblem(
+                    ("metric",),
+                    self.metric,
+                    f"unknown metric; expected one of {fitting} (for {self.task.value})",
                 )
             if METRICS[self.metric][0] is not self.task:
-                raise ValueError(f"metric {self.metric!r} does not apply to {self.task.value}")
+                raise _FieldProblem(
+                    ("metric",),
+                    self.metric,
+                    f"a {METRICS[self.metric][0].value} metric, but model.task is "
+                    f"{self.task.value}; expected one of {fitting}",
+                )
         if self.holdout.split is SplitKind.STRATIFIED and self.task is Task.REGRESSION:
-            raise ValueError("a stratified split applies to classification only")
+            raise _FieldProblem(
+                ("holdout", "split"),
+                self.holdout.split.value,
+                "a stratified split applies to classification only; expected random or time",
+            )
         return self
 
     @property
@@ -313,6 +375,20 @@ class Storage(_Model):
         return value
 
 
+class ServeSpec(_Model):
+    """How `refit serve` runs (command-line options override these)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    poll_interval: float = Field(default=2.0, gt=0)
+    """Seconds between two looks at which version holds production."""
+    max_batch_rows: int = Field(default=10_000, ge=1)
+    """The most records one batch request may carry."""
+    max_body_bytes: int = Field(default=10 * 2**20, ge=1024)
+    """The largest request body accepted."""
+
+
 class Spec(_Model):
     """A whole `refit.yaml`."""
 
@@ -321,6 +397,7 @@ class Spec(_Model):
     model: ModelSpec
     gate: GateSpec = GateSpec()
     schedule: Schedule = Schedule()
+    serve: ServeSpec = ServeSpec()
     storage: Storage = Storage()
 
     @field_validator("name")
@@ -335,11 +412,23 @@ class Spec(_Model):
         higher = self.model.higher_is_better
         metric = self.model.metric_name
         if higher and self.gate.max is not None:
-            raise ValueError(f"gate.max does not apply to {metric} (higher is better): use min")
+            raise _FieldProblem(
+                ("gate", "max"),
+                self.gate.max,
+                f"a ceiling does not apply to {metric} (higher is better): use gate.min",
+            )
         if not higher and self.gate.min is not None:
-            raise ValueError(f"gate.min does not apply to {metric} (lower is better): use max")
+            raise _FieldProblem(
+                ("gate", "min"),
+                self.gate.min,
+                f"a floor does not apply to {metric} (lower is better): use gate.max",
+            )
         if self.model.split_kind is SplitKind.TIME and self.data.time_column is None:
-            raise ValueError("model.holdout.split: time needs data.time_column")
+            raise _FieldProblem(
+                ("model", "holdout", "split"),
+                SplitKind.TIME.value,
+                "a time split needs data.time_column (the column the rows are ordered by)",
+            )
         return self
 
 
@@ -386,6 +475,10 @@ def load_project(root: str | Path = ".", environ: Mapping[str, str] | None = Non
 def load_spec(path: Path, environ: Mapping[str, str]) -> Spec:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read it: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
@@ -417,15 +510,19 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str
         if keys[0] not in Spec.model_fields or not all(keys):
             continue
         node: dict[str, Any] = raw
+        path: list[str] = []
         for key in keys[:-1]:
             key = _existing_key(node, key)
             child = node.get(key)
-            if not isinstance(child, dict):
+            if isinstance(child, str) and path == ["data", "features"]:
+                child = node[key] = {"type": child}  # the shorthand `age: float`
+            elif not isinstance(child, dict):
                 child = node[key] = {}
             node = child
+            path.append(key)
         leaf = _existing_key(node, keys[-1])
         node[leaf] = _parse_env_value(environ[var])
-        overridden[".".join([*(k for k in keys[:-1]), leaf])] = var
+        overridden[".".join([*path, leaf])] = var
     return overridden
 
 
@@ -450,27 +547,50 @@ def _parse_env_value(text: str) -> Any:
 
 
 def _describe(err: Any, overridden: dict[str, str]) -> str:
-    loc = [str(part) for part in err["loc"] if not _is_union_tag(part)]
-    field = ".".join(loc) or "(top level)"
+    loc = _field_path(err["loc"])
+    value = err["input"]
     msg = str(err["msg"]).removeprefix("Value error, ")
     kind = err["type"]
+    problem = (err.get("ctx") or {}).get("error")
+    if isinstance(problem, _FieldProblem):
+        loc, value = [*loc, *problem.field], problem.value
+    field = ".".join(loc) or "(top level)"
+    source = f" (from {overridden[field]})" if field in overridden else ""
     if kind == "extra_forbidden":
-        return f"{field}: unknown field (check its spelling; got {_show(err['input'])})"
+        return f"{field}: unknown field (check its spelling; got {_show_unknown(loc[-1], value)})"
     if kind == "missing":
         return f"{field}: required field is missing"
-    source = f" (from {overridden[field]})" if field in overridden else ""
-    if kind in ("model_type", "dict_type") and not loc:
-        return f"(top level): {msg}"
-    return f"{field}: got {_show(err['input'])}{source}: {msg[0].lower() + msg[1:]}"
+    if kind == "union_tag_not_found":
+        return f"{field}.kind: required field is missing (expected {_SOURCE_KINDS})"
+    if kind == "union_tag_invalid":
+        source = f" (from {overridden[field + '.kind']})" if field + ".kind" in overridden else ""
+        return f"{field}.kind: got {_show(err['ctx']['tag'])}{source}: expected {_SOURCE_KINDS}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        msg = "expected a mapping (name: value)"
+    if kind == "value_error" and isinstance(value, dict):
+        return f"{field}{source}: {msg}"  # about several fields: "got a mapping" would not help
+    return f"{field}: got {_show(value)}{source}: {msg[0].lower() + msg[1:]}"
 
 
-def _is_union_tag(part: Any) -> bool:
-    return isinstance(part, str) and part in (
-        "csv",
-        "parquet",
-        "sql",
-        "function-before[_shorthand(), Feature]",
-    )
+_SOURCE_KINDS = "csv, parquet or sql"
+_SECRET_NAME = re.compile(r"secret|passw|token|key", re.IGNORECASE)
+_CREDENTIALS = re.compile(r"://[^/\s]*@")
+
+
+def _show_unknown(name: str, value: Any) -> str:
+    """The value of an unknown field, unless it may be a misspelt secret (`secret_acess_key`,
+    `ulr: postgresql://user:password@host/db`): an error message must not print it."""
+    if _SECRET_NAME.search(name) or (isinstance(value, str) and _CREDENTIALS.search(value)):
+        return "a value not shown, as it may be a secret"
+    return _show(value)
+
+
+def _field_path(loc: tuple[Any, ...]) -> list[str]:
+    """The field path of an error's location, without the tag pydantic adds for `source`."""
+    parts = [str(part) for part in loc]
+    if parts[:2] == ["data", "source"] and parts[2:3] in (["csv"], ["parquet"], ["sql"]):
+        del parts[2]
+    return parts
 
 
 def _show(value: Any) -> str:

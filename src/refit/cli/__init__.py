@@ -10,6 +10,7 @@ from refit import __version__
 from refit.cli._output import run_app
 from refit.cli.data import ingest, init, snapshots_app
 from refit.cli.models import models_app, train
+from refit.cli.serve import serve
 
 app = typer.Typer(
     name="refit",
@@ -21,6 +22,7 @@ app = typer.Typer(
 app.command()(init)
 app.command()(ingest)
 app.command()(train)
+app.command()(serve)
 app.add_typer(models_app, name="models")
 app.add_typer(snapshots_app, name="snapshots")
 

@@ -9,6 +9,7 @@ version that points at a missing or partial file.
 
 from __future__ import annotations
 
+import math
 import subprocess
 import time
 import uuid
@@ -23,6 +24,7 @@ from refit.errors import ConflictError, NotFoundError, RefitError, TrainingError
 from refit.flavors import DEFAULT_FLAVOR, SUFFIXES, load_model, save_model
 from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow, SnapshotRow
 from refit.services import Services
+from refit.signature import signature_for
 from refit.spec import ArtifactFormat, Spec
 from refit.train.gate import decide
 from refit.train.metrics import evaluate, score
@@ -32,7 +34,6 @@ from refit.train.pipeline import (
     resolve_function,
     target_array,
 )
-from refit.train.signature import signature_for
 from refit.train.split import split
 
 Step = Callable[[str], None]
@@ -165,8 +166,15 @@ def gate(
             champion_value = score(loaded, X, y, spec.model.task, metric)
         except (RefitError, ValueError, KeyError, TypeError) as exc:
             note = f" (production v{champion_version} could not be scored on this holdout: {exc})"
+    # An unscorable champion is still there: to `decide` it has no score, not no existence.
+    unscored = champion_version is not None and champion_value is None
     verdict = decide(
-        metric, spec.model.higher_is_better, spec.gate, value, champion_value, champion_version
+        metric,
+        spec.model.higher_is_better,
+        spec.gate,
+        value,
+        math.nan if unscored else champion_value,
+        champion_version,
     )
 
     def row(promoted: bool, reason: str) -> DecisionRow:

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from refit.errors import StoreError
+from refit.signature import InputColumn, Output, Signature, sample_frame, signature_for
 from refit.spec import DataSpec, FeatureType, ModelSpec, Task
 from refit.train.pipeline import fit_model
-from refit.train.signature import InputColumn, Output, Signature, sample_frame, signature_for
 
 
 def data_spec() -> DataSpec:

@@ -1,0 +1,50 @@
+"""`refit serve`: the inference server."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from refit.cli._output import ProjectOption, err
+from refit.spec import load_project
+
+
+def serve(
+    project: ProjectOption = Path("."),
+    host: Annotated[str | None, typer.Option(help="Address to bind (default serve.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default serve.port, 8000).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default serve.workers, 1).")
+    ] = None,
+) -> None:
+    """Serve predictions from the version that holds production, following its promotions."""
+    import uvicorn
+
+    from refit.serve.main import PROJECT_ENV, log_config
+
+    overrides = {"HOST": host, "PORT": port, "WORKERS": workers}
+    for key, value in overrides.items():
+        if value is not None:
+            os.environ[f"REFIT_SERVE__{key}"] = str(value)
+    loaded = load_project(project)  # a bad spec stops here, before any worker starts
+    os.environ[PROJECT_ENV] = str(loaded.root)
+    settings = loaded.spec.serve
+    shown = f"http://{settings.host}:{settings.port}"
+    err.print(
+        f"Serving {loaded.spec.name} (production) on {shown} with {settings.workers} "
+        f"worker(s); API docs at {shown}/docs"
+    )
+    uvicorn.run(
+        "refit.serve.main:app_from_environment",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_config=log_config(),
+        timeout_graceful_shutdown=30,
+        # A worker imports scikit-learn and loads a model before it answers health pings.
+        timeout_worker_healthcheck=120,
+    )

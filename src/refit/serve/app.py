@@ -1,0 +1,333 @@
+"""The inference server: a FastAPI app built from already-open services.
+
+    app = create_app(ServerState.open(services))     # nothing happens at import time
+
+Routes are thin: read the body (bounded), check it against the served signature, predict on
+the `LoadedModel` current when the request started, answer. Every error, whatever raised it,
+leaves as the same JSON shape: `{"error": {"code", "message", "problems"?}}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from refit import __version__
+from refit.errors import (
+    InputError,
+    MalformedBodyError,
+    NotFoundError,
+    RefitError,
+    ServiceUnavailableError,
+    TooLargeError,
+)
+from refit.serve.follower import LoadFailure, ModelFollower
+from refit.serve.metrics import CONTENT_TYPE, ServerMetrics
+from refit.serve.predictor import LoadedModel, Predictions
+from refit.serve.records import RecordReader, parse_json
+from refit.serve.schemas import openapi_components
+from refit.services import Services
+
+
+@dataclass
+class ServerState:
+    """What a server process holds: the follower of its model and its limits."""
+
+    name: str
+    follower: ModelFollower
+    metrics: ServerMetrics
+    max_body_bytes: int = 10 * 2**20
+    max_batch_rows: int = 10_000
+    draining: bool = False
+    _reader: RecordReader | None = field(default=None, repr=False)
+
+    @classmethod
+    def open(
+        cls,
+        services: Services,
+        *,
+        poll_interval: float = 2.0,
+        max_body_bytes: int = 10 * 2**20,
+        max_batch_rows: int = 10_000,
+    ) -> ServerState:
+        name = services.project.spec.name
+        metrics = ServerMetrics()
+        metrics.model_version.labels(name).set(0)
+        metrics.failing_version.labels(name).set(0)
+
+        def swapped(previous: LoadedModel | None, loaded: LoadedModel) -> None:
+            metrics.model_version.labels(name).set(loaded.version)
+            metrics.failing_version.labels(name).set(0)
+            if previous is not None:
+                metrics.swaps.labels(name).inc()
+
+        def refused(failure: LoadFailure) -> None:
+            metrics.load_failures.labels(name).inc()
+            metrics.failing_version.labels(name).set(failure.version)
+
+        follower = ModelFollower(
+            services.registry,
+            services.store,
+            name,
+            poll_interval=poll_interval,
+            on_swap=swapped,
+            on_failure=refused,
+        )
+        return cls(name, follower, metrics, max_body_bytes, max_batch_rows)
+
+    def model(self, name: str) -> LoadedModel:
+        if name != self.name:
+            raise NotFoundError(f"no model {name!r} here; this server serves {self.name!r}")
+        model = self.follower.current
+        if model is None:
+            why = "no version of it holds production yet"
+            if self.follower.failure is not None:
+                why = f"production v{self.follower.failure.version} failed to load"
+            raise ServiceUnavailableError(f"{name} is not ready: {why}")
+        return model
+
+    def reader(self, model: LoadedModel) -> RecordReader:
+        # Every served version has the same inputs (the follower refuses others), so one
+        # reader serves them all; it is rebuilt only for a new signature object.
+        reader = self._reader
+        if reader is None or reader.signature is not model.signature:
+            reader = self._reader = RecordReader(model.signature, self.max_batch_rows)
+        return reader
+
+    def describe(self) -> dict[str, Any]:
+        model = self.follower.current
+        failure = self.follower.failure
+        return {
+            "name": self.name,
+            "alias": self.follower.alias,
+            "ready": model is not None,
+            "served": model.describe() if model is not None else None,
+            "refused": failure.describe() if failure is not None else None,
+        }
+
+
+def error_body(code: str, message: str, problems: list[Any] | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if problems is not None:
+        error["problems"] = problems
+    return {"error": error}
+
+
+def _error_response(exc: Exception) -> JSONResponse:
+    if isinstance(exc, InputError):
+        body = error_body(exc.code, exc.message, [asdict(p) for p in exc.problems])
+        return JSONResponse(body, status_code=exc.status)
+    if isinstance(exc, (MalformedBodyError, TooLargeError, ServiceUnavailableError)):
+        headers = {"Retry-After": "1"} if isinstance(exc, ServiceUnavailableError) else None
+        return JSONResponse(error_body(exc.code, exc.message), exc.status, headers=headers)
+    if isinstance(exc, NotFoundError):
+        return JSONResponse(error_body("not_found", exc.message), status_code=404)
+    if isinstance(exc, RefitError):
+        return JSONResponse(error_body("error", exc.message), status_code=500)
+    return JSONResponse(error_body("internal", "internal server error"), status_code=500)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLargeError(f"the body has {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLargeError(f"the body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def answer(model: LoadedModel, predictions: Predictions, batch: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": model.name, "version": model.version}
+    if batch:
+        body["predictions"] = predictions.labels
+        if predictions.probabilities is not None:
+            body["probabilities"] = predictions.probabilities
+    else:
+        body["prediction"] = predictions.labels[0]
+        if predictions.probabilities is not None:
+            body["probabilities"] = predictions.probabilities[0]
+    return body
+
+
+class MetricsMiddleware:
+    """Counts and times every request by route template (not by raw path)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            self.metrics.requests.labels(path, str(status)).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - start)
+
+
+def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None) -> FastAPI:
+    """The FastAPI app of a server; its lifespan runs the follower of `production`."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(state.follower.run(), name="refit-follow-production")
+        try:
+            yield
+        finally:
+            state.draining = True
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if on_shutdown is not None:
+                on_shutdown()
+
+    app = FastAPI(
+        title=f"refit: {state.name}",
+        version=__version__,
+        description="Predictions from the version of the model that holds `production`.",
+        lifespan=lifespan,
+    )
+    app.state.refit = state
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+
+    @app.exception_handler(RefitError)
+    async def refit_error(request: Request, exc: RefitError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()
+        ]
+        return JSONResponse(error_body("invalid_input", "invalid request", problems), 422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return _error_response(exc)
+
+    async def predict_one(name: str, request: Request) -> dict[str, Any]:
+        model = state.model(name)
+        frame = state.reader(model).one(parse_json(await read_body(request, state.max_body_bytes)))
+        predictions = await asyncio.to_thread(model.predictor.predict, frame)
+        state.metrics.rows.labels(model.name).inc()
+        return answer(model, predictions, batch=False)
+
+    async def predict_many(name: str, request: Request) -> dict[str, Any]:
+        model = state.model(name)
+        body = parse_json(await read_body(request, state.max_body_bytes))
+        frame = state.reader(model).many(body)
+        predictions = await asyncio.to_thread(model.predictor.predict, frame)
+        state.metrics.rows.labels(model.name).inc(len(frame))
+        return answer(model, predictions, batch=True)
+
+    one = {
+        "openapi_extra": {"requestBody": _body("Record")},
+        "responses": {200: _body("Prediction")},
+        "tags": ["predict"],
+    }
+    many = {
+        "openapi_extra": {"requestBody": _body("Records")},
+        "responses": {200: _body("Predictions")},
+        "tags": ["predict"],
+    }
+
+    @app.post("/v1/models/{name}/predict", summary="Predict one record", **one)  # type: ignore[arg-type]
+    async def predict_named(name: str, request: Request) -> dict[str, Any]:
+        return await predict_one(name, request)
+
+    @app.post("/v1/models/{name}/predict/batch", summary="Predict a batch", **many)  # type: ignore[arg-type]
+    async def predict_named_batch(name: str, request: Request) -> dict[str, Any]:
+        return await predict_many(name, request)
+
+    @app.post("/predict", summary="Predict one record (the project's model)", **one)  # type: ignore[arg-type]
+    async def predict(request: Request) -> dict[str, Any]:
+        return await predict_one(state.name, request)
+
+    @app.post("/predict/batch", summary="Predict a batch (the project's model)", **many)  # type: ignore[arg-type]
+    async def predict_batch(request: Request) -> dict[str, Any]:
+        return await predict_many(state.name, request)
+
+    @app.get("/v1/models", tags=["models"], summary="What this server serves")
+    async def list_models() -> dict[str, Any]:
+        return {"models": [state.describe()]}
+
+    @app.get("/v1/models/{name}", tags=["models"], summary="One served model")
+    async def get_model(name: str) -> dict[str, Any]:
+        if name != state.name:
+            raise NotFoundError(f"no model {name!r} here; this server serves {state.name!r}")
+        return state.describe()
+
+    @app.get("/health/live", tags=["health"], summary="The process answers")
+    async def live() -> dict[str, str]:
+        return {"status": "live"}
+
+    @app.get("/health/ready", tags=["health"], summary="A verified model is loaded")
+    async def ready() -> JSONResponse:
+        model = state.follower.current
+        if state.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        if model is None:
+            return JSONResponse({"status": "not ready", "model": state.name}, status_code=503)
+        return JSONResponse({"status": "ready", "model": model.name, "version": model.version})
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
+
+    def openapi() -> dict[str, Any]:
+        model = state.follower.current
+        if app.openapi_schema is not None and app.state.openapi_version == _version(model):
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(
+            openapi_components(model.signature if model else None)
+        )
+        app.openapi_schema, app.state.openapi_version = schema, _version(model)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _version(model: LoadedModel | None) -> int | None:
+    return None if model is None else model.version
+
+
+def _body(schema: str) -> dict[str, Any]:
+    ref = {"$ref": f"#/components/schemas/{schema}"}
+    return {"description": schema, "content": {"application/json": {"schema": ref}}}

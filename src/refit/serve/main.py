@@ -1,0 +1,43 @@
+"""The server's composition root: what each uvicorn worker process runs to build its app.
+
+`refit serve` validates the project, then starts uvicorn with `app_from_environment` as the
+app factory; every worker opens its own registry and artifact store and follows production on
+its own. The project folder reaches the workers as `REFIT_PROJECT`, and option overrides as the
+usual `REFIT_SERVE__*` spec overrides.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+from fastapi import FastAPI
+from uvicorn.config import LOGGING_CONFIG
+
+from refit.serve.app import ServerState, create_app
+from refit.services import open_services
+from refit.spec import load_project
+
+PROJECT_ENV = "REFIT_PROJECT"
+
+
+def app_from_environment() -> FastAPI:
+    """Build a worker's app for the project named by `REFIT_PROJECT` (default: here)."""
+    project = load_project(os.environ.get(PROJECT_ENV, "."))
+    services = open_services(project)
+    serve = project.spec.serve
+    state = ServerState.open(
+        services,
+        poll_interval=serve.poll_interval,
+        max_body_bytes=serve.max_body_bytes,
+        max_batch_rows=serve.max_batch_rows,
+    )
+    return create_app(state, on_shutdown=services.close)
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging, with refit's own server messages shown the same way."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["refit"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config

@@ -1,0 +1,202 @@
+"""Request bodies: JSON in, checked against a model's signature, out as a typed DataFrame.
+
+Everything wrong with a body is reported at once, one `Problem` per field: missing and
+unknown fields, wrong types, NaN and infinities (which JSON cannot carry but Python's parser
+lets through as `NaN`/`Infinity`), values outside the declared range or categories.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from refit.errors import InputError, MalformedBodyError, Problem, TooLargeError
+from refit.signature import InputColumn, Signature
+from refit.spec import FeatureType
+
+_EXPECTED = {
+    FeatureType.FLOAT: "a number",
+    FeatureType.INT: "an integer",
+    FeatureType.BOOL: "true or false",
+    FeatureType.CATEGORY: "a string",
+}
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+MAX_PROBLEMS = 50
+
+
+def parse_json(body: bytes) -> Any:
+    """The JSON value of a body; `MalformedBodyError` says where it breaks."""
+    if not body.strip():
+        raise MalformedBodyError("the request body is empty; expected a JSON object")
+    try:
+        return json.loads(body, parse_constant=_NON_FINITE.__getitem__)
+    except UnicodeDecodeError:
+        raise MalformedBodyError("the request body is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise MalformedBodyError(
+            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno}, "
+            f"column {exc.colno}"
+        ) from None
+
+
+def _show(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, (dict, list)):
+        return "an object" if isinstance(value, dict) else "a list"
+    return value
+
+
+Check = Callable[[Any], tuple[Any, str | None]]
+
+
+def _number(column: InputColumn, integer: bool) -> Check:
+    def check(value: Any) -> tuple[Any, str | None]:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None, "wrong type"
+        if not math.isfinite(value):
+            return None, "not a finite number"
+        if integer and not float(value).is_integer():
+            return None, "not an integer"
+        if column.min is not None and value < column.min:
+            return None, f"below the minimum {column.min:g}"
+        if column.max is not None and value > column.max:
+            return None, f"above the maximum {column.max:g}"
+        return (int(value) if integer else float(value)), None
+
+    return check
+
+
+def _bool(value: Any) -> tuple[Any, str | None]:
+    return (value, None) if isinstance(value, bool) else (None, "wrong type")
+
+
+def _category(column: InputColumn) -> Check:
+    allowed = set(column.values) if column.values is not None else None
+
+    def check(value: Any) -> tuple[Any, str | None]:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            return None, "wrong type"
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return None, "not a finite number"
+            text = str(int(value)) if value.is_integer() else repr(value)
+        else:
+            text = str(value)
+        if allowed is not None and text not in allowed:
+            return None, "not one of the allowed categories"
+        return text, None
+
+    return check
+
+
+def _checker(column: InputColumn) -> Check:
+    if column.type is FeatureType.FLOAT:
+        return _number(column, integer=False)
+    if column.type is FeatureType.INT:
+        return _number(column, integer=True)
+    if column.type is FeatureType.BOOL:
+        return _bool
+    return _category(column)
+
+
+def _expected(column: InputColumn) -> str:
+    text = _EXPECTED[column.type]
+    if column.values is not None:
+        text += f", one of {', '.join(column.values)}"
+    if column.min is not None or column.max is not None:
+        low = "-inf" if column.min is None else f"{column.min:g}"
+        high = "inf" if column.max is None else f"{column.max:g}"
+        text += f" in [{low}, {high}]"
+    return text + (" or null" if column.nullable else "")
+
+
+class RecordReader:
+    """Turns JSON records into the DataFrame a model of `signature` takes. Built once per
+    loaded model, so the per-request work is only the checks themselves."""
+
+    def __init__(self, signature: Signature, max_rows: int) -> None:
+        self.signature = signature
+        self.max_rows = max_rows
+        self.columns = signature.inputs
+        self.names = signature.names
+        self._known = set(self.names)
+        self._checks = [_checker(c) for c in self.columns]
+        self._expected = [_expected(c) for c in self.columns]
+
+    def one(self, record: Any) -> pd.DataFrame:
+        return self._frame([record], lambda i, name: name, "the body")
+
+    def many(self, body: Any) -> pd.DataFrame:
+        if not isinstance(body, dict) or "records" not in body:
+            raise MalformedBodyError('expected a JSON object {"records": [{...}, ...]}')
+        if set(body) != {"records"}:
+            extra = ", ".join(sorted(k for k in body if k != "records"))
+            raise InputError([Problem(extra, "unknown field", expected='only "records"')])
+        records = body["records"]
+        if not isinstance(records, list):
+            raise InputError([Problem("records", "wrong type", _show(records), "a list")])
+        if not records:
+            raise InputError([Problem("records", "empty batch", [], "at least one record")])
+        if len(records) > self.max_rows:
+            raise TooLargeError(
+                f"the batch has {len(records)} records; this server takes at most "
+                f"{self.max_rows} per request (serve.max_batch_rows)"
+            )
+        return self._frame(records, lambda i, name: f"records[{i}].{name}", "records[{i}]")
+
+    def _frame(
+        self, records: list[Any], field: Callable[[int, str], str], where: str
+    ) -> pd.DataFrame:
+        problems: list[Problem] = []
+        values: list[list[Any]] = [[] for _ in self.columns]
+        for i, record in enumerate(records):
+            if not isinstance(record, dict):
+                place = where.format(i=i)
+                problems.append(Problem(place, "wrong type", _show(record), "an object of fields"))
+                continue
+            if record.keys() - self._known:
+                for name in sorted(record.keys() - self._known):
+                    problems.append(Problem(field(i, name), "unknown field"))
+            for j, column in enumerate(self.columns):
+                if column.name not in record:
+                    problems.append(
+                        Problem(field(i, column.name), "missing", None, self._expected[j])
+                    )
+                    continue
+                raw = record[column.name]
+                if raw is None:
+                    if not column.nullable:
+                        problems.append(
+                            Problem(field(i, column.name), "null", None, self._expected[j])
+                        )
+                    values[j].append(None)
+                    continue
+                value, problem = self._checks[j](raw)
+                if problem is not None:
+                    problems.append(
+                        Problem(field(i, column.name), problem, _show(raw), self._expected[j])
+                    )
+                values[j].append(value)
+            if len(problems) >= MAX_PROBLEMS:
+                break
+        if problems:
+            raise InputError(problems[:MAX_PROBLEMS])
+        return pd.DataFrame(
+            {c.name: _series(c, v) for c, v in zip(self.columns, values, strict=True)}
+        )
+
+
+def _series(column: InputColumn, values: list[Any]) -> pd.Series[Any]:
+    if column.type is FeatureType.FLOAT:
+        return pd.Series(values, dtype="float64")
+    if column.type is FeatureType.INT:
+        return pd.Series(values, dtype="Int64" if column.nullable else "int64")
+    if column.type is FeatureType.BOOL:
+        return pd.Series(values, dtype="boolean")
+    return pd.Series([np.nan if v is None else v for v in values], dtype=object)
