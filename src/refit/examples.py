@@ -1,13 +1,15 @@
 """Example projects built from datasets that ship inside scikit-learn, so they work offline.
 
-`create_project(dir, "breast-cancer")` writes a `refit.yaml` and the first batch of rows as a
-CSV file in `data/incoming/`; `example_rows(name)` gives the whole dataset, from which more
-batches can be dropped into that folder to watch the loop retrain.
+`create_project(dir, "breast-cancer")` writes a `refit.yaml`, the first batch of rows as a CSV
+file in `data/incoming/`, and `request.json` / `batch.json` to try the API with.
+`example_rows(name)` gives the whole dataset, from which `drop_batch` writes more batches into
+that folder to watch the loop retrain.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -120,7 +122,16 @@ def create_project(root: Path, example: str, first_batch: float = 0.6) -> Path:
     (root / SPEC_FILE).write_text(header + yaml.safe_dump(spec, sort_keys=False), "utf-8")
     rows = max(1, int(len(frame) * first_batch))
     frame.iloc[:rows].to_csv(root / INCOMING / "batch-0001.csv", index=False)
+    _write_requests(root, frame.drop(columns=[data["target"]]).tail(3))
     return root
+
+
+def _write_requests(root: Path, inputs: pd.DataFrame) -> None:
+    """`request.json` (one record) and `batch.json` (three), to try the API with curl."""
+    records = json.loads(inputs.to_json(orient="records", double_precision=6))
+    (root / "request.json").write_text(json.dumps(records[0], indent=2) + "\n", "utf-8")
+    batch = json.dumps({"records": records}, indent=2)
+    (root / "batch.json").write_text(batch + "\n", "utf-8")
 
 
 def create_blank_project(root: Path) -> Path:
