@@ -557,7 +557,8 @@ def _describe(err: Any, overridden: dict[str, str]) -> str:
     field = ".".join(loc) or "(top level)"
     source = f" (from {overridden[field]})" if field in overridden else ""
     if kind == "extra_forbidden":
-        return f"{field}: unknown field (check its spelling; got {_show_unknown(loc[-1], value)})"
+        what = f"the spelling of {overridden[field]}" if field in overridden else "its spelling"
+        return f"{field}: unknown field (check {what}; got {_show_unknown(loc[-1], value)})"
     if kind == "missing":
         return f"{field}: required field is missing"
     if kind == "union_tag_not_found":

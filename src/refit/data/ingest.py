@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 from refit.artifacts import ArtifactRef, ArtifactStore
@@ -51,7 +52,7 @@ def run_ingest(
         validated = validate(batch.frame, spec.data)
     except DataError as exc:
         # A batch without the spec's columns: keep all its rows aside, and move past it.
-        return _refuse(project, registry, store, batch, batch.frame.assign(_reason=str(exc)), exc)
+        return _refuse(project, registry, store, batch, _kept_aside(batch.frame, str(exc)), exc)
     valid, rejects = validated.valid, validated.rejects
     if rows_read and len(rejects) / rows_read > spec.data.max_reject_rate:
         share = len(rejects) / rows_read
@@ -60,7 +61,8 @@ def run_ingest(
             f"{len(rejects)} of {rows_read} rows ({share:.0%}) failed validation, more than "
             f"data.max_reject_rate ({spec.data.max_reject_rate:.0%}); first: {first}"
         )
-        return _refuse(project, registry, store, batch, rejects, error)
+        kept = _kept_aside(batch.frame, "valid, but its batch was refused", rejects)
+        return _refuse(project, registry, store, batch, kept, error)
 
     rejected = _store_rejects(store, rejects)
     previous = registry.latest_snapshot(spec.name)
@@ -115,6 +117,19 @@ def _store_rejects(store: ArtifactStore, rejects: pd.DataFrame) -> ArtifactRef |
         return None
     text = rejects.astype({c: "str" for c in rejects.columns if c != "_row"})
     return store.put(to_parquet(text), kind="rejects", suffix=".parquet")
+
+
+def _kept_aside(
+    frame: pd.DataFrame, reason: str, rejects: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Every row of a refused batch, as `validate` keeps rejects: its columns as text, `_row`
+    and `_reason` (the row's own problems where it has any, else `reason`)."""
+    rows = frame.reset_index(drop=True).astype("str")
+    rows["_row"] = np.arange(len(rows))
+    rows["_reason"] = reason
+    if rejects is not None and not rejects.empty:
+        rows.loc[rejects["_row"].to_numpy(), "_reason"] = rejects["_reason"].to_numpy()
+    return rows
 
 
 def _refuse(

@@ -1,0 +1,398 @@
+"""One ingest run against a real SQLite registry and a local artifact store."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from refit.artifacts import ArtifactRef, ArtifactStore, open_artifact_store
+from refit.data.ingest import read_snapshot, run_ingest
+from refit.data.snapshots import content_id, from_parquet
+from refit.data.sources import MemorySource
+from refit.errors import ArtifactCorruptError, ArtifactError, SourceError
+from refit.registry import IngestBatchRow, Registry, open_registry
+from refit.spec import Project, Spec
+
+HEADER = "x,n,c,y\n"
+
+
+def project(root: Path, **data: Any) -> Project:
+    """A classification project over `root/incoming/*.csv`; `data` overrides its data section."""
+    spec = Spec.model_validate(
+        {
+            "name": "shop",
+            "data": {
+                "source": {"kind": "csv", "path": "incoming"},
+                "target": "y",
+                "features": {
+                    "x": "float",
+                    "n": {"type": "int", "min": 0},
+                    "c": {"type": "category", "values": ["a", "b"]},
+                },
+                **data,
+            },
+            "model": {
+                "task": "classification",
+                "estimator": "sklearn.linear_model.LogisticRegression",
+            },
+        }
+    )
+    return Project(root, spec)
+
+
+def write_csv(root: Path, name: str, rows: str, header: str = HEADER) -> Path:
+    path = root / "incoming" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + rows, encoding="utf-8")
+    return path
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def stored_rejects(store: ArtifactStore, batch: IngestBatchRow | None) -> pd.DataFrame:
+    assert batch is not None and batch.rejects_uri is not None and batch.rejects_sha256
+    return from_parquet(store.get(batch.rejects_uri, batch.rejects_sha256))
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    registry = open_registry(f"sqlite:///{tmp_path}/r.db")
+    yield registry
+    registry.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ArtifactStore:
+    return open_artifact_store(str(tmp_path / "a"))
+
+
+class FailingStore:
+    """A store whose writes of one kind of file fail, as a full disk or a lost bucket would."""
+
+    def __init__(self, inner: ArtifactStore, failing_kind: str) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.failing_kind = failing_kind
+
+    def put(self, data: bytes, *, kind: str, suffix: str) -> ArtifactRef:
+        if kind == self.failing_kind:
+            raise ArtifactError(f"cannot write artifact {kind}/...: No space left on device")
+        return self.inner.put(data, kind=kind, suffix=suffix)
+
+    def get(self, uri: str, sha256: str) -> bytes:
+        return self.inner.get(uri, sha256)
+
+    def exists(self, uri: str) -> bool:
+        return self.inner.exists(uri)
+
+
+# --- accepted, empty, unchanged -------------------------------------------------------------
+
+
+def test_a_first_file_makes_the_first_snapshot(
+    tmp_path: Path, registry: Registry, store: ArtifactStore
+) -> None:
+    path = write_csv(tmp_path, "a.csv", "1.5,1,a,0\n2.5,2,b,1\n3.5,,a,0\n")
+    result = run_ingest(project(tmp_path), registry, store)
+
+    assert result.status == "accepted"
+    snapshot = result.snapshot
+    assert snapshot is not None
+    assert result.message == (
+        f"snapshot {snapshot.id[:12]}: 3 rows (3 new) from 1 new file: incoming/a.csv"
+    )
+    assert snapshot.row_count == 3
+    assert snapshot.parent_id is None
+    assert snapshot.mode == "cumulative"
+    assert snapshot.columns == {"x": "float64", "n": "Int64", "c": "str", "y": "float64"}
+    assert snapshot.stats["x"]["mean"] == pytest.approx(2.5)
+    assert (snapshot.stats["n"]["count"], snapshot.stats["n"]["nulls"]) == (2, 1)
+    assert snapshot.stats["c"]["frequencies"] == {"a": 2, "b": 1}
+
+    rows = read_snapshot(store, snapshot)
+    expected = pd.DataFrame(
+        {
+            "x": [1.5, 2.5, 3.5],
+            "n": pd.array([1, 2, None], dtype="Int64"),
+            "c": pd.Series(["a", "b", "a"], dtype="str"),
+            "y": [0.0, 1.0, 0.0],
+        }
+    )
+    pd.testing.assert_frame_equal(rows, expected)
+    assert snapshot.id == content_id(rows)
+    assert store.exists(snapshot.uri)
+
+    assert registry.source_marks("shop") == {"file:incoming/a.csv": sha256(path)}
+    [batch] = registry.list_batches("shop")
+    assert (batch.status, batch.snapshot_id) == ("accepted", snapshot.id)
+    assert (batch.rows_read, batch.rows_valid, batch.rows_rejected) == (3, 3, 0)
+    assert batch.rejects_uri is None
+    assert registry.latest_snapshot("shop") is not None
+
+
+def test_nothing_new_records_nothing(
+    tmp_path: Path, registry: Registry, store: ArtifactStore
+) -> None:
+    write_csv(tmp_path, "a.csv", "1.5,1,a,0\n")
+    spec = project(tmp_path)
+    first = run_ingest(spec, registry, store)
+
+    again = run_ingest(spec, registry, store)
+    assert (again.status, again.message) == ("empty", "no new data")
+    assert again.batch is None and again.snapshot is None
+    assert len(registry.list_batches("shop")) == 1
+    latest = registry.latest_snapshot("shop")
+    assert first.snapshot is not None and latest is not None
+    assert latest.id == first.snapshot.id
+
+
+def test_an_empty_folder_is_no_new_data(
+    tmp_path: Path, registry: Registry, store: ArtifactStore
+) -> None:
+    (tmp_path / "incoming").mkdir()
+    assert run_ingest(project(tmp_path), registry, store).status == "empty"
+    assert registry.list_batches("shop") == []
+
+
+def test_a_missing_source_folder_is_a_source_error(
+    tmp_path: Path, registry: Registry, store: ArtifactStore
+) -> None:
+    with pytest.raises(SourceError, match=r"incoming: no such file or folder"):
+        run_ingest(project(tmp_path), registry, store)
+
+
+def test_a_second_file_extends_a_cumulative_snapshot(
+    tmp_path: Path, registry: Registry, store: ArtifactStore
+) -> None:
+    spec = project(tmp_path)
+    write_csv(tmp_path, "a.csv", "1.5,1,a,0\n2.5,2,b,1\n")
+    first = run_ingest(spec, registry, store)
+    write_csv(tmp_path, "b.csv", "3.5,3,b,1\n")
+    second = run_ingest(spec, registry, store)
+
+    assert second.status == "accepted"
+    assert first.snapshot is not None and second.snapshot is not None
+    assert second.snapshot.id != first.snapshot.id
+    assert second.snapshot.parent_id == first.snapshot.id
+    assert second.snapshot.row_count == 3
+    assert second.message.endswith(": 3 rows (1 new) from 1 new file: incoming/b.csv")
+    assert read_snapshot(store, second.snapshot)["x"].tolist() == [1.5, 2.5, 3.5]
+    # The first snapshot is immutable: still there, still whole.
+    assert read_snapshot(store, first.snapshot)["x"].tolist() == [1.5, 2.5]
+    assert [b.snapshot_id for b in registry.list_batches("shop")] == [
+        second.snapshot.id,
+        first.snapshot.id,
+    ]
+
+
+def test_the_same_rows_again_in_latest_mode_are_unchanged(
+    tmp_path: Path, registry: Registry, store: ArtifactStore
+) -> None:
+    spec = project(tmp_path, snapshot={"mode": "latest"})
+    write_csv(tmp_path, "a.csv", "1.5,1,a,0\n2.5,2,b,1\n")
+    first = run_ingest(spec, registry, store)
+    write_csv(tmp_path, "b.csv", "1.5,1,a,0\n2.5,2,b,1\n")
+    again = run_ingest(spec, registry, store)
+
+    assert again.status == "unchanged"
+    assert again.message == (
+        "1 new file: incoming/b.csv: the data is the same as the latest snapshot"
+    )
+    assert first.snapshot is not None and again.snapshot is not None
+    assert again.snapshot.id == first.snapshot.id
+    assert again.batch is not None
+    assert (again.batch.status, again.batch.snapshot_id) == ("unchanged", first.snapshot.id)
+    assert len(registry.list_snapshots("shop")) == 1
+    assert "file:incoming/b.csv" in registry.source_marks("shop")
+    assert run_ingest(spec, registry, store).status == "empty"
+
+
+def test_data_returning_to_an_older_snapshot_points_at_it(
+    tmp_path: Path, registry: Registry, store: ArtifactStore
+) -> None:
+    spec = project(tmp_path, snapshot={"mode": "latest"})
+    write_csv(tmp_path, "export.csv", "1.5,1,a,0\n")
+    first = run_ingest(spec, registry, store)
+    write_csv(tmp_path, "export.csv", "9.5,9,b,1\n")
+    second = run_ingest(spec, registry, store)
+    write_csv(tmp_path, "export.csv", "1.5,1,a,0\n")
+    third = run_ingest(spec, registry, store)
+
+    assert [first.status, second.status, third.status] == ["accepted"] * 3
+    assert first.snapshot is not None and second.snapshot is not None
+    assert third.snapshot is not None
+    assert third.snapshot.id == first.snapshot.id != second.snapshot.id
+    assert len(registry.list_snapshots("shop")) == 2
+    latest = registry.latest_snapshot("shop")
+    assert latest is not None and latest.id == first.snapshot.id
+
+
+def test_a_file_of_only_a_header_is_consumed_without_a_snapshot(
+    tmp_path: Path, registry: Registry, store: ArtifactStore
+) -> None:
+    write_csv(tmp_path, "a.csv", "")
+    result = run_ingest(project(tmp_path), registry, store)
+    assert (result.status, result.message) == (
+        "unchanged",
+        "1 new file: incoming/a.csv: no valid rows",
+    )
+    assert result.snapshot is None
+    assert registry.list_snapshots("shop") == []
+    assert run_ingest(project(tmp_path), registry, store).status == "empty"
+
+
+def test_a_window_of_rows_keeps_the_last_ones(
+    tmp_path: Path, registry: Registry, store: ArtifactStore
+) -> None:
+    spec = project(tmp_path, snapshot={"mode": "window", "rows": 3})
+    source = MemorySource()
+    source.put("a", pd.DataFrame({"x": [1.0, 2.0], "n": [1, 2], "c": ["a", "b"], "y": [0, 1]}))
+    first = run_ingest(spec, registry, store, source)
+    source.put("b", pd.DataFrame({"x": [3.0, 4.0], "n": [3, 4], "c": ["a", "a"], "y": [1, 0]}))
+    second = run_ingest(spec, registry, store, source)
+
+    assert first.snapshot is not None and second.snapshot is not None
+    assert (second.snapshot.mode, second.snapshot.row_count) == ("window", 3)
+    assert second.snapshot.parent_id == first.snapshot.id
+    assert second.message.endswith(": 3 rows (2 new) from 1 new file: b")
+    assert read_snapshot(store, second.snapshot)["x"].tolist() == [2.0, 3.0, 4.0]
+    assert set(registry.source_marks("shop")) == {"memory:a", "memory:b"}
+
+
+# --- rejects and refused batches ------------------------------------------------------------
+
+
+def test_a_few_bad_rows_are_kept_aside_with_their_reasons(
+    tmp_path: Path, registry: Registry, store: ArtifactStore
+) -> None:
+    write_csv(tmp_path, "a.csv", "1.5,1,a,0\nlots,2,b,1\n3.5,3,a,0\n4.5,4,b,1\n5.5,-5,z,0\n")
+    result = run_ingest(project(tmp_path, max_reject_rate=0.5), registry, store)
+
+    assert result.status == "accepted"
+    assert result.snapshot is not None and result.batch is not None
+    assert result.message.endswith(": 3 rows (3 new, 2 rejected) from 1 new file: incoming/a.csv")
+    assert result.snapshot.row_count == 3
+    assert read_snapshot(store, result.snapshot)["x"].tolist() == [1.5, 3.5, 4.5]
+    assert (result.batch.rows_read, result.batch.rows_valid, result.batch.rows_rejected) == (
+        5,
+        3,
+        2,
+    )
+    rejects = stored_rejects(store, result.batch)
+    assert rejects.to_dict("list") == {
+        "x": ["lots", "5.5"],
+        "n": ["2", "-5"],
+        "c": ["b", "z"],
+        "y": ["1", "0"],
+        "_row": [1, 4],
+        "_reason": [
+            "x: 'lots' is not a number",
+            "n: '-5' is below the minimum 0; c: 'z' is not one of the allowed values: a, b",
+        ],
+    }
+
+
+def test_too_many_bad_rows_refuse_the_batch_and_later_files_still_flow(
+    tmp_path: Path, registry: Registry, store: ArtifactStore
+) -> None:
+    spec = project(tmp_path, max_reject_rate=0.25)
+    write_csv(tmp_path, "a.csv", "1.5,1,a,0\nlots,2,b,1\n3.5,3,a,0\n")
+    refused = run_ingest(spec, registry, store)
+
+    reason = (
+        "1 of 3 rows (33%) failed validation, more than data.max_reject_rate (25%); "
+        "first: x: 'lots' is not a number"
+    )
+    assert refused.status == "refused"
+    assert refused.message == f"1 new file: incoming/a.csv refused: {reason}"
+    assert refused.snapshot is None
+    assert refused.batch is not None
+    assert (refused.batch.status, refused.batch.reason) == ("refused", reason)
+    assert (refused.batch.rows_read, refused.batch.rows_rejected) == (3, 3)
+    assert registry.list_snapshots("shop") == []
+    assert registry.latest_snapshot("shop") is None
+    assert "file:incoming/a.csv" in registry.source_marks("shop")
+    # Every row of the refused batch is kept, so none is lost: the bad one with its reason.
+    rejects = stored_rejects(store, refused.batch)
+    assert rejects["x"].tolist() == ["1.5", "lots", "3.5"]
+    assert rejects["_row"].tolist() == [0, 1, 2]
+    assert rejects["_reason"].tolist() == [
+        "valid, but its batch was refused",
+        "x: 'lots' is not a number",
+        "valid, but its batch was refused",
+    ]
+
+    write_csv(tmp_path, "b.csv", "7.5,7,b,1\n")
+    accepted = run_ingest(spec, registry, store)
+    assert accepted.status == "accepted"
+    assert accepted.batch is not None and accepted.snapshot is not None
+    assert (accepted.batch.rows_read, accepted.snapshot.row_count) == (1, 1)
+    assert accepted.snapshot.parent_id is None
+    assert stored_rejects(store, refused.batch)["x"].tolist() == ["1.5", "lots", "3.5"]
+
+
+def test_a_file_without_a_required_column_is_refused_naming_it(
+    tmp_path: Path, registry: Registry, store: ArtifactStore
+) -> None:
+    write_csv(tmp_path, "a.csv", "1.5,a,0\n2.5,b,1\n", header="x,c,y\n")
+    result = run_ingest(project(tmp_path), registry, store)
+
+    reason = "the batch has no column 'n' (required by the spec); its columns are: x, c, y"
+    assert result.status == "refused"
+    assert result.message == f"1 new file: incoming/a.csv refused: {reason}"
+    assert result.batch is not None and result.batch.reason == reason
+    assert registry.list_snapshots("shop") == []
+    rejects = stored_rejects(store, result.batch)
+    assert rejects.to_dict("list") == {
+        "x": ["1.5", "2.5"],
+        "c": ["a", "b"],
+        "y": ["0", "1"],
+        "_row": [0, 1],
+        "_reason": [reason, reason],
+    }
+    assert run_ingest(project(tmp_path), registry, store).status == "empty"
+
+
+# --- the artifact store ---------------------------------------------------------------------
+
+
+def test_an_altered_snapshot_file_is_refused_on_read(
+    tmp_path: Path, registry: Registry, store: ArtifactStore
+) -> None:
+    write_csv(tmp_path, "a.csv", "1.5,1,a,0\n")
+    snapshot = run_ingest(project(tmp_path), registry, store).snapshot
+    assert snapshot is not None
+    path = tmp_path / "a" / snapshot.uri
+    path.write_bytes(path.read_bytes()[:-1] + b"\0")
+
+    with pytest.raises(ArtifactCorruptError, match=r"is corrupt: its sha256 is .* Refusing"):
+        read_snapshot(store, snapshot)
+    write_csv(tmp_path, "b.csv", "2.5,2,b,1\n")
+    with pytest.raises(ArtifactCorruptError):
+        run_ingest(project(tmp_path), registry, store)
+
+
+@pytest.mark.parametrize("failing_kind", ["snapshots", "rejects"])
+def test_a_failed_write_to_the_store_records_nothing(
+    tmp_path: Path, registry: Registry, store: ArtifactStore, failing_kind: str
+) -> None:
+    spec = project(tmp_path, max_reject_rate=0.5)
+    write_csv(tmp_path, "a.csv", "1.5,1,a,0\nlots,2,b,1\n3.5,3,a,0\n")
+
+    with pytest.raises(ArtifactError, match="No space left on device"):
+        run_ingest(spec, registry, FailingStore(store, failing_kind))
+    assert registry.list_batches("shop") == []
+    assert registry.list_snapshots("shop") == []
+    assert registry.source_marks("shop") == {}
+
+    # Nothing was consumed: the next run reads the same rows again.
+    retried = run_ingest(spec, registry, store)
+    assert retried.status == "accepted"
+    assert retried.snapshot is not None and retried.snapshot.row_count == 2
