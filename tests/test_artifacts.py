@@ -86,3 +86,11 @@ def test_unsupported_scheme_is_refused() -> None:
 def test_s3_objects_are_readable_by_a_second_store(s3_storage: S3Location) -> None:
     ref = s3_store(s3_storage).put(b"shared", kind="models", suffix=".joblib")
     assert s3_store(s3_storage).get(ref.uri, ref.sha256) == b"shared"
+
+
+def test_a_damaged_copy_is_rewritten_by_the_next_put(tmp_path: Path) -> None:
+    store = open_artifact_store(str(tmp_path))
+    ref = store.put(b"the real content", kind="models", suffix=".joblib")
+    corrupt(store, ref.uri, b"the fake content")  # same size, other bytes
+    assert store.put(b"the real content", kind="models", suffix=".joblib") == ref
+    assert store.get(ref.uri, ref.sha256) == b"the real content"

@@ -72,9 +72,17 @@ class LocalArtifactStore:
         sha256 = hashlib.sha256(data).hexdigest()
         key = content_key(sha256, kind, suffix)
         path = self.root / key
-        if not (path.is_file() and path.stat().st_size == len(data)):
+        if not self._holds(path, sha256):
             self._write_atomically(path, data)
         return ArtifactRef(key, sha256, len(data))
+
+    @staticmethod
+    def _holds(path: Path, sha256: str) -> bool:
+        """Whether `path` already holds exactly these bytes (a damaged copy is rewritten)."""
+        try:
+            return hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+        except OSError:
+            return False
 
     def get(self, uri: str, sha256: str) -> bytes:
         path = self.root / uri

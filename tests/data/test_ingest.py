@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from refit.artifacts import ArtifactRef, ArtifactStore, open_artifact_store
-from refit.data.ingest import read_snapshot, run_ingest
-from refit.data.snapshots import content_id, from_parquet
+from refit.data.ingest import read_snapshot, run_ingest, snapshot_key
+from refit.data.snapshots import from_parquet
 from refit.data.sources import MemorySource
 from refit.errors import ArtifactCorruptError, ArtifactError, SourceError
 from refit.registry import IngestBatchRow, Registry, open_registry
@@ -126,7 +126,7 @@ def test_a_first_file_makes_the_first_snapshot(
         }
     )
     pd.testing.assert_frame_equal(rows, expected)
-    assert snapshot.id == content_id(rows)
+    assert snapshot.id == snapshot_key("shop", rows)
     assert store.exists(snapshot.uri)
 
     assert registry.source_marks("shop") == {"file:incoming/a.csv": sha256(path)}
@@ -396,3 +396,45 @@ def test_a_failed_write_to_the_store_records_nothing(
     retried = run_ingest(spec, registry, store)
     assert retried.status == "accepted"
     assert retried.snapshot is not None and retried.snapshot.row_count == 2
+
+
+# --- schema changes and shared registries ---------------------------------------------------
+
+
+def test_a_changed_schema_starts_a_new_lineage(
+    tmp_path: Path, registry: Registry, store: ArtifactStore
+) -> None:
+    write_csv(tmp_path, "a.csv", "1.5,1,a,0\n2.5,2,b,1\n")
+    first = run_ingest(project(tmp_path), registry, store)
+    write_csv(tmp_path, "b.csv", "3.5,3,a,1,9\n", header="x,n,c,y,w\n")
+    wider = project(tmp_path, features={"x": "float", "n": "int", "c": "category", "w": "float"})
+    second = run_ingest(wider, registry, store)
+    assert second.status == "accepted" and second.snapshot is not None
+    assert second.message.endswith("the spec's columns changed, so this snapshot starts afresh")
+    assert second.snapshot.row_count == 1
+    assert first.snapshot is not None and second.snapshot.parent_id == first.snapshot.id
+    assert list(read_snapshot(store, second.snapshot).columns) == ["x", "n", "c", "w", "y"]
+
+
+def test_a_target_read_as_text_in_one_batch_joins_a_numeric_one(
+    tmp_path: Path, registry: Registry, store: ArtifactStore
+) -> None:
+    write_csv(tmp_path, "a.csv", "1.5,1,a,0\n2.5,2,b,1\n")
+    run_ingest(project(tmp_path), registry, store)
+    write_csv(tmp_path, "b.csv", "3.5,3,a,maybe\n")
+    result = run_ingest(project(tmp_path), registry, store)
+    assert result.status == "accepted" and result.snapshot is not None
+    assert read_snapshot(store, result.snapshot)["y"].tolist() == ["0", "1", "maybe"]
+
+
+def test_two_projects_with_the_same_rows_keep_their_own_snapshots(
+    tmp_path: Path, registry: Registry, store: ArtifactStore
+) -> None:
+    write_csv(tmp_path, "a.csv", "1.5,1,a,0\n2.5,2,b,1\n")
+    shop = run_ingest(project(tmp_path), registry, store)
+    other = Project(tmp_path, project(tmp_path).spec.model_copy(update={"name": "other"}))
+    copy = run_ingest(other, registry, store)
+    assert shop.snapshot is not None and copy.snapshot is not None
+    assert shop.snapshot.id != copy.snapshot.id
+    assert [s.id for s in registry.list_snapshots("other")] == [copy.snapshot.id]
+    assert shop.snapshot.sha256 == copy.snapshot.sha256  # one file in the store serves both

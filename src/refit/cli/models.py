@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import signal
 import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,13 +48,17 @@ def train(
         str | None, typer.Option(help="Train on this snapshot instead of the newest.")
     ] = None,
     json: JsonOption = False,
+    trigger: Annotated[str, typer.Option(hidden=True, help="Who asked: manual or schedule.")] = (
+        "manual"
+    ),
 ) -> None:
     """Train on the newest snapshot, register a version and run the gate."""
-    with services_for(project) as services, progress("Training"):
+    with _sigterm_interrupts(), services_for(project) as services, progress("Training"):
         try:
             result = run_training(
                 services,
                 snapshot_id=snapshot,
+                trigger=trigger,
                 actor=f"refit train ({actor()})",
                 on_step=lambda text: err.print(f"  {text}") if not json else None,
             )
@@ -80,6 +88,23 @@ def train(
         out.print(f"  note: {result.split_note}")
     verdict = "[green]promoted to production[/]" if decision.promoted else "[yellow]not promoted[/]"
     out.print(f"{verdict}: {decision.reason}")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (refit up stopping, Kubernetes evicting) ends a run as "interrupted"."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def version_dict(row: ModelVersionRow, aliases: dict[str, int]) -> dict[str, Any]:

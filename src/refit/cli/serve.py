@@ -19,6 +19,7 @@ def serve(
     workers: Annotated[
         int | None, typer.Option(help="Worker processes (default serve.workers, 1).")
     ] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
 ) -> None:
     """Serve predictions from the version that holds production, following its promotions."""
     import uvicorn
@@ -44,6 +45,7 @@ def serve(
         port=settings.port,
         workers=settings.workers,
         log_config=log_config(),
+        access_log=access_log,
         timeout_graceful_shutdown=30,
         # A worker imports scikit-learn and loads a model before it answers health pings.
         timeout_worker_healthcheck=120,

@@ -8,6 +8,7 @@ transaction leaves at most an unreferenced file, and the next run reads the same
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -66,11 +67,12 @@ def run_ingest(
 
     rejected = _store_rejects(store, rejects)
     previous = registry.latest_snapshot(spec.name)
-    previous_frame = None
+    previous_frame, note = None, ""
     if previous is not None:
         previous_frame = from_parquet(store.get(previous.uri, previous.sha256))
+        previous_frame, valid, note = _reconcile(previous_frame, valid, spec.data.target)
     frame = combine(previous_frame, valid, spec.data.snapshot, spec.data.time_column)
-    snapshot_id = content_id(frame)
+    snapshot_id = snapshot_key(spec.name, frame)
     record = IngestBatchRow(
         project=spec.name,
         status="accepted",
@@ -108,8 +110,40 @@ def run_ingest(
         f"snapshot {snapshot_id[:12]}: {len(frame)} rows ({len(valid)} new"
         + (f", {len(rejects)} rejected" if len(rejects) else "")
         + f") from {batch.description}"
+        + note
     )
     return IngestResult("accepted", message, record, latest)
+
+
+def snapshot_key(project: str, frame: pd.DataFrame) -> str:
+    """A snapshot's id: the hash of its rows, within its project (two projects of one
+    registry may hold the same rows, and each keeps its own snapshot)."""
+    return hashlib.sha256(f"{project}\n{content_id(frame)}".encode()).hexdigest()
+
+
+def _reconcile(
+    previous: pd.DataFrame, new: pd.DataFrame, target: str
+) -> tuple[pd.DataFrame | None, pd.DataFrame, str]:
+    """Make the previous snapshot's rows and the new rows fit together, or start afresh.
+
+    When the spec's columns changed (a feature added, removed or retyped), the old rows cannot
+    carry the new schema: the snapshot starts a new lineage from the new rows alone. A target
+    read as numbers in one batch and as text in another is taken as text in both.
+    """
+    if list(previous.columns) != list(new.columns) or any(
+        str(previous[c].dtype) != str(new[c].dtype) for c in new.columns if c != target
+    ):
+        return None, new, "; the spec's columns changed, so this snapshot starts afresh"
+    if str(previous[target].dtype) != str(new[target].dtype):
+        previous = previous.assign(**{target: previous[target].map(_label).astype("str")})
+        new = new.assign(**{target: new[target].map(_label).astype("str")})
+    return previous, new, ""
+
+
+def _label(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _store_rejects(store: ArtifactStore, rejects: pd.DataFrame) -> ArtifactRef | None:

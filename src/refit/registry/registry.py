@@ -195,7 +195,7 @@ class Registry:
                     s.add(version)
                     run = s.get_one(TrainingRunRow, run_id)
                     run.status, run.finished_at = "succeeded", utcnow()
-                    run.version = version.version
+                    run.version, run.timings = version.version, dict(version.timings)
                     s.flush()
                 return version
             except IntegrityError:

@@ -162,7 +162,7 @@ class ModelVersionRow(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column()
     snapshot_id: Mapped[str] = mapped_column(ForeignKey("snapshots.id"))
     run_id: Mapped[str] = mapped_column(ForeignKey("training_runs.id"))
-    code_revision: Mapped[str | None] = mapped_column(String(64))
+    code_revision: Mapped[str | None] = mapped_column(String(128))
     timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
@@ -197,3 +197,29 @@ class DecisionRow(Base):
     champion_value: Mapped[float | None] = mapped_column()
     reason: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(255))
+
+
+class LeaseRow(Base):
+    """A lock with an expiry: who may run a job now. A holder that dies lets it lapse."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime] = mapped_column()
+    acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobStateRow(Base):
+    """The last run of a scheduled job, from which its next time follows."""
+
+    __tablename__ = "job_state"
+
+    project: Mapped[str] = mapped_column(String(63), primary_key=True)
+    job: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_started_at: Mapped[datetime] = mapped_column()
+    last_finished_at: Mapped[datetime | None] = mapped_column()
+    last_status: Mapped[str] = mapped_column(String(16))
+    """running, succeeded, failed or skipped."""
+    last_message: Mapped[str | None] = mapped_column(Text)
+    holder: Mapped[str] = mapped_column(String(255))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
@@ -64,17 +65,16 @@ class ServerState:
         name = services.project.spec.name
         metrics = ServerMetrics()
         metrics.model_version.labels(name).set(0)
-        metrics.failing_version.labels(name).set(0)
+        for counter in (metrics.rows, metrics.swaps, metrics.load_failures):
+            counter.labels(name)  # exported as 0 from the start, so rates and alerts work
 
         def swapped(previous: LoadedModel | None, loaded: LoadedModel) -> None:
             metrics.model_version.labels(name).set(loaded.version)
-            metrics.failing_version.labels(name).set(0)
             if previous is not None:
                 metrics.swaps.labels(name).inc()
 
         def refused(failure: LoadFailure) -> None:
             metrics.load_failures.labels(name).inc()
-            metrics.failing_version.labels(name).set(failure.version)
 
         follower = ModelFollower(
             services.registry,
@@ -83,6 +83,11 @@ class ServerState:
             poll_interval=poll_interval,
             on_swap=swapped,
             on_failure=refused,
+        )
+        # Read at each scrape, so it follows the follower's state exactly (a refusal is
+        # cleared by a swap, and by production moving back to the served version).
+        metrics.failing_version.labels(name).set_function(
+            lambda: follower.failure.version if follower.failure is not None else 0
         )
         return cls(name, follower, metrics, max_body_bytes, max_batch_rows)
 
@@ -124,18 +129,26 @@ def error_body(code: str, message: str, problems: list[Any] | None = None) -> di
     return {"error": error}
 
 
+class ErrorResponse(JSONResponse):
+    """An error body, escaped to ASCII: it may echo any string a client sent, and JSON lets a
+    client send lone surrogates, which UTF-8 cannot encode."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def _error_response(exc: Exception) -> JSONResponse:
     if isinstance(exc, InputError):
         body = error_body(exc.code, exc.message, [asdict(p) for p in exc.problems])
-        return JSONResponse(body, status_code=exc.status)
+        return ErrorResponse(body, status_code=exc.status)
     if isinstance(exc, (MalformedBodyError, TooLargeError, ServiceUnavailableError)):
         headers = {"Retry-After": "1"} if isinstance(exc, ServiceUnavailableError) else None
-        return JSONResponse(error_body(exc.code, exc.message), exc.status, headers=headers)
+        return ErrorResponse(error_body(exc.code, exc.message), exc.status, headers=headers)
     if isinstance(exc, NotFoundError):
-        return JSONResponse(error_body("not_found", exc.message), status_code=404)
+        return ErrorResponse(error_body("not_found", exc.message), status_code=404)
     if isinstance(exc, RefitError):
-        return JSONResponse(error_body("error", exc.message), status_code=500)
-    return JSONResponse(error_body("internal", "internal server error"), status_code=500)
+        return ErrorResponse(error_body("error", exc.message), status_code=500)
+    return ErrorResponse(error_body("internal", "internal server error"), status_code=500)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -225,7 +238,9 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+        return ErrorResponse(
+            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,13 +71,21 @@ class ModelFollower:
                 await self.check()
             except RefitError as exc:
                 log.warning("cannot read %s@%s: %s", self.name, self.alias, exc)
+            except Exception:
+                # Never let one bad poll end the following: the server would stay on its
+                # version forever, silently.
+                log.exception("checking %s@%s failed", self.name, self.alias)
             await asyncio.sleep(self.poll_interval)
 
     async def check(self) -> bool:
         """Look at the alias once; load and swap if it moved. True when a swap happened."""
         version = await asyncio.to_thread(self.registry.alias_version, self.name, self.alias)
         self.last_check = time.time()
-        if version is None or (self.current is not None and self.current.version == version):
+        if self.current is not None and self.current.version == version:
+            # Production is back on the served version: a refused candidate is moot.
+            self.failure = None
+            return False
+        if version is None:
             return False
         failure = self.failure
         if (
@@ -90,10 +99,14 @@ class ModelFollower:
         except RefitError as exc:
             self._refuse(version, str(exc))
             return False
+        except Exception as exc:  # a bug or a surprise in a load step refuses the version too
+            self._refuse(version, f"{type(exc).__name__}: {exc}")
+            return False
         previous, self.current = self.current, loaded
         self.failure = None
         log.info(
-            "serving %s v%d (was %s)",
+            "worker %d serving %s v%d (was %s)",
+            os.getpid(),
             self.name,
             loaded.version,
             f"v{previous.version}" if previous else "nothing",

@@ -7,8 +7,10 @@ lets through as `NaN`/`Infinity`), values outside the declared range or categori
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +29,8 @@ _EXPECTED = {
 }
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 MAX_PROBLEMS = 50
+_FLOAT_MAX = int(sys.float_info.max)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def parse_json(body: bytes) -> Any:
@@ -41,6 +45,12 @@ def parse_json(body: bytes) -> Any:
         raise MalformedBodyError(
             f"the request body is not valid JSON: {exc.msg} at line {exc.lineno}, "
             f"column {exc.colno}"
+        ) from None
+    except RecursionError:
+        raise MalformedBodyError("the request body nests arrays or objects too deeply") from None
+    except ValueError:  # an integer literal longer than Python converts
+        raise MalformedBodyError(
+            f"the request body holds an integer of more than {sys.get_int_max_str_digits()} digits"
         ) from None
 
 
@@ -59,10 +69,14 @@ def _number(column: InputColumn, integer: bool) -> Check:
     def check(value: Any) -> tuple[Any, str | None]:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return None, "wrong type"
+        if isinstance(value, int) and not -_FLOAT_MAX <= value <= _FLOAT_MAX:
+            return None, "too large for a 64-bit float"
         if not math.isfinite(value):
             return None, "not a finite number"
         if integer and not float(value).is_integer():
             return None, "not an integer"
+        if integer and not _INT64_MIN <= value <= _INT64_MAX:
+            return None, "outside the 64-bit integer range"
         if column.min is not None and value < column.min:
             return None, f"below the minimum {column.min:g}"
         if column.max is not None and value > column.max:
@@ -129,6 +143,11 @@ class RecordReader:
         self._checks = [_checker(c) for c in self.columns]
         self._expected = [_expected(c) for c in self.columns]
 
+    def _no(self, name: str) -> str:
+        """What is expected instead of an unknown field: nothing, or the name it resembles."""
+        close = difflib.get_close_matches(name, self.names, n=1)
+        return f"no such field (did you mean {close[0]}?)" if close else "no such field"
+
     def one(self, record: Any) -> pd.DataFrame:
         return self._frame([record], lambda i, name: name, "the body")
 
@@ -136,8 +155,12 @@ class RecordReader:
         if not isinstance(body, dict) or "records" not in body:
             raise MalformedBodyError('expected a JSON object {"records": [{...}, ...]}')
         if set(body) != {"records"}:
-            extra = ", ".join(sorted(k for k in body if k != "records"))
-            raise InputError([Problem(extra, "unknown field", expected='only "records"')])
+            raise InputError(
+                [
+                    Problem(key, "unknown field", _show(body[key]), 'only "records"')
+                    for key in sorted(body.keys() - {"records"})
+                ]
+            )
         records = body["records"]
         if not isinstance(records, list):
             raise InputError([Problem("records", "wrong type", _show(records), "a list")])
@@ -162,7 +185,11 @@ class RecordReader:
                 continue
             if record.keys() - self._known:
                 for name in sorted(record.keys() - self._known):
-                    problems.append(Problem(field(i, name), "unknown field"))
+                    problems.append(
+                        Problem(
+                            field(i, name), "unknown field", _show(record[name]), self._no(name)
+                        )
+                    )
             for j, column in enumerate(self.columns):
                 if column.name not in record:
                     problems.append(

@@ -123,7 +123,11 @@ def run_training(
                 metrics={**metrics, spec.model.metric_name: value},
                 snapshot_id=snapshot.id,
                 code_revision=code_revision(project.root),
-                timings={**timings, "holdout_rows": len(parts.holdout), "split": parts.method},
+                timings={
+                    **timings,
+                    "holdout_rows": len(parts.holdout),
+                    "split": parts.method.value,
+                },
             ),
         )
     except RefitError as exc:

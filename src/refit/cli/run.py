@@ -1,0 +1,231 @@
+"""`refit up`, `refit scheduler`, `refit status` and `refit demo`: the loop on one machine."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from refit.cli._output import JsonOption, ProjectOption, err, out, print_json, print_table, when
+from refit.errors import RefitError
+from refit.registry import PRODUCTION
+from refit.registry.jobs import job_states
+from refit.registry.tables import utcnow
+from refit.run.schedule import parse_schedule
+from refit.services import open_services
+from refit.spec import load_project
+
+WorkersOption = Annotated[int | None, typer.Option(help="Server worker processes.")]
+PortOption = Annotated[int | None, typer.Option(help="Server port (default serve.port).")]
+
+
+@contextmanager
+def _until_signalled() -> Iterator[threading.Event]:
+    """An event set by Ctrl-C or SIGTERM, so a long-running command stops cleanly."""
+    stop = threading.Event()
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for signum in previous:
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _say(name: str, line: str) -> None:
+    job, _, rest = line.partition(": ")
+    if name == "scheduler" and job in ("ingest", "train"):
+        name, line = job, rest
+    stamp = datetime.now().strftime("%H:%M:%S")
+    out.print(f"[dim]{stamp}[/] [bold]{name:<9}[/] {line}", markup=True, highlight=False)
+
+
+def scheduler(project: ProjectOption = Path(".")) -> None:
+    """Run the scheduled ingest and train jobs until stopped (refit up runs this for you)."""
+    from refit.run.scheduler import Scheduler
+
+    loaded = load_project(project)
+    with open_services(loaded) as services, _until_signalled() as stop:
+        jobs = Scheduler(
+            loaded,
+            services.registry,
+            on_event=lambda job, line: print(f"{job}: {line}", flush=True),
+        )
+        jobs.start()
+        stop.wait()
+        jobs.stop()
+
+
+def up(
+    project: ProjectOption = Path("."), workers: WorkersOption = None, port: PortOption = None
+) -> None:
+    """Run the whole loop here: the scheduler and the server, restarted if they die."""
+    from refit.run.local import run_up
+    from refit.run.supervisor import CrashLoopError
+
+    loaded = load_project(project)
+    with open_services(loaded):
+        pass  # migrate the registry once, before the children race to
+    settings = loaded.spec.serve
+    url = f"http://{settings.host}:{port or settings.port}"
+    err.print(f"refit up: {loaded.spec.name} in {loaded.root}; API {url}, docs {url}/docs")
+    err.print("Ctrl-C stops everything cleanly.")
+    with _until_signalled() as stop:
+        try:
+            run_up(loaded, stop, _say, workers=workers, port=port)
+        except CrashLoopError as exc:
+            raise RefitError(f"refit up stopped: {exc}") from None
+    err.print("refit up: stopped")
+
+
+def demo(
+    directory: Annotated[Path, typer.Argument(help="Folder for the demo project.")] = Path(
+        "refit-demo"
+    ),
+    cycles: Annotated[int | None, typer.Option(help="Stop after this many training runs.")] = None,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    workers: WorkersOption = 2,
+    port: PortOption = None,
+    feed_interval: Annotated[float, typer.Option(help="Seconds between new batches.")] = 4.0,
+    ingest: Annotated[str, typer.Option(help="Ingest schedule.")] = "3s",
+    train: Annotated[str, typer.Option(help="Train schedule.")] = "5s",
+) -> None:
+    """Create an example project and run the loop on it with a simulated data feed."""
+    from refit.run.demo import Feed, create_demo_project
+    from refit.run.local import run_up
+    from refit.run.supervisor import CrashLoopError
+
+    if not (directory / "refit.yaml").exists():
+        create_demo_project(directory, ingest=ingest, train=train)
+    loaded = load_project(directory)
+    services = open_services(loaded)
+    settings = loaded.spec.serve
+    url = f"http://{settings.host}:{port or settings.port}"
+    err.print(f"refit demo: {loaded.spec.name} in {loaded.root}")
+    err.print(f"  API  {url}   docs {url}/docs   metrics {url}/metrics")
+    err.print(
+        f"  try  curl -s {url}/predict -H 'content-type: application/json' "
+        f"-d @{loaded.root / 'request.json'}"
+    )
+    err.print("  new batches of data arrive every few seconds; Ctrl-C stops the demo")
+    started = utcnow()
+    deadline = None if duration is None else time.monotonic() + duration
+    with _until_signalled() as stop:
+        feed = Feed(loaded.root, interval=feed_interval)
+        feeder = threading.Thread(target=feed.run, args=(stop,), daemon=True)
+        feeder.start()
+
+        def watch() -> None:
+            while not stop.wait(0.5):
+                done = [
+                    r
+                    for r in services.registry.list_runs(loaded.spec.name, limit=200)
+                    if r.started_at >= started and r.status in ("succeeded", "failed")
+                ]
+                enough = cycles is not None and len(done) >= cycles
+                if enough or (deadline is not None and time.monotonic() >= deadline):
+                    stop.set()
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            run_up(loaded, stop, _say, workers=workers, port=port)
+        except CrashLoopError as exc:
+            raise RefitError(f"refit demo stopped: {exc}") from None
+        finally:
+            stop.set()
+            watcher.join(5)
+            services.close()
+    err.print("refit demo: stopped; `refit status -p DIR` shows what happened")
+
+
+def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None:
+    """What is served, the last runs and decisions, and when the jobs run next."""
+    loaded = load_project(project)
+    name = loaded.spec.name
+    with open_services(loaded) as services:
+        registry = services.registry
+        production = registry.alias_version(name, PRODUCTION)
+        served = registry.get_version(name, production) if production is not None else None
+        latest = registry.latest_snapshot(name)
+        runs = registry.list_runs(name, limit=5)
+        decisions = registry.list_decisions(name, limit=5)
+        states = job_states(registry, name)
+    jobs: list[dict[str, Any]] = []
+    for job in ("ingest", "train"):
+        text = getattr(loaded.spec.schedule, job)
+        state = states.get(job)
+        last = state.last_started_at if state else None
+        nxt = None
+        if text is not None:
+            nxt = parse_schedule(text).next_after(last) if last else utcnow()
+        jobs.append(
+            {
+                "job": job,
+                "schedule": text,
+                "last_started_at": last,
+                "last_status": state.last_status if state else None,
+                "last_message": state.last_message if state else None,
+                "next_at": nxt,
+            }
+        )
+    if json:
+        print_json(
+            {
+                "name": name,
+                "production": served.to_dict() if served else None,
+                "latest_snapshot": latest.id if latest else None,
+                "runs": [r.to_dict() for r in runs],
+                "decisions": [d.to_dict() for d in decisions],
+                "jobs": jobs,
+            }
+        )
+        return
+    if served is not None:
+        value = served.metrics.get(served.metric)
+        out.print(
+            f"{name}@production: v{served.version} ({served.metric} {value:.4f}), "
+            f"snapshot {served.snapshot_id[:12]}"
+        )
+    else:
+        out.print(f"{name}@production: not set yet")
+    out.print(f"latest snapshot: {latest.id[:12] if latest else '-'}")
+    print_table(
+        ["job", "schedule", "last run", "status", "next", "message"],
+        [
+            (
+                j["job"],
+                j["schedule"] or "off",
+                when(j["last_started_at"]),
+                j["last_status"] or "",
+                when(j["next_at"]),
+                (j["last_message"] or "")[:80],
+            )
+            for j in jobs
+        ],
+        title="jobs",
+    )
+    print_table(
+        ["started", "status", "snapshot", "version", "error"],
+        [
+            (when(r.started_at), r.status, r.snapshot_id[:12], r.version or "", r.error or "")
+            for r in runs
+        ],
+        title="last training runs",
+    )
+    print_table(
+        ["when", "action", "version", "promoted", "reason"],
+        [
+            (when(d.created_at), d.action, f"v{d.candidate_version}", d.promoted, d.reason)
+            for d in decisions
+        ],
+        title="last decisions",
+    )

@@ -1,0 +1,74 @@
+"""Scheduling state in the registry: leases (who runs a job now) and each job's last run.
+
+A lease is a row with an expiry. Taking it is one write transaction that succeeds only when the
+lease is free, expired, or already ours; the holder renews it while the job runs. A scheduler
+killed mid-job stops renewing, so its lease lapses and another scheduler takes over.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from refit.registry.registry import Registry
+from refit.registry.tables import JobStateRow, LeaseRow, TrainingRunRow, utcnow
+
+
+def acquire_lease(registry: Registry, name: str, holder: str, ttl: float) -> bool:
+    """Take (or renew) the lease `name` for `ttl` seconds; False when someone else holds it."""
+    now = utcnow()
+    try:
+        with registry.write() as s:
+            lease = s.get(LeaseRow, name, with_for_update=True)
+            if lease is None:
+                expires = now + timedelta(seconds=ttl)
+                s.add(LeaseRow(name=name, holder=holder, expires_at=expires, acquired_at=now))
+                s.flush()
+                return True
+            if lease.holder != holder and lease.expires_at > now:
+                return False
+            if lease.holder != holder:
+                lease.holder, lease.acquired_at = holder, now
+            lease.expires_at = now + timedelta(seconds=ttl)
+            return True
+    except IntegrityError:
+        return False  # another holder inserted the lease first (PostgreSQL)
+
+
+def release_lease(registry: Registry, name: str, holder: str) -> None:
+    with registry.write() as s:
+        s.execute(delete(LeaseRow).where(LeaseRow.name == name, LeaseRow.holder == holder))
+
+
+def lease_holder(registry: Registry, name: str) -> str | None:
+    """Who holds an unexpired lease, if anyone."""
+    with registry.read() as s:
+        lease = s.get(LeaseRow, name)
+        return lease.holder if lease is not None and lease.expires_at > utcnow() else None
+
+
+def job_states(registry: Registry, project: str) -> dict[str, JobStateRow]:
+    with registry.read() as s:
+        rows = s.scalars(select(JobStateRow).where(JobStateRow.project == project))
+        return {row.job: row for row in rows}
+
+
+def record_job(registry: Registry, state: JobStateRow) -> None:
+    with registry.write() as s:
+        s.merge(state)
+
+
+def trained_snapshots(registry: Registry, name: str) -> dict[str, set[str]]:
+    """Snapshot ids by the outcome of the runs made on them (succeeded, failed, ...)."""
+    with registry.read() as s:
+        rows = s.execute(
+            select(TrainingRunRow.snapshot_id, TrainingRunRow.status).where(
+                TrainingRunRow.name == name
+            )
+        )
+        outcome: dict[str, set[str]] = {}
+        for snapshot_id, status in rows:
+            outcome.setdefault(status, set()).add(snapshot_id)
+        return outcome

@@ -1,0 +1,1 @@
+"""Running the loop on one machine: schedules, the scheduler and the supervisor of `refit up`."""

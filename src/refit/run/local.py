@@ -1,0 +1,66 @@
+"""`refit up`: the whole loop as processes on this machine (scheduler + server).
+
+The children are the same commands a person (or Kubernetes) would run: `refit scheduler` and
+`refit serve`. The supervisor shows one line per event: a snapshot made, a version trained
+with its metric, the gate's decision, a worker swapping to a new version.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import threading
+from collections.abc import Callable
+
+from refit.run.supervisor import Child, Supervisor
+from refit.spec import Project
+
+_LOG_PREFIX = re.compile(r"^(INFO|WARNING|ERROR|CRITICAL):\s+")
+_QUIET = (
+    "Started server process",
+    "Waiting for application startup",
+    "Application startup complete",
+    "Waiting for child process",
+    "Started parent process",
+    "Finished server process",
+    "Waiting for background tasks",
+    "Waiting for connections to close",
+    "Shutting down",
+)
+
+
+def server_line(line: str) -> str | None:
+    """Keep what an operator wants from uvicorn's output: swaps, refusals, errors."""
+    if any(quiet in line for quiet in _QUIET):
+        return None
+    return _LOG_PREFIX.sub("", line)
+
+
+def children(project: Project, workers: int | None = None, port: int | None = None) -> list[Child]:
+    root = str(project.root)
+    refit = [sys.executable, "-m", "refit"]
+    serve = [*refit, "serve", "-p", root, "--no-access-log"]
+    if workers is not None:
+        serve += ["--workers", str(workers)]
+    if port is not None:
+        serve += ["--port", str(port)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return [
+        Child("scheduler", [*refit, "scheduler", "-p", root], env=env),
+        Child("serve", serve, env=env, keep=server_line),
+    ]
+
+
+def run_up(
+    project: Project,
+    stop: threading.Event,
+    say: Callable[[str, str], None],
+    *,
+    workers: int | None = None,
+    port: int | None = None,
+) -> None:
+    """Run the scheduler and the server until `stop` is set (raises CrashLoopError)."""
+    supervisor = Supervisor(children(project, workers, port), on_line=say)
+    supervisor.start()
+    supervisor.run(stop)

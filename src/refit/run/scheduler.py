@@ -1,0 +1,224 @@
+"""The scheduler: runs `refit ingest` and `refit train` as child processes when they are due.
+
+Each job runs as its own process, exactly as a Kubernetes CronJob would, so a crash or memory
+growth in a run never touches the scheduler. Several schedulers may point at one registry: a
+job runs only under its lease, and the job's state (when it last started) lives in the
+registry, so a job is never run twice for one tick and a scheduler that comes back after a
+pause runs a missed job once. Training runs only when the newest snapshot has no version yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from refit.registry import Registry
+from refit.registry.jobs import (
+    acquire_lease,
+    job_states,
+    record_job,
+    release_lease,
+    trained_snapshots,
+)
+from refit.registry.tables import JobStateRow, utcnow
+from refit.run.schedule import Schedule, parse_schedule
+from refit.spec import Project
+
+JOBS = ("ingest", "train")
+Event = Callable[[str, str], None]
+"""Receives (job, one line saying what happened)."""
+
+
+@dataclass(frozen=True)
+class JobResult:
+    job: str
+    status: str
+    """succeeded, failed, skipped or interrupted."""
+    message: str
+
+
+class Scheduler:
+    """Runs the project's scheduled jobs until `stop()`."""
+
+    def __init__(
+        self,
+        project: Project,
+        registry: Registry,
+        *,
+        holder: str | None = None,
+        lease_ttl: float = 30.0,
+        tick: float = 0.5,
+        on_event: Event | None = None,
+        job_timeout: float = 3600.0,
+    ) -> None:
+        self.project = project
+        self.registry = registry
+        self.name = project.spec.name
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lease_ttl = lease_ttl
+        self.tick = tick
+        self.job_timeout = job_timeout
+        self.on_event = on_event or (lambda job, line: print(f"[{job}] {line}", flush=True))
+        self.schedules: dict[str, Schedule] = {}
+        for job in JOBS:
+            text = getattr(project.spec.schedule, job)
+            if text is not None:
+                self.schedules[job] = parse_schedule(text)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._children: dict[str, subprocess.Popen[str]] = {}
+        self._lock = threading.Lock()
+
+    # --- running --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for job in self.schedules:
+            thread = threading.Thread(target=self._loop, args=(job,), name=f"refit-{job}")
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Start no new job; ask running ones to stop (a training run finishes or is recorded
+        as interrupted) and wait for them."""
+        self._stop.set()
+        with self._lock:
+            for child in self._children.values():
+                child.send_signal(signal.SIGTERM)
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def wait(self) -> None:
+        for thread in self._threads:
+            thread.join()
+
+    def _loop(self, job: str) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_if_due(job)
+            except Exception as exc:  # the registry may be briefly unreachable: try again
+                self.on_event(job, f"scheduler error: {type(exc).__name__}: {exc}")
+            self._stop.wait(self.tick)
+
+    # --- one job, once ----------------------------------------------------------------------
+
+    def is_due(self, job: str) -> bool:
+        state = job_states(self.registry, self.name).get(job)
+        last = state.last_started_at if state is not None else None
+        return self.schedules[job].is_due(last, utcnow())
+
+    def run_if_due(self, job: str, force: bool = False) -> JobResult | None:
+        """Run `job` if its time has come (or `force`) and no other scheduler runs it."""
+        if not force and not self.is_due(job):
+            return None
+        lease = f"{self.name}:{job}"
+        if not acquire_lease(self.registry, lease, self.holder, self.lease_ttl):
+            return None
+        try:
+            # Under the lease, look again: another scheduler may have run it meanwhile.
+            if not force and not self.is_due(job):
+                return None
+            started = utcnow()
+            self._record(job, started, None, "running", None)
+            if job == "train" and not force and (reason := self._nothing_to_train()):
+                result = JobResult(job, "skipped", reason)
+            else:
+                result = self._run_child(job, lease)
+            self._record(job, started, utcnow(), result.status, result.message)
+            if result.status != "skipped":
+                self.on_event(job, result.message)
+            return result
+        finally:
+            release_lease(self.registry, lease, self.holder)
+
+    def _nothing_to_train(self) -> str | None:
+        latest = self.registry.latest_snapshot(self.name)
+        if latest is None:
+            return "no snapshot yet"
+        runs = trained_snapshots(self.registry, self.name)
+        if latest.id in runs.get("succeeded", set()):
+            return f"snapshot {latest.id[:12]} already has a version"
+        if latest.id in runs.get("failed", set()):
+            return f"training on snapshot {latest.id[:12]} failed; run `refit train` to retry"
+        return None
+
+    def _record(self, job: str, started: Any, finished: Any, status: str, msg: str | None) -> None:
+        record_job(
+            self.registry,
+            JobStateRow(
+                project=self.name,
+                job=job,
+                last_started_at=started,
+                last_finished_at=finished,
+                last_status=status,
+                last_message=msg,
+                holder=self.holder,
+            ),
+        )
+
+    def _run_child(self, job: str, lease: str) -> JobResult:
+        args = [sys.executable, "-m", "refit", job, "-p", str(self.project.root), "--json"]
+        if job == "train":
+            args += ["--trigger", "schedule"]
+        child = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env()
+        )
+        with self._lock:
+            self._children[job] = child
+        renewing = threading.Event()
+        renewer = threading.Thread(target=self._renew, args=(lease, renewing), daemon=True)
+        renewer.start()
+        try:
+            out, err = child.communicate(timeout=self.job_timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            out, err = child.communicate()
+            return JobResult(job, "failed", f"killed after {self.job_timeout:.0f}s")
+        finally:
+            renewing.set()
+            with self._lock:
+                self._children.pop(job, None)
+        return describe(job, child.returncode, out, err)
+
+    def _renew(self, lease: str, done: threading.Event) -> None:
+        while not done.wait(self.lease_ttl / 3):
+            acquire_lease(self.registry, lease, self.holder, self.lease_ttl)
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def describe(job: str, code: int, out: str, err: str) -> JobResult:
+    """One line for a finished job, from its `--json` output or its error."""
+    if code in (-signal.SIGTERM, -signal.SIGINT, 130):
+        return JobResult(job, "interrupted", "stopped before it finished")
+    if code != 0 and not out.strip():
+        last = err.strip().splitlines()[-1] if err.strip() else f"exit code {code}"
+        return JobResult(job, "failed", last.removeprefix("error: "))
+    try:
+        data = json.loads(out)
+    except json.JSONDecodeError:
+        return JobResult(job, "failed" if code else "succeeded", out.strip()[-300:])
+    if job == "ingest":
+        status = "succeeded" if data["status"] != "refused" else "failed"
+        return JobResult(job, "skipped" if data["status"] == "empty" else status, data["message"])
+    version, decision = data["version"], data["decision"]
+    metric = version["metric"]
+    line = (
+        f"trained {version['name']} v{version['version']} on snapshot "
+        f"{version['snapshot_id'][:12]}: {metric} {version['metrics'][metric]:.4f}; "
+        + ("promoted to production" if decision["promoted"] else "not promoted")
+        + f": {decision['reason']}"
+    )
+    return JobResult(job, "succeeded", line)
