@@ -19,7 +19,7 @@ from refit.registry import PRODUCTION
 from refit.registry.jobs import job_states
 from refit.registry.tables import utcnow
 from refit.run.schedule import parse_schedule
-from refit.services import open_services
+from refit.services import Services, open_services
 from refit.spec import load_project
 
 WorkersOption = Annotated[int | None, typer.Option(help="Server worker processes.")]
@@ -125,17 +125,18 @@ def demo(
 
         def watch() -> None:
             while not stop.wait(0.5):
-                done = [
-                    r
-                    for r in services.registry.list_runs(loaded.spec.name, limit=200)
-                    if r.started_at >= started and r.status in ("succeeded", "failed")
-                ]
-                enough = cycles is not None and len(done) >= cycles
-                if enough or (deadline is not None and time.monotonic() >= deadline):
+                done = _cycles(services, started)
+                if cycles is not None and done >= cycles:
+                    served = _await_served(services, url, stop)
+                    err.print(f"refit demo: {done} training cycles done, {served}; stopping")
+                    stop.set()
+                elif deadline is not None and time.monotonic() >= deadline:
                     stop.set()
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
+        asker = threading.Thread(target=_ask, args=(url, loaded.root / "request.json", stop))
+        asker.start()
         try:
             run_up(loaded, stop, _say, workers=workers, port=port)
         except CrashLoopError as exc:
@@ -143,8 +144,64 @@ def demo(
         finally:
             stop.set()
             watcher.join(5)
+            asker.join(5)
             services.close()
     err.print("refit demo: stopped; `refit status -p DIR` shows what happened")
+
+
+def _cycles(services: Services, since: datetime) -> int:
+    """Training cycles finished since `since`: runs that reached a gate decision, or failed."""
+    name = services.project.spec.name
+    decided = services.registry.list_decisions(name, limit=500)
+    failed = services.registry.list_runs(name, limit=500)
+    return sum(d.action == "gate" and d.created_at >= since for d in decided) + sum(
+        r.status == "failed" and r.started_at >= since for r in failed
+    )
+
+
+def _await_served(services: Services, url: str, stop: threading.Event) -> str:
+    """Wait (a little) until the server answers with the version that holds production."""
+    import httpx
+
+    name = services.project.spec.name
+    production = services.registry.alias_version(name, PRODUCTION)
+    if production is None:
+        return "nothing in production"
+    confirmed = 0
+    for _ in range(120):
+        try:  # a new connection each time, so that every worker gets asked
+            served = httpx.get(f"{url}/v1/models/{name}", timeout=5).json()["served"]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            served = None
+        confirmed = confirmed + 1 if served and served["version"] == production else 0
+        if confirmed >= 6:
+            return f"serving production v{production}"
+        if stop.wait(0.25):
+            break
+    return f"production is v{production}"
+
+
+def _ask(url: str, request: Path, stop: threading.Event) -> None:
+    """Ask the API for a prediction now and then; say so whenever the answering version changes."""
+    import httpx
+
+    body, seen = request.read_bytes(), None
+    with httpx.Client(base_url=url, timeout=5) as client:
+        while not stop.wait(2.0):
+            try:
+                answer = client.post(
+                    "/predict", content=body, headers={"content-type": "application/json"}
+                )
+            except httpx.HTTPError:
+                continue
+            if answer.status_code != 200 or answer.json()["version"] == seen:
+                continue
+            data = answer.json()
+            seen = data["version"]
+            _say(
+                "client",
+                f"POST /predict with request.json -> {data['prediction']!r} from v{seen}",
+            )
 
 
 def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None:

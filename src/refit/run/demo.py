@@ -29,7 +29,7 @@ def create_demo_project(root: Path, *, ingest: str = "3s", train: str = "5s") ->
     header = "".join(line for line in path.read_text().splitlines(True) if line.startswith("#"))
     spec = yaml.safe_load(path.read_text())
     spec["data"]["snapshot"] = {"mode": "window", "rows": 400}
-    spec["gate"] = {"min": 0.9, "min_improvement": 0.001}
+    spec["gate"] = {"min": 0.85, "min_improvement": 0.0}
     spec["schedule"] = {"ingest": ingest, "train": train, "monitor": None}
     path.write_text(header + yaml.safe_dump(spec, sort_keys=False))
     return root
@@ -55,7 +55,7 @@ class Feed:
         noise = self.random.normal(1.0, 0.03, size=(len(rows), len(features)))
         rows[features] = rows[features].to_numpy() * drift * noise
         if number % 3 == 0:
-            flip = self.random.random(len(rows)) < 0.3
+            flip = self.random.random(len(rows)) < 0.2
             labels = rows[self.target].to_numpy(dtype=object)
             labels[flip] = np.where(labels[flip] == "benign", "malignant", "benign")
             rows[self.target] = labels
