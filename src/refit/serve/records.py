@@ -145,7 +145,7 @@ class RecordReader:
 
     def _no(self, name: str) -> str:
         """What is expected instead of an unknown field: nothing, or the name it resembles."""
-        close = difflib.get_close_matches(name, self.names, n=1)
+        close = difflib.get_close_matches(name, self.names, n=1, cutoff=0.75)
         return f"no such field (did you mean {close[0]}?)" if close else "no such field"
 
     def one(self, record: Any) -> pd.DataFrame:

@@ -1,0 +1,240 @@
+"""Request bodies: JSON parsed strictly enough, and records checked against a signature into
+the typed frame a model takes, with every problem named."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from refit.errors import InputError, MalformedBodyError, Problem, TooLargeError
+from refit.serve.records import MAX_PROBLEMS, RecordReader, parse_json
+from refit.signature import InputColumn, Output, Signature
+from refit.spec import FeatureType, Task
+
+SIGNATURE = Signature(
+    inputs=[
+        InputColumn("amount", FeatureType.FLOAT, nullable=False, min=0, max=100),
+        InputColumn("seats", FeatureType.INT, nullable=True, min=1),
+        InputColumn("active", FeatureType.BOOL, nullable=False),
+        InputColumn("plan", FeatureType.CATEGORY, nullable=True, values=["1", "basic", "pro"]),
+        InputColumn("country", FeatureType.CATEGORY, nullable=False),
+    ],
+    output=Output(Task.CLASSIFICATION, "string", ["no", "yes"], probabilities=True),
+)
+VALID = {"amount": 12.5, "seats": 3, "active": True, "plan": "pro", "country": "fr"}
+
+
+@pytest.fixture
+def reader() -> RecordReader:
+    return RecordReader(SIGNATURE, max_rows=10)
+
+
+def refused(reader: RecordReader, **changes: Any) -> list[Problem]:
+    """The problems of a single record: VALID with `changes`."""
+    with pytest.raises(InputError) as raised:
+        reader.one({**VALID, **changes})
+    return raised.value.problems
+
+
+def accepted(reader: RecordReader, **changes: Any) -> dict[str, Any]:
+    """The row the model gets for VALID with `changes`."""
+    row = reader.one({**VALID, **changes}).iloc[0].to_dict()
+    return {str(name): value for name, value in row.items()}
+
+
+def test_a_valid_record_becomes_one_typed_row_in_signature_order(reader: RecordReader) -> None:
+    frame = reader.one(dict(reversed(VALID.items())))
+    assert list(frame.columns) == SIGNATURE.names
+    assert frame.dtypes.astype(str).tolist() == ["float64", "Int64", "boolean", "object", "object"]
+    assert frame.iloc[0].tolist() == [12.5, 3, True, "pro", "fr"]
+
+
+def test_a_batch_keeps_record_order(reader: RecordReader) -> None:
+    body = {"records": [{**VALID, "amount": float(n)} for n in (5, 1, 9, 3)]}
+    assert reader.many(body)["amount"].tolist() == [5.0, 1.0, 9.0, 3.0]
+
+
+def test_an_int_takes_whole_numbers_written_as_floats_but_not_fractions(
+    reader: RecordReader,
+) -> None:
+    assert accepted(reader, seats=2.0)["seats"] == 2
+    assert refused(reader, seats=2.5) == [
+        Problem("seats", "not an integer", 2.5, "an integer in [1, inf] or null")
+    ]
+    assert refused(reader, seats="2") == [
+        Problem("seats", "wrong type", "2", "an integer in [1, inf] or null")
+    ]
+
+
+def test_an_int_must_fit_in_64_bits(reader: RecordReader) -> None:
+    assert accepted(reader, seats=2**63 - 1)["seats"] == 2**63 - 1
+    for value in (2**63, 1e20):
+        [problem] = refused(reader, seats=value)
+        assert (problem.problem, problem.received) == ("outside the 64-bit integer range", value)
+
+
+def test_a_bool_takes_only_true_and_false(reader: RecordReader) -> None:
+    assert accepted(reader, active=False)["active"] is False
+    for value in (1, 0, "true", 1.0):
+        assert refused(reader, active=value) == [
+            Problem("active", "wrong type", value, "true or false")
+        ]
+
+
+def test_a_number_is_not_a_bool_or_text_and_keeps_to_its_range(reader: RecordReader) -> None:
+    assert accepted(reader, amount=7)["amount"] == 7.0
+    assert accepted(reader, amount=0)["amount"] == 0.0
+    assert accepted(reader, amount=100)["amount"] == 100.0
+    expected = "a number in [0, 100]"
+    assert refused(reader, amount=True) == [Problem("amount", "wrong type", True, expected)]
+    assert refused(reader, amount="7") == [Problem("amount", "wrong type", "7", expected)]
+    assert refused(reader, amount=-0.5) == [
+        Problem("amount", "below the minimum 0", -0.5, expected)
+    ]
+    assert refused(reader, amount=100.5) == [
+        Problem("amount", "above the maximum 100", 100.5, expected)
+    ]
+    assert refused(reader, seats=0)[0].problem == "below the minimum 1"
+
+
+@pytest.mark.parametrize(
+    ("value", "received", "problem"),
+    [
+        (math.nan, "NaN", "not a finite number"),
+        (math.inf, "Infinity", "not a finite number"),
+        (-math.inf, "-Infinity", "not a finite number"),
+        (10**400, 10**400, "too large for a 64-bit float"),
+    ],
+)
+def test_non_finite_numbers_are_refused_everywhere(
+    reader: RecordReader, value: Any, received: Any, problem: str
+) -> None:
+    for field in ("amount", "seats"):
+        [found] = refused(reader, **{field: value})
+        assert (found.field, found.problem, found.received) == (field, problem, received)
+    [found] = refused(reader, country=math.nan)
+    assert (found.problem, found.received) == ("not a finite number", "NaN")
+
+
+def test_a_category_takes_numbers_as_their_text(reader: RecordReader) -> None:
+    assert accepted(reader, country=3)["country"] == "3"
+    assert accepted(reader, country=2.0)["country"] == "2"
+    assert accepted(reader, country=2.5)["country"] == "2.5"
+    assert accepted(reader, plan=1)["plan"] == "1", "1 is one of the declared categories"
+    assert refused(reader, country=True) == [Problem("country", "wrong type", True, "a string")]
+    assert refused(reader, country=["fr"]) == [
+        Problem("country", "wrong type", "a list", "a string")
+    ]
+
+
+def test_a_category_with_declared_values_takes_only_those(reader: RecordReader) -> None:
+    assert refused(reader, plan="gold") == [
+        Problem(
+            "plan",
+            "not one of the allowed categories",
+            "gold",
+            "a string, one of 1, basic, pro or null",
+        )
+    ]
+
+
+def test_null_is_missing_data_where_nullable_and_a_problem_elsewhere(
+    reader: RecordReader,
+) -> None:
+    frame = reader.one({**VALID, "seats": None, "plan": None})
+    assert frame["seats"].isna().all() and frame["seats"].dtype == "Int64"
+    assert frame["plan"].isna().all()
+    assert refused(reader, amount=None, active=None) == [
+        Problem("amount", "null", None, "a number in [0, 100]"),
+        Problem("active", "null", None, "true or false"),
+    ]
+
+
+def test_missing_and_unknown_fields_are_named(reader: RecordReader) -> None:
+    record = {k: v for k, v in VALID.items() if k != "seats"}
+    with pytest.raises(InputError) as raised:
+        reader.one({**record, "seat": 2, "colour": "red"})
+    assert raised.value.problems == [
+        Problem("colour", "unknown field", "red", "no such field"),
+        Problem("seat", "unknown field", 2, "no such field (did you mean seats?)"),
+        Problem("seats", "missing", None, "an integer in [1, inf] or null"),
+    ]
+    assert raised.value.message == "3 problems with the input; first: colour: unknown field"
+
+
+def test_a_batch_names_each_record_and_stops_at_the_problem_cap(reader: RecordReader) -> None:
+    body = {"records": [{**VALID, "amount": "x"} for _ in range(MAX_PROBLEMS * 2)]}
+    with pytest.raises(InputError) as raised:
+        RecordReader(SIGNATURE, max_rows=1000).many(body)
+    problems = raised.value.problems
+    assert len(problems) == MAX_PROBLEMS
+    assert [p.field for p in problems] == [f"records[{i}].amount" for i in range(MAX_PROBLEMS)]
+
+
+def test_the_problem_cap_holds_within_one_record() -> None:
+    wide = Signature(
+        [InputColumn(f"x{i}", FeatureType.FLOAT) for i in range(MAX_PROBLEMS + 10)],
+        Output(Task.REGRESSION, "float"),
+    )
+    with pytest.raises(InputError) as raised:
+        RecordReader(wide, max_rows=1).one({})
+    assert len(raised.value.problems) == MAX_PROBLEMS
+
+
+def test_a_batch_over_the_row_limit_is_refused_before_it_is_read() -> None:
+    reader = RecordReader(SIGNATURE, max_rows=2)
+    assert len(reader.many({"records": [VALID, VALID]})) == 2
+    with pytest.raises(TooLargeError, match=r"3 records; .* at most 2 per request"):
+        reader.many({"records": [VALID, VALID, "not even a record"]})
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"records": []}, Problem("records", "empty batch", [], "at least one record")),
+        ({"records": None}, Problem("records", "wrong type", None, "a list")),
+        ({"records": [VALID], "n": 1}, Problem("n", "unknown field", 1, 'only "records"')),
+    ],
+)
+def test_a_batch_of_the_wrong_shape_is_an_input_problem(
+    reader: RecordReader, body: dict[str, Any], problem: Problem
+) -> None:
+    with pytest.raises(InputError) as raised:
+        reader.many(body)
+    assert raised.value.problems == [problem]
+
+
+@pytest.mark.parametrize("body", [[VALID], {"rows": [VALID]}, None, "records"])
+def test_a_batch_body_must_be_an_object_with_records(reader: RecordReader, body: Any) -> None:
+    with pytest.raises(MalformedBodyError, match="records"):
+        reader.many(body)
+
+
+def test_parse_json_reads_the_non_finite_literals_python_lets_through() -> None:
+    parsed = parse_json(b'{"a": NaN, "b": Infinity, "c": -Infinity, "d": 1e999, "e": -1e999}')
+    assert math.isnan(parsed["a"])
+    assert [parsed[k] for k in "bcde"] == [math.inf, -math.inf, math.inf, -math.inf]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "the request body is empty; expected a JSON object"),
+        (b" \r\n\t", "the request body is empty; expected a JSON object"),
+        (b'{\n  "a": }', "the request body is not valid JSON: Expecting value at line 2, column 8"),
+        (
+            b'{"a": 1} {"b": 2}',
+            "the request body is not valid JSON: Extra data at line 1, column 10",
+        ),
+        (b'{"a": nan}', "the request body is not valid JSON: Expecting value at line 1, column 7"),
+        (b'{"a": "caf\xe9"}', "the request body is not UTF-8 text"),
+        (b"[" * 100_000 + b"]" * 100_000, "the request body nests arrays or objects too deeply"),
+        (b"1" * 5000, "the request body holds an integer of more than 4300 digits"),
+    ],
+)
+def test_parse_json_says_what_is_wrong_with_a_body(body: bytes, message: str) -> None:
+    with pytest.raises(MalformedBodyError) as raised:
+        parse_json(body)
+    assert raised.value.message == message
