@@ -19,7 +19,8 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from refit.examples import example_rows
-from refit.serve.app import ServerState, create_app
+from refit.serve.app import create_app
+from refit.serve.state import ServerState
 from refit.services import Services
 
 pytestmark = pytest.mark.anyio

@@ -25,8 +25,9 @@ from sklearn.linear_model import LogisticRegression
 from refit.flavors import save_model
 from refit.registry import PRODUCTION
 from refit.serve import follower
-from refit.serve.app import ServerState, create_app
+from refit.serve.app import create_app
 from refit.serve.predictor import Predictions, Predictor
+from refit.serve.state import ServerState
 from refit.services import Services
 from refit.spec import ArtifactFormat
 from refit.train.promotion import promote_version, rollback

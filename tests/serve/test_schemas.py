@@ -9,8 +9,9 @@ import jsonschema  # type: ignore[import-untyped]
 import pytest
 from openapi_spec_validator import validate
 
-from refit.serve.app import ServerState, create_app
+from refit.serve.app import create_app
 from refit.serve.schemas import openapi_components
+from refit.serve.state import ServerState
 from refit.services import Services
 from refit.signature import InputColumn, Output, Signature
 from refit.spec import FeatureType, Task

@@ -14,7 +14,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -33,93 +33,11 @@ from refit.errors import (
     ServiceUnavailableError,
     TooLargeError,
 )
-from refit.serve.follower import LoadFailure, ModelFollower
 from refit.serve.metrics import CONTENT_TYPE, ServerMetrics
 from refit.serve.predictor import LoadedModel, Predictions
-from refit.serve.records import RecordReader, parse_json
+from refit.serve.records import parse_json
 from refit.serve.schemas import openapi_components
-from refit.services import Services
-
-
-@dataclass
-class ServerState:
-    """What a server process holds: the follower of its model and its limits."""
-
-    name: str
-    follower: ModelFollower
-    metrics: ServerMetrics
-    max_body_bytes: int = 10 * 2**20
-    max_batch_rows: int = 10_000
-    draining: bool = False
-    _reader: RecordReader | None = field(default=None, repr=False)
-
-    @classmethod
-    def open(
-        cls,
-        services: Services,
-        *,
-        poll_interval: float = 2.0,
-        max_body_bytes: int = 10 * 2**20,
-        max_batch_rows: int = 10_000,
-    ) -> ServerState:
-        name = services.project.spec.name
-        metrics = ServerMetrics()
-        metrics.model_version.labels(name).set(0)
-        for counter in (metrics.rows, metrics.swaps, metrics.load_failures):
-            counter.labels(name)  # exported as 0 from the start, so rates and alerts work
-
-        def swapped(previous: LoadedModel | None, loaded: LoadedModel) -> None:
-            metrics.model_version.labels(name).set(loaded.version)
-            if previous is not None:
-                metrics.swaps.labels(name).inc()
-
-        def refused(failure: LoadFailure) -> None:
-            metrics.load_failures.labels(name).inc()
-
-        follower = ModelFollower(
-            services.registry,
-            services.store,
-            name,
-            poll_interval=poll_interval,
-            on_swap=swapped,
-            on_failure=refused,
-        )
-        # Read at each scrape, so it follows the follower's state exactly (a refusal is
-        # cleared by a swap, and by production moving back to the served version).
-        metrics.failing_version.labels(name).set_function(
-            lambda: follower.failure.version if follower.failure is not None else 0
-        )
-        return cls(name, follower, metrics, max_body_bytes, max_batch_rows)
-
-    def model(self, name: str) -> LoadedModel:
-        if name != self.name:
-            raise NotFoundError(f"no model {name!r} here; this server serves {self.name!r}")
-        model = self.follower.current
-        if model is None:
-            why = "no version of it holds production yet"
-            if self.follower.failure is not None:
-                why = f"production v{self.follower.failure.version} failed to load"
-            raise ServiceUnavailableError(f"{name} is not ready: {why}")
-        return model
-
-    def reader(self, model: LoadedModel) -> RecordReader:
-        # Every served version has the same inputs (the follower refuses others), so one
-        # reader serves them all; it is rebuilt only for a new signature object.
-        reader = self._reader
-        if reader is None or reader.signature is not model.signature:
-            reader = self._reader = RecordReader(model.signature, self.max_batch_rows)
-        return reader
-
-    def describe(self) -> dict[str, Any]:
-        model = self.follower.current
-        failure = self.follower.failure
-        return {
-            "name": self.name,
-            "alias": self.follower.alias,
-            "ready": model is not None,
-            "served": model.describe() if model is not None else None,
-            "refused": failure.describe() if failure is not None else None,
-        }
+from refit.serve.state import ServerState, read_body
 
 
 def error_body(code: str, message: str, problems: list[Any] | None = None) -> dict[str, Any]:
@@ -149,19 +67,6 @@ def _error_response(exc: Exception) -> JSONResponse:
     if isinstance(exc, RefitError):
         return ErrorResponse(error_body("error", exc.message), status_code=500)
     return ErrorResponse(error_body("internal", "internal server error"), status_code=500)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise TooLargeError(f"the body has {declared} bytes; the limit is {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLargeError(f"the body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def answer(model: LoadedModel, predictions: Predictions, batch: bool) -> dict[str, Any]:
@@ -256,16 +161,14 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
     async def predict_one(name: str, request: Request) -> dict[str, Any]:
         model = state.model(name)
         frame = state.reader(model).one(parse_json(await read_body(request, state.max_body_bytes)))
-        predictions = await asyncio.to_thread(model.predictor.predict, frame)
-        state.metrics.rows.labels(model.name).inc()
+        predictions = await state.predict(model, frame)
         return answer(model, predictions, batch=False)
 
     async def predict_many(name: str, request: Request) -> dict[str, Any]:
         model = state.model(name)
         body = parse_json(await read_body(request, state.max_body_bytes))
         frame = state.reader(model).many(body)
-        predictions = await asyncio.to_thread(model.predictor.predict, frame)
-        state.metrics.rows.labels(model.name).inc(len(frame))
+        predictions = await state.predict(model, frame)
         return answer(model, predictions, batch=True)
 
     one = {
