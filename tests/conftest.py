@@ -2,6 +2,7 @@
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 # One OpenMP thread: the tests run beside each other and beside servers on 2 cores, where
 # scikit-learn's default thread pool spins against itself (3x slower, see FACTS.md).
@@ -9,6 +10,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
+from refit.registry import Registry, open_registry
 from servers import (
     PostgresNotInstalled,
     PostgresServer,
@@ -73,3 +75,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.postgres)
         if "s3_server" in fixtures:
             item.add_marker(pytest.mark.s3)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty registry database: a SQLite file, then a real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'refit.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def registry(registry_url: str) -> Iterator[Registry]:
+    """An open registry on each backend (see `registry_url`)."""
+    registry = open_registry(registry_url)
+    yield registry
+    registry.close()

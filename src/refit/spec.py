@@ -33,7 +33,7 @@ SPEC_FILE = "refit.yaml"
 ENV_PREFIX = "REFIT_"
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_INTERVAL = re.compile(r"^(\d+)(s|m|h|d)$")
+_INTERVAL = re.compile(r"^([1-9]\d*)(s|m|h|d)$")
 _CRON_FIELD = re.compile(r"^[\d*/,\-A-Za-z?]+$")
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)+$")
 _FUNCTION_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
@@ -387,6 +387,12 @@ class ServeSpec(_Model):
     """The most records one batch request may carry."""
     max_body_bytes: int = Field(default=10 * 2**20, ge=1024)
     """The largest request body accepted."""
+    max_batch_size: int = Field(default=64, ge=1)
+    """The most rows micro-batching gathers into one call of the model."""
+    max_batch_delay_ms: float = Field(default=0.0, ge=0, le=100)
+    """How long a call may wait for more rows; 0: only what arrived during the last call."""
+    max_queue_rows: int = Field(default=4096, ge=1)
+    """Rows waiting beyond this are refused at once with 503 and Retry-After."""
 
 
 class Spec(_Model):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,21 +20,6 @@ from refit.registry import (
     SnapshotRow,
     open_registry,
 )
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'refit.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-@pytest.fixture
-def registry(registry_url: str) -> Iterator[Registry]:
-    registry = open_registry(registry_url)
-    yield registry
-    registry.close()
 
 
 def snapshot(tag: str = "a") -> SnapshotRow:

@@ -96,7 +96,8 @@ def regressor(regressor_template: Path, tmp_path: Path) -> Iterator[Services]:
 def add_version(unpromoted: Services) -> Callable[..., int]:
     """`add_version(**columns)`: register a copy of v1 with some columns changed (e.g.
     `signature=`, `artifact_uri=`), or `artifact=b"..."` to store and point at new bytes.
-    Returns the new version number. The copy shares v1's artifact unless told otherwise."""
+    Returns the new version number. The copy shares v1's artifact unless told otherwise, and
+    is served natively unless given `onnx=` (v1's ONNX file is not a copy of new bytes)."""
     registry, store = unpromoted.registry, unpromoted.store
     name = unpromoted.project.spec.name
 
@@ -105,6 +106,7 @@ def add_version(unpromoted: Services) -> Callable[..., int]:
         columns = {c.key: getattr(first, c.key) for c in ModelVersionRow.__table__.columns}
         for generated in ("id", "version", "run_id", "created_at"):
             columns.pop(generated)
+        columns["onnx"] = None
         if artifact is not None:
             ref = store.put(artifact, kind="models", suffix=".joblib")
             columns.update(artifact_uri=ref.uri, artifact_sha256=ref.sha256, artifact_size=ref.size)

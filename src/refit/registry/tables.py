@@ -164,6 +164,9 @@ class ModelVersionRow(Base):
     run_id: Mapped[str] = mapped_column(ForeignKey("training_runs.id"))
     code_revision: Mapped[str | None] = mapped_column(String(128))
     timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    onnx: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    """The ONNX conversion: `status` ("ok", "unsupported: ...", "parity failed: ..."), and
+    when ok the second artifact's `uri`, `sha256`, `size` and the parity check's figures."""
 
 
 class AliasRow(Base):

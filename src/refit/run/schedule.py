@@ -8,9 +8,9 @@ and the next time counts from that run.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from refit.errors import SpecError
 
@@ -29,7 +29,9 @@ class Schedule:
         if self.every is not None:
             return moment + timedelta(seconds=self.every)
         assert self.cron is not None
-        nxt: datetime = croniter(self.cron, moment).get_next(datetime)
+        # In UTC whatever the moment's offset: PostgreSQL returns times in its own time zone.
+        utc = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        nxt: datetime = croniter(self.cron, utc).get_next(datetime)
         return nxt
 
     def is_due(self, last_started: datetime | None, now: datetime) -> bool:
@@ -41,6 +43,14 @@ def parse_schedule(text: str) -> Schedule:
     unit = text[-1:]
     if unit in _UNITS and text[:-1].isdigit():
         return Schedule(text, every=float(int(text[:-1]) * _UNITS[unit]))
-    if croniter.is_valid(text):
-        return Schedule(text, cron=text)
+    # Five fields, as the spec documents (croniter would also take seconds and @hourly), and
+    # a time that comes (not 31 February), or the scheduler would fail at every tick.
+    if len(text.split()) == 5 and croniter.is_valid(text):
+        schedule = Schedule(text, cron=text)
+        try:
+            schedule.next_after(datetime(2000, 1, 1, tzinfo=UTC))
+        except CroniterError:
+            pass
+        else:
+            return schedule
     raise SpecError(f"not a schedule: {text!r}; expected 30s, 5m, 1h, 1d or a cron expression")

@@ -146,6 +146,8 @@ class Scheduler:
         runs = trained_snapshots(self.registry, self.name)
         if latest.id in runs.get("succeeded", set()):
             return f"snapshot {latest.id[:12]} already has a version"
+        if latest.id in runs.get("running", set()):
+            return f"snapshot {latest.id[:12]} is being trained now"
         if latest.id in runs.get("failed", set()):
             return f"training on snapshot {latest.id[:12]} failed; run `refit train` to retry"
         return None
@@ -168,10 +170,12 @@ class Scheduler:
         args = [sys.executable, "-m", "refit", job, "-p", str(self.project.root), "--json"]
         if job == "train":
             args += ["--trigger", "schedule"]
-        child = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env()
-        )
-        with self._lock:
+        with self._lock:  # stop() signals the children it sees: start none after it
+            if self._stop.is_set():
+                return JobResult(job, "interrupted", "stopped before it started")
+            child = subprocess.Popen(
+                args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env()
+            )
             self._children[job] = child
         renewing = threading.Event()
         renewer = threading.Thread(target=self._renew, args=(lease, renewing), daemon=True)
@@ -184,13 +188,17 @@ class Scheduler:
             return JobResult(job, "failed", f"killed after {self.job_timeout:.0f}s")
         finally:
             renewing.set()
+            renewer.join()  # or a renewal in flight could take the lease back after its release
             with self._lock:
                 self._children.pop(job, None)
         return describe(job, child.returncode, out, err)
 
     def _renew(self, lease: str, done: threading.Event) -> None:
         while not done.wait(self.lease_ttl / 3):
-            acquire_lease(self.registry, lease, self.holder, self.lease_ttl)
+            try:
+                acquire_lease(self.registry, lease, self.holder, self.lease_ttl)
+            except Exception as exc:  # the registry may be back before the lease lapses
+                self.on_event("scheduler", f"cannot renew the lease {lease}: {exc}")
 
 
 def _child_env() -> dict[str, str]:

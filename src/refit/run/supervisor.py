@@ -83,10 +83,11 @@ class Supervisor:
 
     def _read(self, child: Child, process: subprocess.Popen[str]) -> None:
         assert process.stdout is not None
-        for raw in process.stdout:
-            line = child.keep(raw.rstrip("\n"))
-            if line:
-                self.on_line(child.name, line)
+        with process.stdout:  # closed at the end, not left to the garbage collector
+            for raw in process.stdout:
+                line = child.keep(raw.rstrip("\n"))
+                if line:
+                    self.on_line(child.name, line)
 
     def check(self) -> None:
         """Restart children that died (after their back-off); raise on a crash loop."""
@@ -101,6 +102,7 @@ class Supervisor:
                 continue
             code = process.returncode
             child.process = None
+            _signal_group(process, signal.SIGKILL)  # what it started and left behind
             child.crashes = [t for t in child.crashes if now - t < self.window] + [now]
             if len(child.crashes) > self.max_restarts:
                 raise CrashLoopError(
@@ -120,17 +122,20 @@ class Supervisor:
             self.stop()
 
     def stop(self) -> None:
-        """SIGTERM every child (last started first), wait, SIGKILL what is left."""
+        """SIGTERM every child (last started first), wait, SIGKILL what is left.
+
+        A child waits for the processes it started (uvicorn for its workers, the scheduler for
+        a training run); any still in its process group once it has exited are killed.
+        """
         running = [c.process for c in reversed(self.children) if c.process is not None]
         for process in running:
             _signal_group(process, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout
         for process in running:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal_group(process, signal.SIGKILL)
-                process.wait()
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
         for reader in self._readers:
             reader.join(5)
         for child in self.children:

@@ -33,6 +33,9 @@ def app_from_environment() -> FastAPI:
         poll_interval=serve.poll_interval,
         max_body_bytes=serve.max_body_bytes,
         max_batch_rows=serve.max_batch_rows,
+        max_batch_size=serve.max_batch_size,
+        max_batch_delay=serve.max_batch_delay_ms / 1000,
+        max_queue_rows=serve.max_queue_rows,
     )
     return create_app(state, on_shutdown=services.close)
 

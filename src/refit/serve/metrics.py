@@ -53,5 +53,12 @@ class ServerMetrics:
             registry=r,
         )
 
+        self.batch_rows = Histogram(
+            "refit_batch_rows",
+            "Rows per call of the model (micro-batching gathers concurrent requests).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096),
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

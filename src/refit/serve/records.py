@@ -11,7 +11,7 @@ import difflib
 import json
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,22 @@ def parse_json(body: bytes) -> Any:
         ) from None
 
 
+def explain(error: InputError, limit: int = 10) -> str:
+    """One line naming the problems of `error`, for protocols whose errors are a message:
+    `2 problems with the input: amount[0]: wrong type, received "x", expected a number; ...`.
+    """
+    parts = []
+    for p in error.problems[:limit]:
+        shown = p.received is not None or p.problem == "null"
+        details = [f"received {json.dumps(p.received)}"] if shown else []
+        if p.expected is not None:
+            details.append(f"expected {p.expected}")
+        parts.append(", ".join([f"{p.field}: {p.problem}", *details]))
+    count = len(error.problems)
+    more = f"; and {count - limit} more" if count > limit else ""
+    return f"{count} problem{'s' if count > 1 else ''} with the input: {'; '.join(parts)}{more}"
+
+
 def _show(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
@@ -63,6 +79,9 @@ def _show(value: Any) -> Any:
 
 
 Check = Callable[[Any], tuple[Any, str | None]]
+Columns = list[list[Any]]
+"""Checked input values, one list per signature input (in signature order), one item per row;
+None is a missing value. Cheap to concatenate across requests, which micro-batching does."""
 
 
 def _number(column: InputColumn, integer: bool) -> Check:
@@ -149,9 +168,17 @@ class RecordReader:
         return f"no such field (did you mean {close[0]}?)" if close else "no such field"
 
     def one(self, record: Any) -> pd.DataFrame:
-        return self._frame([record], lambda i, name: name, "the body")
+        return self.frame(self.one_columns(record))
 
     def many(self, body: Any) -> pd.DataFrame:
+        return self.frame(self.many_columns(body))
+
+    def one_columns(self, record: Any) -> Columns:
+        """The checked values of one record, column by column (see `Columns`)."""
+        return self._columns([record], lambda i, name: name, "the body")
+
+    def many_columns(self, body: Any) -> Columns:
+        """The checked values of `{"records": [...]}`, column by column."""
         if not isinstance(body, dict) or "records" not in body:
             raise MalformedBodyError('expected a JSON object {"records": [{...}, ...]}')
         if set(body) != {"records"}:
@@ -171,11 +198,82 @@ class RecordReader:
                 f"the batch has {len(records)} records; this server takes at most "
                 f"{self.max_rows} per request (serve.max_batch_rows)"
             )
-        return self._frame(records, lambda i, name: f"records[{i}].{name}", "records[{i}]")
+        return self._columns(records, lambda i, name: f"records[{i}].{name}", "records[{i}]")
 
-    def _frame(
-        self, records: list[Any], field: Callable[[int, str], str], where: str
-    ) -> pd.DataFrame:
+    def frame(self, columns: Columns) -> pd.DataFrame:
+        """The typed DataFrame of checked columns, as the model was trained on."""
+        return frame_of(self.columns, columns)
+
+    def batch_columns(self, records: Any, where: str) -> Columns:
+        """The checked values of `records` (objects of fields) that came as `where` in a body,
+        e.g. `reader.batch_columns(body["instances"], "instances")`: problems are named like
+        `instances[3].plan`, and an empty batch or one over the row limit is refused."""
+        if not isinstance(records, list):
+            raise InputError([Problem(where, "wrong type", _show(records), "a list")])
+        if not records:
+            raise InputError([Problem(where, "empty batch", [], "at least one record")])
+        self._check_rows(len(records), "records")
+        return self._columns(records, lambda i, name: f"{where}[{i}].{name}", where + "[{i}]")
+
+    def table_columns(
+        self, table: Mapping[str, Sequence[Any]], field: Callable[[str, int], str]
+    ) -> Columns:
+        """The checked values of a table given by column, `{"amount": [1.5, 2.0], ...}`: the
+        columnar layouts of the standard protocols (V2 tensors, MLflow's, CSV).
+
+        Names are checked once (unknown ones with the name they resemble, missing ones), then
+        every value as a record's are; `field(name, i)` names value `i` of column `name` in
+        the problems, e.g. `lambda name, i: f"{name}[{i}]"`.
+        """
+        problems = [
+            Problem(name, "unknown field", None, self._no(name))
+            for name in table
+            if name not in self._known
+        ]
+        problems += [
+            Problem(c.name, "missing", None, self._expected[j])
+            for j, c in enumerate(self.columns)
+            if c.name not in table
+        ]
+        sizes = {name: len(table[name]) for name in self.names if name in table}
+        rows = max(sizes.values(), default=0)
+        problems += [
+            Problem(name, "wrong length", size, f"{rows} values, as many as the longest column")
+            for name, size in sizes.items()
+            if size != rows
+        ]
+        if problems:
+            raise InputError(problems[:MAX_PROBLEMS])
+        if rows == 0:
+            raise InputError([Problem(self.names[0], "empty batch", [], "at least one value")])
+        self._check_rows(rows, "rows")
+        values: list[list[Any]] = []
+        for j, column in enumerate(self.columns):
+            check, checked = self._checks[j], []
+            for i, raw in enumerate(table[column.name]):
+                value, problem = (None, None) if raw is None else check(raw)
+                if raw is None and not column.nullable:
+                    problem = "null"
+                if problem is not None:
+                    problems.append(
+                        Problem(field(column.name, i), problem, _show(raw), self._expected[j])
+                    )
+                    if len(problems) >= MAX_PROBLEMS:
+                        raise InputError(problems)
+                checked.append(value)
+            values.append(checked)
+        if problems:
+            raise InputError(problems)
+        return values
+
+    def _check_rows(self, rows: int, unit: str) -> None:
+        if rows > self.max_rows:
+            raise TooLargeError(
+                f"the batch has {rows} {unit}; this server takes at most "
+                f"{self.max_rows} per request (serve.max_batch_rows)"
+            )
+
+    def _columns(self, records: list[Any], field: Callable[[int, str], str], where: str) -> Columns:
         problems: list[Problem] = []
         values: list[list[Any]] = [[] for _ in self.columns]
         for i, record in enumerate(records):
@@ -214,9 +312,17 @@ class RecordReader:
                 break
         if problems:
             raise InputError(problems[:MAX_PROBLEMS])
-        return pd.DataFrame(
-            {c.name: _series(c, v) for c, v in zip(self.columns, values, strict=True)}
-        )
+        return values
+
+
+def columns_of(frame: pd.DataFrame, names: list[str]) -> Columns:
+    """The `Columns` of a DataFrame's `names` (pandas' missing values become None)."""
+    return [[None if pd.isna(v) else v for v in frame[name].tolist()] for name in names]
+
+
+def frame_of(inputs: list[InputColumn], columns: Columns) -> pd.DataFrame:
+    """The typed DataFrame of checked `columns` for the signature's `inputs`."""
+    return pd.DataFrame({c.name: _series(c, v) for c, v in zip(inputs, columns, strict=True)})
 
 
 def _series(column: InputColumn, values: list[Any]) -> pd.Series[Any]:

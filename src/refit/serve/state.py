@@ -7,7 +7,6 @@ check records against its signature, and `predict` to run it off the event loop.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,10 +14,11 @@ import pandas as pd
 from fastapi import Request
 
 from refit.errors import NotFoundError, ServiceUnavailableError, TooLargeError
+from refit.serve.batching import MicroBatcher
 from refit.serve.follower import LoadFailure, ModelFollower
 from refit.serve.metrics import ServerMetrics
 from refit.serve.predictor import LoadedModel, Predictions
-from refit.serve.records import RecordReader
+from refit.serve.records import Columns, RecordReader, columns_of
 from refit.services import Services
 
 
@@ -31,6 +31,7 @@ class ServerState:
     metrics: ServerMetrics
     max_body_bytes: int = 10 * 2**20
     max_batch_rows: int = 10_000
+    batcher: MicroBatcher = field(default_factory=MicroBatcher)
     draining: bool = False
     _reader: RecordReader | None = field(default=None, repr=False)
 
@@ -42,6 +43,9 @@ class ServerState:
         poll_interval: float = 2.0,
         max_body_bytes: int = 10 * 2**20,
         max_batch_rows: int = 10_000,
+        max_batch_size: int = 64,
+        max_batch_delay: float = 0.0,
+        max_queue_rows: int = 4096,
     ) -> ServerState:
         name = services.project.spec.name
         metrics = ServerMetrics()
@@ -70,7 +74,13 @@ class ServerState:
         metrics.failing_version.labels(name).set_function(
             lambda: follower.failure.version if follower.failure is not None else 0
         )
-        return cls(name, follower, metrics, max_body_bytes, max_batch_rows)
+        batcher = MicroBatcher(
+            max_batch_size=max_batch_size,
+            max_delay=max_batch_delay,
+            max_queue_rows=max_queue_rows,
+            on_batch=metrics.batch_rows.observe,
+        )
+        return cls(name, follower, metrics, max_body_bytes, max_batch_rows, batcher)
 
     def model(self, name: str) -> LoadedModel:
         if name != self.name:
@@ -84,9 +94,13 @@ class ServerState:
         return model
 
     async def predict(self, model: LoadedModel, frame: pd.DataFrame) -> Predictions:
-        """Predict on `frame` with `model` (off the event loop); every protocol calls this."""
-        predictions = await asyncio.to_thread(model.predictor.predict, frame)
-        self.metrics.rows.labels(model.name).inc(len(frame))
+        """Predict on the rows of `frame` with `model`."""
+        return await self.predict_columns(model, columns_of(frame, model.signature.names))
+
+    async def predict_columns(self, model: LoadedModel, columns: Columns) -> Predictions:
+        """Predict on checked columns with `model`, micro-batched with concurrent requests."""
+        predictions = await self.batcher.predict(model.predictor, columns)
+        self.metrics.rows.labels(model.name).inc(len(predictions.labels))
         return predictions
 
     def reader(self, model: LoadedModel) -> RecordReader:

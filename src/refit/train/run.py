@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from refit.artifacts import ArtifactStore
 from refit.data.ingest import read_snapshot
 from refit.errors import ConflictError, NotFoundError, RefitError, TrainingError
 from refit.flavors import DEFAULT_FLAVOR, SUFFIXES, load_model, save_model
@@ -28,6 +29,7 @@ from refit.signature import signature_for
 from refit.spec import ArtifactFormat, Spec
 from refit.train.gate import decide
 from refit.train.metrics import evaluate, score
+from refit.train.onnx_export import export_onnx
 from refit.train.pipeline import (
     fit_model,
     resolve_estimator,
@@ -106,6 +108,9 @@ def run_training(
                 kind="models",
                 suffix=SUFFIXES[spec.model.format],
             )
+        with _timed(timings, "onnx_s"):
+            step("converting to ONNX and checking parity on the holdout")
+            onnx = _onnx(model, X, spec, store)
         timings["total_s"] = round(sum(timings.values()), 4)
         version = registry.register_version(
             run_id,
@@ -123,6 +128,7 @@ def run_training(
                 metrics={**metrics, spec.model.metric_name: value},
                 snapshot_id=snapshot.id,
                 code_revision=code_revision(project.root),
+                onnx=onnx,
                 timings={
                     **timings,
                     "holdout_rows": len(parts.holdout),
@@ -203,6 +209,22 @@ def gate(
     except ConflictError as exc:
         registry.record_decision(row(False, f"{verdict.reason}, but not promoted: {exc}"))
         raise
+
+
+def _onnx(model: Any, X: Any, spec: Spec, store: ArtifactStore) -> dict[str, Any]:
+    """Convert to ONNX; keep the second artifact only when it passed the parity check."""
+    export = export_onnx(model, X, spec.model.task)
+    if export.data is None:
+        return {"status": export.status}
+    ref = store.put(export.data, kind="models", suffix=".onnx")
+    return {
+        "status": export.status,
+        "uri": ref.uri,
+        "sha256": ref.sha256,
+        "size": ref.size,
+        "checked_rows": export.checked_rows,
+        "max_difference": export.max_difference,
+    }
 
 
 def _snapshot(services: Services, snapshot_id: str | None) -> SnapshotRow:

@@ -1,0 +1,164 @@
+"""Adaptive micro-batching: concurrent requests' rows answered by one call of the model.
+
+One call on 64 rows costs about what one call on a single row costs, so under load the
+server gathers what is waiting into one call. It never waits for company by default: the rows
+that arrived while the previous call ran make the next batch, so a lone request is answered
+at once and a crowd is answered in batches (`max_delay` adds a bounded wait, if measured to
+help). Every caller gets exactly its own rows' answers. The queue is bounded: past
+`max_queue_rows` waiting rows a request is refused at once with 503 and Retry-After rather than
+left to wait without limit.
+
+Items carry the predictor they started with, so a request finishes on the model it began on
+even when a swap happens while it waits; one batcher serves every version of a server. A model
+that runs in a thread (a native scikit-learn model) may have `concurrency` calls in flight, so
+one slow call does not hold up the requests behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from refit.errors import ServiceUnavailableError
+from refit.serve.predictor import Predictions, Predictor
+from refit.serve.records import Columns
+
+
+@dataclass
+class _Item:
+    predictor: Predictor
+    columns: Columns
+    rows: int
+    future: asyncio.Future[Predictions]
+
+
+def _merge(items: list[_Item]) -> Columns:
+    if len(items) == 1:
+        return items[0].columns
+    merged: Columns = [[] for _ in items[0].columns]
+    for item in items:
+        for column, values in zip(merged, item.columns, strict=True):
+            column.extend(values)
+    return merged
+
+
+def _slice(predictions: Predictions, start: int, stop: int) -> Predictions:
+    proba = predictions.probabilities
+    return Predictions(predictions.labels[start:stop], None if proba is None else proba[start:stop])
+
+
+class MicroBatcher:
+    """Batches concurrent `predict` calls; create it inside the running event loop's app."""
+
+    def __init__(
+        self,
+        *,
+        max_batch_size: int = 64,
+        max_delay: float = 0.0,
+        max_queue_rows: int = 4096,
+        inline: Callable[[Predictor], bool] = lambda p: getattr(p, "runtime", "") == "onnx",
+        on_batch: Callable[[int], None] | None = None,
+        concurrency: int = 2,
+    ) -> None:
+        self.max_batch_size = max_batch_size
+        self.max_delay = max_delay
+        self.max_queue_rows = max_queue_rows
+        self._inline = inline
+        self._on_batch = on_batch
+        self._queue: deque[_Item] = deque()
+        self._waiting_rows = 0
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._slots = asyncio.Semaphore(concurrency)
+        self._calls: set[asyncio.Task[None]] = set()
+
+    async def predict(self, predictor: Predictor, columns: Columns) -> Predictions:
+        rows = len(columns[0]) if columns else 0
+        # An idle server takes any request (its size is bounded by serve.max_batch_rows).
+        if self._waiting_rows and self._waiting_rows + rows > self.max_queue_rows:
+            raise ServiceUnavailableError(
+                f"the server is at capacity ({self._waiting_rows} rows waiting); retry shortly"
+            )
+        future: asyncio.Future[Predictions] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(predictor, columns, rows, future))
+        self._waiting_rows += rows
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="refit-micro-batcher")
+        self._wakeup.set()
+        return await future
+
+    async def close(self) -> None:
+        for task in [self._task, *self._calls]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def _take(self) -> list[_Item]:
+        """The next batch: items for one predictor, up to `max_batch_size` rows (an item
+        bigger than that goes alone)."""
+        first = self._queue.popleft()
+        batch, rows = [first], first.rows
+        while self._queue:
+            item = self._queue[0]
+            if item.predictor is not first.predictor or rows + item.rows > self.max_batch_size:
+                break
+            batch.append(self._queue.popleft())
+            rows += item.rows
+        return batch
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if self.max_delay > 0 and 0 < self._waiting_rows < self.max_batch_size:
+                await asyncio.sleep(self.max_delay)
+            while self._queue:
+                # While every slot is busy, requests pile up and make the next batch.
+                await self._slots.acquire()
+                if not self._queue:
+                    self._slots.release()
+                    break
+                batch = self._take()
+                rows = sum(item.rows for item in batch)
+                self._waiting_rows -= rows
+                if self._on_batch is not None:
+                    self._on_batch(rows)
+                if self._inline(batch[0].predictor):
+                    try:
+                        self._answer(batch, batch[0].predictor.predict(_merge(batch)))
+                    except Exception as exc:
+                        self._fail(batch, exc)
+                    finally:
+                        self._slots.release()
+                else:
+                    call = asyncio.create_task(self._in_thread(batch))
+                    self._calls.add(call)
+                    call.add_done_callback(self._calls.discard)
+
+    async def _in_thread(self, batch: list[_Item]) -> None:
+        try:
+            predictions = await asyncio.to_thread(batch[0].predictor.predict, _merge(batch))
+        except Exception as exc:
+            self._fail(batch, exc)
+        else:
+            self._answer(batch, predictions)
+        finally:
+            self._slots.release()
+
+    @staticmethod
+    def _fail(batch: list[_Item], exc: Exception) -> None:
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(exc)
+
+    @staticmethod
+    def _answer(batch: list[_Item], predictions: Predictions) -> None:
+        start = 0
+        for item in batch:
+            if not item.future.done():  # a caller that went away has a cancelled future
+                item.future.set_result(_slice(predictions, start, start + item.rows))
+            start += item.rows

@@ -1,0 +1,345 @@
+"""MLflow's scoring protocol, which is also the SageMaker inference container's contract.
+
+    app.include_router(invocations_router(state))
+
+    POST /invocations    JSON or CSV rows -> {"predictions": [...]}
+    GET  /ping, /health  200 when a model is loaded, 404 otherwise; the body is "\\n"
+    GET  /version        refit's version
+
+A JSON body has exactly one of these fields (and may have `params`, which refit's models take
+none of, so they are ignored):
+
+    {"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2], [3, 4]]}}
+    {"dataframe_records": [{"a": 1, "b": 2}, {"a": 3, "b": 4}]}
+    {"instances": [{"a": 1, "b": 2}, ...]} or {"instances": [[1, 2], [3, 4]]}
+    {"inputs": {"a": [1, 3], "b": [2, 4]}} or {"inputs": [[1, 2], [3, 4]]}
+
+Rows given as lists hold the features in signature order. A CSV body (`text/csv` or
+`application/csv`, UTF-8) starts with a header row of feature names; an empty cell is null.
+Errors are MLflow's `{"error_code": "BAD_REQUEST", "message": "..."}` (400; 413 over the
+size limits; 503 before a model is ready), except an unsupported content type: 415 in plain
+text, as MLflow answers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse, Response
+from starlette.exceptions import HTTPException
+
+from refit import __version__
+from refit.errors import (
+    InputError,
+    MalformedBodyError,
+    Problem,
+    RefitError,
+    RequestError,
+    ServiceUnavailableError,
+)
+from refit.serve._routes import AsciiJSONResponse, protocol_route
+from refit.serve.records import Columns, RecordReader, explain, parse_json
+from refit.serve.state import ServerState, read_body
+from refit.signature import InputColumn
+from refit.spec import FeatureType
+
+log = logging.getLogger("refit.serve")
+
+FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+CSV_TYPES = ("text/csv", "application/csv")
+JSON_TYPE = "application/json"
+
+
+class UnsupportedMediaType(RequestError):
+    """A content type `/invocations` does not read (MLflow answers these in plain text)."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+def error_response(exc: Exception) -> Response:
+    """MLflow's answer to anything raised while serving one of its routes."""
+    status, code = 500, "INTERNAL_ERROR"
+    headers: Mapping[str, str] | None = None
+    if isinstance(exc, UnsupportedMediaType):
+        return PlainTextResponse(exc.message, status_code=415)
+    if isinstance(exc, InputError):
+        status, code, message = 400, "BAD_REQUEST", explain(exc)
+    elif isinstance(exc, RequestError):
+        status, message = (400 if exc.status == 422 else exc.status), exc.message
+        code = "REQUEST_LIMIT_EXCEEDED" if status == 413 else "BAD_REQUEST"
+    elif isinstance(exc, ServiceUnavailableError):
+        status, code, message = 503, "TEMPORARILY_UNAVAILABLE", exc.message
+        headers = {"Retry-After": "1"}
+    elif isinstance(exc, RequestValidationError):
+        status, code, message = 400, "BAD_REQUEST", str(exc)
+    elif isinstance(exc, HTTPException):
+        status, message, headers = exc.status_code, str(exc.detail), exc.headers
+        code = "ENDPOINT_NOT_FOUND" if status == 404 else "BAD_REQUEST"
+    elif isinstance(exc, RefitError):
+        message = exc.message
+    else:
+        log.error("an /invocations request failed", exc_info=exc)
+        message = "internal server error"
+    body = {"error_code": code, "message": message}
+    return AsciiJSONResponse(body, status_code=status, headers=headers)
+
+
+def media_type(header: str | None) -> str:
+    """The MIME type of a Content-Type header, refusing what MLflow refuses: a charset other
+    than UTF-8 and any other parameter (such as 1.x's `format=pandas-split`)."""
+    if not header:
+        raise UnsupportedMediaType(
+            f"no Content-Type; /invocations reads {JSON_TYPE} and {' or '.join(CSV_TYPES)}"
+        )
+    mime, *parameters = (part.strip() for part in header.split(";"))
+    values = {
+        key.strip().lower(): value.strip()
+        for key, _, value in (p.partition("=") for p in parameters)
+    }
+    if values.get("charset", "utf-8").strip('"').lower() != "utf-8":
+        raise UnsupportedMediaType("/invocations reads only UTF-8 (charset=utf-8)")
+    others = sorted(values.keys() - {"charset"})
+    if others:
+        raise UnsupportedMediaType(
+            f"unrecognized content type parameters: {', '.join(others)}. The scoring protocol "
+            "changed in MLflow 2.0: send a JSON object with one of the fields "
+            f"{', '.join(FORMATS)} instead of a format parameter"
+        )
+    mime = mime.lower()
+    if mime != JSON_TYPE and mime not in CSV_TYPES:
+        raise UnsupportedMediaType(
+            f"/invocations reads {JSON_TYPE} and {' or '.join(CSV_TYPES)}; got {header!r}"
+        )
+    return mime
+
+
+# --- JSON -----------------------------------------------------------------------------------
+
+
+def json_columns(reader: RecordReader, body: Any) -> Columns:
+    """The checked columns of a JSON body in any of MLflow's four layouts."""
+    required = (
+        "the body must be a JSON object with exactly one of the fields "
+        f"{', '.join(FORMATS)} (and optionally params)"
+    )
+    if not isinstance(body, dict):
+        kind = "a list" if isinstance(body, list) else f"a {type(body).__name__}"
+        raise MalformedBodyError(f"{required}; received {kind}")
+    fields = sorted(body.keys() - {"params"})
+    if len(fields) != 1 or fields[0] not in FORMATS:
+        raise MalformedBodyError(f"{required}; received the fields {', '.join(sorted(body))}")
+    if not isinstance(body.get("params", {}), dict):
+        raise InputError([Problem("params", "wrong type", _kind(body["params"]), "an object")])
+    [key] = fields
+    value = body[key]
+    if key == "dataframe_split":
+        return _split(reader, value)
+    if key == "dataframe_records":
+        return reader.batch_columns(value, key)
+    if isinstance(value, dict):
+        return _named(reader, value, key)
+    if isinstance(value, list) and value and all(isinstance(row, list) for row in value):
+        return _rows(reader, value, key)
+    return reader.batch_columns(value, key)
+
+
+def _kind(value: Any) -> Any:
+    if isinstance(value, dict):
+        return "an object"
+    return "a list" if isinstance(value, list) else value
+
+
+def _split(reader: RecordReader, split: Any) -> Columns:
+    """`{"columns": [...], "data": [[...], ...], "index"?: [...]}` (pandas' split orient)."""
+    if not isinstance(split, dict):
+        expected = 'an object {"columns": [...], "data": [[...], ...]}'
+        raise InputError([Problem("dataframe_split", "wrong type", _kind(split), expected)])
+    problems = [
+        Problem(f"dataframe_split.{key}", "unknown field", None, "columns, data or index")
+        for key in sorted(split.keys() - {"columns", "data", "index"})
+    ]
+    columns: Any = split.get("columns")  # a list of names, once the checks pass
+    data: Any = split.get("data")
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        received = None if columns is None else _kind(columns)
+        problem = "missing" if columns is None else "wrong type"
+        problems.append(Problem("dataframe_split.columns", problem, received, "a list of names"))
+    elif len(set(columns)) != len(columns):
+        twice = sorted({c for c in columns if columns.count(c) > 1})
+        problems.append(Problem("dataframe_split.columns", "names given twice", twice, None))
+    if not isinstance(data, list):
+        received = None if data is None else _kind(data)
+        problem = "missing" if data is None else "wrong type"
+        problems.append(Problem("dataframe_split.data", problem, received, "a list of rows"))
+    elif not data:
+        problems.append(Problem("dataframe_split.data", "empty batch", [], "at least one row"))
+    if problems:
+        raise InputError(problems)
+    width = f"{len(columns)} values, one per column"
+    _check_rows(data, len(columns), "dataframe_split.data", width)
+    table = {name: [row[k] for row in data] for k, name in enumerate(columns)}
+    index = {name: k for k, name in enumerate(columns)}
+    return reader.table_columns(
+        table, lambda name, i: f"dataframe_split.data[{i}][{index[name]}] ({name})"
+    )
+
+
+def _rows(reader: RecordReader, rows: list[list[Any]], key: str) -> Columns:
+    """Rows given as lists of the features in signature order."""
+    width = f"{len(reader.names)} values, the features in order: {', '.join(reader.names)}"
+    _check_rows(rows, len(reader.names), key, width)
+    table = {name: [row[j] for row in rows] for j, name in enumerate(reader.names)}
+    index = {name: j for j, name in enumerate(reader.names)}
+    return reader.table_columns(table, lambda name, i: f"{key}[{i}][{index[name]}] ({name})")
+
+
+def _check_rows(rows: list[Any], width: int, where: str, expected: str) -> None:
+    problems = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, list):
+            problems.append(Problem(f"{where}[{i}]", "wrong type", _kind(row), "a list"))
+        elif len(row) != width:
+            problems.append(Problem(f"{where}[{i}]", "wrong length", len(row), expected))
+    if problems:
+        raise InputError(problems[:50])
+
+
+def _named(reader: RecordReader, columns: dict[str, Any], key: str) -> Columns:
+    """`{"a": [1, 3], "b": [2, 4]}`: each feature's values, by name."""
+    problems = [
+        Problem(f"{key}.{name}", "wrong type", _kind(values), "a list of values")
+        for name, values in columns.items()
+        if not isinstance(values, list)
+    ]
+    if problems:
+        raise InputError(problems)
+    return reader.table_columns(columns, lambda name, i: f"{key}.{name}[{i}]")
+
+
+# --- CSV ------------------------------------------------------------------------------------
+
+
+def csv_columns(reader: RecordReader, body: bytes) -> Columns:
+    """The checked columns of a CSV body: a header row of names, then one row per instance."""
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise MalformedBodyError("the CSV body is not UTF-8 text") from None
+    lines = csv.reader(io.StringIO(text, newline=""), strict=True)
+    rows: list[tuple[int, list[str]]] = []
+    try:
+        rows = [(lines.line_num, row) for row in lines if row]
+    except csv.Error as exc:
+        message = f"the CSV body is malformed at line {lines.line_num}: {exc}"
+        raise MalformedBodyError(message) from None
+    if not rows:
+        raise MalformedBodyError(
+            "the CSV body is empty; expected a header row of feature names, then one row per "
+            "instance"
+        )
+    (_, header), data = rows[0], rows[1:]
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:
+        raise InputError([Problem("the CSV header", "names given twice", twice, None)])
+    if not data:
+        raise InputError(
+            [Problem("the CSV", "empty batch", [], "at least one row after the header")]
+        )
+    problems = [
+        Problem(f"line {line}", "wrong length", len(row), f"{len(header)} values, as in the header")
+        for line, row in data
+        if len(row) != len(header)
+    ]
+    if problems:
+        raise InputError(problems[:50])
+    types = {column.name: column for column in reader.columns}
+    table = {
+        name: [_cell(types.get(name), row[k]) for _, row in data] for k, name in enumerate(header)
+    }
+    return reader.table_columns(table, lambda name, i: f"line {data[i][0]} ({name})")
+
+
+def _cell(column: InputColumn | None, text: str) -> Any:
+    """The JSON-like value of a CSV cell for `column`; text that does not parse stays text, for
+    the column's check to name."""
+    if text == "":
+        return None
+    if column is None or column.type is FeatureType.CATEGORY:
+        return text
+    if column.type is FeatureType.BOOL:
+        return {"true": True, "false": False}.get(text.strip().lower(), text)
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    return text
+
+
+# --- routes ---------------------------------------------------------------------------------
+
+
+def invocations_router(state: ServerState) -> APIRouter:
+    """The MLflow/SageMaker routes of a server."""
+    router = APIRouter(tags=["mlflow / sagemaker"], route_class=protocol_route(error_response))
+
+    def healthy() -> Response:
+        loaded = state.follower.current is not None and not state.draining
+        return Response("\n", status_code=200 if loaded else 404, media_type=JSON_TYPE)
+
+    @router.get("/ping", summary="200 when a model is loaded, else 404 (SageMaker's probe)")
+    async def ping() -> Response:
+        return healthy()
+
+    @router.get("/health", summary="The same as /ping")
+    async def health() -> Response:
+        return healthy()
+
+    @router.get("/version", summary="refit's version")
+    async def version() -> Response:
+        return PlainTextResponse(__version__)
+
+    @router.post(
+        "/invocations",
+        summary="Predict rows sent as MLflow's JSON layouts or CSV",
+        openapi_extra={"requestBody": _request_body()},
+    )
+    async def invocations(request: Request) -> Response:
+        mime = media_type(request.headers.get("content-type"))
+        model = state.model(state.name)
+        body = await read_body(request, state.max_body_bytes)
+        reader = state.reader(model)
+        if mime in CSV_TYPES:
+            columns = csv_columns(reader, body)
+        else:
+            columns = json_columns(reader, parse_json(body))
+        predictions = await state.predict_columns(model, columns)
+        return AsciiJSONResponse({"predictions": predictions.labels})
+
+    return router
+
+
+def _request_body() -> dict[str, Any]:
+    layouts = {
+        key: {
+            "type": "object",
+            "required": [key],
+            "properties": {key: {}, "params": {"type": "object"}},
+        }
+        for key in FORMATS
+    }
+    return {
+        "required": True,
+        "content": {
+            JSON_TYPE: {"schema": {"oneOf": list(layouts.values())}},
+            "text/csv": {"schema": {"type": "string"}},
+            "application/csv": {"schema": {"type": "string"}},
+        },
+    }
