@@ -199,3 +199,25 @@ def test_the_refit_command_runs_as_a_process(tmp_path: Path) -> None:
         timeout=60,
     )
     assert json.loads(module.stdout)[0]["aliases"] == ["production"]
+
+
+def test_status_shows_production_runs_decisions_and_next_times(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    project = tmp_path / "demo"
+    p = str(project)
+    refit(capsys, "init", p, "--example", "breast-cancer")
+    before = refit_json(capsys, "status", "-p", p)
+    assert before["production"] is None and before["runs"] == [] and before["decisions"] == []
+    assert [j["job"] for j in before["jobs"]] == ["ingest", "train"]
+    assert all(j["last_started_at"] is None and j["next_at"] for j in before["jobs"])
+    run_loop_twice(capsys, project)
+    after = refit_json(capsys, "status", "-p", p)
+    production = after["production"]["version"]
+    assert production in (1, 2)
+    assert [r["version"] for r in after["runs"]] == [2, 1]
+    assert [d["candidate_version"] for d in after["decisions"]] == [2, 1]
+    assert after["latest_snapshot"] == after["runs"][0]["snapshot_id"]
+    table = refit(capsys, "status", "-p", p)
+    assert f"breast-cancer@production: v{production}" in table
+    assert "last training runs" in table and "jobs" in table
