@@ -27,10 +27,10 @@ from pydantic import (
     model_validator,
 )
 
+from refit._spec_problems import FieldProblem, apply_env, describe, kind_of
 from refit.errors import SpecError
 
 SPEC_FILE = "refit.yaml"
-ENV_PREFIX = "REFIT_"
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _INTERVAL = re.compile(r"^([1-9]\d*)(s|m|h|d)$")
@@ -43,16 +43,6 @@ class _Model(BaseModel):
     # Numbers become text in text fields: `values: [1, 2]`, or an all-digit password read from
     # an environment variable (override values are parsed as YAML).
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
-
-
-class _FieldProblem(ValueError):
-    """A problem found by a model's validator that belongs to one of its fields: reported at
-    that field's path (`field`, relative to the model) with that field's value."""
-
-    def __init__(self, field: tuple[str, ...], value: Any, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.value = value
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -94,19 +84,19 @@ class Feature(_Model):
         for bound in ("min", "max"):
             value = getattr(self, bound)
             if value is not None and not self.type.numeric:
-                raise _FieldProblem(
+                raise FieldProblem(
                     (bound,),
                     value,
                     f"{bound} applies to numeric features (float, int), not to {self.type.value}",
                 )
         if self.values is not None and self.type is not FeatureType.CATEGORY:
-            raise _FieldProblem(
+            raise FieldProblem(
                 ("values",),
                 self.values,
                 f"values apply to category features only, not to {self.type.value}",
             )
         if self.min is not None and self.max is not None and self.min > self.max:
-            raise _FieldProblem(
+            raise FieldProblem(
                 ("min",), self.min, f"greater than max ({self.max:g}): expected min <= max"
             )
         return self
@@ -159,13 +149,13 @@ class SnapshotPolicy(_Model):
     @model_validator(mode="after")
     def _window_has_a_size(self) -> SnapshotPolicy:
         if self.mode is SnapshotMode.WINDOW and self.rows is None and self.days is None:
-            raise _FieldProblem(
+            raise FieldProblem(
                 ("mode",), self.mode.value, "a window snapshot needs `rows` or `days` (or both)"
             )
         for size in ("rows", "days"):
             value = getattr(self, size)
             if self.mode is not SnapshotMode.WINDOW and value is not None:
-                raise _FieldProblem(
+                raise FieldProblem(
                     (size,), value, f"{size} applies to mode: window, not to {self.mode.value}"
                 )
         return self
@@ -185,19 +175,19 @@ class DataSpec(_Model):
     @model_validator(mode="after")
     def _columns_are_distinct(self) -> DataSpec:
         if self.target in self.features:
-            raise _FieldProblem(
+            raise FieldProblem(
                 ("target",),
                 self.target,
                 "the target is also listed in data.features; a model cannot learn from it",
             )
         if self.time_column is not None and self.time_column in self.features:
-            raise _FieldProblem(
+            raise FieldProblem(
                 ("time_column",),
                 self.time_column,
                 "the time column is also listed in data.features",
             )
         if self.snapshot.days is not None and self.time_column is None:
-            raise _FieldProblem(
+            raise FieldProblem(
                 ("snapshot", "days"),
                 self.snapshot.days,
                 "a window of days needs data.time_column (the column the days are counted by)",
@@ -286,20 +276,20 @@ class ModelSpec(_Model):
         if self.metric is not None:
             fitting = ", ".join(m for m, (task, _) in METRICS.items() if task is self.task)
             if self.metric not in METRICS:
-                raise _FieldProblem(
+                raise FieldProblem(
                     ("metric",),
                     self.metric,
                     f"unknown metric; expected one of {fitting} (for {self.task.value})",
                 )
             if METRICS[self.metric][0] is not self.task:
-                raise _FieldProblem(
+                raise FieldProblem(
                     ("metric",),
                     self.metric,
                     f"a {METRICS[self.metric][0].value} metric, but model.task is "
                     f"{self.task.value}; expected one of {fitting}",
                 )
         if self.holdout.split is SplitKind.STRATIFIED and self.task is Task.REGRESSION:
-            raise _FieldProblem(
+            raise FieldProblem(
                 ("holdout", "split"),
                 self.holdout.split.value,
                 "a stratified split applies to classification only; expected random or time",
@@ -418,19 +408,19 @@ class Spec(_Model):
         higher = self.model.higher_is_better
         metric = self.model.metric_name
         if higher and self.gate.max is not None:
-            raise _FieldProblem(
+            raise FieldProblem(
                 ("gate", "max"),
                 self.gate.max,
                 f"a ceiling does not apply to {metric} (higher is better): use gate.min",
             )
         if not higher and self.gate.min is not None:
-            raise _FieldProblem(
+            raise FieldProblem(
                 ("gate", "min"),
                 self.gate.min,
                 f"a floor does not apply to {metric} (lower is better): use gate.max",
             )
         if self.model.split_kind is SplitKind.TIME and self.data.time_column is None:
-            raise _FieldProblem(
+            raise FieldProblem(
                 ("model", "holdout", "split"),
                 SplitKind.TIME.value,
                 "a time split needs data.time_column (the column the rows are ordered by)",
@@ -495,121 +485,12 @@ def load_spec(path: Path, environ: Mapping[str, str]) -> Spec:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise SpecError(f"{path}: expected a mapping of fields at the top, got {_kind(raw)}")
-    overridden = _apply_env(raw, environ)
+        raise SpecError(f"{path}: expected a mapping of fields at the top, got {kind_of(raw)}")
+    overridden = apply_env(raw, environ, set(Spec.model_fields))
     try:
         return Spec.model_validate(raw)
     except ValidationError as exc:
-        problems = [_describe(err, overridden) for err in exc.errors()]
+        problems = [describe(err, overridden) for err in exc.errors()]
         lines = "\n".join(f"  - {p}" for p in problems)
         noun = "problem" if len(problems) == 1 else "problems"
         raise SpecError(f"{path}: {len(problems)} {noun}:\n{lines}", problems) from None
-
-
-def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
-    """Write `REFIT_A__B=value` into raw["a"]["b"]; returns field path -> variable name."""
-    overridden: dict[str, str] = {}
-    for var in sorted(environ):
-        if not var.startswith(ENV_PREFIX):
-            continue
-        keys = var[len(ENV_PREFIX) :].lower().split("__")
-        if keys[0] not in Spec.model_fields or not all(keys):
-            continue
-        node: dict[str, Any] = raw
-        path: list[str] = []
-        for key in keys[:-1]:
-            key = _existing_key(node, key)
-            child = node.get(key)
-            if isinstance(child, str) and path == ["data", "features"]:
-                child = node[key] = {"type": child}  # the shorthand `age: float`
-            elif not isinstance(child, dict):
-                child = node[key] = {}
-            node = child
-            path.append(key)
-        leaf = _existing_key(node, keys[-1])
-        node[leaf] = _parse_env_value(environ[var])
-        overridden[".".join([*path, leaf])] = var
-    return overridden
-
-
-def _existing_key(node: dict[str, Any], key: str) -> str:
-    for existing in node:
-        if isinstance(existing, str) and existing.lower() == key:
-            return existing
-    return key
-
-
-def _parse_env_value(text: str) -> Any:
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    # A bare word stays a string even when YAML reads it as a date or null-like token.
-    return (
-        text
-        if value is None or not isinstance(value, (str, int, float, bool, list, dict))
-        else value
-    )
-
-
-def _describe(err: Any, overridden: dict[str, str]) -> str:
-    loc = _field_path(err["loc"])
-    value = err["input"]
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    kind = err["type"]
-    problem = (err.get("ctx") or {}).get("error")
-    if isinstance(problem, _FieldProblem):
-        loc, value = [*loc, *problem.field], problem.value
-    field = ".".join(loc) or "(top level)"
-    source = f" (from {overridden[field]})" if field in overridden else ""
-    if kind == "extra_forbidden":
-        what = f"the spelling of {overridden[field]}" if field in overridden else "its spelling"
-        return f"{field}: unknown field (check {what}; got {_show_unknown(loc[-1], value)})"
-    if kind == "missing":
-        return f"{field}: required field is missing"
-    if kind == "union_tag_not_found":
-        return f"{field}.kind: required field is missing (expected {_SOURCE_KINDS})"
-    if kind == "union_tag_invalid":
-        source = f" (from {overridden[field + '.kind']})" if field + ".kind" in overridden else ""
-        return f"{field}.kind: got {_show(err['ctx']['tag'])}{source}: expected {_SOURCE_KINDS}"
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        msg = "expected a mapping (name: value)"
-    if kind == "value_error" and isinstance(value, dict):
-        return f"{field}{source}: {msg}"  # about several fields: "got a mapping" would not help
-    return f"{field}: got {_show(value)}{source}: {msg[0].lower() + msg[1:]}"
-
-
-_SOURCE_KINDS = "csv, parquet or sql"
-_SECRET_NAME = re.compile(r"secret|passw|token|key", re.IGNORECASE)
-_CREDENTIALS = re.compile(r"://[^/\s]*@")
-
-
-def _show_unknown(name: str, value: Any) -> str:
-    """The value of an unknown field, unless it may be a misspelt secret (`secret_acess_key`,
-    `ulr: postgresql://user:password@host/db`): an error message must not print it."""
-    if _SECRET_NAME.search(name) or (isinstance(value, str) and _CREDENTIALS.search(value)):
-        return "a value not shown, as it may be a secret"
-    return _show(value)
-
-
-def _field_path(loc: tuple[Any, ...]) -> list[str]:
-    """The field path of an error's location, without the tag pydantic adds for `source`."""
-    parts = [str(part) for part in loc]
-    if parts[:2] == ["data", "source"] and parts[2:3] in (["csv"], ["parquet"], ["sql"]):
-        del parts[2]
-    return parts
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "a list"
-    return "a string" if isinstance(value, str) else type(value).__name__
