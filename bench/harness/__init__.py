@@ -1,0 +1,1 @@
+"""The serving benchmark's harness; `bench/run` runs `python -m harness` from `bench/`."""

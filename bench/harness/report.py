@@ -1,0 +1,109 @@
+"""From measures to tables: the median over rounds of each server in each cell, and refit's
+ratio to the best peer."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+from harness.load import Measure
+from harness.peers import PEER_NAMES
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str
+    shape: str
+    connections: int
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A server in a cell, over its rounds: medians, errors added up, the highest RSS."""
+
+    server: str
+    cell: str
+    rounds: int
+    rps: float
+    rows_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+    peak_rss_mb: float
+    server_cpu: float
+    other_cpu: float
+
+
+def summarise(measures: list[Measure], cells: list[Cell], servers: list[str]) -> list[Summary]:
+    out = []
+    for cell in cells:
+        for server in servers:
+            mine = [m for m in measures if m.cell == cell.name and m.server == server]
+            if not mine:
+                continue
+            out.append(
+                Summary(
+                    server=server,
+                    cell=cell.name,
+                    rounds=len(mine),
+                    rps=statistics.median(m.rps for m in mine),
+                    rows_per_s=statistics.median(m.rows_per_s for m in mine),
+                    p50_ms=statistics.median(m.p50_ms for m in mine),
+                    p99_ms=statistics.median(m.p99_ms for m in mine),
+                    errors=sum(m.errors for m in mine),
+                    requests=sum(m.requests for m in mine),
+                    peak_rss_mb=max(m.peak_rss_mb for m in mine),
+                    server_cpu=statistics.median(m.server_cpu for m in mine),
+                    other_cpu=statistics.median(m.other_cpu for m in mine),
+                )
+            )
+    return out
+
+
+def _num(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def results_table(summaries: list[Summary]) -> str:
+    lines = [
+        "| cell | server | req/s | rows/s | p50 ms | p99 ms | errors | peak RSS MB "
+        "| server CPU | other CPU |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for s in summaries:
+        errors = f"{s.errors}/{s.requests}" if s.errors else "0"
+        lines.append(
+            f"| {s.cell} | {s.server} | {_num(s.rps)} | {_num(s.rows_per_s)} | "
+            f"{_num(s.p50_ms)} | {_num(s.p99_ms)} | {errors} | {s.peak_rss_mb:,.0f} | "
+            f"{s.server_cpu:.2f} | {s.other_cpu:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def ratio_table(summaries: list[Summary], cells: list[Cell]) -> str:
+    """refit against the best peer of each cell, by throughput, and its no-op floor."""
+    lines = [
+        "| cell | refit req/s | best peer | its req/s | refit ÷ best | refit p99 ÷ its p99 "
+        "| refit-noop req/s |",
+        "|---|--:|---|--:|--:|--:|--:|",
+    ]
+    for cell in cells:
+        here = {s.server: s for s in summaries if s.cell == cell.name}
+        refit = here.get("refit")
+        peers = [here[name] for name in PEER_NAMES if name in here]
+        if refit is None or not peers:
+            continue
+        best = max(peers, key=lambda s: s.rps)
+        noop = here.get("refit-noop")
+        p99 = refit.p99_ms / best.p99_ms if best.p99_ms else float("nan")
+        lines.append(
+            f"| {cell.name} | {_num(refit.rps)} | {best.server} | {_num(best.rps)} | "
+            f"{refit.rps / best.rps:.2f}x | {p99:.2f}x | "
+            f"{_num(noop.rps) if noop else '-'} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,119 @@
+"""Runs inside refit's virtual environment: train the benchmark's model through refit, export
+its artifact for the peers, and compute the predictions every server must give.
+
+    python prepare.py WORKDIR     # prints a JSON summary on stdout
+
+WORKDIR gets `model/` (the refit project of the real model), `noop/` (the project of the no-op
+model), `model.joblib` (the same fitted pipeline, for the peers), `records.json` (100 records
+from the dataset) and `expected.json` (labels and class probabilities for them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import joblib
+import pandas as pd
+import yaml
+
+from refit.cli import main as refit_main
+
+HERE = Path(__file__).resolve().parent
+BATCH_ROWS = 100
+
+
+def refit(*args: str, **env: str) -> str:
+    """Run one `refit` command in this process (importing refit once, not per command: its
+    import alone takes seconds); its stdout, or exit with its error."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    stdout = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(stdout):
+            refit_main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if code != 0:
+        sys.exit(f"refit {' '.join(args)} failed with exit code {code}")
+    return stdout.getvalue()
+
+
+def show(project: Path) -> dict:
+    return json.loads(refit("models", "show", "1", "--json", "-p", str(project)))
+
+
+def train_model(project: Path) -> dict:
+    refit("init", str(project), "--example", "breast-cancer")
+    refit("ingest", "-p", str(project))
+    refit("train", "-p", str(project), REFIT_MODEL__PARAMS__MAX_ITER="100")
+    return show(project)
+
+
+def train_noop(project: Path) -> dict:
+    refit("init", str(project), "--example", "breast-cancer")
+    spec_path = project / "refit.yaml"
+    spec = yaml.safe_load(spec_path.read_text())
+    spec["model"] = {"task": "classification", "function": "bench_noop:fit"}
+    spec.pop("gate", None)
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    refit("ingest", "-p", str(project))
+    sys.path.insert(0, str(HERE))  # the server gets it as PYTHONPATH
+    refit("train", "-p", str(project))
+    shown = show(project)
+    if "production" not in shown.get("aliases", []):
+        refit("models", "promote", "1", "-p", str(project))
+    return shown
+
+
+def main() -> None:
+    work = Path(sys.argv[1]).resolve()
+    for name in ("model", "noop"):
+        shutil.rmtree(work / name, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+
+    shown = train_model(work / "model")
+    artifact = work / "model" / ".refit" / "artifacts" / shown["artifact_uri"]
+    shutil.copyfile(artifact, work / "model.joblib")
+    noop = train_noop(work / "noop")
+
+    model = joblib.load(work / "model.joblib")
+    features = [c["name"] for c in shown["signature"]["inputs"]]
+    data = pd.concat(
+        pd.read_csv(f) for f in sorted((work / "model" / "data" / "incoming").glob("*.csv"))
+    )
+    frame = data[features].head(BATCH_ROWS).astype("float64").reset_index(drop=True)
+    records = frame.to_dict(orient="records")
+    classes = [str(c) for c in model.classes_]
+    expected = {
+        "classes": classes,
+        "labels": [str(v) for v in model.predict(frame)],
+        "probabilities": model.predict_proba(frame).round(6).tolist(),
+    }
+    (work / "records.json").write_text(json.dumps(records))
+    (work / "expected.json").write_text(json.dumps(expected))
+    json.dump(
+        {
+            "features": features,
+            "model_version": shown["version"],
+            "artifact_sha256": shown["artifact_sha256"],
+            "noop_classes": noop["signature"]["output"]["classes"],
+        },
+        sys.stdout,
+    )
+
+
+if __name__ == "__main__":
+    main()
