@@ -238,3 +238,16 @@ def test_parse_json_says_what_is_wrong_with_a_body(body: bytes, message: str) ->
     with pytest.raises(MalformedBodyError) as raised:
         parse_json(body)
     assert raised.value.message == message
+
+
+def test_an_all_float_frame_is_built_as_one_block_with_the_same_values() -> None:
+    from refit.serve.records import frame_of
+    from refit.signature import InputColumn
+    from refit.spec import FeatureType
+
+    inputs = [InputColumn(name, FeatureType.FLOAT) for name in ("a", "b", "c")]
+    frame = frame_of(inputs, [[1.5, None], [2.0, 3.0], [None, -1.0]])
+    assert list(frame.columns) == ["a", "b", "c"]
+    assert list(frame.dtypes) == ["float64"] * 3
+    assert frame.isna().to_numpy().tolist() == [[False, False, True], [True, False, False]]
+    assert frame.loc[1, "c"] == -1.0 and frame.loc[0, "a"] == 1.5

@@ -322,6 +322,10 @@ def columns_of(frame: pd.DataFrame, names: list[str]) -> Columns:
 
 def frame_of(inputs: list[InputColumn], columns: Columns) -> pd.DataFrame:
     """The typed DataFrame of checked `columns` for the signature's `inputs`."""
+    if all(c.type is FeatureType.FLOAT for c in inputs):
+        # One float64 block instead of a Series per column: several times faster per request.
+        matrix = np.array(columns, dtype=np.float64).T.reshape(len(columns[0]), len(inputs))
+        return pd.DataFrame(matrix, columns=[c.name for c in inputs], copy=False)
     return pd.DataFrame({c.name: _series(c, v) for c, v in zip(inputs, columns, strict=True)})
 
 
