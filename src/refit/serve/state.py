@@ -2,7 +2,7 @@
 
 Every protocol's routes (refit's own, Open Inference V2, `/invocations`) reach the model
 through `ServerState`: `model(name)` for the version to answer with (or 404/503), `reader` to
-check records against its signature, and `predict` to run it off the event loop.
+check records against its signature, and `predict_columns` to run it, micro-batched.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
 from fastapi import Request
 
 from refit.errors import NotFoundError, ServiceUnavailableError, TooLargeError
@@ -18,7 +17,7 @@ from refit.serve.batching import MicroBatcher
 from refit.serve.follower import LoadFailure, ModelFollower
 from refit.serve.metrics import ServerMetrics
 from refit.serve.predictor import LoadedModel, Predictions
-from refit.serve.records import Columns, RecordReader, columns_of
+from refit.serve.records import Columns, RecordReader
 from refit.services import Services
 
 
@@ -92,10 +91,6 @@ class ServerState:
                 why = f"production v{self.follower.failure.version} failed to load"
             raise ServiceUnavailableError(f"{name} is not ready: {why}")
         return model
-
-    async def predict(self, model: LoadedModel, frame: pd.DataFrame) -> Predictions:
-        """Predict on the rows of `frame` with `model`."""
-        return await self.predict_columns(model, columns_of(frame, model.signature.names))
 
     async def predict_columns(self, model: LoadedModel, columns: Columns) -> Predictions:
         """Predict on checked columns with `model`, micro-batched with concurrent requests."""
