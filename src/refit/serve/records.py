@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from refit.errors import InputError, MalformedBodyError, Problem, TooLargeError
@@ -37,6 +38,10 @@ def parse_json(body: bytes) -> Any:
     """The JSON value of a body; `MalformedBodyError` says where it breaks."""
     if not body.strip():
         raise MalformedBodyError("the request body is empty; expected a JSON object")
+    try:
+        return orjson.loads(body)  # the common case, several times faster
+    except orjson.JSONDecodeError:
+        pass  # NaN, huge integers, or broken JSON: the standard parser says which, and where
     try:
         return json.loads(body, parse_constant=_NON_FINITE.__getitem__)
     except UnicodeDecodeError:
