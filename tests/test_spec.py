@@ -338,8 +338,15 @@ REGRESSION = {"task": "regression", "estimator": "sklearn.linear_model.Ridge"}
         ),
         pytest.param(
             {"model": {"format": "pickle"}},
-            "model.format: got 'pickle': input should be 'joblib' or 'skops'",
+            "model.format: got 'pickle': input should be 'joblib', 'skops' or 'onnx'",
             id="bad format",
+        ),
+        pytest.param(
+            {"model": {"format": "onnx"}},
+            "model.format: got 'onnx': training saves joblib or skops (and converts to ONNX "
+            "itself when it can); an ONNX file of your own is registered with "
+            "`refit models register FILE.onnx`",
+            id="onnx is not a training format",
         ),
         pytest.param(
             {"data": {"source": {"kind": "excel"}}},

@@ -233,6 +233,8 @@ class ArtifactFormat(StrEnum):
     JOBLIB = "joblib"
     SKOPS = "skops"
     """Loads without running arbitrary code: for artifacts that must load safely."""
+    ONNX = "onnx"
+    """A user's own ONNX model, registered with `refit models register` (not for training)."""
 
 
 class ModelSpec(_Model):
@@ -288,6 +290,13 @@ class ModelSpec(_Model):
                     f"a {METRICS[self.metric][0].value} metric, but model.task is "
                     f"{self.task.value}; expected one of {fitting}",
                 )
+        if self.format is ArtifactFormat.ONNX:
+            raise FieldProblem(
+                ("format",),
+                self.format.value,
+                "training saves joblib or skops (and converts to ONNX itself when it can); "
+                "an ONNX file of your own is registered with `refit models register FILE.onnx`",
+            )
         if self.holdout.split is SplitKind.STRATIFIED and self.task is Task.REGRESSION:
             raise FieldProblem(
                 ("holdout", "split"),

@@ -119,6 +119,32 @@ def test_manual_promote_and_rollback(capsys: pytest.CaptureFixture[str], tmp_pat
     refit(capsys, "models", "promote", "9", "-p", p, code=3)
 
 
+def test_register_a_model_trained_elsewhere(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    project = tmp_path / "demo"
+    p = str(project)
+    refit(capsys, "init", p, "--example", "breast-cancer")
+    refit(capsys, "ingest", "-p", p)
+    trained = refit_json(capsys, "train", "-p", p)["version"]
+    # The ONNX file refit made of v1 stands for a model exported by another tool.
+    onnx_file = project / "exported.onnx"
+    onnx_file.write_bytes((project / ".refit" / "artifacts" / trained["onnx"]["uri"]).read_bytes())
+    registered = refit_json(
+        capsys, "models", "register", str(onnx_file), "--classes", "benign,malignant", "-p", p
+    )
+    version = registered["version"]
+    assert (version["version"], version["flavor"], version["format"]) == (2, "onnx", "onnx")
+    assert version["params"] == {"file": "exported.onnx"}
+    assert version["metrics"]["roc_auc"] == pytest.approx(trained["metrics"]["roc_auc"], abs=1e-6)
+    assert registered["decision"]["previous_version"] == 1
+    shown = refit(capsys, "models", "show", "2", "-p", p)
+    assert "onnx      the model is ONNX" in shown
+    capsys.readouterr()
+    assert run_app(app, ["models", "register", str(onnx_file), "--classes", "a,b", "-p", p]) == 6
+    assert "--classes a,b should name each of the data's classes once" in capsys.readouterr().err
+
+
 def test_errors_are_one_paragraph_and_an_exit_code(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -8,11 +8,15 @@ from refit.spec import ArtifactFormat
 
 
 def test_every_format_has_a_suffix() -> None:
-    assert SUFFIXES == {ArtifactFormat.JOBLIB: ".joblib", ArtifactFormat.SKOPS: ".skops"}
+    assert SUFFIXES == {
+        ArtifactFormat.JOBLIB: ".joblib",
+        ArtifactFormat.SKOPS: ".skops",
+        ArtifactFormat.ONNX: ".onnx",
+    }
     assert set(SUFFIXES) == set(ArtifactFormat)
 
 
-@pytest.mark.parametrize("fmt", list(ArtifactFormat))
+@pytest.mark.parametrize("fmt", [ArtifactFormat.JOBLIB, ArtifactFormat.SKOPS])
 def test_save_and_load_through_the_default_flavor(fmt: ArtifactFormat) -> None:
     assert DEFAULT_FLAVOR in FLAVORS
     X = np.arange(12.0).reshape(6, 2)
@@ -22,5 +26,14 @@ def test_save_and_load_through_the_default_flavor(fmt: ArtifactFormat) -> None:
 
 
 def test_an_unknown_flavor_is_refused() -> None:
-    with pytest.raises(ArtifactError, match="unknown model flavor 'onnx'; expected one of sklearn"):
-        load_model(b"", ArtifactFormat.JOBLIB, flavor="onnx")
+    with pytest.raises(
+        ArtifactError, match="unknown model flavor 'pmml'; expected one of sklearn, onnx"
+    ):
+        load_model(b"", ArtifactFormat.JOBLIB, flavor="pmml")
+
+
+def test_the_onnx_flavor_needs_the_signature_and_saves_only_onnx_models() -> None:
+    with pytest.raises(ArtifactError, match="loaded with the signature it was registered with"):
+        load_model(b"", ArtifactFormat.ONNX, flavor="onnx")
+    with pytest.raises(ArtifactError, match="the onnx flavor saves ONNX models, not Ridge"):
+        save_model(Ridge(), ArtifactFormat.ONNX, flavor="onnx")

@@ -27,10 +27,10 @@ from refit.cli._output import (
 from refit.errors import ConflictError
 from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow
 from refit.train.promotion import promote_version, rollback
-from refit.train.run import run_training
+from refit.train.run import TrainResult, register_model_file, run_training
 
 models_app = typer.Typer(
-    help="List, inspect, promote and roll back model versions.", no_args_is_help=True
+    help="List, inspect, register, promote and roll back model versions.", no_args_is_help=True
 )
 
 
@@ -66,6 +66,10 @@ def train(
             err.print(f"[yellow]not promoted:[/] {exc.message}")
             raise
         aliases = services.registry.aliases(services.project.spec.name)
+    _print_result(result, aliases, json)
+
+
+def _print_result(result: TrainResult, aliases: dict[str, int], json: bool) -> None:
     version, decision = result.version, result.decision
     if json:
         print_json(
@@ -111,6 +115,48 @@ def version_dict(row: ModelVersionRow, aliases: dict[str, int]) -> dict[str, Any
     data = row.to_dict()
     data["aliases"] = sorted(a for a, v in aliases.items() if v == row.version)
     return data
+
+
+@models_app.command("register")
+def register(
+    file: Annotated[
+        Path,
+        typer.Argument(help="A model trained elsewhere: an .onnx, .joblib or .skops file."),
+    ],
+    project: ProjectOption = Path("."),
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            help="An ONNX classifier's classes in the order of its probability columns, "
+            "comma-separated (default: the data's classes, sorted)."
+        ),
+    ] = None,
+    snapshot: Annotated[
+        str | None, typer.Option(help="Score it on this snapshot instead of the newest.")
+    ] = None,
+    json: JsonOption = False,
+) -> None:
+    """Register a model trained elsewhere: scored on the holdout like a trained one, then gated.
+
+    The model takes the project's features (an ONNX model: one input per feature, named like
+    it, or one [N, features] matrix in the spec's order) and its score on the snapshot's
+    holdout goes through the same gate as a version refit trains.
+    """
+    with services_for(project) as services, progress("Registering"):
+        try:
+            result = register_model_file(
+                services,
+                file,
+                classes=[c.strip() for c in classes.split(",")] if classes else None,
+                snapshot_id=snapshot,
+                actor=f"refit models register ({actor()})",
+                on_step=lambda text: err.print(f"  {text}") if not json else None,
+            )
+        except ConflictError as exc:
+            err.print(f"[yellow]not promoted:[/] {exc.message}")
+            raise
+        aliases = services.registry.aliases(services.project.spec.name)
+    _print_result(result, aliases, json)
 
 
 @models_app.command("list")
@@ -159,6 +205,8 @@ def show_model(
     out.print(f"snapshot  {row.snapshot_id}")
     out.print(f"run       {row.run_id}   code {row.code_revision or '-'}")
     out.print(f"artifact  {row.artifact_uri} ({row.format}, {row.artifact_size} bytes)")
+    if row.onnx:
+        out.print(f"onnx      {row.onnx.get('status')}")
     out.print("metrics   " + ", ".join(f"{k} {v:.4f}" for k, v in row.metrics.items()))
     out.print("params    " + ", ".join(f"{k}={v}" for k, v in row.params.items()))
     inputs = row.signature.get("inputs", [])

@@ -5,7 +5,12 @@
     model = load_model(data, ArtifactFormat.SKOPS)
 
 A flavor is a pair of functions; `FLAVORS` maps a flavor's name (recorded with each model
-version) to it.
+version) to it:
+
+- `sklearn`: a model refit trained (a scikit-learn pipeline, or what a user function returned),
+  saved with joblib or skops;
+- `onnx`: a user's own ONNX model, stored as given and loaded with the signature it was
+  registered with (its graph does not say which feature is which, nor the class order).
 """
 
 from __future__ import annotations
@@ -15,25 +20,32 @@ from dataclasses import dataclass
 from typing import Any
 
 from refit.errors import ArtifactError
+from refit.flavors import onnx as _onnx
 from refit.flavors import sklearn as _sklearn
+from refit.signature import Signature
 from refit.spec import ArtifactFormat
 
 
 @dataclass(frozen=True)
 class Flavor:
-    """A named pair of functions: `save(model, fmt) -> bytes` and `load(data, fmt) -> model`."""
+    """A named pair of functions: `save(model, fmt) -> bytes` and
+    `load(data, fmt, signature) -> model`."""
 
     name: str
     save: Callable[[Any, ArtifactFormat], bytes]
-    load: Callable[[bytes, ArtifactFormat], Any]
+    load: Callable[[bytes, ArtifactFormat, Signature | None], Any]
 
 
-FLAVORS: dict[str, Flavor] = {"sklearn": Flavor("sklearn", _sklearn.save, _sklearn.load)}
+FLAVORS: dict[str, Flavor] = {
+    "sklearn": Flavor("sklearn", _sklearn.save, lambda data, fmt, _: _sklearn.load(data, fmt)),
+    "onnx": Flavor("onnx", _onnx.save, _onnx.load),
+}
 DEFAULT_FLAVOR = "sklearn"
 
 SUFFIXES: dict[ArtifactFormat, str] = {
     ArtifactFormat.JOBLIB: ".joblib",
     ArtifactFormat.SKOPS: ".skops",
+    ArtifactFormat.ONNX: ".onnx",
 }
 """The file suffix of an artifact in each format."""
 
@@ -53,6 +65,11 @@ def save_model(model: Any, fmt: ArtifactFormat, flavor: str = DEFAULT_FLAVOR) ->
     return get_flavor(flavor).save(model, fmt)
 
 
-def load_model(data: bytes, fmt: ArtifactFormat, flavor: str = DEFAULT_FLAVOR) -> Any:
+def load_model(
+    data: bytes,
+    fmt: ArtifactFormat,
+    flavor: str = DEFAULT_FLAVOR,
+    signature: Signature | None = None,
+) -> Any:
     """The fitted model held in `data`. Verify its sha256 before calling this."""
-    return get_flavor(flavor).load(data, fmt)
+    return get_flavor(flavor).load(data, fmt, signature)

@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from refit.errors import ArtifactError
+from refit.errors import ArtifactError, InputError, Problem
+from refit.signature import Signature
+from refit.spec import ArtifactFormat
 
 
 class UnsupportedModelError(Exception):
@@ -76,10 +78,35 @@ def convert(model: Any, sample: pd.DataFrame) -> bytes:
     raise UnsupportedModelError(errors[0][:300])
 
 
-class OnnxModel:
-    """An ONNX Runtime session with one float input per feature, in signature order."""
+_INPUT_TYPES: dict[str, Any] = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+}
+_FLOATS = ("tensor(float)", "tensor(double)")
 
-    def __init__(self, data: bytes, columns: Sequence[str]) -> None:
+
+class OnnxModel:
+    """An ONNX Runtime session fed a model's features, answering labels (or values) and class
+    probabilities.
+
+    The features go in as one input per feature, named like it (skl2onnx's layout for
+    pipelines that select columns by name), or as one `[N, F]` matrix in signature order;
+    inputs may take float, double, int64 or int32. The answer is read from the outputs as:
+
+    - one output: the values (regression), the labels, or, for a classifier whose output is a
+      float `[N, classes]` tensor, the probabilities (the label is the most probable class);
+    - two outputs: the labels, then the probabilities, as a `[N, classes]` tensor or as a list
+      of `{class: probability}` maps (skl2onnx's ZipMap).
+
+    `classes` (a classifier's, in the order of its probability columns) is needed for the last
+    two cases; None means a regressor.
+    """
+
+    def __init__(
+        self, data: bytes, columns: Sequence[str], classes: Sequence[Any] | None = None
+    ) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -90,27 +117,139 @@ class OnnxModel:
             self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise ArtifactError(f"ONNX Runtime cannot load the model: {exc}") from exc
-        names = [i.name for i in self.session.get_inputs()]
-        self.matrix_input = names[0] if len(names) == 1 and len(columns) > 1 else None
-        if self.matrix_input is None and sorted(names) != sorted(columns):
-            raise ArtifactError(f"the ONNX model's inputs {names} are not the features {columns}")
         self.columns = list(columns)
-        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.classes = None if classes is None else list(classes)
+        self._feeds = self._read_inputs()
+        outputs = self.session.get_outputs()
+        if not 1 <= len(outputs) <= 2:
+            raise ArtifactError(
+                f"the ONNX model has {len(outputs)} outputs; refit reads one (values, labels "
+                "or class probabilities) or two (labels, then class probabilities)"
+            )
+        self.outputs = [o.name for o in outputs]
+        first = outputs[0]
+        self.proba_only = (
+            self.classes is not None
+            and len(outputs) == 1
+            and first.type in _FLOATS
+            and len(first.shape) == 2
+            and first.shape[1] != 1
+        )
+        # Where a [N, F] float32 matrix can be fed as it is, with no copy per input.
+        self.float32 = all(dtype is np.float32 for _, _, dtype, _ in self._feeds)
+
+    def _read_inputs(self) -> list[tuple[str, int | None, Any, int]]:
+        """(input name, feature index or None for the whole matrix, dtype, rank) per input."""
+        inputs = self.session.get_inputs()
+        for i in inputs:
+            if i.type not in _INPUT_TYPES:
+                raise ArtifactError(
+                    f"the ONNX model's input {i.name!r} takes {i.type}; refit feeds features "
+                    "as float, double, int64 or int32 tensors"
+                )
+        names = [i.name for i in inputs]
+        if sorted(names) == sorted(self.columns):
+            by_name = {i.name: i for i in inputs}
+            return [
+                (name, j, _INPUT_TYPES[by_name[name].type], len(by_name[name].shape))
+                for j, name in enumerate(self.columns)
+            ]
+        if len(inputs) == 1 and len(inputs[0].shape) == 2:
+            width = inputs[0].shape[1]
+            if isinstance(width, int) and width != len(self.columns):
+                raise ArtifactError(
+                    f"the ONNX model's input {names[0]!r} takes {width} columns, but the "
+                    f"model has {len(self.columns)} features"
+                )
+            return [(names[0], None, _INPUT_TYPES[inputs[0].type], 2)]
+        raise ArtifactError(
+            f"the ONNX model's inputs {names} are neither one per feature (named like the "
+            f"features {self.columns}) nor one [N, {len(self.columns)}] matrix"
+        )
 
     def run(self, matrix: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], Any]:
         """Labels (or values) and class probabilities (None for regressors) of `matrix`,
-        a float32 array of shape [rows, features] in `columns` order (NaN: missing)."""
-        if self.matrix_input is not None:
-            feeds = {self.matrix_input: matrix}
-        else:
-            feeds = {name: matrix[:, j : j + 1] for j, name in enumerate(self.columns)}
+        a float array of shape [rows, features] in `columns` order (NaN: missing)."""
+        feeds = {}
+        for name, j, dtype, rank in self._feeds:
+            part = matrix if j is None else (matrix[:, j : j + 1] if rank == 2 else matrix[:, j])
+            if part.dtype != dtype:
+                if not np.issubdtype(dtype, np.floating) and np.isnan(part).any():
+                    column = "a feature" if j is None else repr(self.columns[j])
+                    raise InputError(
+                        [Problem(column, "is missing, and the model takes it as an integer")]
+                    )
+                part = part.astype(dtype)
+            feeds[name] = part
         results = self.session.run(None, feeds)
         first = np.asarray(results[0])
+        if self.proba_only:
+            assert self.classes is not None
+            return np.asarray(self.classes, dtype=object)[first.argmax(axis=1)], first
         if first.ndim == 2 and first.shape[1] == 1:
             first = first[:, 0]
-        proba = np.asarray(results[1]) if len(results) > 1 else None
-        return first, proba
+        if len(results) == 1:
+            return first, None
+        proba = results[1]
+        if isinstance(proba, list):  # ZipMap: one {class: probability} map per row
+            proba = self._unzip(proba)
+        return first, np.asarray(proba)
+
+    def _unzip(self, maps: list[dict[Any, float]]) -> np.ndarray[Any, Any]:
+        classes = self.classes or (sorted(maps[0]) if maps else [])
+        keys = {str(key): key for key in (maps[0] if maps else {})}
+        order = [keys.get(str(c), c) for c in classes]
+        return np.array([[row[k] for k in order] for row in maps], dtype=np.float64)
 
     def run_frame(self, frame: pd.DataFrame) -> tuple[np.ndarray[Any, Any], Any]:
-        matrix = frame[self.columns].astype("float32").to_numpy(na_value=np.nan)
-        return self.run(np.ascontiguousarray(matrix, dtype=np.float32))
+        dtype = np.float32 if self.float32 else np.float64
+        matrix = frame[self.columns].astype(dtype).to_numpy(na_value=np.nan)
+        return self.run(np.ascontiguousarray(matrix, dtype=dtype))
+
+
+class OnnxEstimator:
+    """A user's ONNX model with a scikit-learn face (`predict`, and `classes_` for a
+    classifier), so that refit scores, gates and describes it like any other model."""
+
+    def __init__(self, onnx: OnnxModel, data: bytes) -> None:
+        self.onnx = onnx
+        self.data = data
+        if onnx.classes is not None:
+            self.classes_ = np.asarray(onnx.classes)
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray[Any, Any]:
+        return np.asarray(self.onnx.run_frame(X)[0])
+
+
+class OnnxProbabilisticClassifier(OnnxEstimator):
+    """An ONNX classifier whose graph gives class probabilities."""
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray[Any, Any]:
+        proba = np.asarray(self.onnx.run_frame(X)[1], dtype=np.float64)
+        # float32 rows sum to 1 within ~1e-7; metrics such as log_loss want them exact.
+        total = proba.sum(axis=1, keepdims=True)
+        return np.divide(proba, total, out=np.zeros_like(proba), where=total > 0)
+
+
+def onnx_estimator(
+    data: bytes, features: Sequence[str], classes: Sequence[Any] | None = None
+) -> OnnxEstimator:
+    """The ONNX model in `data`, fed `features`; a classifier when `classes` is given."""
+    onnx = OnnxModel(data, features, classes)
+    if onnx.classes is not None and (onnx.proba_only or len(onnx.outputs) == 2):
+        return OnnxProbabilisticClassifier(onnx, data)
+    return OnnxEstimator(onnx, data)
+
+
+def save(model: Any, fmt: ArtifactFormat) -> bytes:
+    """An ONNX model's bytes, as they were given."""
+    if not isinstance(model, OnnxEstimator):
+        raise ArtifactError(f"the onnx flavor saves ONNX models, not {type(model).__name__}")
+    return model.data
+
+
+def load(data: bytes, fmt: ArtifactFormat, signature: Signature | None = None) -> OnnxEstimator:
+    """The ONNX model in `data`, fed the features of `signature` (which it needs)."""
+    if signature is None:
+        raise ArtifactError("an ONNX model is loaded with the signature it was registered with")
+    return onnx_estimator(data, signature.names, signature.output.classes)

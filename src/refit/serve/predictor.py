@@ -80,10 +80,11 @@ class OnnxPredictor:
         self.proba = output.task is Task.CLASSIFICATION and output.probabilities
         self.classes = [str(c) for c in output.classes or []]
         self.regression = output.task is Task.REGRESSION
+        self.dtype = np.float32 if onnx.float32 else np.float64
 
     def predict(self, columns: Columns) -> Predictions:
         # None becomes NaN, which the converted imputers treat as missing.
-        matrix = np.array(columns, dtype=np.float32).T
+        matrix = np.array(columns, dtype=self.dtype).T
         labels, proba = self.onnx.run(np.ascontiguousarray(matrix))
         if self.regression:
             return Predictions(np.asarray(labels, dtype=np.float64).tolist())
@@ -144,10 +145,18 @@ def load_predictor(
     onnx_note: str | None = None
     predictor: SklearnPredictor | OnnxPredictor | None = None
     onnx = row.onnx or {"status": "not converted (registered before ONNX export)"}
-    if onnx.get("status") == "ok":
+    if row.flavor == "onnx":  # the user's own ONNX model: its artifact is the ONNX file
+        data = store.get(row.artifact_uri, row.artifact_sha256)
+        classes = signature.output.classes if signature.output.task is Task.CLASSIFICATION else None
+        try:
+            predictor = OnnxPredictor(OnnxModel(data, signature.names, classes), signature)
+        except RefitError as exc:
+            raise ArtifactError(f"{where} cannot be loaded: {exc}") from exc
+    elif onnx.get("status") == "ok":
         try:
             data = store.get(onnx["uri"], onnx["sha256"])
-            predictor = OnnxPredictor(OnnxModel(data, signature.names), signature)
+            classes = signature.output.classes
+            predictor = OnnxPredictor(OnnxModel(data, signature.names, classes), signature)
         except RefitError as exc:
             onnx_note = f"its ONNX file could not be loaded ({exc}); serving it natively"
     else:

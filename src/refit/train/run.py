@@ -13,20 +13,23 @@ import math
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from refit.artifacts import ArtifactStore
 from refit.data.ingest import read_snapshot
-from refit.errors import ConflictError, NotFoundError, RefitError, TrainingError
+from refit.errors import ArtifactError, ConflictError, NotFoundError, RefitError, TrainingError
 from refit.flavors import DEFAULT_FLAVOR, SUFFIXES, load_model, save_model
+from refit.flavors.onnx import onnx_estimator
 from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow, SnapshotRow
 from refit.services import Services
-from refit.signature import signature_for
-from refit.spec import ArtifactFormat, Spec
+from refit.signature import Signature, signature_for
+from refit.spec import ArtifactFormat, FeatureType, Spec, Task
 from refit.train.gate import decide
 from refit.train.metrics import evaluate, score
 from refit.train.onnx_export import export_onnx
@@ -36,7 +39,7 @@ from refit.train.pipeline import (
     resolve_function,
     target_array,
 )
-from refit.train.split import split
+from refit.train.split import Split, split
 
 Step = Callable[[str], None]
 
@@ -63,6 +66,18 @@ def check_model_spec(spec: Spec, root: Path) -> None:
         resolve_function(spec.model.function, root)
 
 
+@dataclass(frozen=True)
+class _Candidate:
+    """A model to register: fitted by refit, or read from a user's file (`data`)."""
+
+    model: Any
+    flavor: str
+    format: ArtifactFormat
+    params: dict[str, Any]
+    data: bytes | None = None
+    """The artifact as the user gave it; None: refit saves the model."""
+
+
 def run_training(
     services: Services,
     *,
@@ -72,10 +87,80 @@ def run_training(
     on_step: Step | None = None,
 ) -> TrainResult:
     """Train on a snapshot (default: the newest), register the version, run the gate."""
-    project, registry, store = services.project, services.registry, services.store
+    project = services.project
     spec = project.spec
     step = on_step or (lambda _: None)
     check_model_spec(spec, project.root)
+
+    def fit(parts: Split) -> _Candidate:
+        step(f"fitting on {len(parts.train)} rows")
+        model = fit_model(parts.train, spec.data, spec.model, project.root)
+        return _Candidate(model, DEFAULT_FLAVOR, spec.model.format, _params(model, spec))
+
+    return _run(services, fit, "fit_s", snapshot_id, trigger, actor, step)
+
+
+def register_model_file(
+    services: Services,
+    path: Path,
+    *,
+    classes: Sequence[str] | None = None,
+    snapshot_id: str | None = None,
+    actor: str = "refit models register",
+    on_step: Step | None = None,
+) -> TrainResult:
+    """Register a model trained elsewhere (an `.onnx`, `.joblib` or `.skops` file): scored on
+    the holdout of a snapshot (default: the newest) exactly like a model refit trains, then
+    gated. An ONNX model's probability columns are taken to follow `classes`, by default the
+    sorted classes of the data, as scikit-learn orders them; its labels must agree."""
+    spec = services.project.spec
+    step = on_step or (lambda _: None)
+    fmt = _format_of(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"cannot read the model file {path}: {exc.strerror}") from exc
+    if not data:
+        raise ArtifactError(f"the model file {path} is empty")
+    if fmt is ArtifactFormat.ONNX:
+        named = [n for n, f in spec.data.features.items() if f.type is FeatureType.CATEGORY]
+        if named:
+            raise ArtifactError(
+                f"an ONNX model is fed numbers, and {', '.join(named)} "
+                f"{'is a category feature' if len(named) == 1 else 'are category features'}; "
+                "register it as a scikit-learn pipeline (.joblib or .skops) instead"
+            )
+
+    def load(parts: Split) -> _Candidate:
+        step(f"loading {path.name} ({len(data)} bytes)")
+        params = {"file": path.name}
+        if fmt is not ArtifactFormat.ONNX:
+            model = load_model(data, fmt)
+            if not callable(getattr(model, "predict", None)):
+                raise ArtifactError(f"{path.name} holds a {type(model).__name__}, not a model")
+            return _Candidate(model, DEFAULT_FLAVOR, fmt, params, data)
+        known = None
+        if spec.model.task is Task.CLASSIFICATION:
+            known = _classes(target_array(parts.train, spec.data), classes)
+        model = onnx_estimator(data, list(spec.data.features), known)
+        if known is not None:
+            _check_class_order(model, parts.holdout[list(spec.data.features)], classes)
+        return _Candidate(model, "onnx", fmt, params, data)
+
+    return _run(services, load, "model_s", snapshot_id, "register", actor, step)
+
+
+def _run(
+    services: Services,
+    make: Callable[[Split], _Candidate],
+    make_timing: str,
+    snapshot_id: str | None,
+    trigger: str,
+    actor: str,
+    step: Step,
+) -> TrainResult:
+    project, registry, store = services.project, services.registry, services.store
+    spec = project.spec
     registry.interrupt_dead_runs(spec.name)
     snapshot = _snapshot(services, snapshot_id)
 
@@ -88,9 +173,9 @@ def run_training(
             frame = read_snapshot(store, snapshot)
         with _timed(timings, "split_s"):
             parts = split(frame, spec.data, spec.model)
-        with _timed(timings, "fit_s"):
-            step(f"fitting on {len(parts.train)} rows")
-            model = fit_model(parts.train, spec.data, spec.model, project.root)
+        with _timed(timings, make_timing):
+            candidate = make(parts)
+        model = candidate.model
         # The holdout as the model will meet rows when served: validated, typed, unconverted.
         X = parts.holdout[list(spec.data.features)]
         y = target_array(parts.holdout, spec.data)
@@ -103,27 +188,31 @@ def run_training(
         )
         with _timed(timings, "save_s"):
             step("saving the artifact")
+            data = candidate.data
             ref = store.put(
-                save_model(model, spec.model.format),
+                save_model(model, candidate.format) if data is None else data,
                 kind="models",
-                suffix=SUFFIXES[spec.model.format],
+                suffix=SUFFIXES[candidate.format],
             )
-        with _timed(timings, "onnx_s"):
-            step("converting to ONNX and checking parity on the holdout")
-            onnx = _onnx(model, X, spec, store)
+        if candidate.flavor == "onnx":
+            onnx: dict[str, Any] = {"status": "the model is ONNX"}
+        else:
+            with _timed(timings, "onnx_s"):
+                step("converting to ONNX and checking parity on the holdout")
+                onnx = _onnx(model, X, spec, store)
         timings["total_s"] = round(sum(timings.values()), 4)
         version = registry.register_version(
             run_id,
             ModelVersionRow(
                 name=spec.name,
                 task=spec.model.task.value,
-                flavor=DEFAULT_FLAVOR,
-                format=spec.model.format.value,
+                flavor=candidate.flavor,
+                format=candidate.format.value,
                 artifact_uri=ref.uri,
                 artifact_sha256=ref.sha256,
                 artifact_size=ref.size,
                 signature=signature.to_dict(),
-                params=_params(model, spec),
+                params=candidate.params,
                 metric=spec.model.metric_name,
                 metrics={**metrics, spec.model.metric_name: value},
                 snapshot_id=snapshot.id,
@@ -150,6 +239,64 @@ def run_training(
     return TrainResult(run_id, version, decision, parts.note)
 
 
+def _format_of(path: Path) -> ArtifactFormat:
+    for fmt, suffix in SUFFIXES.items():
+        if path.name.endswith(suffix):
+            return fmt
+    raise ArtifactError(
+        f"cannot tell the format of {path.name}: expected a file ending in "
+        f"{', '.join(SUFFIXES.values())}"
+    )
+
+
+def _classes(y: np.ndarray[Any, Any], given: Sequence[str] | None) -> list[Any]:
+    """The classes of an ONNX classifier: `given` (in its order, matched to the data's
+    classes by their text), else the data's classes sorted."""
+    found = [v.item() if isinstance(v, np.generic) else v for v in np.unique(y)]
+    if given is None:
+        return found
+    by_text = {str(v): v for v in found}
+    unknown = [c for c in given if c not in by_text]
+    if unknown or len(set(given)) != len(given):
+        raise ArtifactError(
+            f"--classes {','.join(given)} should name each of the data's classes once "
+            f"({', '.join(by_text)})" + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+        )
+    return [by_text[c] for c in given]
+
+
+def _check_class_order(model: Any, X: Any, given: Sequence[str] | None) -> None:
+    """An ONNX classifier's labels must be classes, and its most probable class its label:
+    otherwise `classes` is not the order of its probability columns (or not its classes)."""
+    labels, proba = model.onnx.run_frame(X)
+    classes = list(model.classes_)
+    strange = sorted({str(v) for v in np.asarray(labels).tolist()} - {str(c) for c in classes})
+    if strange:
+        raise ArtifactError(
+            f"the ONNX model answers labels {', '.join(strange[:5])} that are not the data's "
+            f"classes ({', '.join(map(str, classes))})"
+        )
+    if proba is None or model.onnx.proba_only:
+        return
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.ndim != 2 or proba.shape[1] != len(classes):
+        raise ArtifactError(
+            f"the ONNX model gives probabilities of shape {list(proba.shape)} for "
+            f"{len(classes)} classes"
+        )
+    top = np.sort(proba, axis=1)
+    clear = top[:, -1] - top[:, -2] > 1e-6 if len(classes) > 1 else np.ones(len(proba), bool)
+    best = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+    disagree = int(sum(str(a) != str(b) for a, b, c in zip(best, labels, clear, strict=True) if c))
+    if disagree:
+        order = ", ".join(map(str, classes))
+        hint = "" if given else "; pass --classes in the order of its probability columns"
+        raise ArtifactError(
+            f"the ONNX model's most probable class is not its label on {disagree} of "
+            f"{len(proba)} holdout rows with the classes in the order {order}{hint}"
+        )
+
+
 def gate(
     services: Services,
     challenger: ModelVersionRow,
@@ -172,7 +319,12 @@ def gate(
         champion = registry.get_version(spec.name, champion_version)
         try:
             data = store.get(champion.artifact_uri, champion.artifact_sha256)
-            loaded = load_model(data, ArtifactFormat(champion.format), champion.flavor)
+            loaded = load_model(
+                data,
+                ArtifactFormat(champion.format),
+                champion.flavor,
+                Signature.from_dict(champion.signature),
+            )
             champion_value = score(loaded, X, y, spec.model.task, metric)
         except (RefitError, ValueError, KeyError, TypeError) as exc:
             note = f" (production v{champion_version} could not be scored on this holdout: {exc})"
