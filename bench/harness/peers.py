@@ -241,7 +241,7 @@ def make_servers(envs: dict[str, Env], names: list[str]) -> list[Server]:
             _refit_route,
             records_body,
             read_records_answer,
-            launch_refit("noop", PYTHONPATH=str(PEERS / "refit")),
+            launch_refit("noop"),
         ),
         "tutorial": lambda: Server(
             "tutorial",

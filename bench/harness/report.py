@@ -89,8 +89,8 @@ def ratio_table(summaries: list[Summary], cells: list[Cell]) -> str:
     """refit against the best peer of each cell, by throughput, and its no-op floor."""
     lines = [
         "| cell | refit req/s | best peer | its req/s | refit ÷ best | refit p99 ÷ its p99 "
-        "| refit-noop req/s |",
-        "|---|--:|---|--:|--:|--:|--:|",
+        "| refit-noop req/s | refit ÷ refit-noop |",
+        "|---|--:|---|--:|--:|--:|--:|--:|",
     ]
     for cell in cells:
         here = {s.server: s for s in summaries if s.cell == cell.name}
@@ -104,6 +104,7 @@ def ratio_table(summaries: list[Summary], cells: list[Cell]) -> str:
         lines.append(
             f"| {cell.name} | {_num(refit.rps)} | {best.server} | {_num(best.rps)} | "
             f"{refit.rps / best.rps:.2f}x | {p99:.2f}x | "
-            f"{_num(noop.rps) if noop else '-'} |"
+            f"{_num(noop.rps) if noop else '-'} | "
+            f"{f'{refit.rps / noop.rps:.0%}' if noop and noop.rps else '-'} |"
         )
     return "\n".join(lines)
