@@ -18,7 +18,6 @@ from refit.cli._output import (
     services_for,
     when,
 )
-from refit.data.ingest import run_ingest
 from refit.errors import BatchRefusedError
 from refit.examples import EXAMPLES, create_blank_project, create_project
 from refit.registry import SnapshotRow
@@ -45,6 +44,8 @@ def init(
 
 def ingest(project: ProjectOption = Path("."), json: JsonOption = False) -> None:
     """Read new data from the source into a snapshot."""
+    from refit.data.ingest import run_ingest  # pandas and pyarrow: only for this command
+
     with services_for(project) as services, progress("Ingesting"):
         result = run_ingest(services.project, services.registry, services.store)
     if json:

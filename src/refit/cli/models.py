@@ -9,7 +9,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -27,7 +27,12 @@ from refit.cli._output import (
 from refit.errors import ConflictError
 from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow
 from refit.train.promotion import promote_version, rollback
-from refit.train.run import TrainResult, register_model_file, run_training
+
+if TYPE_CHECKING:
+    from refit.train.run import TrainResult
+
+# refit.train.run (scikit-learn) is imported by the commands that train: listing versions or
+# promoting one should not wait a second for it.
 
 models_app = typer.Typer(
     help="List, inspect, register, promote and roll back model versions.", no_args_is_help=True
@@ -53,6 +58,8 @@ def train(
     ),
 ) -> None:
     """Train on the newest snapshot, register a version and run the gate."""
+    from refit.train.run import run_training
+
     with _sigterm_interrupts(), services_for(project) as services, progress("Training"):
         try:
             result = run_training(
@@ -142,6 +149,8 @@ def register(
     it, or one [N, features] matrix in the spec's order) and its score on the snapshot's
     holdout goes through the same gate as a version refit trains.
     """
+    from refit.train.run import register_model_file
+
     with services_for(project) as services, progress("Registering"):
         try:
             result = register_model_file(

@@ -228,7 +228,10 @@ class OnnxProbabilisticClassifier(OnnxEstimator):
         proba = np.asarray(self.onnx.run_frame(X)[1], dtype=np.float64)
         # float32 rows sum to 1 within ~1e-7; metrics such as log_loss want them exact.
         total = proba.sum(axis=1, keepdims=True)
-        return np.divide(proba, total, out=np.zeros_like(proba), where=total > 0)
+        exact: np.ndarray[Any, Any] = np.divide(
+            proba, total, out=np.zeros_like(proba), where=total > 0
+        )
+        return exact
 
 
 def onnx_estimator(

@@ -16,7 +16,6 @@ import zipfile
 from typing import Any
 
 import joblib
-import skops.io
 
 from refit.errors import ArtifactError
 from refit.spec import ArtifactFormat
@@ -73,7 +72,7 @@ def load(data: bytes, fmt: ArtifactFormat) -> Any:
             more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
             raise ArtifactError(f"untrusted type {refused[0]} in a skops artifact{more}")
         try:
-            return skops.io.loads(data, trusted=found)
+            return _skops().loads(data, trusted=found)
         except Exception as exc:
             raise ArtifactError(f"cannot load a skops artifact: {_error(exc)}") from exc
     try:
@@ -89,7 +88,7 @@ def is_trusted(type_name: str) -> bool:
 
 def _save_skops(model: Any) -> bytes:
     try:
-        data: bytes = skops.io.dumps(model, compression=zipfile.ZIP_DEFLATED)
+        data: bytes = _skops().dumps(model, compression=zipfile.ZIP_DEFLATED)
     except Exception as exc:
         raise ArtifactError(
             f"skops cannot save this model ({_error(exc)}); set model.format: joblib"
@@ -106,10 +105,18 @@ def _save_skops(model: Any) -> bytes:
 def _listed_types(data: bytes) -> list[str]:
     """The types in a skops artifact that skops itself does not trust by default."""
     try:
-        found: list[str] = skops.io.get_untrusted_types(data=data)
+        found: list[str] = _skops().get_untrusted_types(data=data)
     except Exception as exc:
         raise ArtifactError(f"not a readable skops artifact: {_error(exc)}") from exc
     return found
+
+
+def _skops() -> Any:
+    """skops.io, imported when first needed: its import takes about a second (it lists
+    scikit-learn's types), which every command and server worker would otherwise pay."""
+    import skops.io
+
+    return skops.io
 
 
 def _error(exc: BaseException) -> str:
