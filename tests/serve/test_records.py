@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from refit.errors import InputError, MalformedBodyError, Problem, TooLargeError
+from refit.serve import records
 from refit.serve.records import MAX_PROBLEMS, RecordReader, parse_json
 from refit.signature import InputColumn, Output, Signature
 from refit.spec import FeatureType, Task
@@ -251,3 +252,119 @@ def test_an_all_float_frame_is_built_as_one_block_with_the_same_values() -> None
     assert list(frame.dtypes) == ["float64"] * 3
     assert frame.isna().to_numpy().tolist() == [[False, False, True], [True, False, False]]
     assert frame.loc[1, "c"] == -1.0 and frame.loc[0, "a"] == 1.5
+
+
+# --- whole-column checks: the same verdicts as value by value, only sooner -------------------
+
+FLOATS = Signature(
+    inputs=[
+        InputColumn("a", FeatureType.FLOAT, nullable=False, min=0, max=100),
+        InputColumn("b", FeatureType.FLOAT, nullable=True),
+    ],
+    output=Output(Task.REGRESSION, "float"),
+)
+FLOAT_ROW = {"a": 1.5, "b": -2.0}
+
+# One change to the 5th of 12 valid rows; each is either still valid or a problem to name.
+CHANGES: list[tuple[str, Any]] = [
+    ("amount", 7),  # an int for a float
+    ("amount", 100.0),  # the maximum itself
+    ("amount", 100.5),
+    ("amount", -0.0),
+    ("amount", True),
+    ("amount", "12"),
+    ("amount", None),
+    ("amount", math.nan),
+    ("amount", math.inf),
+    ("amount", 10**400),
+    ("amount", [1.0]),
+    ("seats", None),
+    ("seats", 2.0),
+    ("seats", 2.5),
+    ("seats", 0),
+    ("seats", 2**63),
+    ("seats", False),
+    ("active", 1),
+    ("active", None),
+    ("plan", None),
+    ("plan", 1),
+    ("plan", "gold"),
+    ("country", 33),
+    ("country", None),
+    ("extra", 1),
+]
+
+
+def slow_reader(signature: Signature, monkeypatch: pytest.MonkeyPatch) -> RecordReader:
+    """A reader that checks every value on its own (the fast paths never apply)."""
+    monkeypatch.setattr(records, "FAST_ROWS", 10**9)
+    return RecordReader(signature, max_rows=100)
+
+
+def verdict(read: Any, *args: Any) -> Any:
+    try:
+        return ("ok", read(*args))
+    except InputError as exc:
+        return ("refused", exc.problems)
+
+
+def short(value: Any) -> str:
+    return repr(value)[:12]
+
+
+@pytest.mark.parametrize(("field", "value"), CHANGES, ids=[f"{f}={short(v)}" for f, v in CHANGES])
+def test_batches_get_the_same_verdict_checked_by_column_or_by_value(
+    monkeypatch: pytest.MonkeyPatch, field: str, value: Any
+) -> None:
+    rows = [dict(VALID) for _ in range(12)]
+    rows[4][field] = value
+    body = {"records": rows}
+    fast = verdict(RecordReader(SIGNATURE, max_rows=100).many_columns, body)
+    table = {name: [row.get(name) for row in rows] for name in SIGNATURE.names}
+    fast_table = verdict(RecordReader(SIGNATURE, max_rows=100).table_columns, table, FIELD)
+    slow = slow_reader(SIGNATURE, monkeypatch)
+    assert fast == verdict(slow.many_columns, body)
+    assert fast_table == verdict(slow.table_columns, table, FIELD)
+
+
+def FIELD(name: str, i: int) -> str:
+    return f"{name}[{i}]"
+
+
+@pytest.mark.parametrize(
+    "value", [7, 100.0, 100.5, -1.0, True, "1.5", None, math.nan, -math.inf, 10**400, {}], ids=short
+)
+@pytest.mark.parametrize("field", ["a", "b"])
+def test_float_rows_get_the_same_verdict_checked_as_a_matrix_or_by_value(
+    monkeypatch: pytest.MonkeyPatch, field: str, value: Any
+) -> None:
+    rows = [dict(FLOAT_ROW) for _ in range(10)]
+    rows[7][field] = value
+    body = {"records": rows}
+    fast = verdict(RecordReader(FLOATS, max_rows=100).many_columns, body)
+    assert fast == verdict(slow_reader(FLOATS, monkeypatch).many_columns, body)
+
+
+def test_checked_float_columns_are_floats_in_record_order() -> None:
+    rows = [{"a": float(i), "b": i} for i in range(10)]
+    rows[3]["b"] = None
+    columns = RecordReader(FLOATS, max_rows=100).many_columns({"records": rows})
+    assert columns[0] == [float(i) for i in range(10)]
+    assert columns[1] == [None if i == 3 else float(i) for i in range(10)]
+    assert all(type(v) is float for v in columns[0] + columns[1] if v is not None)
+    del rows[9]["b"]
+    with pytest.raises(InputError, match=r"records\[9\]\.b: missing"):
+        RecordReader(FLOATS, max_rows=100).many_columns({"records": rows})
+
+
+@pytest.mark.parametrize(("signature", "row"), [(SIGNATURE, VALID), (FLOATS, FLOAT_ROW)])
+def test_a_valid_batch_never_reaches_the_per_value_checks(signature: Signature, row: Any) -> None:
+    def per_value(value: Any) -> Any:
+        raise AssertionError("checked value by value")
+
+    reader = RecordReader(signature, max_rows=100)
+    reader._checks = [per_value] * len(signature.inputs)
+    columns = reader.many_columns({"records": [row] * 12})
+    assert [column[0] for column in columns] == list(row.values())
+    table = {name: [row[name]] * 12 for name in signature.names}
+    assert reader.table_columns(table, FIELD) == columns
