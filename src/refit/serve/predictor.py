@@ -58,13 +58,25 @@ class SklearnPredictor:
         output = signature.output
         self.proba = output.task is Task.CLASSIFICATION and output.probabilities
         self.classes = [str(c) for c in output.classes or []]
+        from sklearn.pipeline import Pipeline  # loaded already: the model was unpickled
+
+        self.final, self.steps = model, None
+        if isinstance(model, Pipeline) and hasattr(model[-1], "predict_proba"):
+            self.final, self.steps = model[-1], list(model.steps[:-1])
 
     def predict(self, columns: Columns) -> Predictions:
         frame = frame_of(self.inputs, columns)
-        labels = _plain(np.asarray(self.model.predict(frame)))
         if not self.proba:
-            return Predictions(labels)
-        proba = np.asarray(self.model.predict_proba(frame), dtype=float).round(6)
+            return Predictions(_plain(np.asarray(self.model.predict(frame))))
+        # A pipeline's steps before the estimator run once for both answers, as each of
+        # Pipeline.predict and Pipeline.predict_proba would run them.
+        final, features = self.final, frame
+        if self.steps is not None:
+            for _, step in self.steps:
+                if step is not None and step != "passthrough":
+                    features = step.transform(features)
+        labels = _plain(np.asarray(final.predict(features)))
+        proba = np.asarray(final.predict_proba(features), dtype=float).round(6)
         rows = [dict(zip(self.classes, row, strict=True)) for row in proba.tolist()]
         return Predictions(labels, rows)
 
