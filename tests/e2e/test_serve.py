@@ -233,7 +233,7 @@ def stop(process: subprocess.Popen[bytes]) -> int:
 @contextmanager
 def serving(project: Path, workers: int) -> Iterator[Server]:
     """`refit serve` on a free port of 127.0.0.1, live; stopped with SIGTERM, which must end
-    it cleanly."""
+    it cleanly: status 0, with one worker or several."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFIT_")}
     env |= {"OMP_NUM_THREADS": "1", "REFIT_SERVE__POLL_INTERVAL": str(POLL_INTERVAL)}
@@ -250,10 +250,7 @@ def serving(project: Path, workers: int) -> Iterator[Server]:
     finally:
         server.http.close()
         code = stop(process)
-    # With one worker uvicorn re-raises the SIGTERM it handled once it has shut down
-    # gracefully, so the process ends "killed by SIGTERM"; its multi-worker supervisor exits 0.
-    clean = {0, -signal.SIGTERM} if workers == 1 else {0}
-    assert code in clean, f"refit serve exited with {code} on SIGTERM:\n{server.output()}"
+    assert code == 0, f"refit serve exited with {code} on SIGTERM:\n{server.output()}"
 
 
 # --- traffic -------------------------------------------------------------------------------
@@ -580,7 +577,7 @@ def test_sigterm_lets_the_requests_in_flight_finish(tmp_path: Path) -> None:
     indices = list(range(len(records)))
     body = json.dumps({"records": records}).encode()
     headers = {"content-type": "application/json", "content-length": str(len(body))}
-    with serving(root, workers=1) as server:  # which checks the clean exit code
+    with serving(root, workers=1) as server:
         server.converge(1, workers=1)
         clients = [
             httpx.Client(base_url=server.url, trust_env=False, timeout=60.0) for _ in range(4)
@@ -634,7 +631,10 @@ def test_sigterm_lets_the_requests_in_flight_finish(tmp_path: Path) -> None:
                     thread.join(60)
             for http in clients:
                 http.close()
-        server.process.wait(STOP_WITHIN)
+        # Drained as asked: status 0, not "killed by SIGTERM" (uvicorn raises the signal again
+        # once it has shut down in one process; `refit serve` exits 0 in every mode).
+        code = server.process.wait(STOP_WITHIN)
+        assert code == 0, f"refit serve exited with {code} on SIGTERM:\n{server.output()}"
     done = [a for a in answers if a is not None]
     print(f"\n{len(done)} requests half sent at SIGTERM: {[a.problem for a in done]}")
     assert len(done) == len(clients)

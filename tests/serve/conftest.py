@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,7 +17,6 @@ import pytest
 from refit.data.ingest import run_ingest
 from refit.examples import create_project
 from refit.registry import ModelVersionRow
-from refit.serve import follower
 from refit.services import Services, open_services
 from refit.spec import load_project
 from refit.train.promotion import promote_version
@@ -47,13 +45,6 @@ def opened_copy(template: Path, root: Path) -> Iterator[Services]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def quick_swaps(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No full garbage collection after each swap: it frees nothing a test looks at, and it
-    takes 0.2 s over the test process's heap, most of every test's time."""
-    monkeypatch.setattr(follower, "gc", SimpleNamespace(collect=lambda: 0))
 
 
 @pytest.fixture(scope="session")

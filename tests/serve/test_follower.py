@@ -5,10 +5,12 @@ is refused, shown, and retried with back-off while the server keeps what it has.
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
@@ -231,6 +233,36 @@ async def test_a_request_started_before_a_swap_finishes_on_the_old_version(
         finished = await started
     assert finished.status_code == 200, finished.text
     assert finished.json()["version"] == 1
+
+
+async def test_a_replaced_model_is_freed_once_requests_move_on_without_a_collection(
+    services: Services, add_version: AddVersion
+) -> None:
+    # The follower runs no gc.collect() after a swap (a full one stalls every request for
+    # ~0.2 s): a model caught in a reference cycle would stay in memory until the next one.
+    onnx = services.registry.get_version(NAME, 1).onnx
+    plan = [add_version(), add_version(onnx=onnx)]  # served natively, then by ONNX Runtime
+    state = ServerState.open(services)
+    record = request(services)
+    replaced_runtimes = []
+    async with connect(create_app(state)) as client:
+        assert await state.follower.check()
+        assert await answered_by(client, record) == 1
+        gc.disable()  # only reference counting frees anything from here
+        try:
+            for version in plan:
+                replaced = state.follower.current
+                assert replaced is not None
+                replaced_runtimes.append(replaced.runtime)
+                held = [weakref.ref(replaced), weakref.ref(replaced.predictor)]
+                del replaced
+                promote_version(services.registry, NAME, version, "test")
+                assert await state.follower.check() is True
+                assert await answered_by(client, record) == version
+                assert [ref() for ref in held] == [None, None], f"v{version} kept its predecessor"
+        finally:
+            gc.enable()
+    assert replaced_runtimes == ["onnx", "native"]
 
 
 # --- refusals -----------------------------------------------------------------------------------

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -42,15 +46,37 @@ def serve(
         f"Serving {loaded.spec.name} (production) on {shown} with {settings.workers} "
         f"worker(s); API docs at {shown}/docs"
     )
-    uvicorn.run(
-        "refit.serve.main:app_from_environment",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_config=log_config(),
-        access_log=access_log,
-        timeout_graceful_shutdown=30,
-        # A worker imports scikit-learn and loads a model before it answers health pings.
-        timeout_worker_healthcheck=120,
-    )
+    with _sigterm_exits_cleanly():
+        uvicorn.run(
+            "refit.serve.main:app_from_environment",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_config=log_config(),
+            access_log=access_log,
+            timeout_graceful_shutdown=30,
+            # A worker imports scikit-learn and loads a model before it answers health pings.
+            timeout_worker_healthcheck=120,
+        )
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+@contextlib.contextmanager
+def _sigterm_exits_cleanly() -> Iterator[None]:
+    """SIGTERM (Kubernetes, docker, `refit up`) ends the server with status 0 in every mode.
+
+    While it serves, uvicorn handles SIGTERM itself: it stops accepting connections, lets the
+    requests in flight finish and runs the app's shutdown. In one process it then puts back the
+    handler it found and raises the signal again, so a server that drained as asked would end
+    "killed by SIGTERM" (-15; 143 in a shell), while its multi-worker supervisor exits 0.
+    The handler it puts back is this one, which exits 0 instead.
+    """
+    previous = signal.signal(signal.SIGTERM, _exit_cleanly)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
