@@ -38,6 +38,7 @@ INCOMING = Path("data/incoming")
 DRIVER = """
 import json, os, subprocess, sys, time
 import sklearn.ensemble
+import refit.data.ingest, refit.train.run  # imported by the commands themselves, not traced
 from refit.cli import main
 
 def traced():
@@ -65,6 +66,10 @@ def refit_traced(project: Path, command: str, options: list[str]) -> int:
     driver.write_text(DRIVER)
     args = [sys.executable, str(driver), json.dumps(options), command, "-p", str(project)]
     done = subprocess.run(args, env=environment(), capture_output=True, text=True, timeout=180)
+    if done.returncode not in (0, -signal.SIGKILL, 128 + signal.SIGKILL):
+        raise AssertionError(
+            f"refit {command} {options} exited {done.returncode}:\n{done.stderr[-3000:]}"
+        )
     return done.returncode
 
 
