@@ -13,8 +13,10 @@ from sklearn.preprocessing import StandardScaler
 
 import refit.train.onnx_export as onnx_export
 from refit.flavors.onnx import OnnxModel, convert
-from refit.spec import Task
+from refit.serve.records import columns_of
+from refit.spec import DataSpec, ModelSpec, Task
 from refit.train.onnx_export import export_onnx
+from refit.train.pipeline import build_pipeline, feature_frame
 
 
 def cancer() -> tuple[pd.DataFrame, pd.Series]:
@@ -55,7 +57,91 @@ def test_a_conversion_that_disagrees_is_refused(monkeypatch: pytest.MonkeyPatch)
     assert export.data is None
 
 
-def test_a_schema_with_categories_is_served_natively() -> None:
-    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "c": ["a", "b", "a", "b"]})
-    export = export_onnx(object(), frame, Task.CLASSIFICATION)
-    assert export.status.startswith("unsupported: only numeric"), export.status
+def mixed(rows: int = 600, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, DataSpec]:
+    """Rows of every feature type, as refit types them after validation, with missing values
+    in training and categories the training rows never saw in the last 150 rows."""
+    r = np.random.default_rng(seed)
+    size = rows
+    frame = pd.DataFrame(
+        {
+            "amount": r.normal(size=size) * 3,
+            "age": pd.array(r.integers(18, 90, size), dtype="Int64"),
+            "active": pd.array(r.random(size) < 0.5, dtype="boolean"),
+            "plan": r.choice(["basic", "pro", "team"], size).astype(object),
+            "country": r.choice(["fr", "de", "it", "es"], size).astype(object),
+        }
+    )
+    frame.loc[r.random(size) < 0.15, "amount"] = np.nan
+    frame.loc[r.random(size) < 0.1, "active"] = pd.NA
+    frame.loc[r.random(size) < 0.1, "country"] = np.nan
+    late = np.arange(size) >= size - 150
+    frame.loc[late & (r.random(size) < 0.2), "plan"] = "enterprise"  # never seen in training
+    logit = (
+        np.nan_to_num(frame["amount"].to_numpy(float)) / 3
+        + (frame["age"].to_numpy(float) - 50) / 20
+        + frame["active"].fillna(False).to_numpy(bool)
+        - (frame["plan"] == "basic").to_numpy()
+        + (frame["country"] == "fr").to_numpy()
+    )
+    y = np.where(logit + r.normal(size=size) > 0, "yes", "no").astype(object)
+    data = DataSpec.model_validate(
+        {
+            "source": {"kind": "csv", "path": "x.csv"},
+            "target": "y",
+            "features": {
+                "amount": "float",
+                "age": {"type": "int", "nullable": False},
+                "active": "bool",
+                "plan": {"type": "category", "nullable": False},
+                "country": "category",
+            },
+        }
+    )
+    return frame, y, data
+
+
+@pytest.mark.parametrize(
+    ("estimator", "task"),
+    [
+        ("sklearn.ensemble.HistGradientBoostingClassifier", Task.CLASSIFICATION),
+        ("sklearn.linear_model.LogisticRegression", Task.CLASSIFICATION),
+        ("sklearn.linear_model.Ridge", Task.REGRESSION),
+    ],
+)
+def test_every_feature_type_converts_with_missing_values_and_unseen_categories(
+    estimator: str, task: Task
+) -> None:
+    frame, y, data = mixed()
+    target: np.ndarray = y if task is Task.CLASSIFICATION else (y == "yes") * 10.0
+    spec = ModelSpec.model_validate({"task": task.value, "estimator": estimator})
+    model = build_pipeline(data, spec).fit(feature_frame(frame[:450], data), target[:450])
+    holdout = frame[450:]
+    export = export_onnx(model, holdout, task)
+    assert export.status == "ok", export.status
+    assert export.checked_rows == 150  # the holdout has missing values of its own: no gaps
+    assert export.data is not None
+    # Served rows: Python values, None for missing, categories as text.
+    onnx = OnnxModel(export.data, list(frame.columns), list(getattr(model, "classes_", [])) or None)
+    assert onnx.texts
+    columns = columns_of(holdout, list(frame.columns))
+    assert None in columns[4] and "enterprise" in columns[3]
+    labels, proba = onnx.run_columns(columns)
+    expected = model.predict(feature_frame(holdout, data))
+    if task is Task.CLASSIFICATION:
+        assert labels.tolist() == expected.tolist()
+        assert np.abs(proba - model.predict_proba(feature_frame(holdout, data))).max() < 1e-5
+    else:
+        assert np.allclose(labels, expected, rtol=1e-4)
+
+
+def test_a_graph_that_loads_but_fails_to_run_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    X, y = cancer()
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X, y)
+
+    def fails(self: OnnxModel, frame: pd.DataFrame) -> None:
+        raise RuntimeError("One path in the graph requests feature 2 but input has 2 features")
+
+    monkeypatch.setattr(OnnxModel, "run_frame", fails)
+    export = export_onnx(model, X.head(50), Task.CLASSIFICATION)
+    assert export.status.startswith("unsupported: ONNX Runtime failed on the holdout: One path")
+    assert export.data is None

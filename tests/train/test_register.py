@@ -235,7 +235,7 @@ def test_labels_that_are_not_the_data_classes_are_refused(cancer: Path, tmp_path
             lambda n: softmax_graph(np.ones((n - 1, 2), np.float32)),
             "takes 29 columns, but the model has 30",
         ),
-        (lambda n: _string_input(), "takes tensor\\(string\\); refit feeds features as float"),
+        (lambda n: _string_input(), "takes text for all the features; refit feeds text to a"),
         (lambda n: b"not onnx at all", "ONNX Runtime cannot load the model"),
     ],
 )
@@ -299,9 +299,6 @@ def test_an_onnx_regressor_is_scored_with_regression_metrics(tmp_path: Path) -> 
     root = create_project(tmp_path / "diabetes", "diabetes")
     with opened(root) as services:
         run_ingest(services.project, services.registry, services.store)
-    (tmp_path / "any.onnx").write_bytes(b"onnx")
-    with pytest.raises(ArtifactError, match="an ONNX model is fed numbers, and sex is a category"):
-        register(root, tmp_path / "any.onnx")
     spec = yaml.safe_load((root / SPEC_FILE).read_text())
     del spec["data"]["features"]["sex"]
     (root / SPEC_FILE).write_text(yaml.safe_dump(spec))
@@ -317,6 +314,26 @@ def test_an_onnx_regressor_is_scored_with_regression_metrics(tmp_path: Path) -> 
         loaded = load_predictor(result.version, services.store)
     answer = loaded.predictor.predict(columns_of(parts.holdout[features].head(3), features))
     assert np.allclose(answer.labels, expected[:3], rtol=1e-5)
+
+
+def test_an_onnx_model_with_a_category_takes_it_as_text(tmp_path: Path) -> None:
+    root = create_project(tmp_path / "diabetes", "diabetes")  # "sex" is a category
+    with opened(root) as services:
+        run_ingest(services.project, services.registry, services.store)
+        trained = run_training(services).version
+        assert trained.onnx is not None and trained.onnx["status"] == "ok"
+        data = services.store.get(trained.onnx["uri"], trained.onnx["sha256"])
+    (tmp_path / "diabetes.onnx").write_bytes(data)
+    result = register(root, tmp_path / "diabetes.onnx")
+    assert result.version.metrics["rmse"] == pytest.approx(trained.metrics["rmse"], rel=1e-5)
+    parts, features = parts_of(root)
+    rows = parts.holdout[features].head(4)
+    with opened(root) as services:
+        loaded = load_predictor(result.version, services.store)
+    columns = columns_of(rows, features)
+    columns[features.index("sex")][0] = None  # a missing category
+    answer = loaded.predictor.predict(columns)
+    assert loaded.runtime == "onnx" and len(answer.labels) == 4
 
 
 def test_an_onnx_champion_is_scored_by_the_gate(cancer: Path, tmp_path: Path) -> None:

@@ -3,20 +3,20 @@
 `convert` turns a fitted pipeline into ONNX bytes (skl2onnx); `OnnxModel` runs them. A model is
 served through ONNX only when its conversion passed a parity check on the holdout (see
 `refit.train.onnx_export`): identical labels, probabilities within a tight tolerance.
-Conversion covers numeric features (float and int, missing values included); other schemas
-are served natively.
+Conversion covers float, int, bool and category features, missing values and unseen
+categories included (with `refit.flavors._skl2onnx`'s fixes to skl2onnx's converters).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from refit.errors import ArtifactError, InputError, Problem
+from refit.flavors._skl2onnx import MISSING_TEXT, fixed_converters
 from refit.signature import Signature
 from refit.spec import ArtifactFormat
 
@@ -25,53 +25,38 @@ class UnsupportedModelError(Exception):
     """The model cannot be converted to ONNX (refit serves it natively)."""
 
 
-@contextlib.contextmanager
-def _integer_missing_flags() -> Iterator[None]:
-    """skl2onnx 1.20 passes HistGradientBoosting's `missing_go_to_left` flags as numpy bools,
-    which onnx refuses ("Expected an int, got a boolean"); cast them while converting."""
-    from skl2onnx.common import tree_ensemble
-
-    original = tree_ensemble.add_node
-
-    def add_node(*args: Any, **kwargs: Any) -> Any:
-        if "nodes_missing_value_tracks_true" in kwargs:
-            kwargs["nodes_missing_value_tracks_true"] = int(
-                kwargs["nodes_missing_value_tracks_true"]
-            )
-        return original(*args, **kwargs)
-
-    tree_ensemble.add_node = add_node
-    try:
-        yield
-    finally:
-        tree_ensemble.add_node = original
+def is_text(dtype: Any) -> bool:
+    """Whether a column of this dtype holds categories (strings), fed to ONNX as text."""
+    return not pd.api.types.is_bool_dtype(dtype) and (
+        pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype)
+    )
 
 
 def convert(model: Any, sample: pd.DataFrame) -> bytes:
-    """The ONNX bytes of a fitted pipeline that takes the numeric columns of `sample`."""
-    numeric = [c for c in sample.columns if pd.api.types.is_numeric_dtype(sample[c].dtype)]
-    if len(numeric) != len(sample.columns) or any(
-        pd.api.types.is_bool_dtype(sample[c].dtype) for c in sample.columns
-    ):
-        raise UnsupportedModelError("only numeric (float and int) features convert to ONNX")
+    """The ONNX bytes of a fitted pipeline that takes the columns of `sample`: one input per
+    feature, float for numbers and bools, text for categories."""
     from skl2onnx import to_onnx
-    from skl2onnx.common.data_types import FloatTensorType
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
     from sklearn.base import is_classifier
 
-    typed = sample.head(1).astype("float32")
+    texts = [c for c in sample.columns if is_text(sample[c].dtype)]
     # Probabilities as one [rows, classes] tensor rather than a list of maps.
     options = {"zipmap": False} if is_classifier(model) else None
     # refit's pipelines select columns by name: one input per feature. A model that takes
-    # the features as one matrix (a bare estimator, a user's pipeline) gets one [N, F] input.
-    layouts: list[Any] = [typed, [("input", FloatTensorType([None, len(sample.columns)]))]]
+    # numeric features as one matrix (a bare estimator, a user's pipeline) gets one [N, F].
+    layouts: list[list[tuple[str, Any]]] = [
+        [
+            (str(c), StringTensorType([None, 1]) if c in texts else FloatTensorType([None, 1]))
+            for c in sample.columns
+        ]
+    ]
+    if not texts:
+        layouts.append([("input", FloatTensorType([None, len(sample.columns)]))])
     errors = []
     for layout in layouts:
         try:
-            with _integer_missing_flags():
-                if isinstance(layout, pd.DataFrame):
-                    onx = to_onnx(model, layout, options=options, target_opset=None)
-                else:
-                    onx = to_onnx(model, initial_types=layout, options=options, target_opset=None)
+            with fixed_converters():
+                onx = to_onnx(model, initial_types=layout, options=options, target_opset=None)
             return bytes(onx.SerializeToString())
         except Exception as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
@@ -83,6 +68,7 @@ _INPUT_TYPES: dict[str, Any] = {
     "tensor(double)": np.float64,
     "tensor(int64)": np.int64,
     "tensor(int32)": np.int32,
+    "tensor(string)": np.object_,
 }
 _FLOATS = ("tensor(float)", "tensor(double)")
 
@@ -93,7 +79,8 @@ class OnnxModel:
 
     The features go in as one input per feature, named like it (skl2onnx's layout for
     pipelines that select columns by name), or as one `[N, F]` matrix in signature order;
-    inputs may take float, double, int64 or int32. The answer is read from the outputs as:
+    inputs may take float, double, int64 or int32, and a feature's own input text (a
+    category; a missing one is fed as `MISSING_TEXT`). The answer is read from the outputs as:
 
     - one output: the values (regression), the labels, or, for a classifier whose output is a
       float `[N, classes]` tensor, the probabilities (the label is the most probable class);
@@ -137,6 +124,8 @@ class OnnxModel:
         )
         # Where a [N, F] float32 matrix can be fed as it is, with no copy per input.
         self.float32 = all(dtype is np.float32 for _, _, dtype, _ in self._feeds)
+        # Where the inputs are built column by column (`run_columns`), not from one matrix.
+        self.texts = any(dtype is np.object_ for _, _, dtype, _ in self._feeds)
 
     def _read_inputs(self) -> list[tuple[str, int | None, Any, int]]:
         """(input name, feature index or None for the whole matrix, dtype, rank) per input."""
@@ -145,7 +134,7 @@ class OnnxModel:
             if i.type not in _INPUT_TYPES:
                 raise ArtifactError(
                     f"the ONNX model's input {i.name!r} takes {i.type}; refit feeds features "
-                    "as float, double, int64 or int32 tensors"
+                    "as float, double, int64, int32 or (a category's own input) string tensors"
                 )
         names = [i.name for i in inputs]
         if sorted(names) == sorted(self.columns):
@@ -154,6 +143,11 @@ class OnnxModel:
                 (name, j, _INPUT_TYPES[by_name[name].type], len(by_name[name].shape))
                 for j, name in enumerate(self.columns)
             ]
+        if len(inputs) == 1 and inputs[0].type == "tensor(string)":
+            raise ArtifactError(
+                f"the ONNX model's input {names[0]!r} takes text for all the features; refit "
+                "feeds text to a category's own input only (one input per feature)"
+            )
         if len(inputs) == 1 and len(inputs[0].shape) == 2:
             width = inputs[0].shape[1]
             if isinstance(width, int) and width != len(self.columns):
@@ -181,7 +175,36 @@ class OnnxModel:
                     )
                 part = part.astype(dtype)
             feeds[name] = part
-        results = self.session.run(None, feeds)
+        return self._answer(self.session.run(None, feeds))
+
+    def run_columns(self, columns: Sequence[Sequence[Any]]) -> tuple[np.ndarray[Any, Any], Any]:
+        """As `run`, from one list of values per feature in `columns` order (None: missing;
+        categories as text), each fed to its own input: the way to feed categories."""
+        feeds = {}
+        for name, j, dtype, rank in self._feeds:
+            if j is None:
+                feeds[name] = np.array(columns, dtype=dtype).T
+                continue
+            values = columns[j]
+            if dtype is np.object_:
+                part = np.array([MISSING_TEXT if v is None else str(v) for v in values], dtype)
+            elif np.issubdtype(dtype, np.floating):
+                part = np.array(values, dtype=dtype)  # None becomes NaN, a bool 0 or 1
+            else:
+                if any(v is None for v in values):
+                    raise InputError(
+                        [
+                            Problem(
+                                repr(self.columns[j]),
+                                "is missing, and the model takes it as an integer",
+                            )
+                        ]
+                    )
+                part = np.array(values, dtype=dtype)
+            feeds[name] = part.reshape(-1, 1) if rank == 2 else part
+        return self._answer(self.session.run(None, feeds))
+
+    def _answer(self, results: list[Any]) -> tuple[np.ndarray[Any, Any], Any]:
         first = np.asarray(results[0])
         if self.proba_only:
             assert self.classes is not None
@@ -202,6 +225,11 @@ class OnnxModel:
         return np.array([[row[k] for k in order] for row in maps], dtype=np.float64)
 
     def run_frame(self, frame: pd.DataFrame) -> tuple[np.ndarray[Any, Any], Any]:
+        if self.texts:
+            columns = [
+                [None if pd.isna(v) else v for v in frame[name].tolist()] for name in self.columns
+            ]
+            return self.run_columns(columns)
         dtype = np.float32 if self.float32 else np.float64
         matrix = frame[self.columns].astype(dtype).to_numpy(na_value=np.nan)
         return self.run(np.ascontiguousarray(matrix, dtype=dtype))

@@ -95,9 +95,11 @@ class OnnxPredictor:
         self.dtype = np.float32 if onnx.float32 else np.float64
 
     def predict(self, columns: Columns) -> Predictions:
-        # None becomes NaN, which the converted imputers treat as missing.
-        matrix = np.array(columns, dtype=self.dtype).T
-        labels, proba = self.onnx.run(np.ascontiguousarray(matrix))
+        if self.onnx.texts:  # categories: each feature to its own input
+            labels, proba = self.onnx.run_columns(columns)
+        else:  # None becomes NaN, which the converted imputers treat as missing
+            matrix = np.array(columns, dtype=self.dtype).T
+            labels, proba = self.onnx.run(np.ascontiguousarray(matrix))
         if self.regression:
             return Predictions(np.asarray(labels, dtype=np.float64).tolist())
         if not self.proba or proba is None:

@@ -29,7 +29,7 @@ from refit.flavors.onnx import onnx_estimator
 from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow, SnapshotRow
 from refit.services import Services
 from refit.signature import Signature, signature_for
-from refit.spec import ArtifactFormat, FeatureType, Spec, Task
+from refit.spec import ArtifactFormat, Spec, Task
 from refit.train.gate import decide
 from refit.train.metrics import evaluate, score
 from refit.train.onnx_export import export_onnx
@@ -122,14 +122,6 @@ def register_model_file(
         raise ArtifactError(f"cannot read the model file {path}: {exc.strerror}") from exc
     if not data:
         raise ArtifactError(f"the model file {path} is empty")
-    if fmt is ArtifactFormat.ONNX:
-        named = [n for n, f in spec.data.features.items() if f.type is FeatureType.CATEGORY]
-        if named:
-            raise ArtifactError(
-                f"an ONNX model is fed numbers, and {', '.join(named)} "
-                f"{'is a category feature' if len(named) == 1 else 'are category features'}; "
-                "register it as a scikit-learn pipeline (.joblib or .skops) instead"
-            )
 
     def load(parts: Split) -> _Candidate:
         step(f"loading {path.name} ({len(data)} bytes)")
