@@ -134,6 +134,17 @@ def test_every_feature_type_converts_with_missing_values_and_unseen_categories(
         assert np.allclose(labels, expected, rtol=1e-4)
 
 
+def test_a_bool_target_gets_bool_labels() -> None:
+    X, y = cancer()
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
+    model.fit(X, (y == "malignant").to_numpy())
+    export = export_onnx(model, X.head(60), Task.CLASSIFICATION)
+    assert export.status == "ok", export.status
+    assert export.data is not None
+    labels, _ = OnnxModel(export.data, list(X.columns), [False, True]).run_frame(X.head(60))
+    assert labels.dtype == bool and labels.tolist() == model.predict(X.head(60)).tolist()
+
+
 def test_a_graph_that_loads_but_fails_to_run_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
     X, y = cancer()
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X, y)

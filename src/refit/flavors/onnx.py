@@ -106,6 +106,9 @@ class OnnxModel:
             raise ArtifactError(f"ONNX Runtime cannot load the model: {exc}") from exc
         self.columns = list(columns)
         self.classes = None if classes is None else list(classes)
+        self.bool_labels = self.classes is not None and all(
+            isinstance(c, (bool, np.bool_)) for c in self.classes
+        )
         self._feeds = self._read_inputs()
         outputs = self.session.get_outputs()
         if not 1 <= len(outputs) <= 2:
@@ -211,6 +214,8 @@ class OnnxModel:
             return np.asarray(self.classes, dtype=object)[first.argmax(axis=1)], first
         if first.ndim == 2 and first.shape[1] == 1:
             first = first[:, 0]
+        if self.bool_labels and first.dtype.kind in "iu":
+            first = first.astype(bool)  # ONNX has no bool labels: classes False, True as 0, 1
         if len(results) == 1:
             return first, None
         proba = results[1]

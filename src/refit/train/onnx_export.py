@@ -43,7 +43,9 @@ def export_onnx(model: Any, holdout: pd.DataFrame, task: Task) -> OnnxExport:
     """Convert `model` and check it on `holdout` (the feature columns, as served)."""
     try:
         data = convert(model, holdout)
-        onnx = OnnxModel(data, list(holdout.columns))
+        classes = getattr(model, "classes_", None) if task is Task.CLASSIFICATION else None
+        known = None if classes is None else np.asarray(classes).tolist()
+        onnx = OnnxModel(data, list(holdout.columns), known)
     except Exception as exc:  # any failure to convert or load means: serve natively
         return OnnxExport(f"unsupported: {exc}"[:500])
     worst = 0.0
