@@ -342,6 +342,12 @@ REGRESSION = {"task": "regression", "estimator": "sklearn.linear_model.Ridge"}
             id="bad format",
         ),
         pytest.param(
+            {"model": {"trained_elsewhere": True}},
+            "model: `trained_elsewhere` is true, and so refit does not train: remove "
+            "`estimator`, or trained_elsewhere",
+            id="trained elsewhere with an estimator",
+        ),
+        pytest.param(
             {"model": {"format": "onnx"}},
             "model.format: got 'onnx': training saves joblib or skops (and converts to ONNX "
             "itself when it can); an ONNX file of your own is registered with "
@@ -373,7 +379,8 @@ REGRESSION = {"task": "regression", "estimator": "sklearn.linear_model.Ridge"}
         pytest.param(
             {"model": {"estimator": DELETE}},
             "model: neither `estimator` nor `function` is set: give one of them, "
-            "e.g. estimator: sklearn.linear_model.LogisticRegression",
+            "e.g. estimator: sklearn.linear_model.LogisticRegression (or set "
+            "trained_elsewhere: true to register models trained by another tool)",
             id="neither estimator nor function",
         ),
         pytest.param(

@@ -248,6 +248,9 @@ class ModelSpec(_Model):
     """The metric the gate compares; default roc_auc (classification) or rmse (regression)."""
     holdout: Holdout = Holdout()
     format: ArtifactFormat = ArtifactFormat.JOBLIB
+    trained_elsewhere: bool = False
+    """Versions come only from `refit models register FILE` (no estimator, no function):
+    refit scores, gates, serves and watches them, and never trains."""
 
     @field_validator("estimator")
     @classmethod
@@ -265,10 +268,16 @@ class ModelSpec(_Model):
 
     @model_validator(mode="after")
     def _one_way_to_train(self) -> ModelSpec:
-        if self.estimator is None and self.function is None:
+        if self.trained_elsewhere and (self.estimator or self.function):
+            raise ValueError(
+                "`trained_elsewhere` is true, and so refit does not train: remove "
+                f"`{'estimator' if self.estimator else 'function'}`, or trained_elsewhere"
+            )
+        if self.estimator is None and self.function is None and not self.trained_elsewhere:
             raise ValueError(
                 "neither `estimator` nor `function` is set: give one of them, "
-                "e.g. estimator: sklearn.linear_model.LogisticRegression"
+                "e.g. estimator: sklearn.linear_model.LogisticRegression (or set "
+                "trained_elsewhere: true to register models trained by another tool)"
             )
         if self.estimator is not None and self.function is not None:
             raise ValueError(

@@ -1,7 +1,7 @@
 """The scheduler, driven one job at a time through `run_if_due`, on a real example project.
 
 Every job that runs starts `python -m refit ingest|train` as a child process (seconds each,
-mostly imports), so these tests start as few as they can: seven in the whole file.
+mostly imports), so these tests start as few as they can: eight in the whole file.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
 from refit.examples import create_project
 from refit.registry import Registry, open_registry
@@ -21,7 +22,7 @@ from refit.registry.jobs import acquire_lease, job_states, lease_holder, record_
 from refit.registry.tables import JobStateRow, utcnow
 from refit.run.scheduler import JobResult, Scheduler, describe
 from refit.services import Services, open_services
-from refit.spec import Project, load_project
+from refit.spec import SPEC_FILE, Project, load_project
 
 DEADLINE = 60.0
 """Generous: a child process takes a few seconds on a quiet machine, more on a busy one."""
@@ -138,6 +139,22 @@ def test_ingest_then_train_once_per_snapshot(services: Services) -> None:
 
 
 # --- several schedulers, one registry -------------------------------------------------------
+
+
+def test_a_model_trained_elsewhere_is_never_trained(tmp_path: Path) -> None:
+    root = create_project(tmp_path / "p", "breast-cancer")
+    spec = yaml.safe_load((root / SPEC_FILE).read_text())
+    spec["model"] = {"task": "classification", "trained_elsewhere": True}
+    (root / SPEC_FILE).write_text(yaml.safe_dump(spec))
+    with open_services(load_project(root, {"REFIT_SCHEDULE__TRAIN": "1s"})) as services:
+        jobs = scheduler(services, "s1")
+        assert ran(jobs.run_if_due("ingest")).status == "succeeded"
+        skipped = ran(jobs.run_if_due("train"))
+        assert (skipped.status, skipped.message) == (
+            "skipped",
+            "the model is trained elsewhere (refit models register)",
+        )
+        assert services.registry.list_versions(services.project.spec.name) == []
 
 
 def test_two_schedulers_run_a_due_job_once(services: Services, project: Project) -> None:

@@ -19,7 +19,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from refit.data.ingest import read_snapshot, run_ingest
-from refit.errors import ArtifactError, InputError
+from refit.errors import ArtifactError, InputError, SpecError
 from refit.examples import create_project
 from refit.flavors import load_model
 from refit.flavors.onnx import OnnxModel
@@ -201,6 +201,19 @@ def test_a_classifier_giving_only_probabilities_answers_the_most_probable_class(
     logits = rows.to_numpy(np.float32) @ weights
     assert answer.labels == [["benign", "malignant"][i] for i in logits.argmax(axis=1)]
     assert result.version.signature["output"]["probabilities"] is True
+
+
+def test_a_project_of_models_trained_elsewhere_registers_and_never_trains(
+    cancer: Path, tmp_path: Path
+) -> None:
+    spec = yaml.safe_load((cancer / SPEC_FILE).read_text())
+    spec["model"] = {"task": "classification", "trained_elsewhere": True}
+    (cancer / SPEC_FILE).write_text(yaml.safe_dump(spec))
+    model, _, features = fitted_logistic(cancer)
+    result = register(cancer, write_onnx(tmp_path / "lr.onnx", model, len(features)))
+    assert result.promoted and result.version.flavor == "onnx"
+    with opened(cancer) as services, pytest.raises(SpecError, match="trained_elsewhere is true"):
+        run_training(services)
 
 
 def test_classes_name_the_order_of_the_probability_columns(cancer: Path, tmp_path: Path) -> None:

@@ -63,6 +63,7 @@ class Scheduler:
         self.project = project
         self.registry = registry
         self.name = project.spec.name
+        self.trained_elsewhere = project.spec.model.trained_elsewhere
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease_ttl = lease_ttl
         self.tick = tick
@@ -140,6 +141,8 @@ class Scheduler:
             release_lease(self.registry, lease, self.holder)
 
     def _nothing_to_train(self) -> str | None:
+        if self.trained_elsewhere:
+            return "the model is trained elsewhere (refit models register)"
         latest = self.registry.latest_snapshot(self.name)
         if latest is None:
             return "no snapshot yet"

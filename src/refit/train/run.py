@@ -23,7 +23,14 @@ import numpy as np
 
 from refit.artifacts import ArtifactStore
 from refit.data.ingest import read_snapshot
-from refit.errors import ArtifactError, ConflictError, NotFoundError, RefitError, TrainingError
+from refit.errors import (
+    ArtifactError,
+    ConflictError,
+    NotFoundError,
+    RefitError,
+    SpecError,
+    TrainingError,
+)
 from refit.flavors import DEFAULT_FLAVOR, SUFFIXES, load_model, save_model
 from refit.flavors.onnx import onnx_estimator
 from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow, SnapshotRow
@@ -60,6 +67,11 @@ class TrainResult:
 
 def check_model_spec(spec: Spec, root: Path) -> None:
     """Resolve the estimator or function now, so a bad spec fails before any work."""
+    if spec.model.trained_elsewhere:
+        raise SpecError(
+            "model.trained_elsewhere is true: this project's versions come from "
+            "`refit models register FILE`, not from `refit train`"
+        )
     if spec.model.estimator is not None:
         resolve_estimator(spec.model.estimator, spec.model.params, spec.model.task)
     elif spec.model.function is not None:
