@@ -485,3 +485,34 @@ async def test_the_follower_keeps_following_after_an_unexpected_error(
         task.cancel()
     assert state.follower.current is not None and state.follower.current.version == 1
     assert calls.count >= 2
+
+
+async def test_the_heap_is_settled_once_at_the_poll_after_each_swap(
+    services: Services, add_version: AddVersion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = ServerState.open(services, poll_interval=0.01)
+    settled: list[int | None] = []
+
+    def settle() -> None:
+        current = state.follower.current
+        settled.append(current.version if current is not None else None)
+
+    monkeypatch.setattr(follower, "_settle_heap", settle)
+
+    async def until(condition: Callable[[], bool]) -> None:
+        for _ in range(1000):
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("timed out")
+
+    task = asyncio.create_task(state.follower.run())
+    try:
+        await until(lambda: settled == [1])
+        second = add_version()
+        promote_version(services.registry, NAME, second, "test")
+        await until(lambda: len(settled) == 2)
+        await asyncio.sleep(0.1)  # polls that swap nothing settle nothing
+    finally:
+        task.cancel()
+    assert settled == [1, second]

@@ -11,7 +11,7 @@ import onnx
 import pandas as pd
 import pytest
 import yaml
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
 from sklearn.linear_model import LinearRegression, LogisticRegression
@@ -31,7 +31,8 @@ from refit.signature import Signature
 from refit.spec import SPEC_FILE, ArtifactFormat, load_project
 from refit.train.metrics import evaluate
 from refit.train.pipeline import target_array
-from refit.train.run import TrainResult, register_model_file, run_training
+from refit.train.register import register_model_file
+from refit.train.run import TrainResult, run_training
 from refit.train.split import Split, split
 
 
@@ -79,21 +80,20 @@ def register(root: Path, path: Path, **kwargs: Any) -> TrainResult:
         return register_model_file(services, path, **kwargs)
 
 
-def softmax_graph(weights: np.ndarray, *, name: str = "features") -> bytes:
-    """A hand-made classifier: one [N, F] float input, one [N, classes] softmax output."""
+def softmax_graph(
+    weights: np.ndarray, *, name: str = "features", softmax: bool = True, rows: int | None = None
+) -> bytes:
+    """A hand-made classifier: one [N, F] float input, one [N, classes] softmax output (or
+    the logits, without the softmax); `rows` fixes N."""
+    nodes = [helper.make_node("MatMul", [name, "W"], ["logits" if softmax else "p"])]
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["logits"], ["p"], axis=1))
     graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", [name, "W"], ["logits"]),
-            helper.make_node("Softmax", ["logits"], ["p"], axis=1),
-        ],
+        nodes,
         "softmax",
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, weights.shape[0]])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [rows, weights.shape[0]])],
         [helper.make_tensor_value_info("p", TensorProto.FLOAT, [None, weights.shape[1]])],
-        [
-            helper.make_tensor(
-                "W", TensorProto.FLOAT, list(weights.shape), weights.flatten().tolist()
-            )
-        ],
+        [numpy_helper.from_array(weights.astype(np.float32), "W")],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
@@ -239,6 +239,11 @@ def test_labels_that_are_not_the_data_classes_are_refused(cancer: Path, tmp_path
     )
     with pytest.raises(ArtifactError, match="answers labels 0, 1 that are not the data's classes"):
         register(cancer, path)
+    zipped = write_onnx(
+        tmp_path / "zip.onnx", LogisticRegression(max_iter=3000).fit(X, y), 30, zipmap=True
+    )
+    with pytest.raises(ArtifactError, match="probabilities of classes 0, 1, not of the model's"):
+        register(cancer, zipped)
 
 
 @pytest.mark.parametrize(
@@ -249,7 +254,7 @@ def test_labels_that_are_not_the_data_classes_are_refused(cancer: Path, tmp_path
             "takes 29 columns, but the model has 30",
         ),
         (lambda n: _string_input(), "takes text for all the features; refit feeds text to a"),
-        (lambda n: b"not onnx at all", "ONNX Runtime cannot load the model"),
+        (lambda n: b"not onnx at all", "bad.onnx is not an ONNX model"),
     ],
 )
 def test_a_model_that_cannot_take_the_features_is_refused(
@@ -261,7 +266,70 @@ def test_a_model_that_cannot_take_the_features_is_refused(
         register(cancer, path)
     with opened(cancer) as services:
         assert services.registry.list_versions("breast-cancer") == []
-        assert services.registry.list_runs("breast-cancer")[0].status == "failed"
+        # A file that is not ONNX is refused before any run starts; the others, by a run.
+        assert {r.status for r in services.registry.list_runs("breast-cancer")} <= {"failed"}
+
+
+def test_scores_are_not_probabilities(cancer: Path, tmp_path: Path) -> None:
+    weights = np.ones((30, 2), np.float32)
+    (tmp_path / "logits.onnx").write_bytes(softmax_graph(weights, softmax=False))
+    with pytest.raises(ArtifactError, match=r"are scores, not probabilities .* end the graph"):
+        register(cancer, tmp_path / "logits.onnx")
+    (tmp_path / "three.onnx").write_bytes(softmax_graph(np.ones((30, 3), np.float32)))
+    with pytest.raises(ArtifactError, match=r"probabilities of shape \[\d+, 3\] for 2 classes"):
+        register(cancer, tmp_path / "three.onnx")
+
+
+def test_a_graph_of_a_fixed_batch_size_is_refused(cancer: Path, tmp_path: Path) -> None:
+    (tmp_path / "one.onnx").write_bytes(softmax_graph(np.ones((30, 2), np.float32), rows=1))
+    with pytest.raises(ArtifactError, match=r"takes exactly 1 row.* dynamic first dimension"):
+        register(cancer, tmp_path / "one.onnx")
+
+
+def test_weights_saved_beside_the_file_are_stored_inside_the_artifact(
+    cancer: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parts, features = parts_of(cancer)
+    weights = np.zeros((len(features), 2), np.float32)
+    weights[features.index("mean_radius"), 1] = 1.0
+    weights[features.index("mean_texture"), 0] = 0.7
+    export = tmp_path / "export"
+    export.mkdir()
+    onnx.save(
+        onnx.load_from_string(softmax_graph(weights)),
+        str(export / "softmax.onnx"),
+        save_as_external_data=True,
+        location="softmax.onnx.data",
+        size_threshold=0,
+    )
+    assert (export / "softmax.onnx.data").exists()
+    monkeypatch.chdir(tmp_path)  # not where the weights are
+    result = register(cancer, export / "softmax.onnx")
+    with opened(cancer) as services:
+        stored = services.store.get(result.version.artifact_uri, result.version.artifact_sha256)
+        loaded = load_predictor(result.version, services.store)
+    assert len(stored) > (export / "softmax.onnx").stat().st_size
+    rows = parts.holdout[features]
+    answer = loaded.predictor.predict(columns_of(rows, features))
+    logits = rows.to_numpy(np.float32) @ weights
+    assert answer.labels == [["benign", "malignant"][i] for i in logits.argmax(axis=1)]
+
+
+def test_what_register_takes_from_the_project(cancer: Path, tmp_path: Path) -> None:
+    model, _, features = fitted_logistic(cancer)
+    path = write_onnx(tmp_path / "lr.onnx", model, len(features))
+    with pytest.raises(ArtifactError, match=r"should name each .* not named: malignant"):
+        register(cancer, path, classes=["benign"])
+    import joblib
+
+    joblib.dump(model, tmp_path / "lr.joblib")
+    with pytest.raises(ArtifactError, match="--classes applies to an ONNX classifier only"):
+        register(cancer, tmp_path / "lr.joblib", classes=["benign", "malignant"])
+    spec = yaml.safe_load((cancer / SPEC_FILE).read_text())
+    spec["model"]["format"] = "skops"
+    (cancer / SPEC_FILE).write_text(yaml.safe_dump(spec))
+    with pytest.raises(ArtifactError, match=r"lr\.joblib is a pickle, which runs code"):
+        register(cancer, tmp_path / "lr.joblib")
 
 
 def _string_input() -> bytes:

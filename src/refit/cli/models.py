@@ -149,7 +149,7 @@ def register(
     it, or one [N, features] matrix in the spec's order) and its score on the snapshot's
     holdout goes through the same gate as a version refit trains.
     """
-    from refit.train.run import register_model_file
+    from refit.train.register import register_model_file
 
     with services_for(project) as services, progress("Registering"):
         try:

@@ -1,10 +1,13 @@
-"""ONNX: a scikit-learn pipeline converted for ONNX Runtime, which answers one row ~100x faster.
+"""ONNX models: scikit-learn pipelines converted for ONNX Runtime, and users' own.
 
-`convert` turns a fitted pipeline into ONNX bytes (skl2onnx); `OnnxModel` runs them. A model is
-served through ONNX only when its conversion passed a parity check on the holdout (see
-`refit.train.onnx_export`): identical labels, probabilities within a tight tolerance.
-Conversion covers float, int, bool and category features, missing values and unseen
-categories included (with `refit.flavors._skl2onnx`'s fixes to skl2onnx's converters).
+`convert` turns a fitted pipeline into ONNX bytes (skl2onnx), which answer a row ~100x faster
+than scikit-learn. Such a model is served through ONNX only when its conversion passed a parity
+check on the holdout (see `refit.train.onnx_export`): identical labels, probabilities within a
+tight tolerance. Conversion covers float, int, bool and category features, missing values and
+unseen categories included (with `refit.flavors._skl2onnx`'s fixes to skl2onnx's converters).
+
+`OnnxModel` runs either kind; `onnx_estimator` gives a user's ONNX model (the `onnx` flavor,
+`refit models register`) the scikit-learn face refit scores and gates models through.
 """
 
 from __future__ import annotations
@@ -140,6 +143,13 @@ class OnnxModel:
                     "as float, double, int64, int32 or (a category's own input) string tensors"
                 )
         names = [i.name for i in inputs]
+        fixed = [i for i in inputs if i.shape and isinstance(i.shape[0], int)]
+        if fixed:
+            raise ArtifactError(
+                f"the ONNX model's input {fixed[0].name!r} takes exactly {fixed[0].shape[0]} "
+                "row(s) at a time; refit sends batches of any size: export it with a dynamic "
+                "first dimension (e.g. torch.onnx.export(..., dynamic_axes={...: {0: 'rows'}}))"
+            )
         if sorted(names) == sorted(self.columns):
             by_name = {i.name: i for i in inputs}
             return [
@@ -224,9 +234,16 @@ class OnnxModel:
         return first, np.asarray(proba)
 
     def _unzip(self, maps: list[dict[Any, float]]) -> np.ndarray[Any, Any]:
-        classes = self.classes or (sorted(maps[0]) if maps else [])
-        keys = {str(key): key for key in (maps[0] if maps else {})}
-        order = [keys.get(str(c), c) for c in classes]
+        if not maps:
+            return np.zeros((0, len(self.classes or [])))
+        classes = self.classes or sorted(maps[0])
+        keys = {str(key): key for key in maps[0]}
+        if sorted(keys) != sorted(str(c) for c in classes):
+            raise ArtifactError(
+                f"the ONNX model gives probabilities of classes {', '.join(keys)}, not of "
+                f"the model's classes {', '.join(map(str, classes))}"
+            )
+        order = [keys[str(c)] for c in classes]
         return np.array([[row[k] for k in order] for row in maps], dtype=np.float64)
 
     def run_frame(self, frame: pd.DataFrame) -> tuple[np.ndarray[Any, Any], Any]:

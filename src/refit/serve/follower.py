@@ -64,10 +64,14 @@ class ModelFollower:
         self.last_check: float | None = None
         self._on_swap = on_swap
         self._on_failure = on_failure
+        self._settle_due = False
 
     async def run(self) -> None:
         """Poll until cancelled."""
         while True:
+            if self._settle_due:
+                self._settle_due = False
+                _settle_heap()
             try:
                 await self.check()
             except RefitError as exc:
@@ -114,8 +118,7 @@ class ModelFollower:
         )
         if self._on_swap is not None:
             self._on_swap(previous, loaded)
-        del previous
-        _settle_heap()
+        self._settle_due = True  # at the next poll: requests on the old model are over then
         return True
 
     def _load(self, version: int) -> LoadedModel:
@@ -142,8 +145,9 @@ class ModelFollower:
 
 
 def _settle_heap() -> None:
-    """After a swap: collect what the replaced model left behind, then freeze every object
-    alive (the new model, the imported libraries) out of the garbage collector's sight.
+    """A poll after a swap (when the requests that began on the replaced model are over):
+    collect what that model left behind, then freeze every object alive (the new model, the
+    imported libraries) out of the garbage collector's sight.
 
     Unfrozen, those ~10^5 objects are scanned by each full collection, which under load comes
     every second or so and stalls every request for ~0.1 s: the p99 of a busy server

@@ -60,9 +60,11 @@ class SklearnPredictor:
         self.classes = [str(c) for c in output.classes or []]
         from sklearn.pipeline import Pipeline  # loaded already: the model was unpickled
 
-        self.final, self.steps = model, None
+        self.final, self.head = model, None
         if isinstance(model, Pipeline) and hasattr(model[-1], "predict_proba"):
-            self.final, self.steps = model[-1], list(model.steps[:-1])
+            # The pipeline's own class runs its steps, as its predict would (a subclass may
+            # skip some, as imbalanced-learn's skips samplers).
+            self.final, self.head = model[-1], model[:-1]
 
     def predict(self, columns: Columns) -> Predictions:
         frame = frame_of(self.inputs, columns)
@@ -71,10 +73,8 @@ class SklearnPredictor:
         # A pipeline's steps before the estimator run once for both answers, as each of
         # Pipeline.predict and Pipeline.predict_proba would run them.
         final, features = self.final, frame
-        if self.steps is not None:
-            for _, step in self.steps:
-                if step is not None and step != "passthrough":
-                    features = step.transform(features)
+        if self.head is not None:
+            features = self.head.transform(features)
         labels = _plain(np.asarray(final.predict(features)))
         proba = np.asarray(final.predict_proba(features), dtype=float).round(6)
         rows = [dict(zip(self.classes, row, strict=True)) for row in proba.tolist()]
@@ -82,7 +82,8 @@ class SklearnPredictor:
 
 
 class OnnxPredictor:
-    """A model converted to ONNX, run by ONNX Runtime on a float32 matrix of the columns."""
+    """An ONNX model run by ONNX Runtime: fed one matrix of the columns (numbers only), or each
+    column to its own input (categories as text)."""
 
     runtime = "onnx"
 

@@ -13,18 +13,15 @@ import math
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from refit.artifacts import ArtifactStore
 from refit.data.ingest import read_snapshot
 from refit.errors import (
-    ArtifactError,
     ConflictError,
     NotFoundError,
     RefitError,
@@ -32,11 +29,10 @@ from refit.errors import (
     TrainingError,
 )
 from refit.flavors import DEFAULT_FLAVOR, SUFFIXES, load_model, save_model
-from refit.flavors.onnx import onnx_estimator
 from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow, SnapshotRow
 from refit.services import Services
 from refit.signature import Signature, signature_for
-from refit.spec import ArtifactFormat, Spec, Task
+from refit.spec import ArtifactFormat, Spec
 from refit.train.gate import decide
 from refit.train.metrics import evaluate, score
 from refit.train.onnx_export import export_onnx
@@ -79,7 +75,7 @@ def check_model_spec(spec: Spec, root: Path) -> None:
 
 
 @dataclass(frozen=True)
-class _Candidate:
+class Candidate:
     """A model to register: fitted by refit, or read from a user's file (`data`)."""
 
     model: Any
@@ -104,65 +100,25 @@ def run_training(
     step = on_step or (lambda _: None)
     check_model_spec(spec, project.root)
 
-    def fit(parts: Split) -> _Candidate:
+    def fit(parts: Split) -> Candidate:
         step(f"fitting on {len(parts.train)} rows")
         model = fit_model(parts.train, spec.data, spec.model, project.root)
-        return _Candidate(model, DEFAULT_FLAVOR, spec.model.format, _params(model, spec))
+        return Candidate(model, DEFAULT_FLAVOR, spec.model.format, _params(model, spec))
 
-    return _run(services, fit, "fit_s", snapshot_id, trigger, actor, step)
+    return run_and_register(services, fit, "fit_s", snapshot_id, trigger, actor, step)
 
 
-def register_model_file(
+def run_and_register(
     services: Services,
-    path: Path,
-    *,
-    classes: Sequence[str] | None = None,
-    snapshot_id: str | None = None,
-    actor: str = "refit models register",
-    on_step: Step | None = None,
-) -> TrainResult:
-    """Register a model trained elsewhere (an `.onnx`, `.joblib` or `.skops` file): scored on
-    the holdout of a snapshot (default: the newest) exactly like a model refit trains, then
-    gated. An ONNX model's probability columns are taken to follow `classes`, by default the
-    sorted classes of the data, as scikit-learn orders them; its labels must agree."""
-    spec = services.project.spec
-    step = on_step or (lambda _: None)
-    fmt = _format_of(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ArtifactError(f"cannot read the model file {path}: {exc.strerror}") from exc
-    if not data:
-        raise ArtifactError(f"the model file {path} is empty")
-
-    def load(parts: Split) -> _Candidate:
-        step(f"loading {path.name} ({len(data)} bytes)")
-        params = {"file": path.name}
-        if fmt is not ArtifactFormat.ONNX:
-            model = load_model(data, fmt)
-            if not callable(getattr(model, "predict", None)):
-                raise ArtifactError(f"{path.name} holds a {type(model).__name__}, not a model")
-            return _Candidate(model, DEFAULT_FLAVOR, fmt, params, data)
-        known = None
-        if spec.model.task is Task.CLASSIFICATION:
-            known = _classes(target_array(parts.train, spec.data), classes)
-        model = onnx_estimator(data, list(spec.data.features), known)
-        if known is not None:
-            _check_class_order(model, parts.holdout[list(spec.data.features)], classes)
-        return _Candidate(model, "onnx", fmt, params, data)
-
-    return _run(services, load, "model_s", snapshot_id, "register", actor, step)
-
-
-def _run(
-    services: Services,
-    make: Callable[[Split], _Candidate],
+    make: Callable[[Split], Candidate],
     make_timing: str,
     snapshot_id: str | None,
     trigger: str,
     actor: str,
     step: Step,
 ) -> TrainResult:
+    """One run on a snapshot (default: the newest): split it, `make` the candidate (fit it,
+    or read it), evaluate it on the holdout, store and register it, and gate it."""
     project, registry, store = services.project, services.registry, services.store
     spec = project.spec
     registry.interrupt_dead_runs(spec.name)
@@ -234,71 +190,14 @@ def _run(
         raise
     except Exception as exc:
         registry.end_run(run_id, "failed", f"{type(exc).__name__}: {exc}", timings)
-        raise TrainingError(f"training failed: {type(exc).__name__}: {exc}") from exc
+        what = "registering" if trigger == "register" else "training"
+        raise TrainingError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
     except BaseException:
         registry.end_run(run_id, "interrupted", "stopped before the run finished", timings)
         raise
     step(f"registered {spec.name} v{version.version}; running the gate")
     decision = gate(services, version, X, y, value, actor)
     return TrainResult(run_id, version, decision, parts.note)
-
-
-def _format_of(path: Path) -> ArtifactFormat:
-    for fmt, suffix in SUFFIXES.items():
-        if path.name.endswith(suffix):
-            return fmt
-    raise ArtifactError(
-        f"cannot tell the format of {path.name}: expected a file ending in "
-        f"{', '.join(SUFFIXES.values())}"
-    )
-
-
-def _classes(y: np.ndarray[Any, Any], given: Sequence[str] | None) -> list[Any]:
-    """The classes of an ONNX classifier: `given` (in its order, matched to the data's
-    classes by their text), else the data's classes sorted."""
-    found = [v.item() if isinstance(v, np.generic) else v for v in np.unique(y)]
-    if given is None:
-        return found
-    by_text = {str(v): v for v in found}
-    unknown = [c for c in given if c not in by_text]
-    if unknown or len(set(given)) != len(given):
-        raise ArtifactError(
-            f"--classes {','.join(given)} should name each of the data's classes once "
-            f"({', '.join(by_text)})" + (f"; unknown: {', '.join(unknown)}" if unknown else "")
-        )
-    return [by_text[c] for c in given]
-
-
-def _check_class_order(model: Any, X: Any, given: Sequence[str] | None) -> None:
-    """An ONNX classifier's labels must be classes, and its most probable class its label:
-    otherwise `classes` is not the order of its probability columns (or not its classes)."""
-    labels, proba = model.onnx.run_frame(X)
-    classes = list(model.classes_)
-    strange = sorted({str(v) for v in np.asarray(labels).tolist()} - {str(c) for c in classes})
-    if strange:
-        raise ArtifactError(
-            f"the ONNX model answers labels {', '.join(strange[:5])} that are not the data's "
-            f"classes ({', '.join(map(str, classes))})"
-        )
-    if proba is None or model.onnx.proba_only:
-        return
-    proba = np.asarray(proba, dtype=np.float64)
-    if proba.ndim != 2 or proba.shape[1] != len(classes):
-        raise ArtifactError(
-            f"the ONNX model gives probabilities of shape {list(proba.shape)} for "
-            f"{len(classes)} classes"
-        )
-    top = np.sort(proba, axis=1)
-    clear = top[:, -1] - top[:, -2] > 1e-6 if len(classes) > 1 else np.ones(len(proba), bool)
-    best = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
-    disagree = int(sum(str(a) != str(b) for a, b, c in zip(best, labels, clear, strict=True) if c))
-    if disagree:
-        order = ", ".join(map(str, classes))
-        hint = "" if given else "; pass --classes in the order of its probability columns"
-        raise ArtifactError(
-            f"the ONNX model's most probable class is not its label on {disagree} of "
-            f"{len(proba)} holdout rows with the classes in the order {order}{hint}"
-        )
 
 
 def gate(
