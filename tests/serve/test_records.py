@@ -283,6 +283,7 @@ CHANGES: list[tuple[str, Any]] = [
     ("seats", 2.5),
     ("seats", 0),
     ("seats", 2**63),
+    ("seats", 2**53 + 1),
     ("seats", False),
     ("active", 1),
     ("active", None),
@@ -368,3 +369,14 @@ def test_a_valid_batch_never_reaches_the_per_value_checks(signature: Signature, 
     assert [column[0] for column in columns] == list(row.values())
     table = {name: [row[name]] * 12 for name in signature.names}
     assert reader.table_columns(table, FIELD) == columns
+
+
+def test_a_huge_integer_is_compared_with_its_bound_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    counts = Signature(
+        inputs=[InputColumn("n", FeatureType.INT, nullable=False, max=float(2**53))],
+        output=Output(Task.REGRESSION, "float"),
+    )
+    body = {"records": [{"n": 1}] * 9 + [{"n": 2**53 + 1}]}  # as a float, it equals the bound
+    fast = verdict(RecordReader(counts, max_rows=100).many_columns, body)
+    assert fast[0] == "refused"
+    assert fast == verdict(slow_reader(counts, monkeypatch).many_columns, body)

@@ -64,6 +64,8 @@ def fast_checker(column: InputColumn) -> Fast:
                 array = np.array(values, dtype=np.int64)
             except OverflowError:
                 return None
+            if (low is not None or high is not None) and np.abs(array).max() > 2**53:
+                return None  # compared with a float bound, it would be rounded first
             return values if in_range(array) else None
 
         return ints
