@@ -7,7 +7,7 @@ import getpass
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -29,6 +29,7 @@ from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow
 from refit.train.promotion import promote_version, rollback
 
 if TYPE_CHECKING:
+    from refit.services import Services
     from refit.train.run import TrainResult
 
 # refit.train.run (scikit-learn) is imported by the commands that train: listing versions or
@@ -60,15 +61,31 @@ def train(
     """Train on the newest snapshot, register a version and run the gate."""
     from refit.train.run import run_training
 
-    with _sigterm_interrupts(), services_for(project) as services, progress("Training"):
+    _run_and_report(
+        project,
+        json,
+        "Training",
+        lambda services, step: run_training(
+            services,
+            snapshot_id=snapshot,
+            trigger=trigger,
+            actor=f"refit train ({actor()})",
+            on_step=step,
+        ),
+    )
+
+
+def _run_and_report(
+    project: Path,
+    json: bool,
+    title: str,
+    run: Callable[[Services, Callable[[str], None] | None], TrainResult],
+) -> None:
+    """Run a training or registering run (SIGTERM ends it as interrupted) and print it."""
+    step = None if json else (lambda text: err.print(f"  {text}"))
+    with _sigterm_interrupts(), services_for(project) as services, progress(title):
         try:
-            result = run_training(
-                services,
-                snapshot_id=snapshot,
-                trigger=trigger,
-                actor=f"refit train ({actor()})",
-                on_step=lambda text: err.print(f"  {text}") if not json else None,
-            )
+            result = run(services, step)
         except ConflictError as exc:
             err.print(f"[yellow]not promoted:[/] {exc.message}")
             raise
@@ -151,21 +168,19 @@ def register(
     """
     from refit.train.register import register_model_file
 
-    with services_for(project) as services, progress("Registering"):
-        try:
-            result = register_model_file(
-                services,
-                file,
-                classes=[c.strip() for c in classes.split(",")] if classes else None,
-                snapshot_id=snapshot,
-                actor=f"refit models register ({actor()})",
-                on_step=lambda text: err.print(f"  {text}") if not json else None,
-            )
-        except ConflictError as exc:
-            err.print(f"[yellow]not promoted:[/] {exc.message}")
-            raise
-        aliases = services.registry.aliases(services.project.spec.name)
-    _print_result(result, aliases, json)
+    _run_and_report(
+        project,
+        json,
+        "Registering",
+        lambda services, step: register_model_file(
+            services,
+            file,
+            classes=classes.split(",") if classes else None,
+            snapshot_id=snapshot,
+            actor=f"refit models register ({actor()})",
+            on_step=step,
+        ),
+    )
 
 
 @models_app.command("list")
