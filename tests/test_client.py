@@ -24,10 +24,10 @@ from refit.client import BatchPrediction, Client, RefitClientError, records_of
 from refit.data.ingest import run_ingest
 from refit.errors import RefitError
 from refit.examples import create_project, example_rows
+from refit.project import load_project
 from refit.serve.app import create_app
 from refit.serve.state import ServerState
 from refit.services import open_services
-from refit.spec import load_project
 from refit.train.run import run_training
 
 NAME = "breast-cancer"

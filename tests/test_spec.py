@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from refit.errors import SpecError
-from refit.spec import FeatureType, Project, SnapshotMode, SplitKind, Task, load_project
+from refit.project import Project, load_project
+from refit.spec import FeatureType, SnapshotMode, SplitKind, Task
 
 DELETE = object()
 """In a patch for `spec_text`: remove this field."""

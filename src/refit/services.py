@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from refit.artifacts import ArtifactStore, open_artifact_store
+from refit.project import Project
 from refit.registry import Registry, open_registry
-from refit.spec import Project
 
 
 @dataclass

@@ -190,7 +190,7 @@ def test_init_refuses_a_used_folder(capsys: pytest.CaptureFixture[str], tmp_path
 
 
 def test_blank_project_is_a_valid_spec(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    from refit.spec import load_project
+    from refit.project import load_project
 
     refit(capsys, "init", str(tmp_path / "mine"))
     assert load_project(tmp_path / "mine").spec.name == "mine"

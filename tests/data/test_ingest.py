@@ -15,8 +15,9 @@ from refit.data.ingest import read_snapshot, run_ingest, snapshot_key
 from refit.data.snapshots import from_parquet
 from refit.data.sources import MemorySource
 from refit.errors import ArtifactCorruptError, ArtifactError, SourceError
+from refit.project import Project
 from refit.registry import IngestBatchRow, Registry, open_registry
-from refit.spec import Project, Spec
+from refit.spec import Spec
 
 HEADER = "x,n,c,y\n"
 

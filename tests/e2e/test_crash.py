@@ -21,8 +21,8 @@ import pytest
 
 from refit.data.ingest import run_ingest
 from refit.examples import create_project, example_rows
+from refit.project import load_project
 from refit.services import open_services
-from refit.spec import load_project
 from refit.train.run import run_training
 
 pytestmark = [

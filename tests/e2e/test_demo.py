@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from refit.project import load_project
 from refit.registry import PRODUCTION
 from refit.services import open_services
-from refit.spec import load_project
 from servers import free_port
 
 pytestmark = pytest.mark.slow

@@ -33,11 +33,12 @@ import yaml
 from refit.data.ingest import run_ingest
 from refit.examples import create_project, drop_batch, example_rows
 from refit.flavors import load_model
+from refit.project import load_project
 from refit.registry import ModelVersionRow
 from refit.serve.predictor import load_predictor
 from refit.services import Services, open_services
 from refit.signature import Signature
-from refit.spec import SPEC_FILE, ArtifactFormat, load_project
+from refit.spec import SPEC_FILE, ArtifactFormat
 from refit.train.promotion import promote_version, rollback
 from refit.train.run import run_training
 from servers import free_port, isolated_environment

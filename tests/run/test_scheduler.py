@@ -17,12 +17,13 @@ import pytest
 import yaml
 
 from refit.examples import create_project
+from refit.project import Project, load_project
 from refit.registry import Registry, open_registry
 from refit.registry.jobs import acquire_lease, job_states, lease_holder, record_job
 from refit.registry.tables import JobStateRow, utcnow
 from refit.run.scheduler import JobResult, Scheduler, describe
 from refit.services import Services, open_services
-from refit.spec import SPEC_FILE, Project, load_project
+from refit.spec import SPEC_FILE
 
 DEADLINE = 60.0
 """Generous: a child process takes a few seconds on a quiet machine, more on a busy one."""

@@ -16,10 +16,10 @@ import pytest
 
 from refit.data.ingest import run_ingest
 from refit.examples import create_project
+from refit.project import load_project
 from refit.registry import ModelVersionRow
 from refit.serve import follower
 from refit.services import Services, open_services
-from refit.spec import load_project
 from refit.train.promotion import promote_version
 from refit.train.run import run_training
 

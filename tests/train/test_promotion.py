@@ -11,9 +11,9 @@ import pytest
 from refit.data.ingest import run_ingest
 from refit.errors import ConflictError, NotFoundError
 from refit.examples import create_project, drop_batch
+from refit.project import load_project
 from refit.registry import PRODUCTION, DecisionRow
 from refit.services import Services, open_services
-from refit.spec import load_project
 from refit.train.promotion import promote_version, rollback
 from refit.train.run import run_training
 

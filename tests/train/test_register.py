@@ -23,12 +23,13 @@ from refit.errors import ArtifactError, InputError, SpecError
 from refit.examples import create_project
 from refit.flavors import load_model
 from refit.flavors.onnx import OnnxModel
+from refit.project import load_project
 from refit.registry import PRODUCTION
 from refit.serve.predictor import load_predictor
 from refit.serve.records import columns_of
 from refit.services import Services, open_services
 from refit.signature import Signature
-from refit.spec import SPEC_FILE, ArtifactFormat, load_project
+from refit.spec import SPEC_FILE, ArtifactFormat
 from refit.train.metrics import evaluate
 from refit.train.pipeline import target_array
 from refit.train.register import register_model_file

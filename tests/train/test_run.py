@@ -18,9 +18,10 @@ from refit.data.ingest import read_snapshot, run_ingest
 from refit.errors import ConflictError, NotFoundError, SpecError, TrainingError
 from refit.examples import create_project, drop_batch
 from refit.flavors import load_model
+from refit.project import load_project
 from refit.registry import PRODUCTION, DecisionRow, Registry, SnapshotRow, TrainingRunRow
 from refit.services import Services, open_services
-from refit.spec import SPEC_FILE, ArtifactFormat, load_project
+from refit.spec import SPEC_FILE, ArtifactFormat
 from refit.train.gate import decide
 from refit.train.metrics import NAMES, score
 from refit.train.pipeline import target_array

@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from refit.errors import RefitError
+from refit.project import load_project
 from refit.services import Services, open_services
-from refit.spec import load_project
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

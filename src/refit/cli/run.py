@@ -15,12 +15,12 @@ import typer
 
 from refit.cli._output import JsonOption, ProjectOption, err, out, print_json, print_table, when
 from refit.errors import RefitError
+from refit.project import load_project
 from refit.registry import PRODUCTION
 from refit.registry.jobs import job_states
 from refit.registry.tables import utcnow
 from refit.run.schedule import parse_schedule
 from refit.services import Services, open_services
-from refit.spec import load_project
 
 WorkersOption = Annotated[int | None, typer.Option(help="Server worker processes.")]
 PortOption = Annotated[int | None, typer.Option(help="Server port (default serve.port).")]

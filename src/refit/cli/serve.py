@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from refit.cli._output import ProjectOption, err
-from refit.spec import load_project
+from refit.project import load_project
 
 
 def serve(

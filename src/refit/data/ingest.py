@@ -21,8 +21,8 @@ from refit.data.sources import Batch, Source, open_source
 from refit.data.stats import column_stats
 from refit.data.validation import validate
 from refit.errors import DataError
+from refit.project import Project
 from refit.registry import IngestBatchRow, Registry, SnapshotRow
-from refit.spec import Project
 
 Status = Literal["accepted", "unchanged", "refused", "empty"]
 

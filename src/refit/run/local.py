@@ -13,8 +13,8 @@ import sys
 import threading
 from collections.abc import Callable
 
+from refit.project import Project
 from refit.run.supervisor import Child, Supervisor
-from refit.spec import Project
 
 _LOG_PREFIX = re.compile(r"^(INFO|WARNING|ERROR|CRITICAL):\s+")
 _QUIET = (

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from refit.project import Project
 from refit.registry import Registry
 from refit.registry.jobs import (
     acquire_lease,
@@ -31,7 +32,6 @@ from refit.registry.jobs import (
 )
 from refit.registry.tables import JobStateRow, utcnow
 from refit.run.schedule import Schedule, parse_schedule
-from refit.spec import Project
 
 JOBS = ("ingest", "train")
 Event = Callable[[str, str], None]

@@ -15,10 +15,10 @@ from typing import Any
 from fastapi import FastAPI
 from uvicorn.config import LOGGING_CONFIG
 
+from refit.project import load_project
 from refit.serve.app import create_app
 from refit.serve.state import ServerState
 from refit.services import open_services
-from refit.spec import load_project
 
 PROJECT_ENV = "REFIT_PROJECT"
 
