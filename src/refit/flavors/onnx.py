@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from refit.errors import ArtifactError, InputError, Problem
+from refit.flavors._onnx_names import input_names, rename_inputs
 from refit.flavors._skl2onnx import MISSING_TEXT, fixed_converters
 from refit.signature import Signature
 from refit.spec import ArtifactFormat
@@ -37,7 +38,8 @@ def is_text(dtype: Any) -> bool:
 
 def convert(model: Any, sample: pd.DataFrame) -> bytes:
     """The ONNX bytes of a fitted pipeline that takes the columns of `sample`: one input per
-    feature, float for numbers and bools, text for categories."""
+    feature (named `input_names(features)`), float for numbers and bools, text for
+    categories."""
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
     from sklearn.base import is_classifier
@@ -45,8 +47,10 @@ def convert(model: Any, sample: pd.DataFrame) -> bytes:
     texts = [c for c in sample.columns if is_text(sample[c].dtype)]
     # Probabilities as one [rows, classes] tensor rather than a list of maps.
     options = {"zipmap": False} if is_classifier(model) else None
-    # refit's pipelines select columns by name: one input per feature. A model that takes
-    # numeric features as one matrix (a bare estimator, a user's pipeline) gets one [N, F].
+    # refit's pipelines select columns by name: one input per feature, named like it while
+    # converting (skl2onnx finds a column by that name), then renamed to a valid ONNX name.
+    # A model that takes numeric features as one matrix (a bare estimator, a user's
+    # pipeline) gets one [N, F].
     layouts: list[list[tuple[str, Any]]] = [
         [
             (str(c), StringTensorType([None, 1]) if c in texts else FloatTensorType([None, 1]))
@@ -56,14 +60,16 @@ def convert(model: Any, sample: pd.DataFrame) -> bytes:
     if not texts:
         layouts.append([("input", FloatTensorType([None, len(sample.columns)]))])
     errors = []
-    for layout in layouts:
+    for per_feature, layout in zip((True, False), layouts, strict=False):
         try:
             with fixed_converters():
                 onx = to_onnx(model, initial_types=layout, options=options, target_opset=None)
+            if per_feature:
+                rename_inputs(onx, input_names([name for name, _ in layout]))
             return bytes(onx.SerializeToString())
         except Exception as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
-    raise UnsupportedModelError(errors[0][:300])
+    raise UnsupportedModelError(errors[0])
 
 
 _INPUT_TYPES: dict[str, Any] = {
@@ -80,8 +86,9 @@ class OnnxModel:
     """An ONNX Runtime session fed a model's features, answering labels (or values) and class
     probabilities.
 
-    The features go in as one input per feature, named like it (skl2onnx's layout for
-    pipelines that select columns by name), or as one `[N, F]` matrix in signature order;
+    The features go in as one input per feature, named like it or like its valid ONNX name
+    (`input_names`, as `convert` names them: skl2onnx's layout for pipelines that select
+    columns by name), or as one `[N, F]` matrix in signature order;
     inputs may take float, double, int64 or int32, and a feature's own input text (a
     category; a missing one is fed as `MISSING_TEXT`). The answer is read from the outputs as:
 
@@ -150,11 +157,17 @@ class OnnxModel:
                 "row(s) at a time; refit sends batches of any size: export it with a dynamic "
                 "first dimension (e.g. torch.onnx.export(..., dynamic_axes={...: {0: 'rows'}}))"
             )
-        if sorted(names) == sorted(self.columns):
-            by_name = {i.name: i for i in inputs}
+        by_name = {i.name: i for i in inputs}
+        # A feature's input is named like it, or like its ONNX name (distinct from every
+        # feature's own name), so each input is chosen at most once.
+        chosen = [
+            c if c in by_name else o
+            for c, o in zip(self.columns, input_names(self.columns), strict=True)
+        ]
+        if len(inputs) == len(chosen) and set(chosen) == set(by_name):
             return [
                 (name, j, _INPUT_TYPES[by_name[name].type], len(by_name[name].shape))
-                for j, name in enumerate(self.columns)
+                for j, name in enumerate(chosen)
             ]
         if len(inputs) == 1 and inputs[0].type == "tensor(string)":
             raise ArtifactError(
@@ -170,8 +183,9 @@ class OnnxModel:
                 )
             return [(names[0], None, _INPUT_TYPES[inputs[0].type], 2)]
         raise ArtifactError(
-            f"the ONNX model's inputs {names} are neither one per feature (named like the "
-            f"features {self.columns}) nor one [N, {len(self.columns)}] matrix"
+            f"the ONNX model's {len(names)} inputs are neither one per feature, named like it "
+            f"or like its ONNX name, nor one [N, {len(self.columns)}] matrix: "
+            + _unmatched(names, self.columns)
         )
 
     def run(self, matrix: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], Any]:
@@ -255,6 +269,17 @@ class OnnxModel:
         dtype = np.float32 if self.float32 else np.float64
         matrix = frame[self.columns].astype(dtype).to_numpy(na_value=np.nan)
         return self.run(np.ascontiguousarray(matrix, dtype=dtype))
+
+
+def _unmatched(names: Sequence[str], columns: Sequence[str]) -> str:
+    """Which features have no input of their name, and which inputs are no feature."""
+    onnx_names = input_names(columns)
+    known = {*columns, *onnx_names}
+    absent = [c for c, o in zip(columns, onnx_names, strict=True) if {c, o}.isdisjoint(names)]
+    strange = [n for n in names if n not in known]
+    parts = [f"no input for the features {', '.join(map(repr, absent))}"] if absent else []
+    parts += [f"inputs that are no feature: {', '.join(map(repr, strange))}"] if strange else []
+    return "; ".join(parts) or "a feature has two inputs (its name and its ONNX name)"
 
 
 class OnnxEstimator:
