@@ -139,3 +139,14 @@ def test_sample_frame_of_a_nullable_int_is_int64_nullable() -> None:
 def test_a_malformed_signature_is_a_store_error(raw: dict[str, Any]) -> None:
     with pytest.raises(StoreError, match="stored model signature"):
         Signature.from_dict(raw)
+
+
+def test_requiring_makes_the_named_inputs_not_nullable_and_keeps_the_rest() -> None:
+    signature = Signature(
+        [InputColumn("a", FeatureType.FLOAT), InputColumn("b", FeatureType.INT, min=0)],
+        Output(Task.REGRESSION, "float"),
+    )
+    required = signature.requiring({"b"})
+    assert [(c.name, c.nullable) for c in required.inputs] == [("a", True), ("b", False)]
+    assert required.inputs[1].min == 0 and required.output == signature.output
+    assert Signature.from_dict(json.loads(json.dumps(required.to_dict()))) == required

@@ -18,8 +18,8 @@ training are not a contract, and the pipeline takes unseen ones.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -67,6 +67,11 @@ class Signature:
     @property
     def names(self) -> list[str]:
         return [column.name for column in self.inputs]
+
+    def requiring(self, names: Collection[str]) -> Signature:
+        """This signature with the inputs `names` not nullable (a null there is refused)."""
+        inputs = [replace(c, nullable=False) if c.name in names else c for c in self.inputs]
+        return replace(self, inputs=inputs)
 
     def to_dict(self) -> dict[str, Any]:
         raw = asdict(self)

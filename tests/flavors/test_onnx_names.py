@@ -60,7 +60,7 @@ def test_a_pipeline_of_odd_feature_names_converts_and_agrees() -> None:
     assert [i.name for i in graph.graph.input] == input_names(ODD)
     onnx.checker.check_model(graph)
 
-    export = export_onnx(model, frame[200:], Task.CLASSIFICATION)
+    export = export_onnx(model, frame[200:], Task.CLASSIFICATION, ODD)
     assert export.status == "ok", export.status
     assert export.data is not None
     labels, proba = OnnxModel(export.data, ODD, ["no", "yes"]).run_frame(frame[200:])

@@ -29,9 +29,9 @@ def test_a_gradient_boosted_pipeline_converts_and_agrees() -> None:
     X, y = cancer()
     model = make_pipeline(HistGradientBoostingClassifier(max_iter=20, random_state=0))
     model.fit(X, y)
-    export = export_onnx(model, X.head(100), Task.CLASSIFICATION)
+    export = export_onnx(model, X.head(100), Task.CLASSIFICATION, list(X.columns))
     assert export.status == "ok", export.status
-    assert export.data is not None and export.checked_rows == 200  # as given, and with gaps
+    assert export.data is not None and export.checked_rows == 230  # as given, with gaps, probes
     assert export.max_difference is not None and export.max_difference <= 1e-5
     labels, proba = OnnxModel(export.data, list(X.columns)).run_frame(X.tail(50))
     assert list(labels) == list(model.predict(X.tail(50)))
@@ -41,7 +41,7 @@ def test_a_gradient_boosted_pipeline_converts_and_agrees() -> None:
 def test_a_regressor_converts_and_agrees_within_float32_precision() -> None:
     bunch = load_diabetes(as_frame=True)
     model = make_pipeline(StandardScaler(), Ridge()).fit(bunch.data, bunch.target)
-    export = export_onnx(model, bunch.data.head(80), Task.REGRESSION)
+    export = export_onnx(model, bunch.data.head(80), Task.REGRESSION, [])
     assert export.status == "ok", export.status
     assert export.max_difference is not None and export.max_difference < 1e-4
 
@@ -52,7 +52,7 @@ def test_a_conversion_that_disagrees_is_refused(monkeypatch: pytest.MonkeyPatch)
     # Another model's graph behind the same inputs: a converter bug, as far as refit can tell.
     other = make_pipeline(StandardScaler(), LogisticRegression(C=1e-4)).fit(X, y[::-1].values)
     monkeypatch.setattr(onnx_export, "convert", lambda _model, sample: convert(other, sample))
-    export = export_onnx(model, X.head(100), Task.CLASSIFICATION)
+    export = export_onnx(model, X.head(100), Task.CLASSIFICATION, [])
     assert export.status.startswith("parity failed:"), export.status
     assert export.data is None
 
@@ -116,9 +116,9 @@ def test_every_feature_type_converts_with_missing_values_and_unseen_categories(
     spec = ModelSpec.model_validate({"task": task.value, "estimator": estimator})
     model = build_pipeline(data, spec).fit(feature_frame(frame[:450], data), target[:450])
     holdout = frame[450:]
-    export = export_onnx(model, holdout, task)
+    export = export_onnx(model, holdout, task, [n for n, f in data.features.items() if f.nullable])
     assert export.status == "ok", export.status
-    assert export.checked_rows == 150  # the holdout has missing values of its own: no gaps
+    assert export.checked_rows == 150 + 150 + 3  # as given, with gaps, a probe per nullable
     assert export.data is not None
     # Served rows: Python values, None for missing, categories as text.
     onnx = OnnxModel(export.data, list(frame.columns), list(getattr(model, "classes_", [])) or None)
@@ -138,7 +138,7 @@ def test_a_bool_target_gets_bool_labels() -> None:
     X, y = cancer()
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
     model.fit(X, (y == "malignant").to_numpy())
-    export = export_onnx(model, X.head(60), Task.CLASSIFICATION)
+    export = export_onnx(model, X.head(60), Task.CLASSIFICATION, [])
     assert export.status == "ok", export.status
     assert export.data is not None
     labels, _ = OnnxModel(export.data, list(X.columns), [False, True]).run_frame(X.head(60))
@@ -153,6 +153,8 @@ def test_a_graph_that_loads_but_fails_to_run_is_not_used(monkeypatch: pytest.Mon
         raise RuntimeError("One path in the graph requests feature 2 but input has 2 features")
 
     monkeypatch.setattr(OnnxModel, "run_frame", fails)
-    export = export_onnx(model, X.head(50), Task.CLASSIFICATION)
-    assert export.status.startswith("unsupported: ONNX Runtime failed on the holdout: One path")
+    export = export_onnx(model, X.head(50), Task.CLASSIFICATION, [])
+    assert export.status.startswith(
+        "unsupported: ONNX Runtime failed on the holdout rows: One path"
+    )
     assert export.data is None

@@ -35,6 +35,7 @@ from refit.signature import Signature, signature_for
 from refit.spec import ArtifactFormat, Spec
 from refit.train.gate import decide
 from refit.train.metrics import evaluate, score
+from refit.train.nullability import truthful
 from refit.train.onnx_export import export_onnx
 from refit.train.pipeline import (
     fit_model,
@@ -55,6 +56,8 @@ class TrainResult:
     version: ModelVersionRow
     decision: DecisionRow
     split_note: str | None = None
+    nullable_note: str = ""
+    """Which nullable features were made not nullable, because the model refused them missing."""
 
     @property
     def promoted(self) -> bool:
@@ -139,13 +142,16 @@ def run_and_register(
         # The holdout as the model will meet rows when served: validated, typed, unconverted.
         X = parts.holdout[list(spec.data.features)]
         y = target_array(parts.holdout, spec.data)
+        signature = signature_for(
+            model, spec.data, spec.model.task, target_array(parts.train, spec.data)
+        )
+        with _timed(timings, "probe_s"):
+            step("probing each nullable feature with a missing value")
+            signature, nullable_note = truthful(model, signature, X)
         with _timed(timings, "evaluate_s"):
             step(f"evaluating on {len(parts.holdout)} holdout rows")
             metrics = evaluate(model, X, y, spec.model.task)
             value = score(model, X, y, spec.model.task, spec.model.metric_name)
-        signature = signature_for(
-            model, spec.data, spec.model.task, target_array(parts.train, spec.data)
-        )
         with _timed(timings, "save_s"):
             step("saving the artifact")
             data = candidate.data
@@ -159,7 +165,8 @@ def run_and_register(
         else:
             with _timed(timings, "onnx_s"):
                 step("converting to ONNX and checking parity on the holdout")
-                onnx = _onnx(model, X, spec, store)
+                nullable = [c.name for c in signature.inputs if c.nullable]
+                onnx = _onnx(model, X, spec, nullable, store)
         timings["total_s"] = round(sum(timings.values()), 4)
         version = registry.register_version(
             run_id,
@@ -197,7 +204,7 @@ def run_and_register(
         raise
     step(f"registered {spec.name} v{version.version}; running the gate")
     decision = gate(services, version, X, y, value, actor)
-    return TrainResult(run_id, version, decision, parts.note)
+    return TrainResult(run_id, version, decision, parts.note, nullable_note)
 
 
 def gate(
@@ -266,9 +273,11 @@ def gate(
         raise
 
 
-def _onnx(model: Any, X: Any, spec: Spec, store: ArtifactStore) -> dict[str, Any]:
+def _onnx(
+    model: Any, X: Any, spec: Spec, nullable: list[str], store: ArtifactStore
+) -> dict[str, Any]:
     """Convert to ONNX; keep the second artifact only when it passed the parity check."""
-    export = export_onnx(model, X, spec.model.task)
+    export = export_onnx(model, X, spec.model.task, nullable)
     if export.data is None:
         return {"status": export.status}
     ref = store.put(export.data, kind="models", suffix=".onnx")
