@@ -101,6 +101,7 @@ def _print_result(result: TrainResult, aliases: dict[str, int], json: bool) -> N
                 "run_id": result.run_id,
                 "version": version_dict(version, aliases),
                 "decision": decision.to_dict(),
+                "nullable_note": result.nullable_note or None,
             }
         )
         return
@@ -114,8 +115,20 @@ def _print_result(result: TrainResult, aliases: dict[str, int], json: bool) -> N
         out.print(f"  {others}")
     if result.split_note:
         out.print(f"  note: {result.split_note}")
+    reason = native_reason(version)
+    if reason is not None:
+        out.print(f"  served natively, not by ONNX Runtime: {reason}", markup=False)
+    if result.nullable_note:
+        out.print(f"  note: {result.nullable_note}", markup=False)
     verdict = "[green]promoted to production[/]" if decision.promoted else "[yellow]not promoted[/]"
     out.print(f"{verdict}: {decision.reason}")
+
+
+def native_reason(row: ModelVersionRow) -> str | None:
+    """Why a server runs this version natively rather than by ONNX Runtime (None: it does
+    not): its conversion failed or disagreed, and the status says how."""
+    status = str((row.onnx or {}).get("status", "not converted"))
+    return None if row.flavor == "onnx" or status == "ok" else status
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -229,12 +242,21 @@ def show_model(
     out.print(f"snapshot  {row.snapshot_id}")
     out.print(f"run       {row.run_id}   code {row.code_revision or '-'}")
     out.print(f"artifact  {row.artifact_uri} ({row.format}, {row.artifact_size} bytes)")
-    if row.onnx:
-        out.print(f"onnx      {row.onnx.get('status')}")
+    reason = native_reason(row)
+    if reason is not None:
+        out.print(f"onnx      not used, served natively: {reason}", markup=False)
+    elif row.onnx:
+        out.print(f"onnx      {row.onnx.get('status')}", markup=False)
     out.print("metrics   " + ", ".join(f"{k} {v:.4f}" for k, v in row.metrics.items()))
     out.print("params    " + ", ".join(f"{k}={v}" for k, v in row.params.items()))
     inputs = row.signature.get("inputs", [])
-    out.print(f"inputs    {len(inputs)}: " + ", ".join(f"{i['name']}:{i['type']}" for i in inputs))
+    out.print(
+        f"inputs    {len(inputs)}: " + ", ".join(f"{i['name']}:{i['type']}" for i in inputs),
+        markup=False,
+    )
+    required = [i["name"] for i in inputs if not i.get("nullable", True)]
+    if required:
+        out.print(f"not null  {len(required)}: {', '.join(required)}", markup=False)
     out.print(f"output    {row.signature.get('output')}")
 
 
