@@ -188,3 +188,22 @@ def test_an_onnx_graph_that_answers_nan_on_an_accepted_missing_value_is_not_used
     assert export.data is None
     # Where no feature may be missing, the same graph answers as the model on every input.
     assert export_onnx(model, X.head(60), Task.REGRESSION, []).status == "ok"
+
+
+def test_a_users_onnx_graph_that_answers_nan_has_its_features_not_nullable(
+    tmp_path: Path,
+) -> None:
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    root = wine_project(tmp_path / "wine")
+    X, y = wine_xy()
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X.values, y)
+    graph = to_onnx(
+        model, initial_types=[("X", FloatTensorType([None, len(FEATURES)]))], target_opset=None
+    )
+    (tmp_path / "lr.onnx").write_bytes(graph.SerializeToString())
+    with open_services(load_project(root)) as services:
+        result = register_model_file(services, tmp_path / "lr.onnx")
+    assert [i["nullable"] for i in result.version.signature["inputs"]] == [False] * len(FEATURES)
+    assert "the model answers NaN or infinity when any of 'alcohol', " in result.nullable_note

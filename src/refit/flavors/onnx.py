@@ -301,10 +301,11 @@ class OnnxProbabilisticClassifier(OnnxEstimator):
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray[Any, Any]:
         proba = np.asarray(self.onnx.run_frame(X)[1], dtype=np.float64)
-        # float32 rows sum to 1 within ~1e-7; metrics such as log_loss want them exact.
+        # float32 rows sum to 1 within ~1e-7; metrics such as log_loss want them exact. A row
+        # that is no probabilities (NaN, or all zero) stays NaN rather than passing for some.
         total = proba.sum(axis=1, keepdims=True)
         exact: np.ndarray[Any, Any] = np.divide(
-            proba, total, out=np.zeros_like(proba), where=total > 0
+            proba, total, out=np.full_like(proba, np.nan), where=total > 0
         )
         return exact
 
