@@ -8,7 +8,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pandas as pd
+import pytest
+from onnx import TensorProto, helper, numpy_helper
 
+from refit.errors import ArtifactError
 from refit.flavors import load_model
 from refit.flavors._onnx_names import input_names
 from refit.flavors.onnx import OnnxModel, convert
@@ -89,3 +92,35 @@ def test_the_wine_features_are_served_by_onnx_and_answer_as_the_model(tmp_path: 
     for got, want in zip(served.probabilities, expected.probabilities, strict=True):
         assert got.keys() == want.keys()
         assert max(abs(got[k] - want[k]) for k in got) <= 1e-5
+
+
+def concat_graph(names: list[str]) -> bytes:
+    """A graph of one [N, 1] float input per name, answering their sum."""
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None, 1]) for n in names]
+    nodes = [
+        helper.make_node("Concat", names, ["all"], axis=1),
+        helper.make_node("ReduceSum", ["all", "axes"], ["y"], keepdims=0),
+    ]
+    axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")
+    output = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])
+    graph = helper.make_graph(nodes, "sum", inputs, [output], [axes])
+    opsets = [helper.make_opsetid("", 13)]
+    return bytes(helper.make_model(graph, opset_imports=opsets).SerializeToString())
+
+
+def test_a_graph_takes_each_feature_by_its_name_or_its_onnx_name() -> None:
+    features = ["alcohol", "od280/od315_of_diluted_wines", "température"]
+    # As skl2onnx names them: unicode kept, "/" replaced.
+    model = OnnxModel(
+        concat_graph(["température", "alcohol", "od280_od315_of_diluted_wines"]), features
+    )
+    values, _ = model.run(np.array([[1.0, 10.0, 100.0]]))
+    assert values.tolist() == [111.0]
+
+    with pytest.raises(ArtifactError) as caught:
+        OnnxModel(concat_graph(["alcohol", "od280_od315", "extra"]), features)
+    assert str(caught.value).endswith(
+        "no input for the features 'od280/od315_of_diluted_wines' (or "
+        "'od280_od315_of_diluted_wines'), 'température' (or 'temp_rature'); "
+        "inputs that are no feature: 'od280_od315', 'extra'"
+    )

@@ -275,9 +275,13 @@ def _unmatched(names: Sequence[str], columns: Sequence[str]) -> str:
     """Which features have no input of their name, and which inputs are no feature."""
     onnx_names = input_names(columns)
     known = {*columns, *onnx_names}
-    absent = [c for c, o in zip(columns, onnx_names, strict=True) if {c, o}.isdisjoint(names)]
+    absent = [
+        repr(c) if c == o else f"{c!r} (or {o!r})"
+        for c, o in zip(columns, onnx_names, strict=True)
+        if {c, o}.isdisjoint(names)
+    ]
     strange = [n for n in names if n not in known]
-    parts = [f"no input for the features {', '.join(map(repr, absent))}"] if absent else []
+    parts = [f"no input for the features {', '.join(absent)}"] if absent else []
     parts += [f"inputs that are no feature: {', '.join(map(repr, strange))}"] if strange else []
     return "; ".join(parts) or "a feature has two inputs (its name and its ONNX name)"
 

@@ -21,7 +21,7 @@ import pandas as pd
 from refit.errors import TrainingError
 from refit.flavors.onnx import OnnxModel, convert
 from refit.spec import Task
-from refit.train.nullability import blanked, probe_rows
+from refit.train.nullability import FIX, blanked, probe_rows
 
 PROBABILITY_TOLERANCE = 1e-5
 VALUE_TOLERANCE = 1e-4
@@ -73,7 +73,7 @@ def export_onnx(
                 raise
             raise TrainingError(
                 f"the model fails on {what} (nullable: {', '.join(map(repr, nullable))}): "
-                f"{type(exc).__name__}: {exc}"
+                f"{type(exc).__name__}: {exc}; {FIX}"
             ) from exc
         try:
             labels, proba = onnx.run_frame(frame)
