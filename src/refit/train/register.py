@@ -11,6 +11,9 @@ everything refit can check about it is checked, so that a version that registers
   not scores or logits) whose most probable class is its label, in the order of `classes`;
 - a pickle (`.joblib`) is refused by a project that chose artifacts that load without running
   code (`model.format: skops`).
+
+Then, as for every version, each nullable feature the model cannot take missing is made not
+nullable in its signature (`refit.train.nullability`).
 """
 
 from __future__ import annotations
