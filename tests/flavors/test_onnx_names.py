@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from refit.errors import ArtifactError
 from refit.flavors import load_model
-from refit.flavors._onnx_names import input_names
+from refit.flavors._onnx_names import input_names, rename_inputs
 from refit.flavors.onnx import OnnxModel, convert
 from refit.project import load_project
 from refit.serve.predictor import SklearnPredictor, load_predictor
@@ -124,3 +124,21 @@ def test_a_graph_takes_each_feature_by_its_name_or_its_onnx_name() -> None:
         "'od280_od315_of_diluted_wines'), 'température' (or 'temp_rature'); "
         "inputs that are no feature: 'od280_od315', 'extra'"
     )
+
+
+def test_renaming_moves_a_value_that_already_has_the_new_name_out_of_the_way() -> None:
+    import onnxruntime as ort
+
+    nodes = [
+        helper.make_node("Mul", ["x+y", "x+y"], ["x_y"]),  # an inner value named "x_y"
+        helper.make_node("Add", ["x_y", "x+y"], ["out"]),
+    ]
+    inputs = [helper.make_tensor_value_info("x+y", TensorProto.FLOAT, [None, 1])]
+    output = helper.make_tensor_value_info("out", TensorProto.FLOAT, [None, 1])
+    graph = helper.make_graph(nodes, "square", inputs, [output])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    rename_inputs(model, input_names(["x+y"]))
+    assert [i.name for i in model.graph.input] == ["x_y"]
+    onnx.checker.check_model(model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"x_y": np.array([[3.0]], np.float32)})[0].tolist() == [[12.0]]
