@@ -20,7 +20,6 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -34,11 +33,12 @@ from refit.errors import (
     ServiceUnavailableError,
     TooLargeError,
 )
+from refit.serve.docs import add_docs, openapi_document
 from refit.serve.invocations import invocations_router
 from refit.serve.metrics import CONTENT_TYPE, ServerMetrics
 from refit.serve.predictor import LoadedModel, Predictions
 from refit.serve.records import parse_json
-from refit.serve.schemas import openapi_components
+from refit.serve.schemas import Responses, json_response, ref, refit_errors
 from refit.serve.state import ServerState, read_body
 from refit.serve.v2 import v2_router
 
@@ -123,6 +123,26 @@ class MetricsMiddleware:
             self.metrics.latency.labels(path).observe(time.perf_counter() - start)
 
 
+class HeadMiddleware:
+    """Answers HEAD on every path as GET, without the body: FastAPI's routes take only the
+    methods they declare, and HEAD must work wherever GET does."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_headers(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_headers)
+
+
 def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None) -> FastAPI:
     """The FastAPI app of a server; its lifespan runs the follower of `production`."""
 
@@ -145,9 +165,13 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
         version=__version__,
         description="Predictions from the version of the model that holds `production`.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.refit = state
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.add_middleware(HeadMiddleware)  # outermost: the metrics see the route of the GET
+    add_docs(app)
 
     @app.exception_handler(RefitError)
     async def refit_error(request: Request, exc: RefitError) -> JSONResponse:
@@ -183,48 +207,94 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
         predictions = await state.predict_columns(model, state.reader(model).many_columns(body))
         return FastJSONResponse(answer(model, predictions, batch=True))
 
-    one = {
-        "openapi_extra": {"requestBody": _body("Record")},
-        "responses": {200: _body("Prediction")},
-        "tags": ["predict"],
-    }
-    many = {
-        "openapi_extra": {"requestBody": _body("Records")},
-        "responses": {200: _body("Predictions")},
-        "tags": ["predict"],
-    }
+    errors = refit_errors(400, 405, 413, 422, 500, 503)
+    named = {**errors, **refit_errors(404)}
+    one: Responses = {200: _body("Prediction")}
+    many: Responses = {200: _body("Predictions")}
+    record, records = {"requestBody": _body("Record")}, {"requestBody": _body("Records")}
 
-    @app.post("/v1/models/{name}/predict", summary="Predict one record", **one)  # type: ignore[arg-type]
+    @app.post(
+        "/v1/models/{name}/predict",
+        summary="Predict one record",
+        responses={**one, **named},
+        openapi_extra=record,
+        tags=["predict"],
+    )
     async def predict_named(name: str, request: Request) -> Response:
         return await predict_one(name, request)
 
-    @app.post("/v1/models/{name}/predict/batch", summary="Predict a batch", **many)  # type: ignore[arg-type]
+    @app.post(
+        "/v1/models/{name}/predict/batch",
+        summary="Predict a batch",
+        responses={**many, **named},
+        openapi_extra=records,
+        tags=["predict"],
+    )
     async def predict_named_batch(name: str, request: Request) -> Response:
         return await predict_many(name, request)
 
-    @app.post("/predict", summary="Predict one record (the project's model)", **one)  # type: ignore[arg-type]
+    @app.post(
+        "/predict",
+        summary="Predict one record (the project's model)",
+        responses={**one, **errors},
+        openapi_extra=record,
+        tags=["predict"],
+    )
     async def predict(request: Request) -> Response:
         return await predict_one(state.name, request)
 
-    @app.post("/predict/batch", summary="Predict a batch (the project's model)", **many)  # type: ignore[arg-type]
+    @app.post(
+        "/predict/batch",
+        summary="Predict a batch (the project's model)",
+        responses={**many, **errors},
+        openapi_extra=records,
+        tags=["predict"],
+    )
     async def predict_batch(request: Request) -> Response:
         return await predict_many(state.name, request)
 
-    @app.get("/v1/models", tags=["models"], summary="What this server serves")
-    async def list_models() -> dict[str, Any]:
-        return {"models": [state.describe()]}
+    @app.get(
+        "/v1/models",
+        tags=["models"],
+        summary="What this server serves",
+        responses={200: json_response(ref("ModelList"), "The served model"), **refit_errors(405)},
+    )
+    async def list_models() -> Response:
+        return JSONResponse({"models": [state.describe()]})
 
-    @app.get("/v1/models/{name}", tags=["models"], summary="One served model")
-    async def get_model(name: str) -> dict[str, Any]:
+    @app.get(
+        "/v1/models/{name}",
+        tags=["models"],
+        summary="One served model",
+        responses={
+            200: json_response(ref("ModelStatus"), "The model"),
+            **refit_errors(404, 405),
+        },
+    )
+    async def get_model(name: str) -> Response:
         if name != state.name:
             raise NotFoundError(f"no model {name!r} here; this server serves {state.name!r}")
-        return state.describe()
+        return JSONResponse(state.describe())
 
-    @app.get("/health/live", tags=["health"], summary="The process answers")
-    async def live() -> dict[str, str]:
-        return {"status": "live"}
+    @app.get(
+        "/health/live",
+        tags=["health"],
+        summary="The process answers",
+        responses={200: json_response(ref("Live"), "Live"), **refit_errors(405)},
+    )
+    async def live() -> Response:
+        return JSONResponse({"status": "live"})
 
-    @app.get("/health/ready", tags=["health"], summary="A verified model is loaded")
+    @app.get(
+        "/health/ready",
+        tags=["health"],
+        summary="A verified model is loaded",
+        responses={
+            200: json_response(ref("Ready"), "Ready, with the served version"),
+            503: json_response(ref("NotReady"), "No verified model yet, or draining"),
+            **refit_errors(405),
+        },
+    )
     async def ready() -> JSONResponse:
         model = state.follower.current
         if state.draining:
@@ -233,7 +303,14 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
             return JSONResponse({"status": "not ready", "model": state.name}, status_code=503)
         return JSONResponse({"status": "ready", "model": model.name, "version": model.version})
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    text = {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}
+
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        summary="Prometheus metrics",
+        responses={200: {"description": "Prometheus text format", **text}, **refit_errors(405)},
+    )
     async def metrics() -> Response:
         return Response(state.metrics.render(), media_type=CONTENT_TYPE)
 
@@ -244,12 +321,7 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
         model = state.follower.current
         if app.openapi_schema is not None and app.state.openapi_version == _version(model):
             return app.openapi_schema
-        schema = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes
-        )
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(
-            openapi_components(model.signature if model else None)
-        )
+        schema = openapi_document(app, model.signature if model else None)
         app.openapi_schema, app.state.openapi_version = schema, _version(model)
         return schema
 
@@ -262,5 +334,4 @@ def _version(model: LoadedModel | None) -> int | None:
 
 
 def _body(schema: str) -> dict[str, Any]:
-    ref = {"$ref": f"#/components/schemas/{schema}"}
-    return {"description": schema, "content": {"application/json": {"schema": ref}}}
+    return json_response(ref(schema), schema)
