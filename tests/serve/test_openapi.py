@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from openapi_spec_validator import validate
 
-from contract import Answer, Contract
+from contract import Answer, Contract, check_response
 from refit.serve.app import create_app
 from refit.serve.state import ServerState
 from refit.services import Services
@@ -189,6 +194,9 @@ async def test_the_docs_pages_load_only_assets_the_server_serves(
         kind = ASSET_TYPES[asset[asset.rindex(".") :]]
         assert served.headers["content-type"].startswith(kind), asset
         assert len(served.content) > 1000, asset
+        head = await client.head(asset)
+        assert (head.status_code, head.content) == (200, b""), asset
+        assert head.headers["content-length"] == str(len(served.content)), asset
     assert "/openapi.json" in html.text
     redirect = await client.get("/docs/oauth2-redirect")
     assert redirect.status_code == 200 and "://" not in redirect.text
@@ -219,3 +227,76 @@ async def test_head_on_a_route_without_get_is_refused_like_any_other_method(
         refused = await client.head(path)
         assert (refused.status_code, refused.content) == (405, b""), path
         assert refused.headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize("path", ["/health/live", f"/v1/models/{NAME}", "/v2/health/live", "/ping"])
+async def test_a_405_on_a_get_route_allows_head_too(client: httpx.AsyncClient, path: str) -> None:
+    refused = await client.post(path)
+    assert refused.status_code == 405
+    assert refused.headers["allow"] == "GET, HEAD"
+
+
+# --- over a real socket ---------------------------------------------------------------------
+
+
+@contextmanager
+def listening(app: FastAPI) -> Iterator[str]:
+    """`app` served by uvicorn in a thread on a free port of 127.0.0.1, with its lifespan."""
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def test_over_http_every_answer_is_documented_and_head_has_the_length_of_get(
+    services: Services,
+) -> None:
+    app = create_app(ServerState.open(services, poll_interval=0.05))
+    answers: list[Answer] = []
+
+    def record(response: httpx.Response) -> None:
+        request = response.request
+        body = response.read()
+        answers.append(
+            Answer(request.method, request.url.path, response.status_code, response.headers, body)
+        )
+
+    batch = json.loads((services.project.root / "batch.json").read_text())
+    with (
+        listening(app) as url,
+        httpx.Client(base_url=url, trust_env=False, event_hooks={"response": [record]}) as http,
+    ):
+        deadline = time.monotonic() + 20
+        while http.get("/health/ready").status_code != 200:
+            assert time.monotonic() < deadline, "no model was loaded"
+            time.sleep(0.05)
+        paths = [path for method, path in routes(app, documented=True) if method == "GET"]
+        for path in [*paths, "/docs", "/docs/static/swagger-ui.css"]:
+            got, head = http.get(path), http.head(path)
+            assert (head.status_code, head.content) == (got.status_code, b""), path
+            if path != "/metrics":
+                assert head.headers["content-length"] == str(len(got.content)), path
+        assert http.post("/predict/batch", json=batch).status_code == 200
+        assert http.post("/predict", json={"records": []}).status_code == 422
+        assert http.get("/predict").status_code == 405
+        assert http.head("/predict").status_code == 405
+        assert http.get("/no/such/page").status_code == 404
+        assert (
+            http.post("/invocations", content=b"a,b", headers={"content-type": "x/y"}).status_code
+            == 415
+        )
+        assert http.post(f"/v2/models/{NAME}/infer", json={}).status_code == 400
+    for answer in answers:
+        check_response(app, answer)
+    assert len(answers) > 2 * len(paths)

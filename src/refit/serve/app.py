@@ -33,6 +33,7 @@ from refit.errors import (
     ServiceUnavailableError,
     TooLargeError,
 )
+from refit.serve._head import HeadMiddleware, allow_head
 from refit.serve.docs import add_docs, openapi_document
 from refit.serve.invocations import invocations_router
 from refit.serve.metrics import CONTENT_TYPE, ServerMetrics
@@ -123,26 +124,6 @@ class MetricsMiddleware:
             self.metrics.latency.labels(path).observe(time.perf_counter() - start)
 
 
-class HeadMiddleware:
-    """Answers HEAD on every path as GET, without the body: FastAPI's routes take only the
-    methods they declare, and HEAD must work wherever GET does."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "HEAD":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_headers(message: Message) -> None:
-            if message["type"] == "http.response.body":
-                message = {**message, "body": b""}
-            await send(message)
-
-        await self.app({**scope, "method": "GET"}, receive, send_headers)
-
-
 def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None) -> FastAPI:
     """The FastAPI app of a server; its lifespan runs the follower of `production`."""
 
@@ -180,9 +161,8 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return ErrorResponse(
-            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
-        )
+        headers = allow_head(exc.headers)
+        return ErrorResponse(error_body(code, str(exc.detail)), exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
