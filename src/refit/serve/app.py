@@ -95,6 +95,12 @@ class FastJSONResponse(Response):
         return orjson.dumps(content)
 
 
+class MetricsResponse(Response):
+    """Prometheus text format."""
+
+    media_type = CONTENT_TYPE
+
+
 class MetricsMiddleware:
     """Counts and times every request by route template (not by raw path)."""
 
@@ -283,16 +289,15 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
             return JSONResponse({"status": "not ready", "model": state.name}, status_code=503)
         return JSONResponse({"status": "ready", "model": model.name, "version": model.version})
 
-    text = {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}
-
     @app.get(
         "/metrics",
         tags=["health"],
         summary="Prometheus metrics",
-        responses={200: {"description": "Prometheus text format", **text}, **refit_errors(405)},
+        response_class=MetricsResponse,
+        responses={200: {"description": "Prometheus text format"}, **refit_errors(405)},
     )
     async def metrics() -> Response:
-        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
+        return MetricsResponse(state.metrics.render())
 
     app.include_router(v2_router(state))
     app.include_router(invocations_router(state))

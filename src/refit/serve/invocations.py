@@ -318,13 +318,8 @@ def invocations_router(state: ServerState) -> APIRouter:
     @router.get(
         "/version",
         summary="refit's version",
-        responses={
-            200: {
-                "description": "refit's version",
-                "content": {"text/plain": {"schema": {"type": "string"}}},
-            },
-            **mlflow_errors(405),
-        },
+        response_class=PlainTextResponse,
+        responses={200: {"description": "refit's version"}, **mlflow_errors(405)},
     )
     async def version() -> Response:
         return PlainTextResponse(__version__)
