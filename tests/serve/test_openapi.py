@@ -22,6 +22,7 @@ from openapi_spec_validator import validate
 
 from contract import Answer, Contract, check_response
 from refit.serve.app import create_app
+from refit.serve.metrics import CONTENT_TYPE
 from refit.serve.state import ServerState
 from refit.services import Services
 
@@ -120,6 +121,22 @@ async def test_errors_are_documented_in_each_protocols_shape_not_fastapis(
         "content"
     ].items()
     assert (kind, media["schema"]) == ("text/plain", {"type": "string"})
+
+
+async def test_each_response_documents_the_one_content_type_it_is_sent_as(
+    document: dict[str, Any],
+) -> None:
+    for template, item in document["paths"].items():
+        for method, operation in item.items():
+            for status, response in operation["responses"].items():
+                kinds = list(response.get("content", {}))
+                assert len(kinds) == (method != "head"), f"{method} {template} {status}: {kinds}"
+    assert list(document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == [
+        CONTENT_TYPE
+    ]
+    assert list(document["paths"]["/version"]["get"]["responses"]["200"]["content"]) == [
+        "text/plain"
+    ]
 
 
 # --- the checker refuses what the document does not say -------------------------------------
