@@ -24,6 +24,7 @@ from openapi_spec_validator import validate
 from starlette.routing import BaseRoute, Match
 
 JSON_TYPE = re.compile(r"^application/(.+\+)?json$")
+METHODS = {"get", "head", "post", "put", "delete", "patch", "options"}
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,14 @@ class Contract:
         if operation is None:
             where = f"{template}: no {answer.method} operation"
             assert answer.status == 405, f"{answer}: {where}, so only its 405 is allowed"
-            methods = [m for m in item if m in {"get", "post", "put", "delete", "patch"}]
+            methods = [m for m in item if m in METHODS - {"head"}]  # HEAD is GET's twin
             for method in methods:
                 assert "405" in item[method]["responses"], f"{template} {method}: no 405"
             response = item[methods[0]]["responses"]["405"]
             self._check_response(answer, response, f"{template} {methods[0]} 405")
+            allowed = sorted(m.strip() for m in answer.headers.get("allow", "").split(","))
+            documented = sorted(m.upper() for m in item if m in METHODS)
+            assert allowed == documented, f"{answer}: Allow {allowed}, documented {documented}"
             return
         responses = operation["responses"]
         status = str(answer.status)

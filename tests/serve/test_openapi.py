@@ -162,6 +162,7 @@ WRONG = {
     "content-type": (answer("POST", "/predict", 400, b"bad"), "not 'text/plain'"),
     "no-allow": (answer("GET", "/predict", 405, refit_error("x")), "Allow"),
     "method": (answer("DELETE", "/predict", 200, {}), "only its 405"),
+    "allow": (answer("GET", "/predict", 405, refit_error("x"), {"allow": "GET"}), "Allow ['GET']"),
     "path": (answer("GET", "/nowhere", 200, {}), "not documented"),
     "fastapi-404": (answer("GET", "/nowhere", 404, {"detail": "Not Found"}), "not the body"),
     "ping": (answer("GET", "/ping", 200, b"ok", JSON), "not the body"),
