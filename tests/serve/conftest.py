@@ -12,8 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from contract import Answer, check_response
 from refit.data.ingest import run_ingest
 from refit.examples import create_project
 from refit.project import load_project
@@ -46,6 +48,31 @@ def opened_copy(template: Path, root: Path) -> Iterator[Services]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def documented_responses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every response an app gives in process must be one its own OpenAPI document allows:
+    its status for that path and method, its content type, its body's schema, its required
+    headers (see tests/contract.py). One that is not fails the test that received it."""
+    send = httpx.ASGITransport.handle_async_request
+
+    async def checked(self: httpx.ASGITransport, request: httpx.Request) -> httpx.Response:
+        response = await send(self, request)
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        body = b"".join([part async for part in response.stream])
+        answer = Answer(
+            request.method, request.url.path, response.status_code, response.headers, body
+        )
+        check_response(self.app, answer)
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=httpx.ByteStream(body),
+            extensions=response.extensions,
+        )
+
+    monkeypatch.setattr(httpx.ASGITransport, "handle_async_request", checked)
 
 
 @pytest.fixture(autouse=True)

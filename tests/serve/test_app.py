@@ -480,4 +480,4 @@ async def test_an_unknown_route_and_a_wrong_method_answer_in_the_same_shape(
     assert wrong.headers["allow"] == "POST"
     posted = await client.post("/health/live")
     error_of(posted, 405, "method_not_allowed")
-    assert posted.headers["allow"] == "GET"
+    assert posted.headers["allow"] == "GET, HEAD"

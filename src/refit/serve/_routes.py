@@ -19,6 +19,8 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
+from refit.serve._head import allow_head
+
 
 class AsciiJSONResponse(JSONResponse):
     """A JSON body escaped to ASCII: it may echo any string a client sent (an id, a name), and
@@ -47,6 +49,7 @@ def protocol_route(answer: Callable[[Exception], Response]) -> type[APIRoute]:
             try:
                 await super().handle(scope, receive, send)
             except HTTPException as exc:  # a wrong method, raised before the handler runs
-                await answer(exc)(scope, receive, send)
+                allowed = HTTPException(exc.status_code, exc.detail, allow_head(exc.headers))
+                await answer(allowed)(scope, receive, send)
 
     return ProtocolRoute

@@ -20,7 +20,6 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -34,11 +33,13 @@ from refit.errors import (
     ServiceUnavailableError,
     TooLargeError,
 )
+from refit.serve._head import HeadMiddleware, allow_head
+from refit.serve.docs import add_docs, openapi_document
 from refit.serve.invocations import invocations_router
 from refit.serve.metrics import CONTENT_TYPE, ServerMetrics
 from refit.serve.predictor import LoadedModel, Predictions
 from refit.serve.records import parse_json
-from refit.serve.schemas import openapi_components
+from refit.serve.schemas import Responses, json_response, ref, refit_errors
 from refit.serve.state import ServerState, read_body
 from refit.serve.v2 import v2_router
 
@@ -94,6 +95,12 @@ class FastJSONResponse(Response):
         return orjson.dumps(content)
 
 
+class MetricsResponse(Response):
+    """Prometheus text format."""
+
+    media_type = CONTENT_TYPE
+
+
 class MetricsMiddleware:
     """Counts and times every request by route template (not by raw path)."""
 
@@ -145,9 +152,13 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
         version=__version__,
         description="Predictions from the version of the model that holds `production`.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.refit = state
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.add_middleware(HeadMiddleware)  # outermost: the metrics see the route of the GET
+    add_docs(app)
 
     @app.exception_handler(RefitError)
     async def refit_error(request: Request, exc: RefitError) -> JSONResponse:
@@ -156,9 +167,8 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return ErrorResponse(
-            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
-        )
+        headers = allow_head(exc.headers)
+        return ErrorResponse(error_body(code, str(exc.detail)), exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -183,48 +193,94 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
         predictions = await state.predict_columns(model, state.reader(model).many_columns(body))
         return FastJSONResponse(answer(model, predictions, batch=True))
 
-    one = {
-        "openapi_extra": {"requestBody": _body("Record")},
-        "responses": {200: _body("Prediction")},
-        "tags": ["predict"],
-    }
-    many = {
-        "openapi_extra": {"requestBody": _body("Records")},
-        "responses": {200: _body("Predictions")},
-        "tags": ["predict"],
-    }
+    errors = refit_errors(400, 405, 413, 422, 500, 503)
+    named = {**errors, **refit_errors(404)}
+    one: Responses = {200: _body("Prediction")}
+    many: Responses = {200: _body("Predictions")}
+    record, records = {"requestBody": _body("Record")}, {"requestBody": _body("Records")}
 
-    @app.post("/v1/models/{name}/predict", summary="Predict one record", **one)  # type: ignore[arg-type]
+    @app.post(
+        "/v1/models/{name}/predict",
+        summary="Predict one record",
+        responses={**one, **named},
+        openapi_extra=record,
+        tags=["predict"],
+    )
     async def predict_named(name: str, request: Request) -> Response:
         return await predict_one(name, request)
 
-    @app.post("/v1/models/{name}/predict/batch", summary="Predict a batch", **many)  # type: ignore[arg-type]
+    @app.post(
+        "/v1/models/{name}/predict/batch",
+        summary="Predict a batch",
+        responses={**many, **named},
+        openapi_extra=records,
+        tags=["predict"],
+    )
     async def predict_named_batch(name: str, request: Request) -> Response:
         return await predict_many(name, request)
 
-    @app.post("/predict", summary="Predict one record (the project's model)", **one)  # type: ignore[arg-type]
+    @app.post(
+        "/predict",
+        summary="Predict one record (the project's model)",
+        responses={**one, **errors},
+        openapi_extra=record,
+        tags=["predict"],
+    )
     async def predict(request: Request) -> Response:
         return await predict_one(state.name, request)
 
-    @app.post("/predict/batch", summary="Predict a batch (the project's model)", **many)  # type: ignore[arg-type]
+    @app.post(
+        "/predict/batch",
+        summary="Predict a batch (the project's model)",
+        responses={**many, **errors},
+        openapi_extra=records,
+        tags=["predict"],
+    )
     async def predict_batch(request: Request) -> Response:
         return await predict_many(state.name, request)
 
-    @app.get("/v1/models", tags=["models"], summary="What this server serves")
-    async def list_models() -> dict[str, Any]:
-        return {"models": [state.describe()]}
+    @app.get(
+        "/v1/models",
+        tags=["models"],
+        summary="What this server serves",
+        responses={200: json_response(ref("ModelList"), "The served model"), **refit_errors(405)},
+    )
+    async def list_models() -> Response:
+        return JSONResponse({"models": [state.describe()]})
 
-    @app.get("/v1/models/{name}", tags=["models"], summary="One served model")
-    async def get_model(name: str) -> dict[str, Any]:
+    @app.get(
+        "/v1/models/{name}",
+        tags=["models"],
+        summary="One served model",
+        responses={
+            200: json_response(ref("ModelStatus"), "The model"),
+            **refit_errors(404, 405),
+        },
+    )
+    async def get_model(name: str) -> Response:
         if name != state.name:
             raise NotFoundError(f"no model {name!r} here; this server serves {state.name!r}")
-        return state.describe()
+        return JSONResponse(state.describe())
 
-    @app.get("/health/live", tags=["health"], summary="The process answers")
-    async def live() -> dict[str, str]:
-        return {"status": "live"}
+    @app.get(
+        "/health/live",
+        tags=["health"],
+        summary="The process answers",
+        responses={200: json_response(ref("Live"), "Live"), **refit_errors(405)},
+    )
+    async def live() -> Response:
+        return JSONResponse({"status": "live"})
 
-    @app.get("/health/ready", tags=["health"], summary="A verified model is loaded")
+    @app.get(
+        "/health/ready",
+        tags=["health"],
+        summary="A verified model is loaded",
+        responses={
+            200: json_response(ref("Ready"), "Ready, with the served version"),
+            503: json_response(ref("NotReady"), "No verified model yet, or draining"),
+            **refit_errors(405),
+        },
+    )
     async def ready() -> JSONResponse:
         model = state.follower.current
         if state.draining:
@@ -233,9 +289,15 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
             return JSONResponse({"status": "not ready", "model": state.name}, status_code=503)
         return JSONResponse({"status": "ready", "model": model.name, "version": model.version})
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        summary="Prometheus metrics",
+        response_class=MetricsResponse,
+        responses={200: {"description": "Prometheus text format"}, **refit_errors(405)},
+    )
     async def metrics() -> Response:
-        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
+        return MetricsResponse(state.metrics.render())
 
     app.include_router(v2_router(state))
     app.include_router(invocations_router(state))
@@ -244,12 +306,7 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
         model = state.follower.current
         if app.openapi_schema is not None and app.state.openapi_version == _version(model):
             return app.openapi_schema
-        schema = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes
-        )
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(
-            openapi_components(model.signature if model else None)
-        )
+        schema = openapi_document(app, model.signature if model else None)
         app.openapi_schema, app.state.openapi_version = schema, _version(model)
         return schema
 
@@ -262,5 +319,4 @@ def _version(model: LoadedModel | None) -> int | None:
 
 
 def _body(schema: str) -> dict[str, Any]:
-    ref = {"$ref": f"#/components/schemas/{schema}"}
-    return {"description": schema, "content": {"application/json": {"schema": ref}}}
+    return json_response(ref(schema), schema)

@@ -45,6 +45,7 @@ from refit.errors import (
 )
 from refit.serve._routes import AsciiJSONResponse, protocol_route
 from refit.serve.records import Columns, RecordReader, explain, parse_json
+from refit.serve.schemas import json_response, mlflow_errors
 from refit.serve.state import ServerState, read_body
 from refit.signature import InputColumn
 from refit.spec import FeatureType
@@ -294,22 +295,53 @@ def invocations_router(state: ServerState) -> APIRouter:
         loaded = state.follower.current is not None and not state.draining
         return Response("\n", status_code=200 if loaded else 404, media_type=JSON_TYPE)
 
-    @router.get("/ping", summary="200 when a model is loaded, else 404 (SageMaker's probe)")
+    # MLflow's scoring server answers its probes with a newline, labelled application/json.
+    newline = {"type": "string", "const": "\n", "description": "A newline (not JSON)."}
+    probe = {
+        200: json_response(newline, "A model is loaded"),
+        404: json_response(newline, "No model is loaded yet, or the server is draining"),
+        **mlflow_errors(405),
+    }
+
+    @router.get(
+        "/ping",
+        summary="200 when a model is loaded, else 404 (SageMaker's probe)",
+        responses=probe,
+    )
     async def ping() -> Response:
         return healthy()
 
-    @router.get("/health", summary="The same as /ping")
+    @router.get("/health", summary="The same as /ping", responses=probe)
     async def health() -> Response:
         return healthy()
 
-    @router.get("/version", summary="refit's version")
+    @router.get(
+        "/version",
+        summary="refit's version",
+        response_class=PlainTextResponse,
+        responses={200: {"description": "refit's version"}, **mlflow_errors(405)},
+    )
     async def version() -> Response:
         return PlainTextResponse(__version__)
+
+    predictions = {"type": "array", "description": "One prediction per row, in order."}
 
     @router.post(
         "/invocations",
         summary="Predict rows sent as MLflow's JSON layouts or CSV",
         openapi_extra={"requestBody": _request_body()},
+        responses={
+            200: json_response(
+                {
+                    "type": "object",
+                    "properties": {"predictions": predictions},
+                    "required": ["predictions"],
+                    "additionalProperties": False,
+                },
+                "The predictions",
+            ),
+            **mlflow_errors(400, 405, 413, 415, 500, 503),
+        },
     )
     async def invocations(request: Request) -> Response:
         mime = media_type(request.headers.get("content-type"))

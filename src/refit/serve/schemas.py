@@ -1,5 +1,12 @@
-"""JSON Schemas of the prediction API, generated from the served version's signature, so that
-`/docs` and `/openapi.json` show the real fields, their types and the output."""
+"""JSON Schemas of what the server takes and answers, for its OpenAPI document.
+
+The prediction API's are generated from the served version's signature, so that `/docs` and
+`/openapi.json` show the real fields, their types and the output. The others (model status,
+health, and the error bodies of each protocol) are fixed; `refit_errors`, `v2_errors` and
+`mlflow_errors` declare a route's error responses with them:
+
+    @app.get("/v1/models/{name}", responses=refit_errors(404, 405))
+"""
 
 from __future__ import annotations
 
@@ -31,7 +38,8 @@ def _field(column: InputColumn) -> dict[str, Any]:
 
 
 def openapi_components(signature: Signature | None) -> dict[str, Any]:
-    """`components.schemas` entries: Record, Records, Prediction, Predictions."""
+    """`components.schemas` entries: Record, Records, Prediction, Predictions from the
+    signature, and the fixed schemas that the routes' responses refer to."""
     if signature is None:
         record: dict[str, Any] = {
             "type": "object",
@@ -77,4 +85,205 @@ def openapi_components(signature: Signature | None) -> dict[str, Any]:
         },
         "Prediction": {"title": "Prediction", "type": "object", "properties": one},
         "Predictions": {"title": "Predictions", "type": "object", "properties": many},
+        **_STATUS_SCHEMAS,
+        **_ERROR_SCHEMAS,
     }
+
+
+def ref(name: str) -> dict[str, str]:
+    """A reference to the component schema `name`."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties) if required is None else required,
+        "additionalProperties": False,
+    }
+
+
+_STRING = {"type": "string"}
+_INTEGER = {"type": "integer"}
+_BOOLEAN = {"type": "boolean"}
+_NULLABLE_STRING = {"type": ["string", "null"]}
+
+
+def _titled(schemas: dict[str, Any]) -> dict[str, Any]:
+    return {name: {"title": name, **schema} for name, schema in schemas.items()}
+
+
+_STATUS_SCHEMAS = _titled(
+    {
+        "ModelStatus": _object(
+            {
+                "name": _STRING,
+                "alias": {**_STRING, "description": "The alias the server follows."},
+                "ready": _BOOLEAN,
+                "served": {"anyOf": [ref("ServedVersion"), {"type": "null"}]},
+                "refused": {
+                    "anyOf": [ref("RefusedVersion"), {"type": "null"}],
+                    "description": "The version of the alias that failed to load, if any.",
+                },
+            }
+        ),
+        "ModelList": _object({"models": {"type": "array", "items": ref("ModelStatus")}}),
+        "ServedVersion": {
+            "type": "object",
+            "properties": {
+                "name": _STRING,
+                "version": _INTEGER,
+                "runtime": {"enum": ["native", "onnx"]},
+                "onnx": {
+                    **_NULLABLE_STRING,
+                    "description": "Why ONNX Runtime is not used, if not.",
+                },
+                "loaded_at": {**_STRING, "format": "date-time"},
+                "snapshot_id": _STRING,
+                "metric": _STRING,
+                "metrics": {"type": "object"},
+                "artifact_sha256": _STRING,
+                "signature": {"type": "object", "description": "Its inputs and its output."},
+            },
+            "required": ["name", "version", "runtime", "loaded_at", "signature"],
+        },
+        "RefusedVersion": _object({"version": _INTEGER, "error": _STRING, "attempts": _INTEGER}),
+        "Live": _object({"status": {"const": "live"}}),
+        "Ready": _object({"status": {"const": "ready"}, "model": _STRING, "version": _INTEGER}),
+        "NotReady": _object(
+            {"status": {"enum": ["not ready", "draining"]}, "model": _STRING}, required=["status"]
+        ),
+        "V2Live": _object({"live": _BOOLEAN}),
+        "V2Ready": _object({"ready": _BOOLEAN}),
+        "V2ModelReady": _object({"name": _STRING, "ready": _BOOLEAN}),
+    }
+)
+
+_ERROR_SCHEMAS = _titled(
+    {
+        "Error": _object(
+            {
+                "error": _object(
+                    {
+                        "code": _STRING,
+                        "message": _STRING,
+                        "problems": {"type": "array", "items": ref("Problem")},
+                    },
+                    required=["code", "message"],
+                )
+            }
+        ),
+        "Problem": {
+            "description": "One thing wrong with the input: where, what, what was received and "
+            "what was expected.",
+            **_object(
+                {
+                    "field": _STRING,
+                    "problem": _STRING,
+                    "received": {},
+                    "expected": _NULLABLE_STRING,
+                },
+                required=["field", "problem"],
+            ),
+        },
+        "V2Error": _object({"error": _STRING}),
+        "MlflowError": _object(
+            {
+                "error_code": {
+                    "enum": [
+                        "BAD_REQUEST",
+                        "REQUEST_LIMIT_EXCEEDED",
+                        "TEMPORARILY_UNAVAILABLE",
+                        "INTERNAL_ERROR",
+                    ]
+                },
+                "message": _STRING,
+            }
+        ),
+    }
+)
+
+# --- error responses ------------------------------------------------------------------------
+
+Responses = dict[int | str, dict[str, Any]]
+
+# Why each status happens: refit's own routes, then a standard protocol's, whose 400 is also
+# for values the model cannot take (refit's 422).
+_WHY = {
+    400: "The body is not JSON, or not the shape this route takes",
+    404: "No such model (or version) is served here",
+    405: "The path does not take this method; `Allow` lists the ones it takes",
+    413: "The body or the batch is over the server's limit",
+    415: "A content type this route does not read (in plain text, as MLflow answers)",
+    422: "Fields missing, unknown, of the wrong type or out of range, or rows the model "
+    "refuses; `problems` names each",
+    500: "Predicting failed; the server's log has the cause",
+    503: "No verified model is loaded yet, or the server is busy: retry after `Retry-After` "
+    "seconds",
+}
+_WHY_STANDARD = {
+    **_WHY,
+    400: "The request is at fault: not JSON, not this route's shape, or values the model "
+    "cannot take; the message says which",
+}
+_CODES = {
+    400: "`malformed_body`",
+    404: "`not_found`",
+    405: "`method_not_allowed`",
+    413: "`too_large`",
+    422: "`invalid_input`",
+    500: "`internal`, or `error` for a failure refit names",
+    503: "`unavailable`",
+}
+_HEADERS = {
+    405: {
+        "Allow": {"description": "The methods of the path.", "required": True, "schema": _STRING}
+    },
+    503: {
+        "Retry-After": {
+            "description": "Seconds to wait before retrying.",
+            "required": True,
+            "schema": _INTEGER,
+        }
+    },
+}
+
+
+def json_response(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """A documented response whose body is JSON of `schema`."""
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(status: int, schema: str, description: str) -> dict[str, Any]:
+    response = json_response(ref(schema), description)
+    if status in _HEADERS:
+        response["headers"] = _HEADERS[status]
+    return response
+
+
+def refit_errors(*statuses: int) -> Responses:
+    """`responses=` entries of refit's own routes: `{"error": {"code", "message", ...}}`."""
+    return {s: _error(s, "Error", f"{_CODES[s]}: {_WHY[s]}") for s in statuses}
+
+
+def v2_errors(*statuses: int) -> Responses:
+    """`responses=` entries of the Open Inference routes: `{"error": "..."}`."""
+    return {s: _error(s, "V2Error", _WHY_STANDARD[s]) for s in statuses}
+
+
+def mlflow_errors(*statuses: int) -> Responses:
+    """`responses=` entries of MLflow's routes: `{"error_code", "message"}`, but a 415 in plain
+    text, as MLflow answers it."""
+    responses: Responses = {}
+    for status in statuses:
+        if status == 415:
+            text = {"text/plain": {"schema": _STRING}}
+            responses[status] = {"description": _WHY_STANDARD[status], "content": text}
+        else:
+            responses[status] = _error(status, "MlflowError", _WHY_STANDARD[status])
+    return responses
+
+
+UNKNOWN_PATH = _error(404, "Error", "`not_found`: No route has this path")
+"""The answer to a path the document does not list: `components.responses.UnknownPath`."""

@@ -57,6 +57,7 @@ from refit.serve._routes import AsciiJSONResponse as V2Response
 from refit.serve._routes import protocol_route
 from refit.serve.predictor import LoadedModel, Predictions
 from refit.serve.records import explain
+from refit.serve.schemas import json_response, ref, v2_errors
 from refit.serve.state import ServerState, read_body
 from refit.spec import FeatureType, Task
 
@@ -115,10 +116,6 @@ class ServerMetadata(BaseModel):
     name: str
     version: str
     extensions: list[str]
-
-
-class V2Error(BaseModel):
-    error: str
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -262,14 +259,6 @@ def v2_router(state: ServerState) -> APIRouter:
     router = APIRouter(
         tags=["open inference protocol (v2)"], route_class=protocol_route(error_response)
     )
-    errors: dict[int | str, dict[str, Any]] = {
-        status: {"model": V2Error, "description": what}
-        for status, what in [
-            (400, "The request is at fault"),
-            (404, "No such model or version"),
-            (503, "No model is ready yet"),
-        ]
-    }
     body = {
         "requestBody": {
             "required": True,
@@ -280,15 +269,31 @@ def v2_router(state: ServerState) -> APIRouter:
     def ready() -> bool:
         return state.follower.current is not None and not state.draining
 
-    @router.get("/v2/health/live", summary="The process answers")
+    @router.get(
+        "/v2/health/live",
+        summary="The process answers",
+        responses={200: json_response(ref("V2Live"), "Live"), **v2_errors(405)},
+    )
     async def live() -> Response:
         return V2Response({"live": True})
 
-    @router.get("/v2/health/ready", summary="Every model is ready (503 if not)")
+    @router.get(
+        "/v2/health/ready",
+        summary="Every model is ready (503 if not)",
+        responses={
+            200: json_response(ref("V2Ready"), "Ready"),
+            503: json_response(ref("V2Ready"), "Not ready"),
+            **v2_errors(405),
+        },
+    )
     async def server_ready() -> Response:
         return V2Response({"ready": ready()}, status_code=200 if ready() else 503)
 
-    @router.get("/v2", summary="Server metadata", responses={200: {"model": ServerMetadata}})
+    @router.get(
+        "/v2",
+        summary="Server metadata",
+        responses={200: {"model": ServerMetadata}, **v2_errors(405)},
+    )
     async def server_metadata() -> Response:
         return V2Response({"name": "refit", "version": __version__, "extensions": []})
 
@@ -312,11 +317,24 @@ def v2_router(state: ServerState) -> APIRouter:
         request_id = inference.id if inference.id is not None else str(uuid.uuid4())
         return V2Response(_answer(model, request_id, outputs, predictions))
 
-    meta = {"summary": "Model metadata", "responses": {200: {"model": ModelMetadata}, **errors}}
-    is_ready = {"summary": "The model is ready (503 if not)", "responses": errors}
+    meta = {
+        "summary": "Model metadata",
+        "responses": {200: {"model": ModelMetadata}, **v2_errors(404, 405, 503)},
+    }
+    is_ready = {
+        "summary": "The model is ready (503 if not)",
+        "responses": {
+            200: json_response(ref("V2ModelReady"), "Ready"),
+            503: json_response(ref("V2ModelReady"), "Not ready"),
+            **v2_errors(404, 405),
+        },
+    }
     run = {
         "summary": "Inference",
-        "responses": {200: {"model": InferenceResponse}, **errors},
+        "responses": {
+            200: {"model": InferenceResponse},
+            **v2_errors(400, 404, 405, 413, 500, 503),
+        },
         "openapi_extra": body,
     }
 
