@@ -41,7 +41,7 @@ def test_a_folder_is_read_file_by_file_and_each_file_once(tmp_path: Path) -> Non
     seen: dict[str, str] = {}
 
     first = read_all(source, seen)
-    assert first.frame.to_dict("list") == {"x": [1, 2, 3], "y": ["a", "b", "c"]}
+    assert first.frame.to_dict("list") == {"x": ["1", "2", "3"], "y": ["a", "b", "c"]}
     assert sorted(first.marks) == ["file:incoming/a.csv", "file:incoming/b.csv"]
     assert first.description == "2 new files: incoming/a.csv, incoming/b.csv"
 
@@ -50,7 +50,7 @@ def test_a_folder_is_read_file_by_file_and_each_file_once(tmp_path: Path) -> Non
 
     write_csv(tmp_path / "incoming/c.csv", "x,y\n4,d\n")
     third = read_all(source, seen)
-    assert third.frame["x"].tolist() == [4]
+    assert third.frame["x"].tolist() == ["4"]
     assert list(third.marks) == ["file:incoming/c.csv"]
 
 
@@ -61,7 +61,7 @@ def test_a_changed_file_is_read_again_whole(tmp_path: Path) -> None:
     read_all(source, seen)
     path.write_text("x\n1\n2\n", encoding="utf-8")
     batch = read_all(source, seen)
-    assert batch.frame["x"].tolist() == [1, 2]
+    assert batch.frame["x"].tolist() == ["1", "2"]
     assert batch.description == "1 new file: incoming/a.csv"
 
 
@@ -78,7 +78,7 @@ def test_a_glob_matches_files_relative_to_the_root(tmp_path: Path) -> None:
     write_csv(tmp_path / "data/feb.csv", "x\n2\n")
     write_csv(tmp_path / "data/notes.txt", "x\n3\n")
     batch = csv_source(tmp_path, "data/*.csv").read_new({})
-    assert batch.frame["x"].tolist() == [2, 1]  # sorted: feb before jan
+    assert batch.frame["x"].tolist() == ["2", "1"]  # sorted: feb before jan
 
 
 def test_a_glob_without_matches_is_no_new_data(tmp_path: Path) -> None:
@@ -110,22 +110,23 @@ def test_an_empty_file_is_read_once_it_has_content(tmp_path: Path) -> None:
     seen: dict[str, str] = {}
     assert read_all(source, seen).marks == {}
     path.write_text("x\n5\n", encoding="utf-8")
-    assert read_all(source, seen).frame["x"].tolist() == [5]
+    assert read_all(source, seen).frame["x"].tolist() == ["5"]
 
 
 def test_one_explicit_file_and_an_absolute_path(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "elsewhere/data.csv", "x;y\n1;2\n")
     source = open_source(CsvSource(kind="csv", path=str(path), delimiter=";"), tmp_path / "proj")
     batch = source.read_new({})
-    assert batch.frame.to_dict("list") == {"x": [1], "y": [2]}
+    assert batch.frame.to_dict("list") == {"x": ["1"], "y": ["2"]}
     assert list(batch.marks) == [f"file:{path.as_posix()}"]
 
 
-def test_missing_values_are_read_as_missing(tmp_path: Path) -> None:
-    write_csv(tmp_path / "incoming/a.csv", "x,y\n,NA\n1.5,b\n")
+def test_an_empty_field_is_missing_and_other_text_is_kept_as_written(tmp_path: Path) -> None:
+    write_csv(tmp_path / "incoming/a.csv", "x,y,z\n,NA,007\n1.5,n/a,1e20\n")
     frame = csv_source(tmp_path).read_new({}).frame
     assert frame["x"].isna().tolist() == [True, False]
-    assert frame["y"].isna().tolist() == [True, False]
+    assert frame["y"].tolist() == ["NA", "n/a"]
+    assert frame["z"].tolist() == ["007", "1e20"]
 
 
 def test_a_missing_file_is_an_error(tmp_path: Path) -> None:

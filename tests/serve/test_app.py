@@ -269,9 +269,9 @@ async def test_metrics_count_requests_by_route_template_and_rows_by_model(
     ("changes", "expected"),
     [
         pytest.param(
-            {"mean_radius": "12.5"},
-            ("mean_radius", "wrong type", "12.5", "a number or null"),
-            id="text-for-a-number",
+            {"mean_radius": "12.5 mm"},
+            ("mean_radius", "wrong type", "12.5 mm", "a number or null"),
+            id="text-that-is-no-number",
         ),
         pytest.param(
             {"mean_radius": True},

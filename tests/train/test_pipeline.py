@@ -12,7 +12,6 @@ import pytest
 from refit.errors import SpecError, TrainingError
 from refit.spec import DataSpec, ModelSpec, Task
 from refit.train.pipeline import (
-    MISSING,
     build_pipeline,
     feature_frame,
     fit_model,
@@ -21,6 +20,7 @@ from refit.train.pipeline import (
     target_array,
     wants_scaling,
 )
+from refit.values import MISSING_CATEGORY
 
 FEATURES = {
     "amount": "float",
@@ -278,7 +278,7 @@ def test_pipeline_fits_every_feature_type_and_predicts_awkward_rows(
 def test_categories_missing_in_training_become_the_missing_category(tmp_path: Path) -> None:
     model = fit_model(validated_frame(), data_spec(), model_spec(), tmp_path)
     encoder = model.named_steps["features"].named_transformers_["category"].named_steps["encode"]
-    assert list(encoder.categories_[0]) == [MISSING, "basic", "pro", "team"]
+    assert list(encoder.categories_[0]) == [MISSING_CATEGORY, "basic", "pro", "team"]
 
 
 def test_fit_errors_become_training_errors_with_their_cause(tmp_path: Path) -> None:

@@ -145,7 +145,11 @@ class FileSource:
 
 
 def _read_csv(data: bytes, delimiter: str) -> pd.DataFrame:
-    return pd.read_csv(io.BytesIO(data), sep=delimiter, keep_default_na=True)
+    # Every field as text, as written: validation reads it by the feature's rule
+    # (`refit.values`), the one the server applies to a CSV request or a JSON string.
+    return pd.read_csv(
+        io.BytesIO(data), sep=delimiter, dtype=str, keep_default_na=False, na_values=[""]
+    )
 
 
 def _read_parquet(data: bytes) -> pd.DataFrame:

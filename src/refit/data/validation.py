@@ -1,8 +1,10 @@
 """Checking a batch's rows against the spec's schema and giving them their types.
 
 A batch without a required column is refused whole (`DataError`); otherwise each row is either
-valid, with every value coerced to its column's type, or rejected with the reasons why. All the
-work is column-wise on arrays, so a million rows take seconds.
+valid, with every value coerced to its column's type, or rejected with the reasons why. A
+feature's values are coerced by `refit.values`, the rule the server applies too; the work is
+column-wise (typed columns on arrays, text once per distinct value), so a million rows take
+seconds.
 
 The types of `Validated.valid` are chosen to survive a Parquet round trip unchanged and to be
 consumed by scikit-learn as they are (`SimpleImputer`, `OneHotEncoder`, the estimators):
@@ -14,7 +16,7 @@ float feature           `float64` (missing: NaN)
 int feature             `Int64` when nullable (missing: <NA>), else `int64`
 bool feature            `boolean` (missing: <NA>)
 category feature        `str`, pandas' string dtype (missing: NaN); a number arrives as
-                        its text and an integral float without `.0` (`1.0` -> `"1"`)
+                        its text (`refit.values.category_text`: `1.0` -> `"1"`)
 target                  `float64` when every value of the batch is a number, else `str`
 time column             `datetime64[us, UTC]`; text is read as ISO 8601 (other formats
                         are tried after), naive times are taken as UTC, numbers as Unix
@@ -36,12 +38,9 @@ import pandas as pd
 
 from refit.errors import DataError
 from refit.spec import DataSpec, Feature, FeatureType
+from refit.values import NOT_ALLOWED, WRONG_TYPE, category_text, coerce_column
 
-_TRUE = ("true", "yes", "1")
-_FALSE = ("false", "no", "0")
 _LISTED_VALUES = 10
-# Integral floats at or past 2**53 are not exact, so they are no safe category text or int.
-_EXACT = 2.0**53
 
 
 @dataclass
@@ -69,8 +68,9 @@ def validate(frame: pd.DataFrame, data: DataSpec) -> Validated:
     raw = frame.reset_index(drop=True)
     problems = _Problems(len(raw))
     typed: dict[str, pd.Series] = {}
+    decimal = "."
     for name, feature in data.features.items():
-        typed[name] = _feature(name, raw[name], feature, problems)
+        typed[name] = _feature(name, raw[name], feature, decimal, problems)
     typed[data.target] = _target(data.target, raw[data.target], problems)
     if data.time_column is not None:
         typed[data.time_column] = _time(data.time_column, raw[data.time_column], problems)
@@ -121,106 +121,57 @@ def _blank(raw: pd.Series) -> np.ndarray:
     return missing
 
 
-def _feature(name: str, raw: pd.Series, feature: Feature, problems: _Problems) -> pd.Series:
-    missing = _blank(raw)
+_WRONG_TYPE = {
+    FeatureType.FLOAT: "is not a number",
+    FeatureType.INT: "is not a number",
+    FeatureType.BOOL: "is not a boolean (expected true/false, yes/no or 1/0)",
+    FeatureType.CATEGORY: "is not text or a number",
+}
+
+
+def _feature(
+    name: str, raw: pd.Series, feature: Feature, decimal: str, problems: _Problems
+) -> pd.Series:
+    column = coerce_column(raw, feature, decimal)
+    missing = column.missing
     if not feature.nullable:
         problems.add_text(missing, f"{name}: missing value (the feature is not nullable)")
+    refused = column.problems[~missing]
+    for problem in pd.unique(refused[refused != None]):  # noqa: E711
+        text = _WRONG_TYPE[feature.type] if problem == WRONG_TYPE else f"is {problem}"
+        if problem == NOT_ALLOWED:
+            text = f"is not one of the allowed values: {_allowed(feature.values or [])}"
+        problems.add(~missing & (column.problems == problem), name, raw, text)
+    values = column.values
     if feature.type is FeatureType.FLOAT:
-        return pd.Series(_numbers(name, raw, missing, feature, problems), dtype="float64")
+        return pd.Series(values, dtype="float64")
     if feature.type is FeatureType.INT:
-        return _integers(name, raw, missing, feature, problems)
+        if not feature.nullable:
+            return pd.Series(values, dtype="int64")
+        return pd.Series(pd.arrays.IntegerArray(values, missing.copy()))
     if feature.type is FeatureType.BOOL:
-        return _booleans(name, raw, missing, problems)
-    text = _text(raw, missing)
-    if feature.values is not None:
-        outside = ~missing & ~text.isin(feature.values).to_numpy(dtype=bool)
-        allowed = ", ".join(feature.values[:_LISTED_VALUES])
-        if len(feature.values) > _LISTED_VALUES:
-            allowed += f", ... ({len(feature.values)} values)"
-        problems.add(outside, name, raw, f"is not one of the allowed values: {allowed}")
-    return text
+        return pd.Series(pd.arrays.BooleanArray(values, missing.copy()))
+    return pd.Series(values, dtype="str")
 
 
-def _numbers(
-    name: str, raw: pd.Series, missing: np.ndarray, feature: Feature | None, problems: _Problems
-) -> np.ndarray:
-    """float64 values with NaN where missing or rejected; rejects non-numbers and bounds."""
-    numbers = pd.to_numeric(raw, errors="coerce")
-    values = numbers.to_numpy(dtype="float64", na_value=np.nan, copy=True)
-    values[missing] = np.nan
-    problems.add(~missing & np.isnan(values), name, raw, "is not a number")
-    infinite = np.isinf(values)
-    problems.add(infinite, name, raw, "is not a finite number")
-    if feature is not None and feature.min is not None:
-        below = ~infinite & (values < feature.min)
-        problems.add(below, name, raw, f"is below the minimum {feature.min:g}")
-    if feature is not None and feature.max is not None:
-        above = ~infinite & (values > feature.max)
-        problems.add(above, name, raw, f"is above the maximum {feature.max:g}")
-    return values
-
-
-def _integers(
-    name: str, raw: pd.Series, missing: np.ndarray, feature: Feature, problems: _Problems
-) -> pd.Series:
-    if pd.api.types.is_integer_dtype(raw.dtype):
-        exact = raw.to_numpy(dtype="int64", na_value=0)
-        _numbers(name, raw, missing, feature, problems)
-    else:
-        values = _numbers(name, raw, missing, feature, problems)
-        finite = np.isfinite(values)
-        fraction = finite & (np.floor(np.where(finite, values, 0)) != values)
-        problems.add(fraction, name, raw, "is not a whole number")
-        problems.add(finite & (np.abs(values) >= _EXACT), name, raw, "is too large an integer")
-        exact = np.where(finite & ~fraction & (np.abs(values) < _EXACT), values, 0).astype("int64")
-    if not feature.nullable:
-        return pd.Series(exact, dtype="int64")
-    return pd.Series(pd.arrays.IntegerArray(exact, missing.copy()))
-
-
-def _booleans(name: str, raw: pd.Series, missing: np.ndarray, problems: _Problems) -> pd.Series:
-    if pd.api.types.is_bool_dtype(raw.dtype):
-        values = raw.to_numpy(dtype=bool, na_value=False)
-    else:
-        if pd.api.types.is_numeric_dtype(raw.dtype):
-            numbers = raw.to_numpy(dtype="float64", na_value=np.nan)
-            true, false = numbers == 1, numbers == 0
-        else:
-            words = raw.astype("str").str.strip().str.lower()
-            true = words.isin(_TRUE).to_numpy(dtype=bool)
-            false = words.isin(_FALSE).to_numpy(dtype=bool)
-            # Numbers written as text, such as "1.0", only for what the words left over.
-            rest = ~missing & ~true & ~false
-            if rest.any():
-                numbers = np.full(len(raw), np.nan)
-                numbers[rest] = pd.to_numeric(raw[rest], errors="coerce").to_numpy(
-                    dtype="float64", na_value=np.nan
-                )
-                true, false = true | (numbers == 1), false | (numbers == 0)
-        unknown = ~missing & ~true & ~false
-        problems.add(unknown, name, raw, "is not a boolean (expected true/false, yes/no or 1/0)")
-        values = true
-    return pd.Series(pd.arrays.BooleanArray(values, missing.copy()))
+def _allowed(values: list[str]) -> str:
+    shown = ", ".join(values[:_LISTED_VALUES])
+    if len(values) > _LISTED_VALUES:
+        shown += f", ... ({len(values)} values)"
+    return shown
 
 
 def _text(raw: pd.Series, missing: np.ndarray) -> pd.Series:
-    """Values as text; numbers as they read, integral floats without `.0`."""
-    if pd.api.types.is_float_dtype(raw.dtype):
-        values = raw.to_numpy(dtype="float64", na_value=np.nan)
-        integral = np.isfinite(values) & (np.floor(values) == values) & (np.abs(values) < _EXACT)
-        whole = np.where(integral, values, 0).astype("int64").astype(str)
-        text = pd.Series(np.where(integral, whole, values.astype(str)), dtype="str")
-    elif raw.dtype == object:
-        text = raw.map(_one_text, na_action="ignore").astype("str")
-    else:
+    """A target's values as text: its category text (see `refit.values.category_text`)."""
+    if pd.api.types.is_bool_dtype(raw.dtype):
         text = raw.astype("str")
+    else:
+        text = pd.Series([category_text(_plain(v)) for v in raw], dtype="str")
     return text.mask(missing)
 
 
-def _one_text(value: object) -> str:
-    if isinstance(value, float) and value.is_integer() and abs(value) < _EXACT:
-        return str(int(value))
-    return str(value)
+def _plain(value: object) -> object:
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _target(name: str, raw: pd.Series, problems: _Problems) -> pd.Series:

@@ -8,7 +8,7 @@
   first run). Here: the imputed values, then one 0/1 column per feature the fitted indicator
   flags, as scikit-learn gives them.
 - A string `SimpleImputer` converts only when its `missing_values` is a string, where refit's
-  category branch has NaN and None: a missing category is fed to ONNX as `MISSING_TEXT`, and
+  category branch has NaN and None: a missing category is fed to ONNX as `MISSING_CATEGORY`, and
   the imputer converted as replacing that text.
 """
 
@@ -21,8 +21,7 @@ from typing import Any
 
 import numpy as np
 
-MISSING_TEXT = "__missing__"
-"""How a missing category is fed to a converted model."""
+from refit.values import MISSING_CATEGORY
 
 
 @contextlib.contextmanager
@@ -90,7 +89,7 @@ def _imputer(scope: Any, operator: Any, container: Any) -> None:
             convert_sklearn_imputer(scope, operator, container)
             return
         operator.raw_operator = copy.copy(imputer)
-        operator.raw_operator.missing_values = MISSING_TEXT
+        operator.raw_operator.missing_values = MISSING_CATEGORY
         try:
             convert_sklearn_imputer(scope, operator, container)
         finally:

@@ -20,9 +20,10 @@ import pandas as pd
 
 from refit.errors import ArtifactError, InputError, Problem
 from refit.flavors._onnx_names import input_names, rename_inputs
-from refit.flavors._skl2onnx import MISSING_TEXT, fixed_converters
+from refit.flavors._skl2onnx import fixed_converters
 from refit.signature import Signature
 from refit.spec import ArtifactFormat
+from refit.values import MISSING_CATEGORY, category_text
 
 
 class UnsupportedModelError(Exception):
@@ -90,7 +91,7 @@ class OnnxModel:
     (`input_names`, as `convert` names them: skl2onnx's layout for pipelines that select
     columns by name), or as one `[N, F]` matrix in signature order;
     inputs may take float, double, int64 or int32, and a feature's own input text (a
-    category; a missing one is fed as `MISSING_TEXT`). The answer is read from the outputs as:
+    category; a missing one is fed as `MISSING_CATEGORY`). The answer is read from the outputs as:
 
     - one output: the values (regression), the labels, or, for a classifier whose output is a
       float `[N, classes]` tensor, the probabilities (the label is the most probable class);
@@ -214,7 +215,9 @@ class OnnxModel:
                 continue
             values = columns[j]
             if dtype is np.object_:
-                part = np.array([MISSING_TEXT if v is None else str(v) for v in values], dtype)
+                part = np.array(
+                    [MISSING_CATEGORY if v is None else category_text(v) for v in values], dtype
+                )
             elif np.issubdtype(dtype, np.floating):
                 part = np.array(values, dtype=dtype)  # None becomes NaN, a bool 0 or 1
             else:

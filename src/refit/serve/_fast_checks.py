@@ -17,6 +17,7 @@ import numpy as np
 
 from refit.signature import InputColumn
 from refit.spec import FeatureType
+from refit.values import MISSING_CATEGORY
 
 Fast = Callable[[list[Any]], list[Any] | None]
 _NONE = type(None)
@@ -78,8 +79,11 @@ def fast_checker(column: InputColumn) -> Fast:
     def texts(values: list[Any]) -> list[Any] | None:
         if not set(map(type, values)) <= strings:
             return None
-        if categories is not None and not set(values) - {None} <= categories:
+        given = set(values) - {None}
+        if categories is not None and not given <= categories:
             return None
+        if MISSING_CATEGORY in given or not all(map(str.strip, given)):
+            return None  # the marker, or blank text (a missing value): the closer look
         return values
 
     return texts

@@ -47,8 +47,6 @@ from refit.serve._routes import AsciiJSONResponse, protocol_route
 from refit.serve.records import Columns, RecordReader, explain, parse_json
 from refit.serve.schemas import json_response, mlflow_errors
 from refit.serve.state import ServerState, read_body
-from refit.signature import InputColumn
-from refit.spec import FeatureType
 
 log = logging.getLogger("refit.serve")
 
@@ -260,28 +258,14 @@ def csv_columns(reader: RecordReader, body: bytes) -> Columns:
     ]
     if problems:
         raise InputError(problems[:50])
-    types = {column.name: column for column in reader.columns}
-    table = {
-        name: [_cell(types.get(name), row[k]) for _, row in data] for k, name in enumerate(header)
-    }
+    table = {name: [_cell(row[k]) for _, row in data] for k, name in enumerate(header)}
     return reader.table_columns(table, lambda name, i: f"line {data[i][0]} ({name})")
 
 
-def _cell(column: InputColumn | None, text: str) -> Any:
-    """The JSON-like value of a CSV cell for `column`; text that does not parse stays text, for
-    the column's check to name."""
-    if text == "":
-        return None
-    if column is None or column.type is FeatureType.CATEGORY:
-        return text
-    if column.type is FeatureType.BOOL:
-        return {"true": True, "false": False}.get(text.strip().lower(), text)
-    for parse in (int, float):
-        try:
-            return parse(text)
-        except ValueError:
-            pass
-    return text
+def _cell(text: str) -> Any:
+    """A CSV cell: an empty one is null; any other is text, read by the column's rule as a JSON
+    string or an ingested cell is (`refit.values`)."""
+    return None if text == "" else text
 
 
 # --- routes ---------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Everything wrong with a body is reported at once, one `Problem` per field: missing and
 unknown fields, wrong types, NaN and infinities (which JSON cannot carry but Python's parser
-lets through as `NaN`/`Infinity`), values outside the declared range or categories.
+lets through as `NaN`/`Infinity`), values outside the declared range or categories. What a
+value means is `refit.values`' rule, the one ingest applies.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from refit.errors import InputError, MalformedBodyError, Problem, TooLargeError
 from refit.serve._fast_checks import FAST_ROWS, FloatRows, fast_checker
 from refit.signature import InputColumn, Signature
 from refit.spec import FeatureType
+from refit.values import coercer, is_missing
 
 _EXPECTED = {
     FeatureType.FLOAT: "a number",
@@ -31,8 +33,6 @@ _EXPECTED = {
 }
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 MAX_PROBLEMS = 50
-_FLOAT_MAX = int(sys.float_info.max)
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def parse_json(body: bytes) -> Any:
@@ -84,64 +84,9 @@ def _show(value: Any) -> Any:
     return value
 
 
-Check = Callable[[Any], tuple[Any, str | None]]
 Columns = list[list[Any]]
 """Checked input values, one list per signature input (in signature order), one item per row;
 None is a missing value. Cheap to concatenate across requests, which micro-batching does."""
-
-
-def _number(column: InputColumn, integer: bool) -> Check:
-    def check(value: Any) -> tuple[Any, str | None]:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return None, "wrong type"
-        if isinstance(value, int) and not -_FLOAT_MAX <= value <= _FLOAT_MAX:
-            return None, "too large for a 64-bit float"
-        if not math.isfinite(value):
-            return None, "not a finite number"
-        if integer and not float(value).is_integer():
-            return None, "not an integer"
-        if integer and not _INT64_MIN <= value <= _INT64_MAX:
-            return None, "outside the 64-bit integer range"
-        if column.min is not None and value < column.min:
-            return None, f"below the minimum {column.min:g}"
-        if column.max is not None and value > column.max:
-            return None, f"above the maximum {column.max:g}"
-        return (int(value) if integer else float(value)), None
-
-    return check
-
-
-def _bool(value: Any) -> tuple[Any, str | None]:
-    return (value, None) if isinstance(value, bool) else (None, "wrong type")
-
-
-def _category(column: InputColumn) -> Check:
-    allowed = set(column.values) if column.values is not None else None
-
-    def check(value: Any) -> tuple[Any, str | None]:
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            return None, "wrong type"
-        if isinstance(value, float):
-            if not math.isfinite(value):
-                return None, "not a finite number"
-            text = str(int(value)) if value.is_integer() else repr(value)
-        else:
-            text = str(value)
-        if allowed is not None and text not in allowed:
-            return None, "not one of the allowed categories"
-        return text, None
-
-    return check
-
-
-def _checker(column: InputColumn) -> Check:
-    if column.type is FeatureType.FLOAT:
-        return _number(column, integer=False)
-    if column.type is FeatureType.INT:
-        return _number(column, integer=True)
-    if column.type is FeatureType.BOOL:
-        return _bool
-    return _category(column)
 
 
 def _expected(column: InputColumn) -> str:
@@ -165,7 +110,7 @@ class RecordReader:
         self.columns = signature.inputs
         self.names = signature.names
         self._known = set(self.names)
-        self._checks = [_checker(c) for c in self.columns]
+        self._checks = [coercer(c) for c in self.columns]
         self._fast = [fast_checker(c) for c in self.columns]
         self._floats = FloatRows(self.columns) if FloatRows.fits(self.columns) else None
         self._expected = [_expected(c) for c in self.columns]
@@ -265,8 +210,9 @@ class RecordReader:
                     continue
             check, checked = self._checks[j], []
             for i, raw in enumerate(given):
-                value, problem = (None, None) if raw is None else check(raw)
-                if raw is None and not column.nullable:
+                blank = is_missing(raw)
+                value, problem = (None, None) if blank else check(raw)
+                if blank and not column.nullable:
                     problem = "null"
                 if problem is not None:
                     problems.append(
@@ -313,7 +259,7 @@ class RecordReader:
                     )
                     continue
                 raw = record[column.name]
-                if raw is None:
+                if is_missing(raw):
                     if not column.nullable:
                         problems.append(
                             Problem(field(i, column.name), "null", None, self._expected[j])

@@ -6,10 +6,11 @@ A model given as `estimator` becomes a scikit-learn `Pipeline` of two steps:
   int) are imputed with the median, with a missing-value indicator when nullable, and
   standardised unless the estimator is indifferent to scale (see `wants_scaling`). Bool
   features become 0/1, imputed with the most frequent value. Category features are imputed
-  with the constant `"__missing__"` and one-hot encoded; a category never seen in training
-  encodes as all zeros. One encoding serves every estimator, HistGradientBoosting included
-  (its native categorical support would need more per-estimator wiring for little gain at
-  the cardinalities a spec declares). The output is a dense array.
+  with the constant `refit.values.MISSING_CATEGORY` and one-hot encoded; a category never
+  seen in training encodes as all zeros. One encoding serves every estimator,
+  HistGradientBoosting included (its native categorical support would need more
+  per-estimator wiring for little gain at the cardinalities a spec declares). The output is a
+  dense array.
 - `estimator`, the estimator named in the spec, built with `model.params`.
 
 The pipeline takes a DataFrame holding the feature columns, in the dtypes that validation
@@ -40,9 +41,7 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from refit.errors import SpecError, TrainingError
 from refit.spec import DataSpec, FeatureType, ModelSpec, Task
-
-MISSING = "__missing__"
-"""The category that stands for a missing value of a category feature."""
+from refit.values import MISSING_CATEGORY, category_text
 
 #: Estimators from modules whose name holds one of these are not given standardised input:
 #: trees split on order, which scaling does not change, and naive Bayes models may need
@@ -208,8 +207,11 @@ def build_pipeline(data: DataSpec, model: ModelSpec) -> Pipeline:
     if categories := by_type[FeatureType.CATEGORY]:
         steps = [
             # NaN first: an imputer for None cannot take an array holding NaN.
-            ("impute_nan", _imputer("constant", False, fill_value=MISSING)),
-            ("impute_none", _imputer("constant", False, fill_value=MISSING, missing_values=None)),
+            ("impute_nan", _imputer("constant", False, fill_value=MISSING_CATEGORY)),
+            (
+                "impute_none",
+                _imputer("constant", False, fill_value=MISSING_CATEGORY, missing_values=None),
+            ),
             ("encode", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
         ]
         transformers.append(("category", Pipeline(steps), categories))
@@ -236,7 +238,9 @@ def feature_frame(frame: pd.DataFrame, data: DataSpec) -> pd.DataFrame:
         column = frame[name]
         missing = column.isna().to_numpy()
         if feature.type is FeatureType.CATEGORY:
-            values = [np.nan if m else str(v) for v, m in zip(column, missing, strict=True)]
+            values = [
+                np.nan if m else category_text(v) for v, m in zip(column, missing, strict=True)
+            ]
             columns[name] = pd.Series(values, index=frame.index, dtype=object)
             continue
         try:
