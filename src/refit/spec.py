@@ -392,6 +392,8 @@ class ServeSpec(_Model):
     """How long a call may wait for more rows; 0: only what arrived during the last call."""
     max_queue_rows: int = Field(default=4096, ge=1)
     """Rows waiting beyond this are refused at once with 503 and Retry-After."""
+    extra_fields: Literal["reject", "ignore"] = "reject"
+    """A request's fields that are no input of the model: refused (422), or ignored."""
 
 
 class Spec(_Model):

@@ -264,9 +264,12 @@ def _from_tensor(reader: RecordReader, tensor: RequestInput, name: str) -> Colum
 
 def _from_inputs(reader: RecordReader, inputs: list[RequestInput]) -> Columns:
     columns: dict[str, InputColumn] = {c.name: c for c in reader.columns}
+    reader.check_width(len(inputs), "inputs")
     problems: list[Problem] = []
     table: dict[str, list[Any]] = {}
     for tensor in inputs:
+        if tensor.name not in columns and reader.ignores_extra:
+            continue  # an input named for no feature, which serve.extra_fields ignores
         if tensor.name in table:
             problems.append(Problem(tensor.name, "given twice", None, "one input per feature"))
             continue

@@ -181,6 +181,7 @@ def _split(reader: RecordReader, split: Any) -> Columns:
         problems.append(Problem("dataframe_split.data", "empty batch", [], "at least one row"))
     if problems:
         raise InputError(problems)
+    reader.check_width(len(columns), "dataframe_split.columns")
     width = f"{len(columns)} values, one per column"
     _check_rows(data, len(columns), "dataframe_split.data", width)
     table = {name: [row[k] for row in data] for k, name in enumerate(columns)}
@@ -244,6 +245,7 @@ def csv_columns(reader: RecordReader, body: bytes) -> Columns:
             "instance"
         )
     (_, header), data = rows[0], rows[1:]
+    reader.check_width(len(header), "the CSV header")
     twice = sorted({name for name in header if header.count(name) > 1})
     if twice:
         raise InputError([Problem("the CSV header", "names given twice", twice, None)])

@@ -13,7 +13,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -33,6 +33,10 @@ _EXPECTED = {
 }
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 MAX_PROBLEMS = 50
+MAX_EXTRA_FIELDS = 1024
+"""With `serve.extra_fields: ignore`, how many fields beyond the model's a record (or a table)
+may carry; one with more is refused before any value is read."""
+ExtraFields = Literal["reject", "ignore"]
 
 
 def parse_json(body: bytes) -> Any:
@@ -104,9 +108,13 @@ class RecordReader:
     """Turns JSON records into the DataFrame a model of `signature` takes. Built once per
     loaded model, so the per-request work is only the checks themselves."""
 
-    def __init__(self, signature: Signature, max_rows: int) -> None:
+    def __init__(
+        self, signature: Signature, max_rows: int, extra_fields: ExtraFields = "reject"
+    ) -> None:
         self.signature = signature
         self.max_rows = max_rows
+        self.ignores_extra = extra_fields == "ignore"
+        """Whether fields that are no input of the model are dropped (else refused)."""
         self.columns = signature.inputs
         self.names = signature.names
         self._known = set(self.names)
@@ -114,6 +122,18 @@ class RecordReader:
         self._fast = [fast_checker(c) for c in self.columns]
         self._floats = FloatRows(self.columns) if FloatRows.fits(self.columns) else None
         self._expected = [_expected(c) for c in self.columns]
+        self.max_fields = len(self.names) + (MAX_EXTRA_FIELDS if self.ignores_extra else 0)
+        self._too_many = f"at most {self.max_fields} fields" + (
+            f": the model's {len(self.names)} and up to {MAX_EXTRA_FIELDS} others"
+            if self.ignores_extra
+            else ", the model's inputs"
+        )
+
+    def check_width(self, fields: int, where: str) -> None:
+        """Refuse a table of more fields than `max_fields` before any of its values is read
+        (the per-field problems of so wide a table would be work out of proportion)."""
+        if fields > self.max_fields and self.ignores_extra:
+            raise InputError([Problem(where, "too many fields", fields, self._too_many)])
 
     def _no(self, name: str) -> str:
         """What is expected instead of an unknown field: nothing, or the name it resembles."""
@@ -178,10 +198,11 @@ class RecordReader:
         every value as a record's are; `field(name, i)` names value `i` of column `name` in
         the problems, e.g. `lambda name, i: f"{name}[{i}]"`.
         """
+        self.check_width(len(table), "the body")
         problems = [
             Problem(name, "unknown field", None, self._no(name))
             for name in table
-            if name not in self._known
+            if name not in self._known and not self.ignores_extra
         ]
         problems += [
             Problem(c.name, "missing", None, self._expected[j])
@@ -245,7 +266,11 @@ class RecordReader:
                 place = where.format(i=i)
                 problems.append(Problem(place, "wrong type", _show(record), "an object of fields"))
                 continue
-            if record.keys() - self._known:
+            if self.ignores_extra and len(record) > self.max_fields:
+                place = where.format(i=i)
+                problems.append(Problem(place, "too many fields", len(record), self._too_many))
+                continue
+            if not self.ignores_extra and record.keys() - self._known:
                 for name in sorted(record.keys() - self._known):
                     problems.append(
                         Problem(
@@ -282,8 +307,15 @@ class RecordReader:
         """The checked columns of records that are all objects with exactly the signature's
         fields and valid values, checked column by column; None when any is not (the
         per-value path then names every problem)."""
-        # Objects of as many fields as the signature's, each of them found: exactly its fields.
-        if set(map(type, records)) != {dict} or set(map(len, records)) != {len(self._known)}:
+        # Objects of as many fields as the signature's, each of them found: exactly its fields
+        # (or, when extra fields are ignored, at least its fields and at most max_fields).
+        if set(map(type, records)) != {dict}:
+            return None
+        sizes = set(map(len, records))
+        if self.ignores_extra:
+            if min(sizes) < len(self._known) or max(sizes) > self.max_fields:
+                return None
+        elif sizes != {len(self._known)}:
             return None
         if self._floats is not None:
             try:
@@ -294,7 +326,7 @@ class RecordReader:
             if matrix is not None:
                 columns: Columns = matrix.T.tolist()
                 return columns
-        if any(record.keys() != self._known for record in records):
+        if any(not self._known <= record.keys() for record in records):
             return None
         columns = []
         for column, fast in zip(self.columns, self._fast, strict=True):

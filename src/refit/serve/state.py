@@ -17,7 +17,7 @@ from refit.serve.batching import MicroBatcher
 from refit.serve.follower import LoadFailure, ModelFollower
 from refit.serve.metrics import ServerMetrics
 from refit.serve.predictor import LoadedModel, Predictions
-from refit.serve.records import Columns, RecordReader
+from refit.serve.records import Columns, ExtraFields, RecordReader
 from refit.services import Services
 
 
@@ -32,6 +32,7 @@ class ServerState:
     max_batch_rows: int = 10_000
     batcher: MicroBatcher = field(default_factory=MicroBatcher)
     draining: bool = False
+    extra_fields: ExtraFields = "reject"
     _reader: RecordReader | None = field(default=None, repr=False)
 
     @classmethod
@@ -79,7 +80,10 @@ class ServerState:
             max_queue_rows=max_queue_rows,
             on_batch=metrics.batch_rows.observe,
         )
-        return cls(name, follower, metrics, max_body_bytes, max_batch_rows, batcher)
+        extra = services.project.spec.serve.extra_fields
+        return cls(
+            name, follower, metrics, max_body_bytes, max_batch_rows, batcher, extra_fields=extra
+        )
 
     def model(self, name: str) -> LoadedModel:
         if name != self.name:
@@ -103,7 +107,8 @@ class ServerState:
         # reader serves them all; it is rebuilt only for a new signature object.
         reader = self._reader
         if reader is None or reader.signature is not model.signature:
-            reader = self._reader = RecordReader(model.signature, self.max_batch_rows)
+            reader = RecordReader(model.signature, self.max_batch_rows, self.extra_fields)
+            self._reader = reader
         return reader
 
     def describe(self) -> dict[str, Any]:
