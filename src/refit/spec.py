@@ -6,6 +6,7 @@ Every problem is reported with the field path, the value received and what was e
 
 from __future__ import annotations
 
+import codecs
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -98,7 +99,37 @@ class CsvSource(_Model):
 
     kind: Literal["csv"]
     path: str
-    delimiter: str = ","
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    """The character between fields (`;`, `\\t`, `|`)."""
+    quotechar: str = Field(default='"', min_length=1, max_length=1)
+    """The character that quotes a field holding the delimiter or a line break."""
+    decimal: str = Field(default=".", min_length=1, max_length=1)
+    """The decimal mark of numbers (`,` for `1,5`)."""
+    encoding: str = "utf-8"
+    """The files' text encoding (`latin-1`, `cp1252`, `utf-16`, ...)."""
+    na_values: list[str] = []
+    """Texts that mean a missing value besides an empty field, e.g. `[n/a, NA, "-"]`."""
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError("not a text encoding Python knows (e.g. utf-8, latin-1)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_marks(self) -> CsvSource:
+        if self.decimal in (self.delimiter, self.quotechar):
+            raise FieldProblem(
+                ("decimal",), self.decimal, "the decimal mark must differ from the delimiter"
+            )
+        if self.quotechar == self.delimiter:
+            raise FieldProblem(
+                ("quotechar",), self.quotechar, "the quote character must differ from the delimiter"
+            )
+        return self
 
 
 class ParquetSource(_Model):

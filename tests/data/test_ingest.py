@@ -297,6 +297,8 @@ def test_a_few_bad_rows_are_kept_aside_with_their_reasons(
             "x: 'lots' is not a number",
             "n: '-5' is below the minimum 0; c: 'z' is not one of the allowed values: a, b",
         ],
+        "_file": ["incoming/a.csv", "incoming/a.csv"],
+        "_line": [3, 6],
     }
 
 
@@ -309,7 +311,7 @@ def test_too_many_bad_rows_refuse_the_batch_and_later_files_still_flow(
 
     reason = (
         "1 of 3 rows (33%) failed validation, more than data.max_reject_rate (25%); "
-        "first: x: 'lots' is not a number"
+        "first: incoming/a.csv line 3: x: 'lots' is not a number"
     )
     assert refused.status == "refused"
     assert refused.message == f"1 new file: incoming/a.csv refused: {reason}"
@@ -357,8 +359,65 @@ def test_a_file_without_a_required_column_is_refused_naming_it(
         "y": ["0", "1"],
         "_row": [0, 1],
         "_reason": [reason, reason],
+        "_file": ["incoming/a.csv", "incoming/a.csv"],
+        "_line": [2, 3],
     }
     assert run_ingest(project(tmp_path), registry, store).status == "empty"
+
+
+def test_a_malformed_line_is_a_rejected_row_with_its_file_and_line(
+    tmp_path: Path, registry: Registry, store: ArtifactStore
+) -> None:
+    path = write_csv(tmp_path, "a.csv", "")
+    path.write_bytes(HEADER.encode() + b"1.5,1,a,0\n2.5,2,b\n3.5,3,caf\xe9,1\n4.5,4,a,1\n")
+    result = run_ingest(project(tmp_path, max_reject_rate=0.5), registry, store)
+
+    assert result.status == "accepted", result.message
+    assert result.snapshot is not None and result.batch is not None
+    assert read_snapshot(store, result.snapshot)["x"].tolist() == [1.5, 4.5]
+    assert (result.batch.rows_read, result.batch.rows_valid, result.batch.rows_rejected) == (
+        4,
+        2,
+        2,
+    )
+    rejects = stored_rejects(store, result.batch)
+    assert rejects[["_file", "_line", "_reason"]].values.tolist() == [
+        ["incoming/a.csv", 3, "3 fields where the header has 4"],
+        ["incoming/a.csv", 4, "the line holds bytes that are not utf-8 text"],
+    ]
+
+
+def test_malformed_lines_count_against_the_reject_rate(
+    tmp_path: Path, registry: Registry, store: ArtifactStore
+) -> None:
+    write_csv(tmp_path, "a.csv", "1.5,1,a,0\n2.5,2\n3.5,3,a,1,9\n")
+    result = run_ingest(project(tmp_path, max_reject_rate=0.5), registry, store)
+    assert result.status == "refused"
+    assert result.batch is not None and result.batch.reason == (
+        "2 of 3 rows (67%) failed validation, more than data.max_reject_rate (50%); "
+        "first: incoming/a.csv line 3: 2 fields where the header has 4"
+    )
+    assert (result.batch.rows_read, result.batch.rows_rejected) == (3, 3)
+    rejects = stored_rejects(store, result.batch)
+    assert rejects["_line"].tolist() == [2, 3, 4]
+    assert rejects["_reason"].tolist()[0] == "valid, but its batch was refused"
+
+
+def test_a_csv_dialect_with_a_decimal_comma(
+    tmp_path: Path, registry: Registry, store: ArtifactStore
+) -> None:
+    write_csv(tmp_path, "a.csv", "1,5;1;a;0\n-;2;b;1\n", header="x;n;c;y\n")
+    source = {
+        "kind": "csv",
+        "path": "incoming",
+        "delimiter": ";",
+        "decimal": ",",
+        "na_values": ["-"],
+    }
+    result = run_ingest(project(tmp_path, source=source), registry, store)
+    assert result.snapshot is not None, result.message
+    x = read_snapshot(store, result.snapshot)["x"]
+    assert x.isna().tolist() == [False, True] and x.iloc[0] == 1.5
 
 
 # --- the artifact store ---------------------------------------------------------------------

@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from refit.data.sources import Batch, FileSource, MemorySource, QuerySource, open_source
 from refit.errors import SourceError
@@ -142,14 +142,70 @@ def test_a_missing_folder_is_an_error(tmp_path: Path) -> None:
         csv_source(tmp_path).read_new({})
 
 
-def test_a_malformed_csv_is_an_error_naming_the_file(tmp_path: Path) -> None:
-    write_csv(tmp_path / "incoming/a.csv", "x,y\n1,2\n3,4,5,6\n")
+def test_a_malformed_line_is_set_aside_with_its_line_number(tmp_path: Path) -> None:
+    write_csv(tmp_path / "incoming/a.csv", "x,y\n1,2\n3,4,5,6\n\n7,8\n9\n")
+    batch = csv_source(tmp_path).read_new({})
+    assert batch.frame.to_dict("list") == {"x": ["1", "7"], "y": ["2", "8"]}
+    assert batch.origins is not None and batch.malformed is not None
+    assert batch.origins.to_dict("list") == {
+        "_file": ["incoming/a.csv"] * 2,
+        "_line": [2, 5],
+    }
+    assert batch.malformed.to_dict("list") == {
+        "_file": ["incoming/a.csv"] * 2,
+        "_line": [3, 6],
+        "_reason": ["4 fields where the header has 2", "1 fields where the header has 2"],
+        "_text": ["3,4,5,6", "9"],
+    }
+
+
+def test_a_line_with_undecodable_bytes_is_set_aside(tmp_path: Path) -> None:
+    path = tmp_path / "incoming/a.csv"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"x,y\n1,caf\xc3\xa9\n2,caf\xe9\n3,ok\n")
+    batch = csv_source(tmp_path).read_new({})
+    assert batch.frame.to_dict("list") == {"x": ["1", "3"], "y": ["caf\u00e9", "ok"]}
+    assert batch.malformed is not None
+    assert batch.malformed[["_line", "_reason", "_text"]].values.tolist() == [
+        [3, "the line holds bytes that are not utf-8 text", "2,caf\\udce9"]
+    ]
+
+
+def test_a_quoted_field_spans_lines_and_lines_count_from_where_a_row_starts(
+    tmp_path: Path,
+) -> None:
+    write_csv(tmp_path / "incoming/a.csv", 'x,y\n1,"two\nlines"\n3,4,5\n')
+    batch = csv_source(tmp_path).read_new({})
+    assert batch.frame["y"].tolist() == ["two\nlines"]
+    assert batch.malformed is not None and batch.malformed["_line"].tolist() == [4]
+
+
+def test_the_csv_dialect_is_the_sources(tmp_path: Path) -> None:
+    path = tmp_path / "incoming/a.csv"
+    path.parent.mkdir(parents=True)
+    path.write_bytes("x;y;z\n1,5;'a;b';n/a\n-;caf\u00e9;\n".encode("latin-1"))
+    spec = CsvSource(
+        kind="csv",
+        path="incoming",
+        delimiter=";",
+        quotechar="'",
+        decimal=",",
+        encoding="latin-1",
+        na_values=["n/a", "-"],
+    )
+    frame = open_source(spec, tmp_path).read_new({}).frame
+    assert frame["x"].tolist()[0] == "1,5" and frame["x"].isna().tolist() == [False, True]
+    assert frame["y"].tolist() == ["a;b", "caf\u00e9"]
+    assert frame["z"].isna().tolist() == [True, True]
+
+
+def test_a_header_naming_a_column_twice_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    write_csv(tmp_path / "incoming/a.csv", "x,y,x\n1,2,3\n")
     with pytest.raises(SourceError) as caught:
         csv_source(tmp_path).read_new({})
-    message = str(caught.value)
-    assert message.startswith("incoming/a.csv: cannot read it: ")
-    assert "Expected 2 fields in line 3, saw 4" in message
-    assert "\n" not in message
+    assert str(caught.value) == (
+        "incoming/a.csv: cannot read it: the header row names 'x' more than once"
+    )
 
 
 def test_parquet_files(tmp_path: Path) -> None:
@@ -330,3 +386,20 @@ def test_an_unopenable_sqlite_file_is_an_error(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'no/such/dir/x.db'}"
     with pytest.raises(SourceError, match="unable to open database file"):
         sql_source(url).read_new({})
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"delimiter": ";", "decimal": ";"}, "the decimal mark must differ from the delimiter"),
+        ({"quotechar": ","}, "the quote character must differ from the delimiter"),
+        ({"delimiter": ";;"}, "at most 1 character"),
+        ({"encoding": "klingon"}, "not a text encoding Python knows"),
+    ],
+)
+def test_a_csv_dialect_that_cannot_be_read_is_a_spec_error(
+    fields: dict[str, str], problem: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        CsvSource.model_validate({"kind": "csv", "path": "x", **fields})
+    assert problem in str(caught.value)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from refit.artifacts import ArtifactRef, ArtifactStore
 from refit.data.snapshots import combine, content_id, from_parquet, to_parquet
-from refit.data.sources import Batch, Source, open_source
+from refit.data.sources import LINE, Batch, Source, open_source
 from refit.data.stats import column_stats
 from refit.data.validation import validate
 from refit.errors import DataError
@@ -48,22 +48,22 @@ def run_ingest(
     batch = source.read_new(registry.source_marks(spec.name))
     if not batch.marks:
         return IngestResult("empty", "no new data")
-    rows_read = len(batch.frame)
+    rows_read = _rows_read(batch)
     try:
         validated = validate(batch.frame, spec.data)
     except DataError as exc:
         # A batch without the spec's columns: keep all its rows aside, and move past it.
-        return _refuse(project, registry, store, batch, _kept_aside(batch.frame, str(exc)), exc)
-    valid, rejects = validated.valid, validated.rejects
+        kept = _located(_kept_aside(batch.frame, str(exc)), batch)
+        return _refuse(project, registry, store, batch, kept, exc)
+    valid, rejects = validated.valid, _located(validated.rejects, batch)
     if rows_read and len(rejects) / rows_read > spec.data.max_reject_rate:
         share = len(rejects) / rows_read
-        first = rejects["_reason"].iloc[0]
         error = DataError(
             f"{len(rejects)} of {rows_read} rows ({share:.0%}) failed validation, more than "
-            f"data.max_reject_rate ({spec.data.max_reject_rate:.0%}); first: {first}"
+            f"data.max_reject_rate ({spec.data.max_reject_rate:.0%}); first: {_where(rejects)}"
         )
-        kept = _kept_aside(batch.frame, "valid, but its batch was refused", rejects)
-        return _refuse(project, registry, store, batch, kept, error)
+        refused = _kept_aside(batch.frame, "valid, but its batch was refused", validated.rejects)
+        return _refuse(project, registry, store, batch, _located(refused, batch), error)
 
     rejected = _store_rejects(store, rejects)
     previous = registry.latest_snapshot(spec.name)
@@ -146,10 +146,40 @@ def _label(value: object) -> str:
     return str(value)
 
 
+def _rows_read(batch: Batch) -> int:
+    return len(batch.frame) + (len(batch.malformed) if batch.malformed is not None else 0)
+
+
+def _located(rejects: pd.DataFrame, batch: Batch) -> pd.DataFrame:
+    """Rejected rows with the file and line they come from (`_file`, `_line`), then the
+    source's malformed lines, in file and line order."""
+    origins, malformed = batch.origins, batch.malformed
+    if origins is None or not len(origins):
+        located = rejects
+    else:
+        at = rejects["_row"].to_numpy()
+        located = rejects.assign(
+            _file=origins["_file"].to_numpy()[at], _line=origins[LINE].to_numpy()[at]
+        )
+    if malformed is None or not len(malformed):
+        return located
+    lines = malformed.assign(_row=pd.array([None] * len(malformed), dtype="Int64"))
+    both = pd.concat([located.astype({"_row": "Int64"}), lines], ignore_index=True)
+    return both.sort_values(["_file", LINE], kind="stable").reset_index(drop=True)
+
+
+def _where(rejects: pd.DataFrame) -> str:
+    """The first rejected row's reason, after its file and line when known."""
+    first = rejects.iloc[0]
+    if "_file" in rejects.columns:
+        return f"{first['_file']} line {first[LINE]}: {first['_reason']}"
+    return str(first["_reason"])
+
+
 def _store_rejects(store: ArtifactStore, rejects: pd.DataFrame) -> ArtifactRef | None:
     if rejects.empty:
         return None
-    text = rejects.astype({c: "str" for c in rejects.columns if c != "_row"})
+    text = rejects.astype({c: "str" for c in rejects.columns if c not in ("_row", LINE)})
     return store.put(to_parquet(text), kind="rejects", suffix=".parquet")
 
 
@@ -181,9 +211,9 @@ def _refuse(
         project=project.spec.name,
         status="refused",
         description=batch.description,
-        rows_read=len(batch.frame),
+        rows_read=_rows_read(batch),
         rows_valid=0,
-        rows_rejected=len(batch.frame),
+        rows_rejected=_rows_read(batch),
         rejects_uri=rejected.uri if rejected else None,
         rejects_sha256=rejected.sha256 if rejected else None,
         snapshot_id=None,

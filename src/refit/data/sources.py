@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import URL, Connection, Dialect, TextClause, create_engine, make_url, text
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
+from refit.data._csv import FileRows, read_csv
 from refit.data.snapshots import content_id
 from refit.errors import SourceError
 from refit.spec import CsvSource, ParquetSource, SqlSource
@@ -40,6 +41,8 @@ NO_DATA = "no new data"
 _GLOB_CHARS = frozenset("*?[")
 _TEMP_SUFFIXES = (".tmp", ".part")
 _LISTED_NAMES = 5
+LINE = "_line"
+"""The column of a row's line in its file, in `Batch.origins` and `Batch.malformed`."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,6 +55,13 @@ class Batch:
     """Positions to record once the batch is committed; pass them back as `seen` next time."""
     description: str
     """What was read, for people: `2 new files: a.csv, b.csv`, `3 rows with id > 41`."""
+    origins: pd.DataFrame | None = None
+    """Where each row of `frame` comes from, row for row: `_file` (as in the marks) and
+    `_line` (its line in a CSV file, the header being line 1; its position in a Parquet
+    file, from 1). None for a SQL source."""
+    malformed: pd.DataFrame | None = None
+    """Lines of the files that are no row (wrong number of fields, undecodable bytes):
+    `_file`, `_line`, `_reason` and `_text` (the line's fields)."""
 
 
 class Source(Protocol):
@@ -70,8 +80,7 @@ class Source(Protocol):
 def open_source(spec: CsvSource | ParquetSource | SqlSource, root: Path) -> Source:
     """Open the source a spec describes; relative file paths resolve against `root`."""
     if isinstance(spec, CsvSource):
-        delimiter = spec.delimiter
-        return FileSource(spec.path, root, ".csv", lambda data: _read_csv(data, delimiter))
+        return FileSource(spec.path, root, ".csv", lambda data: read_csv(data, spec))
     if isinstance(spec, ParquetSource):
         return FileSource(spec.path, root, ".parquet", _read_parquet)
     return QuerySource(spec.url.get_secret_value(), spec.query, spec.watermark)
@@ -88,7 +97,11 @@ class FileSource:
     """Files matched by one path: a file, a folder (its `*<suffix>` files) or a glob."""
 
     def __init__(
-        self, path: str, root: Path, suffix: str, reader: Callable[[bytes], pd.DataFrame]
+        self,
+        path: str,
+        root: Path,
+        suffix: str,
+        reader: Callable[[bytes], pd.DataFrame | FileRows],
     ) -> None:
         self.path = path
         self.root = root
@@ -97,6 +110,8 @@ class FileSource:
 
     def read_new(self, seen: Mapping[str, str]) -> Batch:
         frames: list[pd.DataFrame] = []
+        origins: list[pd.DataFrame] = []
+        malformed: list[pd.DataFrame] = []
         marks: dict[str, str] = {}
         for file in self.files():
             name = _relative(file, self.root)
@@ -112,14 +127,29 @@ class FileSource:
             if seen.get(key) == digest:
                 continue
             try:
-                frames.append(self._reader(data))
+                read = self._reader(data)
             except Exception as exc:
                 raise SourceError(f"{name}: cannot read it: {_one_line(exc)}") from None
+            if not isinstance(read, FileRows):
+                read = FileRows(read, list(range(1, len(read) + 1)), [])
+            if len(read.frame.columns):
+                frames.append(read.frame)
+                origins.append(pd.DataFrame({"_file": name, LINE: read.lines}))
+            if read.malformed:
+                lines, reasons, texts = zip(*read.malformed, strict=True)
+                malformed.append(
+                    pd.DataFrame({"_file": name, LINE: lines, "_reason": reasons, "_text": texts})
+                )
             marks[key] = digest
         if not marks:
             return _no_data()
-        frame = _concat([f for f in frames if len(f.columns)])
-        return Batch(frame, marks, _describe_files([k.removeprefix("file:") for k in marks]))
+        return Batch(
+            _concat(frames),
+            marks,
+            _describe_files([k.removeprefix("file:") for k in marks]),
+            origins=_concat(origins),
+            malformed=_concat(malformed),
+        )
 
     def files(self) -> list[Path]:
         """The files the path matches now, in sorted order."""
@@ -142,14 +172,6 @@ class FileSource:
         if path.is_file():
             return [path]
         raise SourceError(f"{path}: no such file or folder (data.source.path is {self.path!r})")
-
-
-def _read_csv(data: bytes, delimiter: str) -> pd.DataFrame:
-    # Every field as text, as written: validation reads it by the feature's rule
-    # (`refit.values`), the one the server applies to a CSV request or a JSON string.
-    return pd.read_csv(
-        io.BytesIO(data), sep=delimiter, dtype=str, keep_default_na=False, na_values=[""]
-    )
 
 
 def _read_parquet(data: bytes) -> pd.DataFrame:

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from refit.errors import DataError
-from refit.spec import DataSpec, Feature, FeatureType
+from refit.spec import CsvSource, DataSpec, Feature, FeatureType
 from refit.values import NOT_ALLOWED, WRONG_TYPE, category_text, coerce_column
 
 _LISTED_VALUES = 10
@@ -68,7 +68,7 @@ def validate(frame: pd.DataFrame, data: DataSpec) -> Validated:
     raw = frame.reset_index(drop=True)
     problems = _Problems(len(raw))
     typed: dict[str, pd.Series] = {}
-    decimal = "."
+    decimal = data.source.decimal if isinstance(data.source, CsvSource) else "."
     for name, feature in data.features.items():
         typed[name] = _feature(name, raw[name], feature, decimal, problems)
     typed[data.target] = _target(data.target, raw[data.target], problems)
