@@ -193,6 +193,8 @@ class DataSpec(_Model):
     snapshot: SnapshotPolicy = SnapshotPolicy()
     max_reject_rate: float = Field(default=0.1, ge=0, le=1)
     """A batch with a larger share of invalid rows is refused as a whole."""
+    drop_duplicates: bool = False
+    """Drop a new row equal to a row of the snapshot or to an earlier row of its batch."""
 
     @model_validator(mode="after")
     def _columns_are_distinct(self) -> DataSpec:

@@ -1,4 +1,5 @@
-"""`refit init`, `refit ingest` and `refit snapshots`: projects and their data."""
+"""`refit init`, `refit ingest`, `refit batches` and `refit snapshots`: projects and their
+data."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ from refit.examples import EXAMPLES, create_blank_project, create_project
 from refit.registry import SnapshotRow
 
 snapshots_app = typer.Typer(help="Inspect data snapshots.", no_args_is_help=True)
+batches_app = typer.Typer(
+    help="Inspect ingest batches and their rejected rows.", no_args_is_help=True
+)
 
 
 def init(
@@ -55,6 +59,7 @@ def ingest(project: ProjectOption = Path("."), json: JsonOption = False) -> None
                 "message": result.message,
                 "batch": result.batch.to_dict() if result.batch else None,
                 "snapshot": snapshot_dict(result.snapshot) if result.snapshot else None,
+                "duplicates": result.duplicates,
             }
         )
     else:
@@ -121,3 +126,66 @@ def show_snapshot(
 
 def _num(value: Any) -> str:
     return "-" if value is None else f"{value:.4g}"
+
+
+@batches_app.command("list")
+def list_batches(
+    project: ProjectOption = Path("."),
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 50,
+    json: JsonOption = False,
+) -> None:
+    """The project's ingest batches, newest first: rows read, valid and rejected."""
+    with services_for(project) as services:
+        rows = services.registry.list_batches(services.project.spec.name, limit)
+    if json:
+        print_json([r.to_dict() for r in rows])
+        return
+    print_table(
+        ["id", "created", "status", "read", "valid", "rejected", "snapshot", "what"],
+        [
+            (
+                r.id,
+                when(r.created_at),
+                r.status,
+                r.rows_read,
+                r.rows_valid,
+                r.rows_rejected,
+                (r.snapshot_id or "")[:12],
+                r.description,
+            )
+            for r in rows
+        ],
+    )
+
+
+@batches_app.command("rejects")
+def show_rejects(
+    batch_id: Annotated[int, typer.Argument(metavar="ID", help="A batch id (refit batches list).")],
+    project: ProjectOption = Path("."),
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many rows.")] = 100,
+    json: JsonOption = False,
+) -> None:
+    """A batch's rejected rows: file, line and reason (--json: with every field as read)."""
+    from refit.data.ingest import read_rejects  # pandas and pyarrow: only for this command
+
+    with services_for(project) as services:
+        batch = services.registry.get_batch(services.project.spec.name, batch_id)
+        rejects = read_rejects(services.store, batch)
+    shown = rejects.head(limit)
+    if json:
+        records = shown.astype(object).where(shown.notna(), None).to_dict("records")
+        print_json([{str(k): v for k, v in record.items()} for record in records])
+        return
+    if rejects.empty:
+        err.print(f"batch {batch.id} ({batch.status}) has no rejected rows")
+        return
+    located = "_file" in rejects.columns
+    columns = ["file", "line", "reason"] if located else ["row", "reason"]
+    rows = [
+        (r["_file"], r["_line"], r["_reason"]) if located else (r["_row"], r["_reason"])
+        for r in shown.to_dict("records")
+    ]
+    title = f"batch {batch.id} ({batch.status}): {len(rejects)} rejected of {batch.rows_read}"
+    if len(rejects) > limit:
+        title += f", the first {limit} shown"
+    print_table(columns, rows, title=title)

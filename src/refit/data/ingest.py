@@ -23,6 +23,7 @@ from refit.data.validation import validate
 from refit.errors import DataError
 from refit.project import Project
 from refit.registry import IngestBatchRow, Registry, SnapshotRow
+from refit.spec import SnapshotMode
 
 Status = Literal["accepted", "unchanged", "refused", "empty"]
 
@@ -37,6 +38,9 @@ class IngestResult:
     message: str
     batch: IngestBatchRow | None = None
     snapshot: SnapshotRow | None = None
+    duplicates: int = 0
+    """Valid new rows equal in every column to a row of the previous snapshot (unless the
+    mode is `latest`) or to an earlier row of the batch; dropped if `data.drop_duplicates`."""
 
 
 def run_ingest(
@@ -71,6 +75,12 @@ def run_ingest(
     if previous is not None:
         previous_frame = from_parquet(store.get(previous.uri, previous.sha256))
         previous_frame, valid, note = _reconcile(previous_frame, valid, spec.data.target)
+    rows_valid = len(valid)
+    latest_only = spec.data.snapshot.mode is SnapshotMode.LATEST
+    duplicated = _duplicated(None if latest_only else previous_frame, valid)
+    duplicates = int(duplicated.sum())
+    if spec.data.drop_duplicates and duplicates:
+        valid = valid[~duplicated].reset_index(drop=True)
     frame = combine(previous_frame, valid, spec.data.snapshot, spec.data.time_column)
     snapshot_id = snapshot_key(spec.name, frame)
     record = IngestBatchRow(
@@ -78,7 +88,7 @@ def run_ingest(
         status="accepted",
         description=batch.description,
         rows_read=rows_read,
-        rows_valid=len(valid),
+        rows_valid=rows_valid,
         rows_rejected=len(rejects),
         rejects_uri=rejected.uri if rejected else None,
         rejects_sha256=rejected.sha256 if rejected else None,
@@ -88,7 +98,10 @@ def run_ingest(
         record.status, record.snapshot_id = "unchanged", previous.id if previous else None
         registry.record_batch(record, batch.marks)
         why = "no valid rows" if len(frame) == 0 else "the data is the same as the latest snapshot"
-        return IngestResult("unchanged", f"{batch.description}: {why}", record, previous)
+        why += _duplicates_note(duplicates, spec.data.drop_duplicates, ", ")
+        return IngestResult(
+            "unchanged", f"{batch.description}: {why}", record, previous, duplicates
+        )
 
     ref = store.put(to_parquet(frame), kind="snapshots", suffix=".parquet")
     snapshot = SnapshotRow(
@@ -109,10 +122,11 @@ def run_ingest(
     message = (
         f"snapshot {snapshot_id[:12]}: {len(frame)} rows ({len(valid)} new"
         + (f", {len(rejects)} rejected" if len(rejects) else "")
+        + _duplicates_note(duplicates, spec.data.drop_duplicates, ", ")
         + f") from {batch.description}"
         + note
     )
-    return IngestResult("accepted", message, record, latest)
+    return IngestResult("accepted", message, record, latest, duplicates)
 
 
 def snapshot_key(project: str, frame: pd.DataFrame) -> str:
@@ -144,6 +158,23 @@ def _label(value: object) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def _duplicated(previous: pd.DataFrame | None, new: pd.DataFrame) -> np.ndarray:
+    """Which new rows equal a previous row or an earlier new row, in every column."""
+    if previous is None:
+        return new.duplicated(keep="first").to_numpy(dtype=bool)
+    both = pd.concat([previous, new[list(previous.columns)]], ignore_index=True)
+    return both.duplicated(keep="first").to_numpy(dtype=bool)[len(previous) :]
+
+
+def _duplicates_note(duplicates: int, dropped: bool, prefix: str) -> str:
+    if not duplicates:
+        return ""
+    noun = "duplicate" if duplicates == 1 else "duplicates"
+    if dropped:
+        return f"{prefix}{duplicates} {noun} dropped"
+    return f"{prefix}{duplicates} {noun} kept (data.drop_duplicates: true drops them)"
 
 
 def _rows_read(batch: Batch) -> int:
@@ -226,3 +257,13 @@ def _refuse(
 def read_snapshot(store: ArtifactStore, snapshot: SnapshotRow) -> pd.DataFrame:
     """The rows of a snapshot, verified against its recorded sha256."""
     return from_parquet(store.get(snapshot.uri, snapshot.sha256))
+
+
+def read_rejects(store: ArtifactStore, batch: IngestBatchRow) -> pd.DataFrame:
+    """The rejected rows of a batch (none when it had none), verified against their sha256:
+    each input column as text, `_reason`, `_file` and `_line` where the source has files,
+    `_row` (the position in the batch; missing for a line that was no row) and `_text`
+    (that line's fields)."""
+    if batch.rejects_uri is None or batch.rejects_sha256 is None:
+        return pd.DataFrame({"_row": [], "_reason": []})
+    return from_parquet(store.get(batch.rejects_uri, batch.rejects_sha256))

@@ -122,6 +122,14 @@ class Registry:
             )
             return list(s.scalars(query))
 
+    def get_batch(self, project: str, batch_id: int) -> IngestBatchRow:
+        """One ingest batch of a project, by its id."""
+        with self.read() as s:
+            row = s.get(IngestBatchRow, batch_id)
+        if row is None or row.project != project:
+            raise NotFoundError(f"no ingest batch {batch_id}; `refit batches list` shows them")
+        return row
+
     def list_batches(self, project: str, limit: int = 50) -> list[IngestBatchRow]:
         with self.read() as s:
             query = (
