@@ -20,6 +20,13 @@ from refit.errors import RefitError
 from refit.project import load_project
 from refit.services import Services, open_services
 
+USAGE = 2
+"""A command called wrongly: an unknown command or option, a missing argument, a bad value."""
+INTERNAL = 70
+"""A bug in refit (`EX_SOFTWARE`): anything that is not a `RefitError` nor a usage error."""
+INTERRUPTED = 130
+"""Ctrl-C, as a shell reports a process ended by SIGINT."""
+
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -80,7 +87,7 @@ def fail(exc: BaseException) -> int:
         f"[bold red]internal error:[/] {type(exc).__name__}: {_escape(str(exc))}\n"
         "This is a bug in refit; set REFIT_DEBUG=1 to see the traceback."
     )
-    return 70
+    return INTERNAL
 
 
 def _escape(text: str) -> str:
@@ -91,20 +98,36 @@ def _escape(text: str) -> str:
 
 def run_app(app: Callable[..., Any], args: list[str] | None = None) -> int:
     try:
-        code = app(args=args, standalone_mode=False)
+        code = app(args=args, prog_name="refit", standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code)
     except typer.Abort:
         err.print("aborted")
-        return 130
+        return INTERRUPTED
     except KeyboardInterrupt:
         err.print("interrupted")
-        return 130
+        return INTERRUPTED
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        return fail(exc)
+        usage = _usage_error(exc)
+        return fail(exc) if usage is None else usage
     return code if isinstance(code, int) else 0
+
+
+def _usage_error(exc: Exception) -> int | None:
+    """Show a command-line usage error as click does (usage, hint, error); its exit code.
+
+    None for any other exception. Typer 0.2x raises its own copy of click's exceptions (all
+    `typer.TyperException`); click's own are kept for typer versions that still use click.
+    """
+    import click
+
+    if not isinstance(exc, (typer.TyperException, click.ClickException)):
+        return None
+    # A group called without a command has already printed its help.
+    if type(exc).__name__ != "NoArgsIsHelpError":
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err.print(f"error: {_escape(str(exc))}")
+    return int(getattr(exc, "exit_code", USAGE))
