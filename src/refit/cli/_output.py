@@ -10,9 +10,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -27,6 +28,8 @@ INTERNAL = 70
 INTERRUPTED = 130
 """Ctrl-C, as a shell reports a process ended by SIGINT."""
 
+T = TypeVar("T")
+
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -37,6 +40,24 @@ ProjectOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def checked_by(model: type[BaseModel], field: str) -> Callable[[T], T]:
+    """A typer callback: a flag's value, checked by the spec's own rule for `field` of `model`.
+
+    A bad value is a usage error naming the flag (not the spec field, nor a `REFIT_*` variable).
+    """
+
+    def check(value: T) -> T:
+        if value is not None:
+            try:
+                model.model_validate({field: value})
+            except ValidationError as exc:
+                message = str(exc.errors()[0]["msg"])
+                raise typer.BadParameter(message.removeprefix("Value error, ")) from None
+        return value
+
+    return check
 
 
 @contextmanager
