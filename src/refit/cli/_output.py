@@ -17,7 +17,17 @@ from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from refit.errors import RefitError
+from refit.errors import (
+    AlreadyExistsError,
+    ArtifactError,
+    ConflictError,
+    DataError,
+    ListenError,
+    NotFoundError,
+    RefitError,
+    StoreError,
+    TrainingError,
+)
 from refit.project import load_project
 from refit.services import Services, open_services
 
@@ -27,6 +37,30 @@ INTERNAL = 70
 """A bug in refit (`EX_SOFTWARE`): anything that is not a `RefitError` nor a usage error."""
 INTERRUPTED = 130
 """Ctrl-C, as a shell reports a process ended by SIGINT."""
+
+EXIT_CODES: dict[int, str] = {
+    0: "success, also when there was nothing to do: no new data to ingest, a version the gate "
+    "did not promote, promoting the version that already holds `production`",
+    RefitError.exit_code: "`refit up` or `refit demo` gave up on a child process that kept "
+    "crashing",
+    USAGE: "a usage error (an unknown command or option, a missing argument, a bad value: the "
+    "usage is shown) or a bad spec",
+    NotFoundError.exit_code: "not found: a snapshot, a version, an alias, or no snapshot to "
+    "train on yet",
+    ConflictError.exit_code: "a conflict: someone else moved `production` first",
+    DataError.exit_code: "bad data: a source that cannot be read, or a batch refused",
+    ArtifactError.exit_code: "the artifact store: a file that cannot be written or read, or "
+    "does not match its sha256",
+    TrainingError.exit_code: "a training run failed",
+    StoreError.exit_code: "the registry's database cannot be reached or migrated",
+    AlreadyExistsError.exit_code: "`refit init` on a folder that already holds a project or "
+    "other files",
+    ListenError.exit_code: "the server cannot listen on its address: the port is in use, or the "
+    "host is not this machine's",
+    INTERNAL: "an internal error, a bug in refit (`REFIT_DEBUG=1` shows the traceback)",
+    INTERRUPTED: "interrupted (Ctrl-C)",
+}
+"""Every exit code of the `refit` command; README.md's 'Exit codes' lists exactly these."""
 
 T = TypeVar("T")
 
