@@ -55,7 +55,7 @@ def _diabetes() -> pd.DataFrame:
 
 
 def _schedule() -> dict[str, str]:
-    return {"ingest": "10s", "train": "20s", "monitor": "1m"}
+    return {"ingest": "10s", "train": "20s"}
 
 
 EXAMPLES: dict[str, Example] = {
