@@ -49,8 +49,8 @@ EXIT_CODES: dict[int, str] = {
     "train on yet",
     ConflictError.exit_code: "a conflict: someone else moved `production` first",
     DataError.exit_code: "bad data: a source that cannot be read, or a batch refused",
-    ArtifactError.exit_code: "the artifact store: a file that cannot be written or read, or "
-    "does not match its sha256",
+    ArtifactError.exit_code: "a file of the artifact store, or a model file to register, that "
+    "cannot be read or written, does not match its sha256, or does not fit the project",
     TrainingError.exit_code: "a training run failed",
     StoreError.exit_code: "the registry's database cannot be reached or migrated",
     AlreadyExistsError.exit_code: "`refit init` on a folder that already holds a project or "
