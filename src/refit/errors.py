@@ -15,6 +15,8 @@ Nothing here knows about HTTP or the terminal::
     │   └── ArtifactCorruptError    a stored file does not match its recorded sha256
     ├── TrainingError               a training run failed (the user's code or the data)
     ├── StoreError                  the registry's database cannot be reached or migrated
+    ├── AlreadyExistsError          what a command would create is there already
+    ├── ListenError                 the server cannot listen on its address (a port in use)
     └── RequestError                a prediction request is at fault (the server answers 4xx)
         ├── InputError              fields missing, unknown, of the wrong type, out of range
         ├── MalformedBodyError      the body is not JSON, or not of the expected shape
@@ -99,6 +101,18 @@ class StoreError(RefitError):
     exit_code = 8
 
 
+class AlreadyExistsError(RefitError):
+    """What a command would create is there already (a project, or other files, in its folder)."""
+
+    exit_code = 9
+
+
+class ListenError(RefitError):
+    """The server cannot listen on its address: the port is in use, or the host is not local."""
+
+    exit_code = 10
+
+
 class RequestError(RefitError):
     """A request the server refuses because of the request itself."""
 
@@ -149,6 +163,5 @@ class TooLargeError(RequestError):
 class ServiceUnavailableError(RefitError):
     """The server cannot answer now (no verified model yet, or overloaded); retry later."""
 
-    exit_code = 9
     status = 503
     code = "unavailable"

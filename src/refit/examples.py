@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from refit.errors import RefitError
+from refit.errors import AlreadyExistsError, NotFoundError
 from refit.spec import SPEC_FILE
 
 INCOMING = Path("data/incoming")
@@ -55,7 +55,7 @@ def _diabetes() -> pd.DataFrame:
 
 
 def _schedule() -> dict[str, str]:
-    return {"ingest": "10s", "train": "20s", "monitor": "1m"}
+    return {"ingest": "10s", "train": "20s"}
 
 
 EXAMPLES: dict[str, Example] = {
@@ -102,12 +102,12 @@ EXAMPLES: dict[str, Example] = {
 
 def example_rows(name: str) -> pd.DataFrame:
     """The whole dataset of an example, target included, in the example's column names."""
-    return _example(name).load()
+    return find_example(name).load()
 
 
 def create_project(root: Path, example: str, first_batch: float = 0.6) -> Path:
     """Write an example project into `root` (which must be empty or absent)."""
-    chosen = _example(example)
+    chosen = find_example(example)
     _check_empty(root)
     frame = chosen.load()
     spec = copy.deepcopy(chosen.spec)
@@ -143,17 +143,18 @@ def create_blank_project(root: Path) -> Path:
     return root
 
 
-def _example(name: str) -> Example:
+def find_example(name: str) -> Example:
+    """The bundled example called `name`; NotFoundError names the others."""
     if name not in EXAMPLES:
-        raise RefitError(f"no example {name!r}; the examples are: {', '.join(EXAMPLES)}")
+        raise NotFoundError(f"no example {name!r}; the examples are: {', '.join(EXAMPLES)}")
     return EXAMPLES[name]
 
 
 def _check_empty(root: Path) -> None:
     if root.exists() and any(root.iterdir()):
         if (root / SPEC_FILE).exists():
-            raise RefitError(f"{root} already holds a refit project ({SPEC_FILE} exists)")
-        raise RefitError(f"{root} is not empty; give a new or empty folder")
+            raise AlreadyExistsError(f"{root} already holds a refit project ({SPEC_FILE} exists)")
+        raise AlreadyExistsError(f"{root} is not empty; give a new or empty folder")
 
 
 _BLANK = """\
@@ -179,7 +180,7 @@ gate:
 
 def drop_batch(root: Path, example: str, number: int, of: int, first_batch: float = 0.6) -> Path:
     """Write batch `number` (2..of) of the rows `create_project` left out, as a new CSV file."""
-    frame = _example(example).load()
+    frame = find_example(example).load()
     start = max(1, int(len(frame) * first_batch))
     rest = frame.iloc[start:]
     size = -(-len(rest) // (of - 1))

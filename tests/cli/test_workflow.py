@@ -13,6 +13,7 @@ import pytest
 
 from refit.cli import app
 from refit.cli._output import run_app
+from refit.errors import AlreadyExistsError
 from refit.examples import example_rows
 from servers import S3Location
 
@@ -114,8 +115,16 @@ def test_manual_promote_and_rollback(capsys: pytest.CaptureFixture[str], tmp_pat
     assert refit_json(capsys, "models", "show", str(other), "-p", p)["aliases"] == ["production"]
     rolled = refit_json(capsys, "models", "rollback", "-p", p)
     assert (rolled["action"], rolled["candidate_version"]) == ("rollback", production)
-    out = refit(capsys, "models", "promote", str(production), "-p", p, code=4)
-    assert out == ""
+    again = refit(capsys, "models", "promote", str(production), "-p", p)
+    assert (
+        again.strip() == f"breast-cancer v{production} already holds production: nothing to change"
+    )
+    unchanged = refit_json(capsys, "models", "promote", str(production), "-p", p)
+    assert (unchanged["version"], unchanged["changed"]) == (production, False)
+    assert [d["action"] for d in refit_json(capsys, "models", "decisions", "-p", p)][:2] == [
+        "rollback",
+        "promote",
+    ], "nothing was recorded for a promotion that changed nothing"
     refit(capsys, "models", "promote", "9", "-p", p, code=3)
 
 
@@ -183,10 +192,24 @@ def test_snapshots_list_and_show(capsys: pytest.CaptureFixture[str], tmp_path: P
 
 def test_init_refuses_a_used_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     refit(capsys, "init", str(tmp_path / "a"), "--example", "diabetes")
-    assert run_app(app, ["init", str(tmp_path / "a")]) == 1
+    assert run_app(app, ["init", str(tmp_path / "a")]) == AlreadyExistsError.exit_code == 9
     assert "already holds a refit project" in capsys.readouterr().err
-    assert run_app(app, ["init", str(tmp_path / "b"), "--example", "nope"]) == 1
-    assert "the examples are: breast-cancer, diabetes" in capsys.readouterr().err
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "notes.txt").write_text("mine")
+    assert run_app(app, ["init", str(tmp_path / "c"), "--example", "diabetes"]) == 9
+    assert "is not empty; give a new or empty folder" in capsys.readouterr().err
+    assert list((tmp_path / "c").iterdir()) == [tmp_path / "c" / "notes.txt"]
+
+
+def test_init_with_an_unknown_example_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert run_app(app, ["init", str(tmp_path / "b"), "--example", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "Usage: refit init" in err
+    assert "Invalid value for '--example': no example 'nope'; the examples are: " in err
+    assert "breast-cancer, diabetes" in err
+    assert not (tmp_path / "b").exists()
 
 
 def test_blank_project_is_a_valid_spec(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -14,8 +15,11 @@ import httpx
 import pytest
 
 from refit.data.ingest import run_ingest
+from refit.errors import ListenError
 from refit.examples import create_project
 from refit.project import load_project
+from refit.run.local import run_up
+from refit.run.supervisor import FatalExitError
 from refit.services import open_services
 from refit.train.run import run_training
 from servers import free_port
@@ -106,3 +110,34 @@ def test_a_killed_server_is_restarted_and_serves_again(tmp_path: Path) -> None:
     output = "\n".join(lines)
     assert "refit up: stopped" in output
     assert not children_of(up.pid), "no child outlives refit up"
+
+
+def test_a_server_that_cannot_listen_is_not_restarted(tmp_path: Path) -> None:
+    # `refit up` checks the port itself first; here the server finds it taken on its own, as it
+    # would if another process took the port in between.
+    root = create_project(tmp_path / "p", "breast-cancer")
+    lines: list[tuple[str, str]] = []
+    stop = threading.Event()
+    safety = threading.Timer(120, stop.set)  # fail, rather than hang, if it is restarted
+    safety.start()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        try:
+            with pytest.raises(FatalExitError) as raised:
+                run_up(
+                    load_project(root),
+                    stop,
+                    lambda name, line: lines.append((name, line)),
+                    port=port,
+                )
+        finally:
+            safety.cancel()
+    assert not stop.is_set()
+    assert (raised.value.child, raised.value.code) == ("serve", ListenError.exit_code)
+    said = [line for name, line in lines if name == "serve"]
+    assert said == [
+        f"error: port {port} on 127.0.0.1 is in use by another process: stop it, "
+        "or choose another port with --port (or serve.port)"
+    ]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from refit.run.supervisor import Child, CrashLoopError, Supervisor
+from refit.run.supervisor import Child, CrashLoopError, FatalExitError, Supervisor
 
 DEADLINE = 30.0
 """Generous: the machine is shared, and nothing here should take more than a second or two."""
@@ -236,6 +236,44 @@ def test_a_crash_loop_gives_up_loudly_and_stops_the_others() -> None:
     assert steady_process.returncode == 0
     assert lines.of("steady") == ["ready", "bye"]
     assert steady.process is None and looping.process is None
+
+
+def test_a_fatal_exit_code_stops_everything_at_once_after_the_childs_last_words() -> None:
+    lines = Lines()
+    failing = Child(
+        "serve",
+        python("import sys; print('error: port 8000 is in use', flush=True); sys.exit(10)"),
+        fatal=frozenset({2, 10}),
+    )
+    steady = Child("steady", python(POLITE))
+    # A back-off and a restart budget that would keep it going for minutes.
+    supervisor = Supervisor([steady, failing], on_line=lines, backoff=30.0, max_restarts=100)
+    supervisor.start()
+    lines.wait_for("steady", "ready")
+    steady_process = running(steady.process)
+    stop = threading.Event()
+    safety = threading.Timer(DEADLINE, stop.set)
+    safety.start()
+    try:
+        with pytest.raises(FatalExitError, match="serve exited with code 10") as raised:
+            supervisor.run(stop, poll=0.02)
+    finally:
+        safety.cancel()
+    assert not stop.is_set(), "it gave up at once, not when the test's safety net fired"
+    assert (raised.value.child, raised.value.code) == ("serve", 10)
+    assert lines.of("serve") == ["error: port 8000 is in use"]  # and no "restarting in"
+    assert steady_process.returncode == 0
+    assert lines.of("steady") == ["ready", "bye"]
+
+
+def test_an_exit_code_that_is_not_fatal_is_restarted() -> None:
+    lines = Lines()
+    looping = Child(
+        "loop", python("import sys; print('up', flush=True); sys.exit(1)"), fatal=frozenset({10})
+    )
+    supervisor = Supervisor([looping], on_line=lines, backoff=0.05, max_restarts=1000)
+    with supervising(supervisor):
+        lines.wait_for("loop", "restarting", count=2)
 
 
 def test_crashes_outside_the_window_are_forgiven() -> None:

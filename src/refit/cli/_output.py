@@ -10,15 +10,59 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from refit.errors import RefitError
+from refit.errors import (
+    AlreadyExistsError,
+    ArtifactError,
+    ConflictError,
+    DataError,
+    ListenError,
+    NotFoundError,
+    RefitError,
+    StoreError,
+    TrainingError,
+)
 from refit.project import load_project
 from refit.services import Services, open_services
+
+USAGE = 2
+"""A command called wrongly: an unknown command or option, a missing argument, a bad value."""
+INTERNAL = 70
+"""A bug in refit (`EX_SOFTWARE`): anything that is not a `RefitError` nor a usage error."""
+INTERRUPTED = 130
+"""Ctrl-C, as a shell reports a process ended by SIGINT."""
+
+EXIT_CODES: dict[int, str] = {
+    0: "success, also when there was nothing to do: no new data to ingest, a version the gate "
+    "did not promote, promoting the version that already holds `production`",
+    RefitError.exit_code: "`refit up` or `refit demo` gave up on a child process that kept "
+    "crashing",
+    USAGE: "a usage error (an unknown command or option, a missing argument, a bad value: the "
+    "usage is shown) or a bad spec",
+    NotFoundError.exit_code: "not found: a snapshot, a version, an alias, or no snapshot to "
+    "train on yet",
+    ConflictError.exit_code: "a conflict: someone else moved `production` first",
+    DataError.exit_code: "bad data: a source that cannot be read, or a batch refused",
+    ArtifactError.exit_code: "a file of the artifact store, or a model file to register, that "
+    "cannot be read or written, does not match its sha256, or does not fit the project",
+    TrainingError.exit_code: "a training run failed",
+    StoreError.exit_code: "the registry's database cannot be reached or migrated",
+    AlreadyExistsError.exit_code: "`refit init` on a folder that already holds a project or "
+    "other files",
+    ListenError.exit_code: "the server cannot listen on its address: the port is in use, or the "
+    "host is not this machine's",
+    INTERNAL: "an internal error, a bug in refit (`REFIT_DEBUG=1` shows the traceback)",
+    INTERRUPTED: "interrupted (Ctrl-C)",
+}
+"""Every exit code of the `refit` command; README.md's 'Exit codes' lists exactly these."""
+
+T = TypeVar("T")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -30,6 +74,24 @@ ProjectOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def checked_by(model: type[BaseModel], field: str) -> Callable[[T], T]:
+    """A typer callback: a flag's value, checked by the spec's own rule for `field` of `model`.
+
+    A bad value is a usage error naming the flag (not the spec field, nor a `REFIT_*` variable).
+    """
+
+    def check(value: T) -> T:
+        if value is not None:
+            try:
+                model.model_validate({field: value})
+            except ValidationError as exc:
+                message = str(exc.errors()[0]["msg"])
+                raise typer.BadParameter(message.removeprefix("Value error, ")) from None
+        return value
+
+    return check
 
 
 @contextmanager
@@ -80,7 +142,7 @@ def fail(exc: BaseException) -> int:
         f"[bold red]internal error:[/] {type(exc).__name__}: {_escape(str(exc))}\n"
         "This is a bug in refit; set REFIT_DEBUG=1 to see the traceback."
     )
-    return 70
+    return INTERNAL
 
 
 def _escape(text: str) -> str:
@@ -91,20 +153,36 @@ def _escape(text: str) -> str:
 
 def run_app(app: Callable[..., Any], args: list[str] | None = None) -> int:
     try:
-        code = app(args=args, standalone_mode=False)
+        code = app(args=args, prog_name="refit", standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code)
     except typer.Abort:
         err.print("aborted")
-        return 130
+        return INTERRUPTED
     except KeyboardInterrupt:
         err.print("interrupted")
-        return 130
+        return INTERRUPTED
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        return fail(exc)
+        usage = _usage_error(exc)
+        return fail(exc) if usage is None else usage
     return code if isinstance(code, int) else 0
+
+
+def _usage_error(exc: Exception) -> int | None:
+    """Show a command-line usage error as click does (usage, hint, error); its exit code.
+
+    None for any other exception. Typer 0.2x raises its own copy of click's exceptions (all
+    `typer.TyperException`); click's own are kept for typer versions that still use click.
+    """
+    import click
+
+    if not isinstance(exc, (typer.TyperException, click.ClickException)):
+        return None
+    # A group called without a command has already printed its help.
+    if type(exc).__name__ != "NoArgsIsHelpError":
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err.print(f"error: {_escape(str(exc))}")
+    return int(getattr(exc, "exit_code", USAGE))

@@ -19,8 +19,8 @@ from refit.cli._output import (
     services_for,
     when,
 )
-from refit.errors import BatchRefusedError
-from refit.examples import EXAMPLES, create_blank_project, create_project
+from refit.errors import BatchRefusedError, NotFoundError
+from refit.examples import EXAMPLES, create_blank_project, create_project, find_example
 from refit.registry import SnapshotRow
 
 snapshots_app = typer.Typer(help="Inspect data snapshots.", no_args_is_help=True)
@@ -29,11 +29,22 @@ batches_app = typer.Typer(
 )
 
 
+def _bundled(example: str | None) -> str | None:
+    if example is not None:
+        try:
+            find_example(example)
+        except NotFoundError as exc:
+            raise typer.BadParameter(exc.message) from None
+    return example
+
+
 def init(
     directory: Annotated[Path, typer.Argument(help="The folder to create the project in.")],
     example: Annotated[
         str | None,
-        typer.Option(help=f"Start from a bundled example: {', '.join(EXAMPLES)}."),
+        typer.Option(
+            help=f"Start from a bundled example: {', '.join(EXAMPLES)}.", callback=_bundled
+        ),
     ] = None,
 ) -> None:
     """Create a project: a refit.yaml and a data/incoming/ folder."""

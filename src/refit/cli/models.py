@@ -275,9 +275,20 @@ def promote(
     project: ProjectOption = Path("."),
     json: JsonOption = False,
 ) -> None:
-    """Point production at a version, whatever the gate said."""
+    """Point production at a version, whatever the gate said (a success if it is there already)."""
     with services_for(project) as services:
-        decision = promote_version(services.registry, services.project.spec.name, version, actor())
+        name = services.project.spec.name
+        try:
+            decision = promote_version(services.registry, name, version, actor())
+        except ConflictError:
+            if services.registry.alias_version(name, PRODUCTION) != version:
+                raise  # someone else moved production first
+            message = f"{name} v{version} already holds {PRODUCTION}: nothing to change"
+            if json:
+                print_json({"name": name, "version": version, "changed": False, "message": message})
+            else:
+                out.print(message)
+            return
     _print_decision(decision, json)
 
 

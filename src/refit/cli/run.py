@@ -9,11 +9,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from refit.cli._output import JsonOption, ProjectOption, err, out, print_json, print_table, when
+from refit.cli._output import (
+    JsonOption,
+    ProjectOption,
+    checked_by,
+    err,
+    out,
+    print_json,
+    print_table,
+    when,
+)
+from refit.cli._server import HostOption, PortOption, WorkersOption, check_address
 from refit.errors import RefitError
 from refit.project import load_project
 from refit.registry import PRODUCTION
@@ -21,9 +31,10 @@ from refit.registry.jobs import job_states
 from refit.registry.tables import utcnow
 from refit.run.schedule import parse_schedule
 from refit.services import Services, open_services
+from refit.spec import SPEC_FILE, Schedule, ServeSpec
 
-WorkersOption = Annotated[int | None, typer.Option(help="Server worker processes.")]
-PortOption = Annotated[int | None, typer.Option(help="Server port (default serve.port).")]
+if TYPE_CHECKING:
+    from refit.run.supervisor import SupervisorError
 
 
 @contextmanager
@@ -65,50 +76,86 @@ def scheduler(project: ProjectOption = Path(".")) -> None:
 
 
 def up(
-    project: ProjectOption = Path("."), workers: WorkersOption = None, port: PortOption = None
+    project: ProjectOption = Path("."),
+    host: HostOption = None,
+    port: PortOption = None,
+    workers: WorkersOption = None,
 ) -> None:
     """Run the whole loop here: the scheduler and the server, restarted if they die."""
     from refit.run.local import run_up
-    from refit.run.supervisor import CrashLoopError
+    from refit.run.supervisor import SupervisorError
 
     loaded = load_project(project)
+    settings = loaded.spec.serve
+    host = settings.host if host is None else host
+    port = settings.port if port is None else port
+    check_address(host, port)  # a port in use stops refit up here, not in a restart loop
     with open_services(loaded):
         pass  # migrate the registry once, before the children race to
-    settings = loaded.spec.serve
-    url = f"http://{settings.host}:{port or settings.port}"
+    url = f"http://{host}:{port}"
     err.print(f"refit up: {loaded.spec.name} in {loaded.root}; API {url}, docs {url}/docs")
     err.print("Ctrl-C stops everything cleanly.")
     with _until_signalled() as stop:
         try:
-            run_up(loaded, stop, _say, workers=workers, port=port)
-        except CrashLoopError as exc:
-            raise RefitError(f"refit up stopped: {exc}") from None
+            run_up(loaded, stop, _say, host=host, port=port, workers=workers)
+        except SupervisorError as exc:
+            raise _stopped("refit up", exc) from None
     err.print("refit up: stopped")
+
+
+def _stopped(command: str, exc: SupervisorError) -> RefitError:
+    """The supervisor gave up: exit with the child's own code when restarting cannot help."""
+    from refit.run.supervisor import FatalExitError
+
+    error = RefitError(f"{command} stopped: {exc}")
+    if isinstance(exc, FatalExitError):
+        error.exit_code = exc.code
+    return error
+
+
+def _positive(value: float | None) -> float | None:
+    if value is not None and not value > 0:
+        raise typer.BadParameter(f"{value:g} is not a number of seconds above 0")
+    return value
 
 
 def demo(
     directory: Annotated[Path, typer.Argument(help="Folder for the demo project.")] = Path(
         "refit-demo"
     ),
-    cycles: Annotated[int | None, typer.Option(help="Stop after this many training runs.")] = None,
-    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    cycles: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many training runs.")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds.", callback=_positive)
+    ] = None,
     workers: WorkersOption = 2,
     port: PortOption = None,
-    feed_interval: Annotated[float, typer.Option(help="Seconds between new batches.")] = 4.0,
-    ingest: Annotated[str, typer.Option(help="Ingest schedule.")] = "3s",
-    train: Annotated[str, typer.Option(help="Train schedule.")] = "5s",
+    feed_interval: Annotated[
+        float, typer.Option(help="Seconds between new batches.", callback=_positive)
+    ] = 4.0,
+    ingest: Annotated[
+        str, typer.Option(help="Ingest schedule.", callback=checked_by(Schedule, "ingest"))
+    ] = "3s",
+    train: Annotated[
+        str, typer.Option(help="Train schedule.", callback=checked_by(Schedule, "train"))
+    ] = "5s",
 ) -> None:
     """Create an example project and run the loop on it with a simulated data feed."""
     from refit.run.demo import Feed, create_demo_project
     from refit.run.local import run_up
-    from refit.run.supervisor import CrashLoopError
+    from refit.run.supervisor import SupervisorError
 
-    if not (directory / "refit.yaml").exists():
+    exists = (directory / SPEC_FILE).exists()
+    # A new demo project serves on the spec's defaults.
+    settings = load_project(directory).spec.serve if exists else ServeSpec()
+    port = settings.port if port is None else port
+    check_address(settings.host, port)  # before anything is created
+    if not exists:
         create_demo_project(directory, ingest=ingest, train=train)
     loaded = load_project(directory)
     services = open_services(loaded)
-    settings = loaded.spec.serve
-    url = f"http://{settings.host}:{port or settings.port}"
+    url = f"http://{settings.host}:{port}"
     err.print(f"refit demo: {loaded.spec.name} in {loaded.root}")
     err.print(f"  API  {url}   docs {url}/docs   metrics {url}/metrics")
     err.print(
@@ -138,9 +185,9 @@ def demo(
         asker = threading.Thread(target=_ask, args=(url, loaded.root / "request.json", stop))
         asker.start()
         try:
-            run_up(loaded, stop, _say, workers=workers, port=port)
-        except CrashLoopError as exc:
-            raise RefitError(f"refit demo stopped: {exc}") from None
+            run_up(loaded, stop, _say, port=port, workers=workers)
+        except SupervisorError as exc:
+            raise _stopped("refit demo", exc) from None
         finally:
             stop.set()
             watcher.join(5)

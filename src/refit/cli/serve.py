@@ -13,16 +13,21 @@ from typing import Annotated
 import typer
 
 from refit.cli._output import ProjectOption, err
+from refit.cli._server import (
+    HostOption,
+    PortOption,
+    WorkersOption,
+    bind_failures_reported,
+    check_address,
+)
 from refit.project import load_project
 
 
 def serve(
     project: ProjectOption = Path("."),
-    host: Annotated[str | None, typer.Option(help="Address to bind (default serve.host).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default serve.port, 8000).")] = None,
-    workers: Annotated[
-        int | None, typer.Option(help="Worker processes (default serve.workers, 1).")
-    ] = None,
+    host: HostOption = None,
+    port: PortOption = None,
+    workers: WorkersOption = None,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
 ) -> None:
     """Serve predictions from the version that holds production, following its promotions."""
@@ -41,12 +46,13 @@ def serve(
         os.environ.setdefault(threads, "1")
     os.environ[PROJECT_ENV] = str(loaded.root)
     settings = loaded.spec.serve
+    check_address(settings.host, settings.port)  # one worker binds only after loading its model
     shown = f"http://{settings.host}:{settings.port}"
     err.print(
         f"Serving {loaded.spec.name} (production) on {shown} with {settings.workers} "
         f"worker(s); API docs at {shown}/docs"
     )
-    with _sigterm_exits_cleanly():
+    with _sigterm_exits_cleanly(), bind_failures_reported(settings.host, settings.port):
         uvicorn.run(
             "refit.serve.main:app_from_environment",
             factory=True,

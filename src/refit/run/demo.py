@@ -30,7 +30,7 @@ def create_demo_project(root: Path, *, ingest: str = "3s", train: str = "5s") ->
     spec = yaml.safe_load(path.read_text())
     spec["data"]["snapshot"] = {"mode": "window", "rows": 400}
     spec["gate"] = {"min": 0.85, "min_improvement": 0.0}
-    spec["schedule"] = {"ingest": ingest, "train": train, "monitor": None}
+    spec["schedule"] = {"ingest": ingest, "train": train}
     path.write_text(header + yaml.safe_dump(spec, sort_keys=False))
     return root
 

@@ -13,8 +13,13 @@ import sys
 import threading
 from collections.abc import Callable
 
+from refit.errors import ListenError, SpecError
 from refit.project import Project
 from refit.run.supervisor import Child, Supervisor
+
+# Restarting a child cannot fix these: a bad spec or bad arguments (the command line's usage
+# errors share the spec's code, 2), or a server address that cannot be listened on.
+_FATAL = frozenset({SpecError.exit_code, ListenError.exit_code})
 
 _LOG_PREFIX = re.compile(r"^(INFO|WARNING|ERROR|CRITICAL):\s+")
 _QUIET = (
@@ -37,18 +42,23 @@ def server_line(line: str) -> str | None:
     return _LOG_PREFIX.sub("", line)
 
 
-def children(project: Project, workers: int | None = None, port: int | None = None) -> list[Child]:
+def children(
+    project: Project,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int | None = None,
+) -> list[Child]:
     root = str(project.root)
     refit = [sys.executable, "-m", "refit"]
     serve = [*refit, "serve", "-p", root, "--no-access-log"]
-    if workers is not None:
-        serve += ["--workers", str(workers)]
-    if port is not None:
-        serve += ["--port", str(port)]
+    for flag, value in (("--host", host), ("--port", port), ("--workers", workers)):
+        if value is not None:
+            serve += [flag, str(value)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return [
-        Child("scheduler", [*refit, "scheduler", "-p", root], env=env),
-        Child("serve", serve, env=env, keep=server_line),
+        Child("scheduler", [*refit, "scheduler", "-p", root], env=env, fatal=_FATAL),
+        Child("serve", serve, env=env, keep=server_line, fatal=_FATAL),
     ]
 
 
@@ -57,10 +67,11 @@ def run_up(
     stop: threading.Event,
     say: Callable[[str, str], None],
     *,
-    workers: int | None = None,
+    host: str | None = None,
     port: int | None = None,
+    workers: int | None = None,
 ) -> None:
-    """Run the scheduler and the server until `stop` is set (raises CrashLoopError)."""
-    supervisor = Supervisor(children(project, workers, port), on_line=say)
+    """Run the scheduler and the server until `stop` is set (raises SupervisorError)."""
+    supervisor = Supervisor(children(project, host=host, port=port, workers=workers), on_line=say)
     supervisor.start()
     supervisor.run(stop)

@@ -5,7 +5,8 @@ supervisor, which then stops the children in order with SIGTERM: the server drai
 in-flight requests, a training run finishes or is recorded as interrupted. A child that dies is
 restarted after a back-off that doubles with each crash; a child that crashes more than
 `max_restarts` times within `window` seconds is a crash loop, and the supervisor gives up
-loudly, stopping everything.
+loudly, stopping everything. So it does at once when a child exits with one of its `fatal`
+codes, which say that a restart cannot help (a bad spec, an address in use).
 """
 
 from __future__ import annotations
@@ -32,13 +33,29 @@ class Child:
     env: dict[str, str] | None = None
     keep: Callable[[str], str | None] = lambda line: line
     """Filter and reword a line of output; None drops it."""
+    fatal: frozenset[int] = frozenset()
+    """Exit codes after which a restart cannot help: the supervisor stops everything."""
     process: subprocess.Popen[str] | None = field(default=None, repr=False)
     crashes: list[float] = field(default_factory=list, repr=False)
     restart_at: float | None = field(default=None, repr=False)
+    reader: threading.Thread | None = field(default=None, repr=False)
 
 
-class CrashLoopError(RuntimeError):
-    pass
+class SupervisorError(RuntimeError):
+    """The supervisor gave up on a child; `code` is the child's last exit code."""
+
+    def __init__(self, message: str, child: str, code: int) -> None:
+        super().__init__(message)
+        self.child = child
+        self.code = code
+
+
+class CrashLoopError(SupervisorError):
+    """A child exited more than `max_restarts` times within `window` seconds."""
+
+
+class FatalExitError(SupervisorError):
+    """A child exited with one of its `fatal` codes: restarting it cannot help."""
 
 
 class Supervisor:
@@ -79,6 +96,7 @@ class Supervisor:
         )
         reader = threading.Thread(target=self._read, args=(child, child.process), daemon=True)
         reader.start()
+        child.reader = reader
         self._readers.append(reader)
 
     def _read(self, child: Child, process: subprocess.Popen[str]) -> None:
@@ -90,7 +108,7 @@ class Supervisor:
                     self.on_line(child.name, line)
 
     def check(self) -> None:
-        """Restart children that died (after their back-off); raise on a crash loop."""
+        """Restart children that died (after their back-off); raise SupervisorError to give up."""
         now = time.monotonic()
         for child in self.children:
             process = child.process
@@ -103,18 +121,28 @@ class Supervisor:
             code = process.returncode
             child.process = None
             _signal_group(process, signal.SIGKILL)  # what it started and left behind
+            if child.reader is not None:
+                child.reader.join(2)  # its last words (the error) come before ours
+            if code in child.fatal:
+                raise FatalExitError(
+                    f"{child.name} exited with code {code}, which a restart cannot fix",
+                    child.name,
+                    code,
+                )
             child.crashes = [t for t in child.crashes if now - t < self.window] + [now]
             if len(child.crashes) > self.max_restarts:
                 raise CrashLoopError(
                     f"{child.name} exited {len(child.crashes)} times within "
-                    f"{self.window:.0f}s (last exit code {code}); giving up"
+                    f"{self.window:.0f}s (last exit code {code}); giving up",
+                    child.name,
+                    code,
                 )
             delay = min(self.max_backoff, self.backoff * 2 ** (len(child.crashes) - 1))
             child.restart_at = now + delay
             self.on_line(child.name, f"exited with code {code}; restarting in {delay:.0f}s")
 
     def run(self, stop: threading.Event, poll: float = 0.2) -> None:
-        """Supervise until `stop` is set; then stop the children. Raises CrashLoopError."""
+        """Supervise until `stop` is set; then stop the children. Raises SupervisorError."""
         try:
             while not stop.wait(poll):
                 self.check()
