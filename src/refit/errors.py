@@ -17,6 +17,7 @@ Nothing here knows about HTTP or the terminal::
     ├── StoreError                  the registry's database cannot be reached or migrated
     └── RequestError                a prediction request is at fault (the server answers 4xx)
         ├── InputError              fields missing, unknown, of the wrong type, out of range
+        │   └── ModelRefusedError   the model failed on a request's own rows
         ├── MalformedBodyError      the body is not JSON, or not of the expected shape
         └── TooLargeError           the body or the batch is over the configured limit
     ServiceUnavailableError         no verified model is loaded yet, or the server is busy
@@ -129,6 +130,18 @@ class InputError(RequestError):
             f"{count} problem{'s' if count > 1 else ''} with the input; "
             f"first: {first.field}: {first.problem}"
         )
+        self.problems = problems
+
+
+class ModelRefusedError(InputError):
+    """The model failed on a request's own rows, predicted apart from any other request's:
+    it raised, or answered NaN or an infinity. `problems` names the fields that held missing
+    values in those rows, or the rows alone when none did."""
+
+    code = "model_refused"
+
+    def __init__(self, message: str, problems: list[Problem]) -> None:
+        RequestError.__init__(self, message)
         self.problems = problems
 
 

@@ -12,11 +12,17 @@ from typing import Any
 
 from fastapi import Request
 
-from refit.errors import NotFoundError, ServiceUnavailableError, TooLargeError
-from refit.serve.batching import MicroBatcher
+from refit.errors import (
+    ModelRefusedError,
+    NotFoundError,
+    Problem,
+    ServiceUnavailableError,
+    TooLargeError,
+)
+from refit.serve.batching import MicroBatcher, ModelFailure
 from refit.serve.follower import LoadFailure, ModelFollower
 from refit.serve.metrics import ServerMetrics
-from refit.serve.predictor import LoadedModel, Predictions
+from refit.serve.predictor import LoadedModel, NonFiniteOutputError, Predictions
 from refit.serve.records import Columns, RecordReader
 from refit.services import Services
 
@@ -93,8 +99,14 @@ class ServerState:
         return model
 
     async def predict_columns(self, model: LoadedModel, columns: Columns) -> Predictions:
-        """Predict on checked columns with `model`, micro-batched with concurrent requests."""
-        predictions = await self.batcher.predict(model.predictor, columns)
+        """Predict on checked columns with `model`, micro-batched with concurrent requests.
+
+        Rows the model fails on (it raises, or answers NaN) fail their own request alone,
+        with a `ModelRefusedError` naming what is known of the cause."""
+        try:
+            predictions = await self.batcher.predict(model.predictor, columns)
+        except ModelFailure as failure:
+            raise refusal(model.signature.names, columns, failure.error) from None
         self.metrics.rows.labels(model.name).inc(len(predictions.labels))
         return predictions
 
@@ -116,6 +128,47 @@ class ServerState:
             "served": model.describe() if model is not None else None,
             "refused": failure.describe() if failure is not None else None,
         }
+
+
+_SHOWN_ROWS = 5
+
+
+def _rows(indices: list[int]) -> str:
+    shown = ", ".join(str(i) for i in indices[:_SHOWN_ROWS])
+    more = f" and {len(indices) - _SHOWN_ROWS} more" if len(indices) > _SHOWN_ROWS else ""
+    return f"row{'s' if len(indices) > 1 else ''} {shown}{more}"
+
+
+def refusal(names: list[str], columns: Columns, error: Exception) -> ModelRefusedError:
+    """The error of a request whose own rows the model failed on: what the model did, and the
+    fields that held missing values in those rows (the likeliest cause, though a model does
+    not say which value it could not take). Rows are numbered from 0 within the request."""
+    if isinstance(error, NonFiniteOutputError):
+        implicated: list[int] | None = error.rows
+        did = f"answered {error.what} for {_rows(error.rows)} of the request"
+    else:
+        implicated = None  # every row of the request
+        did = f"raised {type(error).__name__}: {error}"
+    problems = []
+    for name, values in zip(names, columns, strict=True):
+        if implicated is not None:
+            missing = [i for i in implicated if values[i] is None]
+        else:
+            missing = [i for i, v in enumerate(values) if v is None] if None in values else []
+        if missing:
+            problem = f"missing in {_rows(missing)}; the model {did}"
+            problems.append(Problem(name, problem, None, "a value"))
+    if not problems:
+        return ModelRefusedError(
+            f"the model failed on this request: it {did}",
+            [Problem("the request", f"the model {did}", None, None)],
+        )
+    held = ", ".join(p.field for p in problems)
+    return ModelRefusedError(
+        f"the model failed on this request: it {did}. Its rows hold missing values in {held}: "
+        "the signature allows them, but the model may not take them",
+        problems,
+    )
 
 
 async def read_body(request: Request, limit: int) -> bytes:
