@@ -14,6 +14,7 @@ import typer
 
 from refit.cli._output import ProjectOption, err
 from refit.project import load_project
+from refit.serve._multiprocess import shared_metrics
 
 
 def serve(
@@ -26,6 +27,13 @@ def serve(
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
 ) -> None:
     """Serve predictions from the version that holds production, following its promotions."""
+    with shared_metrics():  # before prometheus_client is imported, here or in a worker
+        _serve(project, host, port, workers, access_log)
+
+
+def _serve(
+    project: Path, host: str | None, port: int | None, workers: int | None, access_log: bool
+) -> None:
     import uvicorn
 
     from refit.serve.main import PROJECT_ENV, log_config

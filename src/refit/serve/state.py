@@ -55,6 +55,7 @@ class ServerState:
         name = services.project.spec.name
         metrics = ServerMetrics()
         metrics.model_version.labels(name).set(0)
+        metrics.failing_version.labels(name).set(0)
         for counter in (metrics.rows, metrics.swaps, metrics.load_failures):
             counter.labels(name)  # exported as 0 from the start, so rates and alerts work
 
@@ -63,8 +64,10 @@ class ServerState:
             if previous is not None:
                 metrics.swaps.labels(name).inc()
 
-        def refused(failure: LoadFailure) -> None:
-            metrics.load_failures.labels(name).inc()
+        def refused(failure: LoadFailure | None) -> None:
+            metrics.failing_version.labels(name).set(0 if failure is None else failure.version)
+            if failure is not None:
+                metrics.load_failures.labels(name).inc()
 
         follower = ModelFollower(
             services.registry,
@@ -73,11 +76,6 @@ class ServerState:
             poll_interval=poll_interval,
             on_swap=swapped,
             on_failure=refused,
-        )
-        # Read at each scrape, so it follows the follower's state exactly (a refusal is
-        # cleared by a swap, and by production moving back to the served version).
-        metrics.failing_version.labels(name).set_function(
-            lambda: follower.failure.version if follower.failure is not None else 0
         )
         batcher = MicroBatcher(
             max_batch_size=max_batch_size,
