@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
-import pandas as pd
 
 from refit.artifacts import ArtifactStore
 from refit.errors import ArtifactError, RefitError
@@ -55,21 +54,27 @@ class NonFiniteOutputError(Exception):
 
 def check_finite(labels: np.ndarray[Any, Any], proba: np.ndarray[Any, Any] | None) -> None:
     """Raise `NonFiniteOutputError` unless every row's label and probabilities are values."""
-    if not len(labels):
+    rows = len(labels)
+    if not rows:
         return
-    bad = np.zeros(len(labels), dtype=bool)
-    if labels.dtype.kind in "fc":
-        bad |= ~np.isfinite(labels).reshape(len(labels), -1).all(axis=1)
-    elif labels.dtype.kind == "O":
-        bad |= np.asarray(pd.isna(labels)).reshape(len(labels), -1).any(axis=1)
+    bad = np.zeros(rows, dtype=bool)
     what = "NaN or an infinity as its prediction"
-    if proba is not None and proba.size:
-        unusable = ~np.isfinite(proba).reshape(len(proba), -1).all(axis=1)
-        if unusable.any() and not bad.any():
+    if labels.dtype.kind in "fc":
+        bad |= ~np.isfinite(labels).reshape(rows, -1).all(axis=1)
+    elif labels.dtype.kind == "O":  # None, or a NaN among labels of another type
+        bad |= np.fromiter(map(_null, labels.flat), bool, labels.size).reshape(rows, -1).any(axis=1)
+        what = "no value (null or NaN) as its prediction"
+    if proba is not None and not np.isfinite(proba).all():
+        unusable = ~np.isfinite(proba).reshape(rows, -1).all(axis=1)
+        if not bad.any():
             what = "NaN or an infinity among its probabilities"
         bad |= unusable
     if bad.any():
         raise NonFiniteOutputError(np.flatnonzero(bad).tolist(), what)
+
+
+def _null(value: Any) -> bool:
+    return value is None or value != value
 
 
 def _plain(values: np.ndarray[Any, Any]) -> list[Any]:
