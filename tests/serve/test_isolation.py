@@ -68,6 +68,12 @@ async def serve_version(services: Services, version: int) -> ServerState:
     return state
 
 
+async def serve_current(services: Services) -> ServerState:
+    state = ServerState.open(services)
+    assert await state.follower.check()
+    return state
+
+
 def native_version(add_version: AddVersion, model: Pipeline) -> int:
     buffer = io.BytesIO()
     joblib.dump(model, buffer)
@@ -151,4 +157,28 @@ async def test_a_request_the_model_fails_on_alone_is_a_422_in_every_protocol(
         assert invoked.status_code == 400, invoked.text
         assert invoked.json()["error_code"] == "BAD_REQUEST"
         assert "answered NaN" in invoked.json()["message"]
+    await state.batcher.close()
+
+
+async def test_an_unexpected_error_is_a_500_that_leaves_the_connection_usable(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = await serve_current(services)
+
+    async def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    # Not raised again to the server (uvicorn closes a connection on an exception it sees).
+    transport = httpx.ASGITransport(create_app(state), raise_app_exceptions=True)
+    async with httpx.AsyncClient(transport=transport, base_url="http://refit") as client:
+        monkeypatch.setattr(state, "predict_columns", broken)
+        response = await client.post("/predict", json=records(1)[0])
+        assert response.status_code == 500
+        assert response.json() == {
+            "error": {"code": "internal", "message": "internal server error"}
+        }
+        monkeypatch.undo()
+        assert (await client.post("/predict", json=records(1)[0])).status_code == 200
+        metrics = (await client.get("/metrics")).text
+        assert 'refit_requests_total{route="/predict",status="500"} 1.0' in metrics
     await state.batcher.close()

@@ -34,6 +34,7 @@ from refit.errors import (
     ServiceUnavailableError,
     TooLargeError,
 )
+from refit.serve._unexpected import UnexpectedErrors
 from refit.serve.invocations import invocations_router
 from refit.serve.metrics import CONTENT_TYPE, ServerMetrics
 from refit.serve.predictor import LoadedModel, Predictions
@@ -147,6 +148,7 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
         lifespan=lifespan,
     )
     app.state.refit = state
+    app.add_middleware(UnexpectedErrors, answer=_error_response)  # inside the metrics
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
 
     @app.exception_handler(RefitError)
