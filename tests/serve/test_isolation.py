@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,8 +28,9 @@ from sklearn.preprocessing import StandardScaler
 
 from refit.examples import example_rows
 from refit.flavors.onnx import convert
+from refit.serve import app as app_module
 from refit.serve.app import create_app
-from refit.serve.state import ServerState
+from refit.serve.state import LARGE_BODY, ServerState
 from refit.services import Services
 from refit.train.promotion import promote_version
 
@@ -181,4 +183,30 @@ async def test_an_unexpected_error_is_a_500_that_leaves_the_connection_usable(
         assert (await client.post("/predict", json=records(1)[0])).status_code == 200
         metrics = (await client.get("/metrics")).text
         assert 'refit_requests_total{route="/predict",status="500"} 1.0' in metrics
+    await state.batcher.close()
+
+
+async def test_a_large_body_is_parsed_and_checked_off_the_event_loop(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = await serve_current(services)
+    parse = app_module.parse_json
+
+    def slow_parse(body: bytes) -> Any:
+        if len(body) > LARGE_BODY:
+            time.sleep(1.0)  # a body that takes long to parse (10,000 records: ~0.3 s)
+        return parse(body)
+
+    monkeypatch.setattr(app_module, "parse_json", slow_parse)
+    big = {"records": records(100)}
+    assert len(json.dumps(big)) > LARGE_BODY
+    async with connect(create_app(state)) as client:
+        sent = asyncio.ensure_future(client.post("/predict/batch", json=big))
+        await asyncio.sleep(0.2)
+        assert not sent.done()
+        live = await asyncio.wait_for(client.get("/health/live"), timeout=5)
+        one = await asyncio.wait_for(client.post("/predict", json=records(1)[0]), timeout=5)
+        assert (live.status_code, one.status_code) == (200, 200)
+        assert not sent.done(), "the probes were answered while the big body was parsed"
+        assert len((await sent).json()["predictions"]) == 100
     await state.batcher.close()

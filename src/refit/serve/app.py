@@ -40,7 +40,7 @@ from refit.serve.metrics import CONTENT_TYPE, ServerMetrics
 from refit.serve.predictor import LoadedModel, Predictions
 from refit.serve.records import parse_json
 from refit.serve.schemas import openapi_components
-from refit.serve.state import ServerState, read_body
+from refit.serve.state import ServerState, off_the_loop, read_body
 from refit.serve.v2 import v2_router
 
 
@@ -175,14 +175,18 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
 
     async def predict_one(name: str, request: Request) -> Response:
         model = state.model(name)
-        body = parse_json(await read_body(request, state.max_body_bytes))
-        predictions = await state.predict_columns(model, state.reader(model).one_columns(body))
+        reader = state.reader(model)
+        body = await read_body(request, state.max_body_bytes)
+        columns = await off_the_loop(body, lambda b: reader.one_columns(parse_json(b)))
+        predictions = await state.predict_columns(model, columns)
         return FastJSONResponse(answer(model, predictions, batch=False))
 
     async def predict_many(name: str, request: Request) -> Response:
         model = state.model(name)
-        body = parse_json(await read_body(request, state.max_body_bytes))
-        predictions = await state.predict_columns(model, state.reader(model).many_columns(body))
+        reader = state.reader(model)
+        body = await read_body(request, state.max_body_bytes)
+        columns = await off_the_loop(body, lambda b: reader.many_columns(parse_json(b)))
+        predictions = await state.predict_columns(model, columns)
         return FastJSONResponse(answer(model, predictions, batch=True))
 
     one = {

@@ -45,7 +45,7 @@ from refit.errors import (
 )
 from refit.serve._routes import AsciiJSONResponse, protocol_route
 from refit.serve.records import Columns, RecordReader, explain, parse_json
-from refit.serve.state import ServerState, read_body
+from refit.serve.state import ServerState, off_the_loop, read_body
 from refit.signature import InputColumn
 from refit.spec import FeatureType
 
@@ -316,10 +316,13 @@ def invocations_router(state: ServerState) -> APIRouter:
         model = state.model(state.name)
         body = await read_body(request, state.max_body_bytes)
         reader = state.reader(model)
-        if mime in CSV_TYPES:
-            columns = csv_columns(reader, body)
-        else:
-            columns = json_columns(reader, parse_json(body))
+
+        def read(body: bytes) -> Columns:
+            if mime in CSV_TYPES:
+                return csv_columns(reader, body)
+            return json_columns(reader, parse_json(body))
+
+        columns = await off_the_loop(body, read)
         predictions = await state.predict_columns(model, columns)
         return AsciiJSONResponse({"predictions": predictions.labels})
 

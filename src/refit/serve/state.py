@@ -7,8 +7,10 @@ check records against its signature, and `predict_columns` to run it, micro-batc
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
 
@@ -167,6 +169,21 @@ def refusal(names: list[str], columns: Columns, error: Exception) -> ModelRefuse
         "the signature allows them, but the model may not take them",
         problems,
     )
+
+
+T = TypeVar("T")
+
+LARGE_BODY = 64 * 1024
+"""Bodies above this size (about 80 records of 30 numbers) are parsed and checked in a thread:
+10,000 records take a few hundred milliseconds, which on the event loop would hold up every
+other connection and the health probes. Smaller ones are quicker than the hop to a thread."""
+
+
+async def off_the_loop(body: bytes, read: Callable[[bytes], T]) -> T:
+    """`read(body)`: in a thread when the body is large, else here."""
+    if len(body) <= LARGE_BODY:
+        return read(body)
+    return await asyncio.to_thread(read, body)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
