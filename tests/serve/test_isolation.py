@@ -30,7 +30,7 @@ from refit.examples import example_rows
 from refit.flavors.onnx import convert
 from refit.serve import app as app_module
 from refit.serve.app import create_app
-from refit.serve.state import LARGE_BODY, ServerState
+from refit.serve.state import LARGE_BODY, ServerState, refusal
 from refit.services import Services
 from refit.train.promotion import promote_version
 
@@ -210,3 +210,16 @@ async def test_a_large_body_is_parsed_and_checked_off_the_event_loop(
         assert not sent.done(), "the probes were answered while the big body was parsed"
         assert len((await sent).json()["predictions"]) == 100
     await state.batcher.close()
+
+
+def test_a_refusal_without_missing_values_names_the_request_and_the_model_message() -> None:
+    error = refusal(["a", "b"], [[1.0, 2.0], ["x", "y"]], ValueError("Found unknown categories"))
+    assert error.status == 422 and error.code == "model_refused"
+    assert error.message == (
+        "the model failed on this request: it raised ValueError: Found unknown categories"
+    )
+    assert [(p.field, p.problem) for p in error.problems] == [
+        ("the request", "the model raised ValueError: Found unknown categories")
+    ]
+    long = refusal(["a"], [[None]], ValueError("x" * 1000))
+    assert len(long.problems[0].problem) < 400, "the model's message is cut"

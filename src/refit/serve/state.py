@@ -131,6 +131,7 @@ class ServerState:
 
 
 _SHOWN_ROWS = 5
+_SAID = 300  # characters of the model's own message (scikit-learn's may list every feature)
 
 
 def _rows(indices: list[int]) -> str:
@@ -148,7 +149,9 @@ def refusal(names: list[str], columns: Columns, error: Exception) -> ModelRefuse
         did = f"answered {error.what} for {_rows(error.rows)} of the request"
     else:
         implicated = None  # every row of the request
-        did = f"raised {type(error).__name__}: {error}"
+        said = str(error)
+        said = said if len(said) <= _SAID else said[: _SAID - 3] + "..."
+        did = f"raised {type(error).__name__}: {said}"
     problems = []
     for name, values in zip(names, columns, strict=True):
         if implicated is not None:
