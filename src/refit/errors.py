@@ -136,7 +136,7 @@ class InputError(RequestError):
 class ModelRefusedError(InputError):
     """The model failed on a request's own rows, predicted apart from any other request's:
     it raised, or answered NaN or an infinity. `problems` names the fields that held missing
-    values in those rows, or the rows alone when none did."""
+    values in those rows, or "the request" when none did."""
 
     code = "model_refused"
 
