@@ -19,6 +19,7 @@ Nothing here knows about HTTP or the terminal::
     ├── ListenError                 the server cannot listen on its address (a port in use)
     └── RequestError                a prediction request is at fault (the server answers 4xx)
         ├── InputError              fields missing, unknown, of the wrong type, out of range
+        │   └── ModelRefusedError   the model failed on a request's own rows
         ├── MalformedBodyError      the body is not JSON, or not of the expected shape
         └── TooLargeError           the body or the batch is over the configured limit
     ServiceUnavailableError         no verified model is loaded yet, or the server is busy
@@ -143,6 +144,18 @@ class InputError(RequestError):
             f"{count} problem{'s' if count > 1 else ''} with the input; "
             f"first: {first.field}: {first.problem}"
         )
+        self.problems = problems
+
+
+class ModelRefusedError(InputError):
+    """The model failed on a request's own rows, predicted apart from any other request's:
+    it raised, or answered NaN or an infinity. `problems` names the fields that held missing
+    values in those rows, or "the request" when none did."""
+
+    code = "model_refused"
+
+    def __init__(self, message: str, problems: list[Problem]) -> None:
+        RequestError.__init__(self, message)
         self.problems = problems
 
 

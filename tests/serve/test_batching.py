@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
 from refit.errors import ServiceUnavailableError
-from refit.serve.batching import MicroBatcher
+from refit.serve.batching import MicroBatcher, ModelFailure
 from refit.serve.predictor import Predictions
 from refit.serve.records import Columns
 
@@ -120,14 +121,79 @@ async def test_a_slow_call_does_not_hold_up_the_next_batch() -> None:
     await batcher.close()
 
 
-async def test_a_model_error_reaches_every_caller_of_its_batch() -> None:
+async def test_a_model_error_reaches_every_caller_of_its_batch_each_alone() -> None:
     batcher = MicroBatcher(max_batch_size=64)
     broken = Broken()
     results = await asyncio.gather(
         *(batcher.predict(broken, [[i]]) for i in range(5)), return_exceptions=True
     )
-    assert all(isinstance(r, ValueError) for r in results)
+    assert all(isinstance(r, ModelFailure) for r in results)
+    assert all(isinstance(r.error, ValueError) for r in results if isinstance(r, ModelFailure))
+    assert len({id(r) for r in results}) == 5, "each caller has its own error"
     assert (await batcher.predict(Echo(), [[1]])).labels == ["1"], "the batcher carries on"
+    await batcher.close()
+
+
+class NoNulls(Echo):
+    """Raises on any missing value, as a scikit-learn estimator without an imputer does."""
+
+    def predict(self, columns: Columns) -> Predictions:
+        self.calls.append(len(columns[0]))
+        if any(x is None for x in columns[0]):
+            raise ValueError("Input X contains NaN.")
+        return Predictions([str(x) for x in columns[0]])
+
+
+async def test_only_the_requests_whose_rows_fail_fail_and_the_search_is_logarithmic() -> None:
+    model = NoNulls()
+    batcher = MicroBatcher(max_batch_size=64)
+    bad = {5, 40}
+    inputs = [[[i, None] if i in bad else [i]] for i in range(64)]
+    results = await asyncio.gather(
+        *(batcher.predict(model, cols) for cols in inputs), return_exceptions=True
+    )
+    for i, result in enumerate(results):
+        if i in bad:
+            assert isinstance(result, ModelFailure), result
+            assert str(result) == "ValueError: Input X contains NaN."
+        else:
+            assert isinstance(result, Predictions) and result.labels == [str(i)]
+    # Two failing requests among 64 in one batch: a bisection (at most 1 + 2 * 2 * 6 calls),
+    # not one call per request.
+    assert 1 < len(model.calls) <= 25, model.calls
+    await batcher.close()
+
+
+class Sleepy(Echo):
+    """An ONNX-like model whose big calls take long (and release the GIL, as ONNX Runtime
+    does); remembers which thread ran each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[int] = []
+
+    def predict(self, columns: Columns) -> Predictions:
+        self.threads.append(threading.get_ident())
+        if len(columns[0]) > 1000:
+            time.sleep(1.0)
+        return super().predict(columns)
+
+
+async def test_a_big_call_runs_off_the_event_loop_while_small_ones_are_answered() -> None:
+    model = Sleepy()
+    batcher = MicroBatcher(max_batch_size=64, max_inline_rows=64)
+    loop_thread = threading.get_ident()
+    big = asyncio.ensure_future(batcher.predict(model, [list(range(10_000))]))
+    await asyncio.sleep(0.05)
+    assert not big.done()
+    start = time.monotonic()
+    small = await asyncio.wait_for(batcher.predict(model, [[7]]), timeout=5)
+    assert small.labels == ["7"]
+    assert time.monotonic() - start < 0.5, "the small request waited for the big call"
+    assert not big.done(), "the small request was answered while the big call ran"
+    assert len((await big).labels) == 10_000
+    assert model.threads[0] != loop_thread, "the big call ran in a thread"
+    assert model.threads[1] == loop_thread, "a small ONNX call runs on the loop"
     await batcher.close()
 
 

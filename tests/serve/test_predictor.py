@@ -6,12 +6,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
+from sklearn.compose import TransformedTargetRegressor
 from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from refit.serve.predictor import SklearnPredictor
+from refit.serve.predictor import NonFiniteOutputError, SklearnPredictor
 from refit.serve.records import columns_of
 from refit.signature import InputColumn, Output, Signature
 from refit.spec import FeatureType, Task
@@ -45,3 +47,28 @@ def test_a_pipeline_answers_its_own_labels_and_probabilities_transforming_once()
     got = pd.DataFrame(answer.probabilities).to_numpy()
     assert np.allclose(got, model.predict_proba(rows), atol=1e-6)
     assert list(answer.probabilities[0]) == ["0", "1", "2"]
+
+
+def nan_below_zero(y: Any) -> Any:
+    return np.where(np.asarray(y) < 0, np.nan, y)
+
+
+def test_a_model_that_answers_nan_for_some_rows_is_refused_for_those_rows() -> None:
+    # Its linear model answers below zero for small inputs, which it turns into NaN.
+    X = pd.DataFrame({"x": np.arange(1.0, 21.0)})
+    model = TransformedTargetRegressor(
+        LinearRegression(), func=nan_below_zero, inverse_func=nan_below_zero, check_inverse=False
+    ).fit(X, X["x"] + 1.0)
+    signature = Signature(
+        [InputColumn("x", FeatureType.FLOAT, nullable=False)],
+        Output(Task.REGRESSION, "float"),
+    )
+    predictor = SklearnPredictor(model, signature)
+    assert np.isnan(model.predict(pd.DataFrame({"x": [-50.0]}))).all()
+    with pytest.raises(NonFiniteOutputError) as raised:
+        predictor.predict([[3.0, -50.0, 5.0, -80.0]])
+    assert raised.value.rows == [1, 3]
+    assert (
+        str(raised.value) == "the model answered NaN or an infinity as its prediction for 2 row(s)"
+    )
+    assert len(predictor.predict([[3.0, 5.0]]).labels) == 2

@@ -21,6 +21,7 @@ from refit.cli._server import (
     check_address,
 )
 from refit.project import load_project
+from refit.serve._multiprocess import shared_metrics
 
 
 def serve(
@@ -31,6 +32,13 @@ def serve(
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
 ) -> None:
     """Serve predictions from the version that holds production, following its promotions."""
+    with shared_metrics():  # before prometheus_client is imported, here or in a worker
+        _serve(project, host, port, workers, access_log)
+
+
+def _serve(
+    project: Path, host: str | None, port: int | None, workers: int | None, access_log: bool
+) -> None:
     import uvicorn
 
     from refit.serve.main import PROJECT_ENV, log_config

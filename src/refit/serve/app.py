@@ -34,13 +34,14 @@ from refit.errors import (
     TooLargeError,
 )
 from refit.serve._head import HeadMiddleware, allow_head
+from refit.serve._unexpected import UnexpectedErrors
 from refit.serve.docs import add_docs, openapi_document
 from refit.serve.invocations import invocations_router
 from refit.serve.metrics import CONTENT_TYPE, ServerMetrics
 from refit.serve.predictor import LoadedModel, Predictions
 from refit.serve.records import parse_json
 from refit.serve.schemas import Responses, json_response, ref, refit_errors
-from refit.serve.state import ServerState, read_body
+from refit.serve.state import ServerState, off_the_loop, read_body
 from refit.serve.v2 import v2_router
 
 
@@ -156,6 +157,7 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
         redoc_url=None,
     )
     app.state.refit = state
+    app.add_middleware(UnexpectedErrors, answer=_error_response)  # inside the metrics
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     app.add_middleware(HeadMiddleware)  # outermost: the metrics see the route of the GET
     add_docs(app)
@@ -183,14 +185,18 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
 
     async def predict_one(name: str, request: Request) -> Response:
         model = state.model(name)
-        body = parse_json(await read_body(request, state.max_body_bytes))
-        predictions = await state.predict_columns(model, state.reader(model).one_columns(body))
+        reader = state.reader(model)
+        body = await read_body(request, state.max_body_bytes)
+        columns = await off_the_loop(body, lambda b: reader.one_columns(parse_json(b)))
+        predictions = await state.predict_columns(model, columns)
         return FastJSONResponse(answer(model, predictions, batch=False))
 
     async def predict_many(name: str, request: Request) -> Response:
         model = state.model(name)
-        body = parse_json(await read_body(request, state.max_body_bytes))
-        predictions = await state.predict_columns(model, state.reader(model).many_columns(body))
+        reader = state.reader(model)
+        body = await read_body(request, state.max_body_bytes)
+        columns = await off_the_loop(body, lambda b: reader.many_columns(parse_json(b)))
+        predictions = await state.predict_columns(model, columns)
         return FastJSONResponse(answer(model, predictions, batch=True))
 
     errors = refit_errors(400, 405, 413, 422, 500, 503)

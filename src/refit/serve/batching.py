@@ -8,10 +8,18 @@ help). Every caller gets exactly its own rows' answers. The queue is bounded: pa
 `max_queue_rows` waiting rows a request is refused at once with 503 and Retry-After rather than
 left to wait without limit.
 
+A failure stays with the request that caused it: when a merged call raises (a null the model
+cannot take, a value it refuses, NaN in its answer), the batch is split in halves and each is
+predicted on its own, down to the requests that fail alone, which get a `ModelFailure`; every
+other request gets the answers its own rows get. k failing requests among n cost O(k log n)
+calls.
+
 Items carry the predictor they started with, so a request finishes on the model it began on
-even when a swap happens while it waits; one batcher serves every version of a server. A model
-that runs in a thread (a native scikit-learn model) may have `concurrency` calls in flight, so
-one slow call does not hold up the requests behind it.
+even when a swap happens while it waits; one batcher serves every version of a server. An ONNX
+call of at most `max_inline_rows` rows runs on the event loop (tens of microseconds, less than
+a hop to a thread); a native model's calls and bigger ones run in a thread, so the loop keeps
+answering other connections and health probes meanwhile. Up to `concurrency` calls may be in
+flight, so one slow call does not hold up the requests behind it.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from refit.errors import ServiceUnavailableError
+from refit.errors import RefitError, ServiceUnavailableError
 from refit.serve.predictor import Predictions, Predictor
 from refit.serve.records import Columns
 
@@ -50,6 +58,37 @@ def _slice(predictions: Predictions, start: int, stop: int) -> Predictions:
     return Predictions(predictions.labels[start:stop], None if proba is None else proba[start:stop])
 
 
+class ModelFailure(Exception):
+    """The model failed on one request's own rows, predicted apart from any other request's;
+    `error` is what it raised."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.error = error
+
+
+Outcome = Predictions | ModelFailure
+
+
+def predict_apart(predictor: Predictor, items: list[_Item]) -> list[Outcome]:
+    """Each item's answers from one call on their merged rows; if that call raises, each half
+    of the items is predicted on its own, recursively (depth log2 of the items), so an item
+    fails only when its own rows fail."""
+    try:
+        predictions = predictor.predict(_merge(items))
+    except Exception as exc:
+        if len(items) == 1:
+            return [ModelFailure(exc)]
+        middle = len(items) // 2
+        return predict_apart(predictor, items[:middle]) + predict_apart(predictor, items[middle:])
+    outcomes: list[Outcome] = []
+    start = 0
+    for item in items:
+        outcomes.append(_slice(predictions, start, start + item.rows))
+        start += item.rows
+    return outcomes
+
+
 class MicroBatcher:
     """Batches concurrent `predict` calls; create it inside the running event loop's app."""
 
@@ -60,6 +99,7 @@ class MicroBatcher:
         max_delay: float = 0.0,
         max_queue_rows: int = 4096,
         inline: Callable[[Predictor], bool] = lambda p: getattr(p, "runtime", "") == "onnx",
+        max_inline_rows: int = 64,
         on_batch: Callable[[int], None] | None = None,
         concurrency: int = 2,
     ) -> None:
@@ -67,6 +107,7 @@ class MicroBatcher:
         self.max_delay = max_delay
         self.max_queue_rows = max_queue_rows
         self._inline = inline
+        self.max_inline_rows = max_inline_rows
         self._on_batch = on_batch
         self._queue: deque[_Item] = deque()
         self._waiting_rows = 0
@@ -127,11 +168,9 @@ class MicroBatcher:
                 self._waiting_rows -= rows
                 if self._on_batch is not None:
                     self._on_batch(rows)
-                if self._inline(batch[0].predictor):
+                if rows <= self.max_inline_rows and self._inline(batch[0].predictor):
                     try:
-                        self._answer(batch, batch[0].predictor.predict(_merge(batch)))
-                    except Exception as exc:
-                        self._fail(batch, exc)
+                        self._settle(batch, predict_apart(batch[0].predictor, batch))
                     finally:
                         self._slots.release()
                 else:
@@ -141,24 +180,22 @@ class MicroBatcher:
 
     async def _in_thread(self, batch: list[_Item]) -> None:
         try:
-            predictions = await asyncio.to_thread(batch[0].predictor.predict, _merge(batch))
-        except Exception as exc:
-            self._fail(batch, exc)
+            outcomes = await asyncio.to_thread(predict_apart, batch[0].predictor, batch)
+        except Exception as exc:  # not the model's: the thread pool itself failed
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(RefitError(f"the prediction did not run: {exc}"))
         else:
-            self._answer(batch, predictions)
+            self._settle(batch, outcomes)
         finally:
             self._slots.release()
 
     @staticmethod
-    def _fail(batch: list[_Item], exc: Exception) -> None:
-        for item in batch:
-            if not item.future.done():
-                item.future.set_exception(exc)
-
-    @staticmethod
-    def _answer(batch: list[_Item], predictions: Predictions) -> None:
-        start = 0
-        for item in batch:
-            if not item.future.done():  # a caller that went away has a cancelled future
-                item.future.set_result(_slice(predictions, start, start + item.rows))
-            start += item.rows
+    def _settle(batch: list[_Item], outcomes: list[Outcome]) -> None:
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if item.future.done():  # a caller that went away has a cancelled future
+                continue
+            if isinstance(outcome, ModelFailure):
+                item.future.set_exception(outcome)
+            else:
+                item.future.set_result(outcome)

@@ -51,8 +51,11 @@ class ModelFollower:
         poll_interval: float = 2.0,
         max_backoff: float = 60.0,
         on_swap: Callable[[LoadedModel | None, LoadedModel], None] | None = None,
-        on_failure: Callable[[LoadFailure], None] | None = None,
+        on_failure: Callable[[LoadFailure | None], None] | None = None,
     ) -> None:
+        """`on_swap(previous, loaded)` follows each swap; `on_failure(failure)` each refusal,
+        and `on_failure(None)` the end of one (a swap, or the alias back on the served
+        version)."""
         self.registry = registry
         self.store = store
         self.name = name
@@ -88,7 +91,7 @@ class ModelFollower:
         self.last_check = time.time()
         if self.current is not None and self.current.version == version:
             # Production is back on the served version: a refused candidate is moot.
-            self.failure = None
+            self._clear_failure()
             return False
         if version is None:
             return False
@@ -108,7 +111,7 @@ class ModelFollower:
             self._refuse(version, f"{type(exc).__name__}: {exc}")
             return False
         previous, self.current = self.current, loaded
-        self.failure = None
+        self._clear_failure()
         log.info(
             "worker %d serving %s v%d (was %s)",
             os.getpid(),
@@ -125,6 +128,12 @@ class ModelFollower:
         row = self.registry.get_version(self.name, version)
         contract = self.current.signature if self.current is not None else None
         return load_predictor(row, self.store, contract)
+
+    def _clear_failure(self) -> None:
+        if self.failure is not None:
+            self.failure = None
+            if self._on_failure is not None:
+                self._on_failure(None)
 
     def _refuse(self, version: int, error: str) -> None:
         attempts = 1

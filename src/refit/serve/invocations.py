@@ -46,7 +46,7 @@ from refit.errors import (
 from refit.serve._routes import AsciiJSONResponse, protocol_route
 from refit.serve.records import Columns, RecordReader, explain, parse_json
 from refit.serve.schemas import json_response, mlflow_errors
-from refit.serve.state import ServerState, read_body
+from refit.serve.state import ServerState, off_the_loop, read_body
 
 log = logging.getLogger("refit.serve")
 
@@ -334,10 +334,13 @@ def invocations_router(state: ServerState) -> APIRouter:
         model = state.model(state.name)
         body = await read_body(request, state.max_body_bytes)
         reader = state.reader(model)
-        if mime in CSV_TYPES:
-            columns = csv_columns(reader, body)
-        else:
-            columns = json_columns(reader, parse_json(body))
+
+        def read(body: bytes) -> Columns:
+            if mime in CSV_TYPES:
+                return csv_columns(reader, body)
+            return json_columns(reader, parse_json(body))
+
+        columns = await off_the_loop(body, read)
         predictions = await state.predict_columns(model, columns)
         return AsciiJSONResponse({"predictions": predictions.labels})
 

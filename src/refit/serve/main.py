@@ -37,7 +37,12 @@ def app_from_environment() -> FastAPI:
         max_batch_delay=serve.max_batch_delay_ms / 1000,
         max_queue_rows=serve.max_queue_rows,
     )
-    return create_app(state, on_shutdown=services.close)
+
+    def shutdown() -> None:
+        state.metrics.close()
+        services.close()
+
+    return create_app(state, on_shutdown=shutdown)
 
 
 def log_config() -> dict[str, Any]:

@@ -42,6 +42,41 @@ class Predictor(Protocol):
     def predict(self, columns: Columns) -> Predictions: ...
 
 
+class NonFiniteOutputError(Exception):
+    """The model answered NaN, an infinity or nothing for some rows, which no client may be
+    sent as a prediction; `rows` are their indices in the call."""
+
+    def __init__(self, rows: list[int], what: str) -> None:
+        super().__init__(f"the model answered {what} for {len(rows)} row(s)")
+        self.rows = rows
+        self.what = what
+
+
+def check_finite(labels: np.ndarray[Any, Any], proba: np.ndarray[Any, Any] | None) -> None:
+    """Raise `NonFiniteOutputError` unless every row's label and probabilities are values."""
+    rows = len(labels)
+    if not rows:
+        return
+    bad = np.zeros(rows, dtype=bool)
+    what = "NaN or an infinity as its prediction"
+    if labels.dtype.kind in "fc":
+        bad |= ~np.isfinite(labels).reshape(rows, -1).all(axis=1)
+    elif labels.dtype.kind == "O":  # None, or a NaN among labels of another type
+        bad |= np.fromiter(map(_null, labels.flat), bool, labels.size).reshape(rows, -1).any(axis=1)
+        what = "no value (null or NaN) as its prediction"
+    if proba is not None and not np.isfinite(proba).all():
+        unusable = ~np.isfinite(proba).reshape(rows, -1).all(axis=1)
+        if not bad.any():
+            what = "NaN or an infinity among its probabilities"
+        bad |= unusable
+    if bad.any():
+        raise NonFiniteOutputError(np.flatnonzero(bad).tolist(), what)
+
+
+def _null(value: Any) -> bool:
+    return value is None or value != value
+
+
 def _plain(values: np.ndarray[Any, Any]) -> list[Any]:
     labels: list[Any] = values.tolist()  # numpy scalars become Python ones
     return labels
@@ -69,16 +104,19 @@ class SklearnPredictor:
     def predict(self, columns: Columns) -> Predictions:
         frame = frame_of(self.inputs, columns)
         if not self.proba:
-            return Predictions(_plain(np.asarray(self.model.predict(frame))))
+            values = np.asarray(self.model.predict(frame))
+            check_finite(values, None)
+            return Predictions(_plain(values))
         # A pipeline's steps before the estimator run once for both answers, as each of
         # Pipeline.predict and Pipeline.predict_proba would run them.
         final, features = self.final, frame
         if self.head is not None:
             features = self.head.transform(features)
-        labels = _plain(np.asarray(final.predict(features)))
+        values = np.asarray(final.predict(features))
         proba = np.asarray(final.predict_proba(features), dtype=float).round(6)
+        check_finite(values, proba)
         rows = [dict(zip(self.classes, row, strict=True)) for row in proba.tolist()]
-        return Predictions(labels, rows)
+        return Predictions(_plain(values), rows)
 
 
 class OnnxPredictor:
@@ -101,11 +139,14 @@ class OnnxPredictor:
         else:  # None becomes NaN, which the converted imputers treat as missing
             matrix = np.array(columns, dtype=self.dtype).T
             labels, proba = self.onnx.run(np.ascontiguousarray(matrix))
+        labels = np.asarray(labels)
+        proba = None if proba is None else np.asarray(proba, dtype=np.float64)
+        check_finite(labels, proba if self.proba else None)
         if self.regression:
             return Predictions(np.asarray(labels, dtype=np.float64).tolist())
         if not self.proba or proba is None:
             return Predictions(_plain(labels))
-        rows = np.asarray(proba, dtype=np.float64).round(6).tolist()
+        rows = proba.round(6).tolist()
         return Predictions(_plain(labels), [dict(zip(self.classes, r, strict=True)) for r in rows])
 
 

@@ -232,7 +232,7 @@ _CODES = {
     404: "`not_found`",
     405: "`method_not_allowed`",
     413: "`too_large`",
-    422: "`invalid_input`",
+    422: "`invalid_input`, or `model_refused` when the model fails on the request's own rows",
     500: "`internal`, or `error` for a failure refit names",
     503: "`unavailable`",
 }

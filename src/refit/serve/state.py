@@ -7,16 +7,24 @@ check records against its signature, and `predict_columns` to run it, micro-batc
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
 
-from refit.errors import NotFoundError, ServiceUnavailableError, TooLargeError
-from refit.serve.batching import MicroBatcher
+from refit.errors import (
+    ModelRefusedError,
+    NotFoundError,
+    Problem,
+    ServiceUnavailableError,
+    TooLargeError,
+)
+from refit.serve.batching import MicroBatcher, ModelFailure
 from refit.serve.follower import LoadFailure, ModelFollower
 from refit.serve.metrics import ServerMetrics
-from refit.serve.predictor import LoadedModel, Predictions
+from refit.serve.predictor import LoadedModel, NonFiniteOutputError, Predictions
 from refit.serve.records import Columns, ExtraFields, RecordReader
 from refit.services import Services
 
@@ -50,6 +58,7 @@ class ServerState:
         name = services.project.spec.name
         metrics = ServerMetrics()
         metrics.model_version.labels(name).set(0)
+        metrics.failing_version.labels(name).set(0)
         for counter in (metrics.rows, metrics.swaps, metrics.load_failures):
             counter.labels(name)  # exported as 0 from the start, so rates and alerts work
 
@@ -58,8 +67,10 @@ class ServerState:
             if previous is not None:
                 metrics.swaps.labels(name).inc()
 
-        def refused(failure: LoadFailure) -> None:
-            metrics.load_failures.labels(name).inc()
+        def refused(failure: LoadFailure | None) -> None:
+            metrics.failing_version.labels(name).set(0 if failure is None else failure.version)
+            if failure is not None:
+                metrics.load_failures.labels(name).inc()
 
         follower = ModelFollower(
             services.registry,
@@ -68,11 +79,6 @@ class ServerState:
             poll_interval=poll_interval,
             on_swap=swapped,
             on_failure=refused,
-        )
-        # Read at each scrape, so it follows the follower's state exactly (a refusal is
-        # cleared by a swap, and by production moving back to the served version).
-        metrics.failing_version.labels(name).set_function(
-            lambda: follower.failure.version if follower.failure is not None else 0
         )
         batcher = MicroBatcher(
             max_batch_size=max_batch_size,
@@ -97,8 +103,14 @@ class ServerState:
         return model
 
     async def predict_columns(self, model: LoadedModel, columns: Columns) -> Predictions:
-        """Predict on checked columns with `model`, micro-batched with concurrent requests."""
-        predictions = await self.batcher.predict(model.predictor, columns)
+        """Predict on checked columns with `model`, micro-batched with concurrent requests.
+
+        Rows the model fails on (it raises, or answers NaN) fail their own request alone,
+        with a `ModelRefusedError` naming what is known of the cause."""
+        try:
+            predictions = await self.batcher.predict(model.predictor, columns)
+        except ModelFailure as failure:
+            raise refusal(model.signature.names, columns, failure.error) from None
         self.metrics.rows.labels(model.name).inc(len(predictions.labels))
         return predictions
 
@@ -121,6 +133,65 @@ class ServerState:
             "served": model.describe() if model is not None else None,
             "refused": failure.describe() if failure is not None else None,
         }
+
+
+_SHOWN_ROWS = 5
+_SAID = 300  # characters of the model's own message (scikit-learn's may list every feature)
+
+
+def _rows(indices: list[int]) -> str:
+    shown = ", ".join(str(i) for i in indices[:_SHOWN_ROWS])
+    more = f" and {len(indices) - _SHOWN_ROWS} more" if len(indices) > _SHOWN_ROWS else ""
+    return f"row{'s' if len(indices) > 1 else ''} {shown}{more}"
+
+
+def refusal(names: list[str], columns: Columns, error: Exception) -> ModelRefusedError:
+    """The error of a request whose own rows the model failed on: what the model did, and the
+    fields that held missing values in those rows (the likeliest cause, though a model does
+    not say which value it could not take). Rows are numbered from 0 within the request."""
+    if isinstance(error, NonFiniteOutputError):
+        implicated: list[int] | None = error.rows
+        did = f"answered {error.what} for {_rows(error.rows)} of the request"
+    else:
+        implicated = None  # every row of the request
+        said = str(error)
+        said = said if len(said) <= _SAID else said[: _SAID - 3] + "..."
+        did = f"raised {type(error).__name__}: {said}"
+    problems = []
+    for name, values in zip(names, columns, strict=True):
+        if implicated is not None:
+            missing = [i for i in implicated if values[i] is None]
+        else:
+            missing = [i for i, v in enumerate(values) if v is None] if None in values else []
+        if missing:
+            problem = f"missing in {_rows(missing)}; the model {did}"
+            problems.append(Problem(name, problem, None, "a value"))
+    if not problems:
+        return ModelRefusedError(
+            f"the model failed on this request: it {did}",
+            [Problem("the request", f"the model {did}", None, None)],
+        )
+    held = ", ".join(p.field for p in problems)
+    return ModelRefusedError(
+        f"the model failed on this request: it {did}. Its rows hold missing values in {held}: "
+        "the signature allows them, but the model may not take them",
+        problems,
+    )
+
+
+T = TypeVar("T")
+
+LARGE_BODY = 64 * 1024
+"""Bodies above this size (about 80 records of 30 numbers) are parsed and checked in a thread:
+10,000 records take a few hundred milliseconds, which on the event loop would hold up every
+other connection and the health probes. Smaller ones are quicker than the hop to a thread."""
+
+
+async def off_the_loop(body: bytes, read: Callable[[bytes], T]) -> T:
+    """`read(body)`: in a thread when the body is large, else here."""
+    if len(body) <= LARGE_BODY:
+        return read(body)
+    return await asyncio.to_thread(read, body)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -56,9 +56,9 @@ from refit.serve._inference import (
 from refit.serve._routes import AsciiJSONResponse as V2Response
 from refit.serve._routes import protocol_route
 from refit.serve.predictor import LoadedModel, Predictions
-from refit.serve.records import explain
+from refit.serve.records import Columns, explain
 from refit.serve.schemas import json_response, ref, v2_errors
-from refit.serve.state import ServerState, read_body
+from refit.serve.state import ServerState, off_the_loop, read_body
 from refit.spec import FeatureType, Task
 
 log = logging.getLogger("refit.serve")
@@ -310,9 +310,14 @@ def v2_router(state: ServerState) -> APIRouter:
     async def infer(name: str, version: str | None, request: Request) -> Response:
         model = _served(state, name, version)
         body = await read_body(request, state.max_body_bytes)
-        inference = read_request(body, request.headers.get(BINARY_HEADER))
-        outputs = _outputs(model, inference)
-        columns = tensor_columns(state.reader(model), inference, model.name)
+        reader, header = state.reader(model), request.headers.get(BINARY_HEADER)
+
+        def read(body: bytes) -> tuple[InferenceRequest, list[str], Columns]:
+            inference = read_request(body, header)
+            outputs = _outputs(model, inference)
+            return inference, outputs, tensor_columns(reader, inference, model.name)
+
+        inference, outputs, columns = await off_the_loop(body, read)
         predictions = await state.predict_columns(model, columns)
         request_id = inference.id if inference.id is not None else str(uuid.uuid4())
         return V2Response(_answer(model, request_id, outputs, predictions))
