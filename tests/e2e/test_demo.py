@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -48,14 +49,21 @@ class Client:
                 time.sleep(0.02)
 
 
-def wait_ready(url: str, process: subprocess.Popen[str], deadline: float) -> None:
+WORKERS = 2  # refit demo's default
+
+
+def wait_ready(url: str, process: subprocess.Popen[str], lines: list[str], deadline: float) -> None:
+    """Until every worker serves a version: each loads the first one at its own poll, and
+    until it has, a request it takes is a 503 (the documented start-up answer)."""
     while time.monotonic() < deadline:
         assert process.poll() is None, "refit demo exited before its server was ready"
+        serving = {m[1] for line in list(lines) if (m := re.search(r"worker (\d+) serving", line))}
         try:
-            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return
+            ready = httpx.get(f"{url}/health/ready", timeout=2).status_code == 200
         except httpx.HTTPError:
-            pass
+            ready = False
+        if ready and len(serving) >= WORKERS:
+            return
         time.sleep(0.2)
     raise AssertionError("the demo's server was not ready in time")
 
@@ -84,7 +92,7 @@ def test_the_demo_turns_the_loop_three_times(tmp_path: Path) -> None:
     reader = threading.Thread(target=read)
     reader.start()
     try:
-        wait_ready(url, process, time.monotonic() + 180)
+        wait_ready(url, process, lines, time.monotonic() + 180)
         client = Client(url, (project / "request.json").read_bytes())
         client.thread.start()
         code = process.wait(timeout=300)
