@@ -328,7 +328,11 @@ class GateSpec(_Model):
     max: float | None = None
     """Ceiling for metrics where lower is better (rmse, mae, log_loss)."""
     min_improvement: float = Field(default=0.0, ge=0)
-    """How much better than the champion the challenger must be, in metric units."""
+    """How much better than the champion the challenger must be, in metric units: more than
+    this (a tie keeps production), or at least this with `promote_ties`."""
+    promote_ties: bool = False
+    """Promote a challenger whose improvement equals `min_improvement` (with 0: one that ties
+    production, such as a retrain on the same data)."""
 
 
 # --- schedule and storage -------------------------------------------------------------------

@@ -251,7 +251,7 @@ def test_min_improvement_keeps_production_when_the_challenger_is_not_better_enou
     assert decision.candidate_value is not None and decision.champion_value is not None
     assert decision.candidate_value - decision.champion_value < 1
     assert "is not better than production v1" in decision.reason
-    assert decision.reason.endswith("by at least 1")
+    assert decision.reason.endswith("by more than 1")
     assert (stored.promoted, stored.reason, stored.previous_version) == (False, decision.reason, 1)
 
 
@@ -300,6 +300,7 @@ def test_skops_artifacts_load_back_and_score_the_champion(
     project_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("REFIT_MODEL__FORMAT", "skops")
+    monkeypatch.setenv("REFIT_GATE__PROMOTE_TIES", "true")
     first = train(project_root)
     second = train(project_root)  # the same snapshot: the champion is loaded from skops
 
@@ -313,7 +314,37 @@ def test_skops_artifacts_load_back_and_score_the_champion(
     task = load_project(project_root).spec.model.task
     assert score(model, X, y, task, "roc_auc") == pytest.approx(version.metrics["roc_auc"])
     assert second.decision.champion_value == pytest.approx(version.metrics["roc_auc"])
-    assert second.promoted, second.decision.reason  # a tie promotes with min_improvement 0
+    assert second.promoted, second.decision.reason  # a tie promotes with promote_ties
+
+
+def test_retraining_on_the_same_data_ties_and_keeps_production(project_root: Path) -> None:
+    train(project_root)
+    again = train(project_root)
+    with opened(project_root) as services:
+        production = services.registry.alias_version(NAME)
+        versions = services.registry.list_versions(NAME)
+
+    decision = again.decision
+    assert [v.version for v in versions] == [2, 1]
+    assert not again.promoted and production == 1
+    assert decision.candidate_value == pytest.approx(decision.champion_value)
+    champion = f"{decision.champion_value:.6g}"
+    assert decision.reason.endswith(
+        f"ties production v1 ({champion}): a tie keeps production (gate.promote_ties is false)"
+    )
+
+
+def test_with_promote_ties_a_retrain_on_the_same_data_is_promoted(
+    project_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train(project_root)
+    monkeypatch.setenv("REFIT_GATE__PROMOTE_TIES", "true")
+    again = train(project_root)
+    with opened(project_root) as services:
+        production = services.registry.alias_version(NAME)
+
+    assert again.promoted and production == 2
+    assert again.decision.reason.endswith("which is enough with gate.promote_ties")
 
 
 # --- failures ---------------------------------------------------------------------------------
@@ -471,7 +502,9 @@ def test_a_run_left_running_by_a_dead_process_becomes_interrupted(project_root: 
 def race_root(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Path:
-    """An ingested breast-cancer project whose registry is SQLite or PostgreSQL."""
+    """An ingested breast-cancer project whose registry is SQLite or PostgreSQL, where ties
+    promote (so that two trainers on the same snapshot both pass the gate)."""
+    monkeypatch.setenv("REFIT_GATE__PROMOTE_TIES", "true")
     if request.param == "postgres":
         monkeypatch.setenv("REFIT_STORAGE__METADATA_URL", request.getfixturevalue("postgres_url"))
     root = create_project(tmp_path / "p", NAME)
