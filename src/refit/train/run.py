@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from refit.artifacts import ArtifactStore
+from refit.data.batches import schema_change
 from refit.data.ingest import read_snapshot
 from refit.errors import (
     ConflictError,
+    DataError,
     NotFoundError,
     RefitError,
     SpecError,
@@ -123,6 +125,15 @@ def run_and_register(
     spec = project.spec
     registry.interrupt_dead_runs(spec.name)
     snapshot = _snapshot(services, snapshot_id)
+    if change := schema_change(snapshot.columns, spec.data):
+        fix = (
+            "run `refit ingest`: it rebuilds the snapshot from the rows read so far"
+            if snapshot_id is None
+            else "give a snapshot made under the current spec, or none for the newest"
+        )
+        raise DataError(
+            f"snapshot {snapshot.id[:12]} does not have the spec's columns ({change}): {fix}"
+        )
 
     run_id = uuid.uuid4().hex
     registry.start_run(run_id, spec.name, snapshot.id, trigger)
