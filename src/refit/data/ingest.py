@@ -75,7 +75,7 @@ def run_ingest(
     previous = registry.latest_snapshot(spec.name)
     changed = None if previous is None else schema_change(previous.columns, spec.data)
     if rebuild or changed:
-        why = REBUILD if changed is None else changed
+        why = REBUILD if changed is None else str(changed)
         return _rebuild(project, registry, store, source, batch, previous, why)
     if not batch.marks:
         return IngestResult("empty", "no new data")

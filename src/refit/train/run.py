@@ -125,7 +125,8 @@ def run_and_register(
     spec = project.spec
     registry.interrupt_dead_runs(spec.name)
     snapshot = _snapshot(services, snapshot_id)
-    if change := schema_change(snapshot.columns, spec.data):
+    change = schema_change(snapshot.columns, spec.data)
+    if change is not None and change.missing_columns:
         fix = (
             "run `refit ingest`: it rebuilds the snapshot from the rows read so far"
             if snapshot_id is None
