@@ -514,6 +514,23 @@ REGRESSION = {"task": "regression", "estimator": "sklearn.linear_model.Ridge"}
             id="prose schedule",
         ),
         pytest.param(
+            {"schedule": {"train": "99 99 99 99 99"}},
+            f"schedule.train: got '99 99 99 99 99': {SCHEDULE} (minute hour day-of-month month "
+            "day-of-week, in UTC): a field is out of range",
+            id="cron fields out of range",
+        ),
+        pytest.param(
+            {"schedule": {"ingest": "0 0 31 2 *"}},
+            f"schedule.ingest: got '0 0 31 2 *': {SCHEDULE}: this one matches no date "
+            "(such as 31 February)",
+            id="cron that never comes",
+        ),
+        pytest.param(
+            {"schedule": {"train": "0s"}},
+            f"schedule.train: got '0s': {SCHEDULE}",
+            id="zero interval",
+        ),
+        pytest.param(
             {"data": {"source": {"kind": "sql", "path": DELETE, "query": "SELECT 1"}}},
             "data.source.url: required field is missing",
             id="sql without url",

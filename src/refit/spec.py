@@ -20,12 +20,11 @@ from pydantic import (
 )
 
 from refit._spec_problems import FieldProblem
+from refit.schedule import parse_schedule
 
 SPEC_FILE = "refit.yaml"
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_INTERVAL = re.compile(r"^([1-9]\d*)(s|m|h|d)$")
-_CRON_FIELD = re.compile(r"^[\d*/,\-A-Za-z?]+$")
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)+$")
 _FUNCTION_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
@@ -339,12 +338,9 @@ class GateSpec(_Model):
 
 
 def _check_schedule(value: str | None) -> str | None:
-    if value is None or _INTERVAL.match(value):
-        return value
-    fields = value.split()
-    if len(fields) == 5 and all(_CRON_FIELD.match(f) for f in fields):
-        return value
-    raise ValueError("expected an interval such as 30s, 5m, 1h, 1d or a 5-field cron expression")
+    if value is not None:
+        parse_schedule(value)  # the scheduler's own grammar: what it accepts, it can run
+    return value
 
 
 class Schedule(_Model):

@@ -19,7 +19,7 @@ from refit.project import load_project
 from refit.registry import PRODUCTION
 from refit.registry.jobs import job_states
 from refit.registry.tables import utcnow
-from refit.run.schedule import parse_schedule
+from refit.schedule import parse_schedule
 from refit.services import Services, open_services
 
 WorkersOption = Annotated[int | None, typer.Option(help="Server worker processes.")]
