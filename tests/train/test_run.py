@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -587,3 +589,70 @@ def test_of_two_trainers_racing_to_be_the_first_version_one_promotes(
     [loser] = [d for d in decisions if d.candidate_version != winner.version.version]
     assert not loser.promoted and loser.previous_version is None
     assert "not promoted" in loser.reason and loser.champion_value is None
+
+
+# --- targets the task cannot learn ------------------------------------------------------------
+
+
+def target_project(root: Path, task: str, label: Any) -> Path:
+    """A project of one float feature `a` and the target `label`, ingested."""
+    estimator = {"classification": "LogisticRegression", "regression": "Ridge"}[task]
+    spec = {
+        "name": "targets",
+        "data": {
+            "source": {"kind": "csv", "path": "incoming"},
+            "target": "label",
+            "features": {"a": "float"},
+        },
+        "model": {"task": task, "estimator": f"sklearn.linear_model.{estimator}"},
+    }
+    (root / "incoming").mkdir(parents=True)
+    (root / SPEC_FILE).write_text(yaml.safe_dump(spec), "utf-8")
+    a = np.linspace(0, 1, len(label))
+    pd.DataFrame({"a": a, "label": label}).to_csv(root / "incoming" / "rows.csv", index=False)
+    with opened(root) as services:
+        ingest(services)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("task", "label", "message"),
+    [
+        (
+            "regression",
+            ["yes", "no"] * 30,
+            "data.target 'label' holds text ('yes', 'no', ...), but model.task is regression, "
+            "which predicts numbers: set model.task: classification, or give a numeric target",
+        ),
+        (
+            "classification",
+            np.arange(60) / 4,
+            "data.target 'label' holds 60 distinct numbers, not all whole (0.25, 0.5, 0.75, "
+            "...), but model.task is classification, which learns one class per value (at most "
+            "1,000): set model.task: regression",
+        ),
+        (
+            "classification",
+            np.arange(1500) * 2,
+            "data.target 'label' holds 1,500 distinct numbers (0, 2, 4, ...), but model.task is "
+            "classification",
+        ),
+    ],
+    ids=["text for regression", "fractions for classification", "too many classes"],
+)
+def test_a_target_the_task_cannot_learn_is_a_spec_error_naming_both(
+    tmp_path: Path, task: str, label: Any, message: str
+) -> None:
+    root = target_project(tmp_path / "p", task, label)
+    with pytest.raises(SpecError) as raised:
+        train(root)
+    assert message in str(raised.value)
+    with opened(root) as services:
+        [run] = services.registry.list_runs("targets")
+        assert services.registry.list_versions("targets") == []
+    assert run.status == "failed" and message in (run.error or "")
+
+
+def test_whole_numbers_are_the_classes_of_a_classification(tmp_path: Path) -> None:
+    root = target_project(tmp_path / "p", "classification", [0.0, 1.0, 2.0] * 20)
+    assert train(root).version.version == 1

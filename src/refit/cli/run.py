@@ -51,8 +51,10 @@ def _say(name: str, line: str) -> None:
 def scheduler(project: ProjectOption = Path(".")) -> None:
     """Run the scheduled ingest and train jobs until stopped (refit up runs this for you)."""
     from refit.run.scheduler import Scheduler
+    from refit.train.run import check_model
 
     loaded = load_project(project)
+    check_model(loaded.spec, loaded.root)
     with open_services(loaded) as services, _until_signalled() as stop:
         jobs = Scheduler(
             loaded,
@@ -70,8 +72,10 @@ def up(
     """Run the whole loop here: the scheduler and the server, restarted if they die."""
     from refit.run.local import run_up
     from refit.run.supervisor import CrashLoopError
+    from refit.train.run import check_model
 
     loaded = load_project(project)
+    check_model(loaded.spec, loaded.root)
     with open_services(loaded):
         pass  # migrate the registry once, before the children race to
     settings = loaded.spec.serve
