@@ -488,6 +488,21 @@ def test_batches_ingested_before_rows_were_kept_are_read_again_from_the_source(
     )
     assert read_snapshot(store, result.snapshot)["w"].tolist() == [7.0, 8.0]
 
+    # Once the files are gone too, nothing is left to rebuild from: the snapshot stays.
+    for name in ("a.csv", "b.csv"):
+        (tmp_path / "incoming" / name).unlink()
+    with registry.write() as s:
+        s.execute(update(IngestBatchRow).values(rows_uri=None, rows_sha256=None))
+    narrower = project(tmp_path, features={"x": "float", "n": "int"})
+    gone = run_ingest(narrower, registry, store)
+    assert (gone.status, gone.snapshot) == ("refused", None)
+    assert gone.message.endswith(
+        "cannot rebuild the snapshot: 2 batches ingested before refit kept the rows it reads, "
+        "and the source is empty"
+    )
+    latest = registry.latest_snapshot("shop")
+    assert latest is not None and latest.id == result.snapshot.id
+
 
 def test_a_rebuild_with_nothing_read_yet_is_empty(
     tmp_path: Path, registry: Registry, store: ArtifactStore

@@ -175,13 +175,13 @@ def _rebuild(
     unkept = [b for b in earlier if b.rows_uri is None and b.rows_read and b.status != "rebuilt"]
     if unkept:
         batch = source.read_new({})
-        parts: list[tuple[str, Reader]] = []
-        if batch.marks:
-            parts.append((batch.description, lambda: batch.frame))
-        where = (
-            f"the source read again from the start ({_count(len(unkept), 'batch')} "
-            f"ingested before refit kept the rows it reads): {batch.description}"
-        )
+        before = f"{_count(len(unkept), 'batch')} ingested before refit kept the rows it reads"
+        if not batch.marks:
+            return IngestResult(
+                "refused", f"{why}: cannot rebuild the snapshot: {before}, and the source is empty"
+            )
+        parts: list[tuple[str, Reader]] = [(batch.description, lambda: batch.frame)]
+        where = f"the source read again from the start ({before}): {batch.description}"
     else:
         parts = [(b.description, kept_reader(store, b)) for b in earlier if b.rows_uri]
         where = _kept_description([label for label, _ in parts])
