@@ -454,6 +454,19 @@ def test_every_batch_keeps_its_rows_as_read(
             assert kept["x"].tolist() == ["oops"]
 
 
+def test_a_column_of_mixed_values_is_kept_as_text(
+    tmp_path: Path, registry: Registry, store: ArtifactStore
+) -> None:
+    source = MemorySource()
+    rows = {"x": [1.5, 2.5], "n": [1, 2], "c": ["a", "b"], "y": [0, 1], "note": [7, "seven"]}
+    source.put("a", pd.DataFrame(rows))  # as a SQL source may give an untyped column
+    result = run_ingest(project(tmp_path), registry, store, source)
+    assert result.status == "accepted" and result.batch is not None
+    assert result.batch.rows_uri is not None and result.batch.rows_sha256 is not None
+    kept = from_parquet(store.get(result.batch.rows_uri, result.batch.rows_sha256))
+    assert kept["note"].tolist() == ["7", "seven"] and kept["x"].tolist() == [1.5, 2.5]
+
+
 def test_a_batch_refused_under_the_old_spec_joins_the_rebuild_when_it_fits_the_new_one(
     tmp_path: Path, registry: Registry, store: ArtifactStore
 ) -> None:

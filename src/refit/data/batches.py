@@ -39,7 +39,8 @@ def too_many_rejects(rejects: pd.DataFrame, rows_read: int, limit: float) -> Dat
 
 @dataclass
 class Replay:
-    """The rows a replay made (None: no batch was taken), its rejects and refusals."""
+    """The rows a replay made (None: no batch was taken), its rejected rows (as `validate`
+    gives them, with `_batch`, the description of the batch each came from) and refusals."""
 
     frame: pd.DataFrame | None
     rejects: pd.DataFrame
@@ -87,8 +88,9 @@ def keep_rows(store: ArtifactStore, frame: pd.DataFrame) -> ArtifactRef:
     try:
         data = to_parquet(frame)
     except (pa.ArrowException, TypeError, ValueError):
-        text = {c: frame[c].map(str, na_action="ignore") for c in frame.columns}
-        data = to_parquet(frame.assign(**{str(c): v for c, v in text.items()}))
+        mixed = [c for c in frame.columns if frame[c].dtype == object]
+        text = {str(c): frame[c].map(str, na_action="ignore") for c in mixed}
+        data = to_parquet(frame.assign(**text))
     return store.put(data, kind="batches", suffix=".parquet")
 
 
