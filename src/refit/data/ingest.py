@@ -175,7 +175,7 @@ def _rebuild(
     unkept = [b for b in earlier if b.rows_uri is None and b.rows_read and b.status != "rebuilt"]
     if unkept:
         batch = source.read_new({})
-        before = f"{_count(len(unkept), 'batch')} ingested before refit kept the rows it reads"
+        before = f"{_batches(len(unkept))} ingested before refit kept the rows it reads"
         if not batch.marks:
             return IngestResult(
                 "refused", f"{why}: cannot rebuild the snapshot: {before}, and the source is empty"
@@ -195,7 +195,7 @@ def _rebuild(
     refused = ""
     if replayed.refused:
         more = len(replayed.refused) - 1
-        refused = f"; {_count(len(replayed.refused), 'batch')} refused under the current spec: "
+        refused = f"; {_batches(len(replayed.refused))} refused under the current spec: "
         refused += replayed.refused[0] + (f" (and {more} more)" if more else "")
     kept_rows = keep_rows(store, batch.frame) if batch.marks else None
     rejected = _store_rejects(store, replayed.rejects)
@@ -249,12 +249,12 @@ def _kept_description(labels: list[str]) -> str:
     shown = "; ".join(labels[:_LISTED_BATCHES])
     if len(labels) > _LISTED_BATCHES:
         shown += f"; and {len(labels) - _LISTED_BATCHES} more"
-    read = f"{_count(len(labels), 'batch')} read before"
+    read = f"{_batches(len(labels))} read before"
     return f"the rows of {read} and kept in the artifact store ({shown})"
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}es" if noun.endswith("ch") else f"{n} {noun}s"
+def _batches(n: int) -> str:
+    return "1 batch" if n == 1 else f"{n} batches"
 
 
 def snapshot_key(project: str, frame: pd.DataFrame) -> str:
