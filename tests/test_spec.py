@@ -99,6 +99,7 @@ def test_a_minimal_spec_loads_with_the_documented_defaults(tmp_path: Path) -> No
     assert spec.model.format.value == "joblib"
     assert spec.model.params == {}
     assert (spec.gate.min, spec.gate.max, spec.gate.min_improvement) == (None, None, 0.0)
+    assert spec.gate.promote_ties is False
     assert (spec.schedule.ingest, spec.schedule.train, spec.schedule.monitor) == ("1m", "5m", "5m")
     assert spec.storage.metadata_url == "sqlite:///.refit/refit.db"
     assert project.metadata_url == f"sqlite:///{tmp_path.resolve()}/.refit/refit.db"
@@ -511,6 +512,23 @@ REGRESSION = {"task": "regression", "estimator": "sklearn.linear_model.Ridge"}
             {"schedule": {"monitor": "every 5 minutes"}},
             f"schedule.monitor: got 'every 5 minutes': {SCHEDULE}",
             id="prose schedule",
+        ),
+        pytest.param(
+            {"schedule": {"train": "99 99 99 99 99"}},
+            f"schedule.train: got '99 99 99 99 99': {SCHEDULE} (minute hour day-of-month month "
+            "day-of-week, in UTC): a field is out of range",
+            id="cron fields out of range",
+        ),
+        pytest.param(
+            {"schedule": {"ingest": "0 0 31 2 *"}},
+            f"schedule.ingest: got '0 0 31 2 *': {SCHEDULE}: this one matches no date "
+            "(such as 31 February)",
+            id="cron that never comes",
+        ),
+        pytest.param(
+            {"schedule": {"train": "0s"}},
+            f"schedule.train: got '0s': {SCHEDULE}",
+            id="zero interval",
         ),
         pytest.param(
             {"data": {"source": {"kind": "sql", "path": DELETE, "query": "SELECT 1"}}},

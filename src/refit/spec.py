@@ -21,12 +21,11 @@ from pydantic import (
 )
 
 from refit._spec_problems import FieldProblem
+from refit.schedule import parse_schedule
 
 SPEC_FILE = "refit.yaml"
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_INTERVAL = re.compile(r"^([1-9]\d*)(s|m|h|d)$")
-_CRON_FIELD = re.compile(r"^[\d*/,\-A-Za-z?]+$")
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)+$")
 _FUNCTION_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
@@ -361,19 +360,20 @@ class GateSpec(_Model):
     max: float | None = None
     """Ceiling for metrics where lower is better (rmse, mae, log_loss)."""
     min_improvement: float = Field(default=0.0, ge=0)
-    """How much better than the champion the challenger must be, in metric units."""
+    """How much better than the champion the challenger must be, in metric units: more than
+    this (a tie keeps production), or at least this with `promote_ties`."""
+    promote_ties: bool = False
+    """Promote a challenger whose improvement equals `min_improvement` (with 0: one that ties
+    production, such as a retrain on the same data)."""
 
 
 # --- schedule and storage -------------------------------------------------------------------
 
 
 def _check_schedule(value: str | None) -> str | None:
-    if value is None or _INTERVAL.match(value):
-        return value
-    fields = value.split()
-    if len(fields) == 5 and all(_CRON_FIELD.match(f) for f in fields):
-        return value
-    raise ValueError("expected an interval such as 30s, 5m, 1h, 1d or a 5-field cron expression")
+    if value is not None:
+        parse_schedule(value)  # the scheduler's own grammar: what it accepts, it can run
+    return value
 
 
 class Schedule(_Model):

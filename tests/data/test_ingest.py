@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from sqlalchemy import update
 
 from refit.artifacts import ArtifactRef, ArtifactStore, open_artifact_store
 from refit.data.ingest import read_snapshot, run_ingest, snapshot_key
@@ -461,19 +462,133 @@ def test_a_failed_write_to_the_store_records_nothing(
 # --- schema changes and shared registries ---------------------------------------------------
 
 
-def test_a_changed_schema_starts_a_new_lineage(
+def test_a_changed_schema_rebuilds_from_every_batch_and_the_new_one(
+    tmp_path: Path, registry: Registry, store: ArtifactStore
+) -> None:
+    write_csv(tmp_path, "a.csv", "1.5,1,a,0,7\n2.5,2,b,1,8\n", header="x,n,c,y,w\n")
+    first = run_ingest(project(tmp_path), registry, store)
+    write_csv(tmp_path, "b.csv", "3.5,3,a,1\n")  # read with c.csv: its w is missing
+    write_csv(tmp_path, "c.csv", "4.5,4,b,0,9\n", header="x,n,c,y,w\n")
+    wider = project(tmp_path, features={"x": "float", "n": "int", "c": "category", "w": "float"})
+    second = run_ingest(wider, registry, store)
+
+    assert first.snapshot is not None
+    assert second.status == "rebuilt" and second.snapshot is not None, second.message
+    assert second.message == (
+        f"the spec's columns changed since snapshot {first.snapshot.id[:12]} (added: w): "
+        f"snapshot {second.snapshot.id[:12]} rebuilt with 4 rows from the rows of 1 batch read "
+        "before and kept in the artifact store (1 new file: incoming/a.csv), and 2 new files: "
+        "incoming/b.csv, incoming/c.csv"
+    )
+    assert second.snapshot.parent_id == first.snapshot.id
+    frame = read_snapshot(store, second.snapshot)
+    assert list(frame.columns) == ["x", "n", "c", "w", "y"]
+    assert frame["w"].fillna(0).tolist() == [7.0, 8.0, 0.0, 9.0]
+    # The new files are consumed, and their rows kept for the next rebuild.
+    assert run_ingest(wider, registry, store).status == "empty"
+    [rebuilt, first_batch] = registry.list_batches("shop")
+    assert (rebuilt.status, rebuilt.reason) == ("rebuilt", second.message.split(": snapshot ")[0])
+    assert first_batch.status == "accepted"
+    assert rebuilt.rows_uri is not None and rebuilt.rows_sha256 is not None
+    kept = from_parquet(store.get(rebuilt.rows_uri, rebuilt.rows_sha256))
+    assert kept["w"].isna().tolist() == [True, False] and kept["x"].tolist() == [
+        "3.5",
+        "4.5",
+    ]  # as read: text
+
+
+def test_every_batch_keeps_its_rows_as_read(
+    tmp_path: Path, registry: Registry, store: ArtifactStore
+) -> None:
+    write_csv(tmp_path, "a.csv", "1.5,1,a,0,extra\n", header="x,n,c,y,note\n")
+    accepted = run_ingest(project(tmp_path), registry, store)
+    write_csv(tmp_path, "b.csv", "oops,1,a,0\n")
+    refused = run_ingest(project(tmp_path), registry, store)
+    assert (accepted.status, refused.status) == ("accepted", "refused")
+    for result, expected in ((accepted, ["1.5", "1", "a", "0", "extra"]), (refused, None)):
+        batch = result.batch
+        assert batch is not None and batch.rows_uri is not None and batch.rows_sha256
+        kept = from_parquet(store.get(batch.rows_uri, batch.rows_sha256))
+        if expected is not None:
+            assert list(kept.columns) == ["x", "n", "c", "y", "note"]
+            assert [str(v) for v in kept.iloc[0]] == expected
+        else:
+            assert kept["x"].tolist() == ["oops"]
+
+
+def test_a_column_of_mixed_values_is_kept_as_text(
+    tmp_path: Path, registry: Registry, store: ArtifactStore
+) -> None:
+    source = MemorySource()
+    rows = {"x": [1.5, 2.5], "n": [1, 2], "c": ["a", "b"], "y": [0, 1], "note": [7, "seven"]}
+    source.put("a", pd.DataFrame(rows))  # as a SQL source may give an untyped column
+    result = run_ingest(project(tmp_path), registry, store, source)
+    assert result.status == "accepted" and result.batch is not None
+    assert result.batch.rows_uri is not None and result.batch.rows_sha256 is not None
+    kept = from_parquet(store.get(result.batch.rows_uri, result.batch.rows_sha256))
+    assert kept["note"].tolist() == ["7", "seven"] and kept["x"].tolist() == [1.5, 2.5]
+
+
+def test_a_batch_refused_under_the_old_spec_joins_the_rebuild_when_it_fits_the_new_one(
     tmp_path: Path, registry: Registry, store: ArtifactStore
 ) -> None:
     write_csv(tmp_path, "a.csv", "1.5,1,a,0\n2.5,2,b,1\n")
-    first = run_ingest(project(tmp_path), registry, store)
-    write_csv(tmp_path, "b.csv", "3.5,3,a,1,9\n", header="x,n,c,y,w\n")
+    run_ingest(project(tmp_path), registry, store)
+    write_csv(tmp_path, "b.csv", "3.5,a,1\n", header="x,c,y\n")  # no n: refused
+    assert run_ingest(project(tmp_path), registry, store).status == "refused"
+
+    narrower = project(tmp_path, features={"x": "float", "c": "category"})
+    result = run_ingest(narrower, registry, store)
+    assert result.status == "rebuilt" and result.snapshot is not None, result.message
+    assert "(removed: n)" in result.message and "rebuilt with 3 rows" in result.message
+    assert read_snapshot(store, result.snapshot)["x"].tolist() == [1.5, 2.5, 3.5]
+
+
+def test_batches_ingested_before_rows_were_kept_are_read_again_from_the_source(
+    tmp_path: Path, registry: Registry, store: ArtifactStore
+) -> None:
+    write_csv(tmp_path, "a.csv", "1.5,1,a,0,7\n", header="x,n,c,y,w\n")
+    run_ingest(project(tmp_path), registry, store)
+    write_csv(tmp_path, "b.csv", "2.5,2,b,1,8\n", header="x,n,c,y,w\n")
+    run_ingest(project(tmp_path), registry, store)
+    with registry.write() as s:  # as a registry of an earlier refit holds them
+        s.execute(update(IngestBatchRow).values(rows_uri=None, rows_sha256=None))
+
     wider = project(tmp_path, features={"x": "float", "n": "int", "c": "category", "w": "float"})
-    second = run_ingest(wider, registry, store)
-    assert second.status == "accepted" and second.snapshot is not None
-    assert second.message.endswith("the spec's columns changed, so this snapshot starts afresh")
-    assert second.snapshot.row_count == 1
-    assert first.snapshot is not None and second.snapshot.parent_id == first.snapshot.id
-    assert list(read_snapshot(store, second.snapshot).columns) == ["x", "n", "c", "w", "y"]
+    result = run_ingest(wider, registry, store)
+    assert result.status == "rebuilt" and result.snapshot is not None, result.message
+    assert result.message.endswith(
+        "rebuilt with 2 rows from the source read again from the start (2 batches ingested "
+        "before refit kept the rows it reads): 2 new files: incoming/a.csv, incoming/b.csv"
+    )
+    assert read_snapshot(store, result.snapshot)["w"].tolist() == [7.0, 8.0]
+
+    # Once the files are gone too, nothing is left to rebuild from: the snapshot stays.
+    for name in ("a.csv", "b.csv"):
+        (tmp_path / "incoming" / name).unlink()
+    with registry.write() as s:
+        s.execute(update(IngestBatchRow).values(rows_uri=None, rows_sha256=None))
+    narrower = project(tmp_path, features={"x": "float", "n": "int"})
+    gone = run_ingest(narrower, registry, store)
+    assert (gone.status, gone.snapshot) == ("refused", None)
+    assert gone.message.endswith(
+        "cannot rebuild the snapshot: 2 batches ingested before refit kept the rows it reads, "
+        "and the source is empty"
+    )
+    latest = registry.latest_snapshot("shop")
+    assert latest is not None and latest.id == result.snapshot.id
+
+
+def test_a_rebuild_with_nothing_read_yet_is_empty(
+    tmp_path: Path, registry: Registry, store: ArtifactStore
+) -> None:
+    (tmp_path / "incoming").mkdir()
+    result = run_ingest(project(tmp_path), registry, store, rebuild=True)
+    assert result.status == "empty"
+    assert (
+        result.message
+        == "refit ingest --rebuild: no data was read yet, so there is nothing to rebuild"
+    )
 
 
 def test_a_target_read_as_text_in_one_batch_joins_a_numeric_one(
@@ -498,3 +613,15 @@ def test_two_projects_with_the_same_rows_keep_their_own_snapshots(
     assert shop.snapshot.id != copy.snapshot.id
     assert [s.id for s in registry.list_snapshots("other")] == [copy.snapshot.id]
     assert shop.snapshot.sha256 == copy.snapshot.sha256  # one file in the store serves both
+
+
+def test_a_rebuild_drops_duplicates_as_ingest_does(
+    tmp_path: Path, registry: Registry, store: ArtifactStore
+) -> None:
+    write_csv(tmp_path, "a.csv", "1.5,1,a,0\n1.5,1,a,0\n2.5,2,b,1\n")
+    dedup = project(tmp_path, drop_duplicates=True)
+    first = run_ingest(dedup, registry, store)
+    assert first.snapshot is not None and first.snapshot.row_count == 2, first.message
+
+    again = run_ingest(dedup, registry, store, rebuild=True)
+    assert again.status == "unchanged", again.message  # the same 2 rows, not 3

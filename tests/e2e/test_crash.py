@@ -57,6 +57,9 @@ main(sys.argv[2:])
 def environment() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFIT_")}
     env["OMP_NUM_THREADS"] = "1"
+    # Every training run on the same snapshot then ends promoting (the retrains tie), so each
+    # makes the writes the kill points were counted on, the promotion's transaction included.
+    env["REFIT_GATE__PROMOTE_TIES"] = "true"
     return env
 
 

@@ -1,7 +1,7 @@
 """The scheduler, driven one job at a time through `run_if_due`, on a real example project.
 
 Every job that runs starts `python -m refit ingest|train` as a child process (seconds each,
-mostly imports), so these tests start as few as they can: eight in the whole file.
+mostly imports), so these tests start as few as they can: twelve in the whole file.
 """
 
 from __future__ import annotations
@@ -137,6 +137,35 @@ def test_ingest_then_train_once_per_snapshot(services: Services) -> None:
     assert forced.status == "succeeded"
     assert forced.message.startswith(f"trained {name} v2 on snapshot {snapshot.id[:12]}")
     assert [v.version for v in registry.list_versions(name)] == [2, 1]
+
+
+def test_a_change_of_features_is_recovered_by_the_next_ingest_and_train(
+    services: Services,
+) -> None:
+    jobs = scheduler(services, "s1")
+    name, root = services.project.spec.name, services.project.root
+    assert ran(jobs.run_if_due("ingest")).status == "succeeded"
+    assert ran(jobs.run_if_due("train")).status == "succeeded"
+    before = services.registry.latest_snapshot(name)
+    assert before is not None
+
+    # The jobs run as child processes, which read refit.yaml as it is now.
+    spec = yaml.safe_load((root / SPEC_FILE).read_text())
+    spec["data"]["features"]["mean_radius"] = "category"
+    (root / SPEC_FILE).write_text(yaml.safe_dump(spec, sort_keys=False))
+
+    rebuilt = ran(jobs.run_if_due("ingest", force=True))
+    assert rebuilt.status == "succeeded", rebuilt.message
+    assert rebuilt.message.startswith(
+        f"the spec's columns changed since snapshot {before.id[:12]} "
+        "(retyped: mean_radius (float64 -> str)): snapshot "
+    )
+    latest = services.registry.latest_snapshot(name)
+    assert latest is not None and latest.columns["mean_radius"] == "str"
+    wait_until(lambda: jobs.is_due("train"), "training is due")
+    trained = ran(jobs.run_if_due("train"))
+    assert trained.status == "succeeded", trained.message
+    assert trained.message.startswith(f"trained {name} v2 on snapshot {latest.id[:12]}")
 
 
 # --- several schedulers, one registry -------------------------------------------------------

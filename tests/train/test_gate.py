@@ -21,24 +21,39 @@ CASES: list[tuple[str, bool, dict[str, Any], float, float | None, int | None, bo
     ),
     (
         "roc_auc", True, {"min": 0.7}, 0.981, 0.975, 3, True,
-        "roc_auc 0.981 beats production v3 (0.975) by 0.006 >= 0",
+        "roc_auc 0.981 beats production v3 (0.975) by 0.006 > 0",
     ),
     (
-        "roc_auc", True, {}, 0.975, 0.975, 3, True,
-        "roc_auc 0.975 ties production v3 (0.975), which is enough with min_improvement 0",
+        "roc_auc", True, {}, 0.975, 0.975, 3, False,
+        "roc_auc 0.975 ties production v3 (0.975): a tie keeps production "
+        "(gate.promote_ties is false)",
+    ),
+    (
+        "roc_auc", True, {"promote_ties": True}, 0.975, 0.975, 3, True,
+        "roc_auc 0.975 ties production v3 (0.975), which is enough with gate.promote_ties",
     ),
     (
         "roc_auc", True, {"min_improvement": 0.01}, 0.98, 0.975, 3, False,
-        "roc_auc 0.98 is not better than production v3 (0.975) by at least 0.01",
+        "roc_auc 0.98 is not better than production v3 (0.975) by more than 0.01",
     ),
     (
         "roc_auc", True, {}, 0.97, 0.975, 2, False,
-        "roc_auc 0.97 is not better than production v2 (0.975) by at least 0",
+        "roc_auc 0.97 is not better than production v2 (0.975)",
     ),
-    # float rounding: 0.3 - 0.1 is 0.19999999999999998, which still meets a 0.2 margin
+    # float rounding: 0.3 - 0.1 is 0.19999999999999998, a tie with a 0.2 margin
     (
-        "accuracy", True, {"min_improvement": 0.2}, 0.3, 0.1, 1, True,
-        "accuracy 0.3 beats production v1 (0.1) by 0.2 >= 0.2",
+        "accuracy", True, {"min_improvement": 0.2}, 0.3, 0.1, 1, False,
+        "accuracy 0.3 beats production v1 (0.1) by exactly 0.2: a tie keeps production "
+        "(gate.promote_ties is false)",
+    ),
+    (
+        "accuracy", True, {"min_improvement": 0.2, "promote_ties": True}, 0.3, 0.1, 1, True,
+        "accuracy 0.3 beats production v1 (0.1) by exactly 0.2, which is enough with "
+        "gate.promote_ties",
+    ),
+    (
+        "accuracy", True, {"min_improvement": 0.2}, 0.31, 0.1, 1, True,
+        "accuracy 0.31 beats production v1 (0.1) by 0.21 > 0.2",
     ),
     (
         "rmse", False, {"max": 55.0}, 60.1, 50.0, 2, False,
@@ -54,23 +69,29 @@ CASES: list[tuple[str, bool, dict[str, Any], float, float | None, int | None, bo
     ),
     (
         "rmse", False, {"min_improvement": 0.5}, 54.2, 53.9, 2, False,
-        "rmse 54.2 is not better than production v2 (53.9) by at least 0.5",
+        "rmse 54.2 is not better than production v2 (53.9) by more than 0.5",
     ),
     (
         "rmse", False, {"min_improvement": 0.5}, 53.0, 53.9, 2, True,
-        "rmse 53 beats production v2 (53.9) by 0.9 >= 0.5",
+        "rmse 53 beats production v2 (53.9) by 0.9 > 0.5",
     ),
     (
-        "rmse", False, {"min_improvement": 0.5}, 53.4, 53.9, None, True,
-        "rmse 53.4 beats production (53.9) by 0.5 >= 0.5",
+        "rmse", False, {"min_improvement": 0.5}, 53.4, 53.9, None, False,
+        "rmse 53.4 beats production (53.9) by exactly 0.5: a tie keeps production "
+        "(gate.promote_ties is false)",
     ),
     (
-        "log_loss", False, {}, 0.3, 0.3, 5, True,
-        "log_loss 0.3 ties production v5 (0.3), which is enough with min_improvement 0",
+        "log_loss", False, {}, 0.3, 0.3, 5, False,
+        "log_loss 0.3 ties production v5 (0.3): a tie keeps production "
+        "(gate.promote_ties is false)",
+    ),
+    (
+        "log_loss", False, {"promote_ties": True}, 0.3, 0.3, 5, True,
+        "log_loss 0.3 ties production v5 (0.3), which is enough with gate.promote_ties",
     ),
     (
         "mae", False, {"min_improvement": 0.1}, 2.0, 2.0, 5, False,
-        "mae 2 is not better than production v5 (2) by at least 0.1",
+        "mae 2 is not better than production v5 (2) by more than 0.1",
     ),
     (
         "r2", True, {"min": 0.5}, float("nan"), 0.4, 1, False,

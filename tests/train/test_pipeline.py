@@ -107,14 +107,15 @@ def test_resolve_estimator_builds_the_class_with_params() -> None:
             {},
             None,
             "model.estimator: got 'sklearn.ensemble.RandomForestClasifier': "
-            "module sklearn.ensemble has no attribute RandomForestClasifier",
+            "module sklearn.ensemble has no attribute RandomForestClasifier; "
+            "did you mean 'RandomForestClassifier'?",
         ),
         (
             "sklearn.ensembl.RandomForestClassifier",
             {},
             None,
             "model.estimator: got 'sklearn.ensembl.RandomForestClassifier': "
-            "no module named sklearn.ensembl",
+            "no module named sklearn.ensembl; did you mean 'sklearn.ensemble'?",
         ),
         (
             "sklearn.ensemble.RandomForestClassifier",

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -251,7 +253,7 @@ def test_min_improvement_keeps_production_when_the_challenger_is_not_better_enou
     assert decision.candidate_value is not None and decision.champion_value is not None
     assert decision.candidate_value - decision.champion_value < 1
     assert "is not better than production v1" in decision.reason
-    assert decision.reason.endswith("by at least 1")
+    assert decision.reason.endswith("by more than 1")
     assert (stored.promoted, stored.reason, stored.previous_version) == (False, decision.reason, 1)
 
 
@@ -300,6 +302,7 @@ def test_skops_artifacts_load_back_and_score_the_champion(
     project_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("REFIT_MODEL__FORMAT", "skops")
+    monkeypatch.setenv("REFIT_GATE__PROMOTE_TIES", "true")
     first = train(project_root)
     second = train(project_root)  # the same snapshot: the champion is loaded from skops
 
@@ -313,7 +316,37 @@ def test_skops_artifacts_load_back_and_score_the_champion(
     task = load_project(project_root).spec.model.task
     assert score(model, X, y, task, "roc_auc") == pytest.approx(version.metrics["roc_auc"])
     assert second.decision.champion_value == pytest.approx(version.metrics["roc_auc"])
-    assert second.promoted, second.decision.reason  # a tie promotes with min_improvement 0
+    assert second.promoted, second.decision.reason  # a tie promotes with promote_ties
+
+
+def test_retraining_on_the_same_data_ties_and_keeps_production(project_root: Path) -> None:
+    train(project_root)
+    again = train(project_root)
+    with opened(project_root) as services:
+        production = services.registry.alias_version(NAME)
+        versions = services.registry.list_versions(NAME)
+
+    decision = again.decision
+    assert [v.version for v in versions] == [2, 1]
+    assert not again.promoted and production == 1
+    assert decision.candidate_value == pytest.approx(decision.champion_value)
+    champion = f"{decision.champion_value:.6g}"
+    assert decision.reason.endswith(
+        f"ties production v1 ({champion}): a tie keeps production (gate.promote_ties is false)"
+    )
+
+
+def test_with_promote_ties_a_retrain_on_the_same_data_is_promoted(
+    project_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train(project_root)
+    monkeypatch.setenv("REFIT_GATE__PROMOTE_TIES", "true")
+    again = train(project_root)
+    with opened(project_root) as services:
+        production = services.registry.alias_version(NAME)
+
+    assert again.promoted and production == 2
+    assert again.decision.reason.endswith("which is enough with gate.promote_ties")
 
 
 # --- failures ---------------------------------------------------------------------------------
@@ -471,7 +504,9 @@ def test_a_run_left_running_by_a_dead_process_becomes_interrupted(project_root: 
 def race_root(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Path:
-    """An ingested breast-cancer project whose registry is SQLite or PostgreSQL."""
+    """An ingested breast-cancer project whose registry is SQLite or PostgreSQL, where ties
+    promote (so that two trainers on the same snapshot both pass the gate)."""
+    monkeypatch.setenv("REFIT_GATE__PROMOTE_TIES", "true")
     if request.param == "postgres":
         monkeypatch.setenv("REFIT_STORAGE__METADATA_URL", request.getfixturevalue("postgres_url"))
     root = create_project(tmp_path / "p", NAME)
@@ -554,3 +589,70 @@ def test_of_two_trainers_racing_to_be_the_first_version_one_promotes(
     [loser] = [d for d in decisions if d.candidate_version != winner.version.version]
     assert not loser.promoted and loser.previous_version is None
     assert "not promoted" in loser.reason and loser.champion_value is None
+
+
+# --- targets the task cannot learn ------------------------------------------------------------
+
+
+def target_project(root: Path, task: str, label: Any) -> Path:
+    """A project of one float feature `a` and the target `label`, ingested."""
+    estimator = {"classification": "LogisticRegression", "regression": "Ridge"}[task]
+    spec = {
+        "name": "targets",
+        "data": {
+            "source": {"kind": "csv", "path": "incoming"},
+            "target": "label",
+            "features": {"a": "float"},
+        },
+        "model": {"task": task, "estimator": f"sklearn.linear_model.{estimator}"},
+    }
+    (root / "incoming").mkdir(parents=True)
+    (root / SPEC_FILE).write_text(yaml.safe_dump(spec), "utf-8")
+    a = np.linspace(0, 1, len(label))
+    pd.DataFrame({"a": a, "label": label}).to_csv(root / "incoming" / "rows.csv", index=False)
+    with opened(root) as services:
+        ingest(services)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("task", "label", "message"),
+    [
+        (
+            "regression",
+            ["yes", "no"] * 30,
+            "data.target 'label' holds text ('yes', 'no', ...), but model.task is regression, "
+            "which predicts numbers: set model.task: classification, or give a numeric target",
+        ),
+        (
+            "classification",
+            np.arange(60) / 4,
+            "data.target 'label' holds 60 distinct numbers, not all whole (0.25, 0.5, 0.75, "
+            "...), but model.task is classification, which learns one class per value (at most "
+            "1,000): set model.task: regression",
+        ),
+        (
+            "classification",
+            np.arange(1500) * 2,
+            "data.target 'label' holds 1,500 distinct numbers (0, 2, 4, ...), but model.task is "
+            "classification",
+        ),
+    ],
+    ids=["text for regression", "fractions for classification", "too many classes"],
+)
+def test_a_target_the_task_cannot_learn_is_a_spec_error_naming_both(
+    tmp_path: Path, task: str, label: Any, message: str
+) -> None:
+    root = target_project(tmp_path / "p", task, label)
+    with pytest.raises(SpecError) as raised:
+        train(root)
+    assert message in str(raised.value)
+    with opened(root) as services:
+        [run] = services.registry.list_runs("targets")
+        assert services.registry.list_versions("targets") == []
+    assert run.status == "failed" and message in (run.error or "")
+
+
+def test_whole_numbers_are_the_classes_of_a_classification(tmp_path: Path) -> None:
+    root = target_project(tmp_path / "p", "classification", [0.0, 1.0, 2.0] * 20)
+    assert train(root).version.version == 1

@@ -57,12 +57,22 @@ def init(
     err.print(f"Next: cd {directory} && refit ingest && refit train")
 
 
-def ingest(project: ProjectOption = Path("."), json: JsonOption = False) -> None:
-    """Read new data from the source into a snapshot."""
+def ingest(
+    project: ProjectOption = Path("."),
+    json: JsonOption = False,
+    rebuild: Annotated[
+        bool,
+        typer.Option(
+            "--rebuild",
+            help="Make the snapshot again from every row read so far, under the current spec.",
+        ),
+    ] = False,
+) -> None:
+    """Read new data from the source into a snapshot (rebuilt when the spec's columns changed)."""
     from refit.data.ingest import run_ingest  # pandas and pyarrow: only for this command
 
     with services_for(project) as services, progress("Ingesting"):
-        result = run_ingest(services.project, services.registry, services.store)
+        result = run_ingest(services.project, services.registry, services.store, rebuild=rebuild)
     if json:
         print_json(
             {

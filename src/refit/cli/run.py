@@ -29,7 +29,7 @@ from refit.project import load_project
 from refit.registry import PRODUCTION
 from refit.registry.jobs import job_states
 from refit.registry.tables import utcnow
-from refit.run.schedule import parse_schedule
+from refit.schedule import parse_schedule
 from refit.services import Services, open_services
 from refit.spec import SPEC_FILE, Schedule, ServeSpec
 
@@ -62,8 +62,10 @@ def _say(name: str, line: str) -> None:
 def scheduler(project: ProjectOption = Path(".")) -> None:
     """Run the scheduled ingest and train jobs until stopped (refit up runs this for you)."""
     from refit.run.scheduler import Scheduler
+    from refit.train.run import check_model
 
     loaded = load_project(project)
+    check_model(loaded.spec, loaded.root)
     with open_services(loaded) as services, _until_signalled() as stop:
         jobs = Scheduler(
             loaded,
@@ -84,8 +86,10 @@ def up(
     """Run the whole loop here: the scheduler and the server, restarted if they die."""
     from refit.run.local import run_up
     from refit.run.supervisor import SupervisorError
+    from refit.train.run import check_model
 
     loaded = load_project(project)
+    check_model(loaded.spec, loaded.root)
     settings = loaded.spec.serve
     host = settings.host if host is None else host
     port = settings.port if port is None else port

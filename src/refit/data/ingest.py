@@ -4,6 +4,10 @@ The order of writes is what makes a crash harmless: the snapshot's Parquet file 
 rejected rows) are written in full to the artifact store first; then one registry transaction
 records the batch, the snapshot and the source marks together. A process killed before that
 transaction leaves at most an unreferenced file, and the next run reads the same rows again.
+
+Every batch's rows are kept as read (all their columns) beside it, so that when the spec's
+columns change (a feature added, removed or retyped) the snapshot is rebuilt from every row
+read so far, validated again under the current spec; `rebuild=True` forces the same.
 """
 
 from __future__ import annotations
@@ -16,6 +20,16 @@ import numpy as np
 import pandas as pd
 
 from refit.artifacts import ArtifactRef, ArtifactStore
+from refit.data.batches import (
+    Reader,
+    duplicate_rows,
+    keep_rows,
+    kept_reader,
+    reconcile,
+    replay,
+    schema_change,
+    too_many_rejects,
+)
 from refit.data.snapshots import combine, content_id, from_parquet, to_parquet
 from refit.data.sources import LINE, Batch, Source, open_source
 from refit.data.stats import column_stats
@@ -25,7 +39,10 @@ from refit.project import Project
 from refit.registry import IngestBatchRow, Registry, SnapshotRow
 from refit.spec import SnapshotMode
 
-Status = Literal["accepted", "unchanged", "refused", "empty"]
+Status = Literal["accepted", "rebuilt", "unchanged", "refused", "empty"]
+REBUILD = "refit ingest --rebuild"
+"""The reason recorded for a rebuild that was asked for."""
+_LISTED_BATCHES = 3
 
 
 @dataclass(frozen=True)
@@ -33,8 +50,9 @@ class IngestResult:
     """What one ingest run did."""
 
     status: Status
-    """accepted: a new latest snapshot; unchanged: the data was already the latest snapshot;
-    refused: the batch failed validation as a whole; empty: the source had nothing new."""
+    """accepted: a new latest snapshot; rebuilt: a new latest snapshot made again from every
+    batch read so far; unchanged: the data was already the latest snapshot; refused: the batch
+    failed validation as a whole; empty: the source had nothing new."""
     message: str
     batch: IngestBatchRow | None = None
     snapshot: SnapshotRow | None = None
@@ -44,12 +62,26 @@ class IngestResult:
 
 
 def run_ingest(
-    project: Project, registry: Registry, store: ArtifactStore, source: Source | None = None
+    project: Project,
+    registry: Registry,
+    store: ArtifactStore,
+    source: Source | None = None,
+    *,
+    rebuild: bool = False,
 ) -> IngestResult:
-    """Read new data from the project's source into a snapshot (or refuse it)."""
+    """Read new data from the project's source into a snapshot (or refuse it).
+
+    When the latest snapshot does not have the columns the spec gives (or with `rebuild`),
+    the snapshot is rebuilt from the rows of every batch read so far and the new ones.
+    """
     spec = project.spec
     source = source or open_source(spec.data.source, project.root)
     batch = source.read_new(registry.source_marks(spec.name))
+    previous = registry.latest_snapshot(spec.name)
+    changed = None if previous is None else schema_change(previous.columns, spec.data)
+    if rebuild or changed:
+        why = REBUILD if changed is None else str(changed)
+        return _rebuild(project, registry, store, source, batch, previous, why)
     if not batch.marks:
         return IngestResult("empty", "no new data")
     rows_read = _rows_read(batch)
@@ -60,29 +92,24 @@ def run_ingest(
         kept = _located(_kept_aside(batch.frame, str(exc)), batch)
         return _refuse(project, registry, store, batch, kept, exc)
     valid, rejects = validated.valid, _located(validated.rejects, batch)
-    if rows_read and len(rejects) / rows_read > spec.data.max_reject_rate:
-        share = len(rejects) / rows_read
-        error = DataError(
-            f"{len(rejects)} of {rows_read} rows ({share:.0%}) failed validation, more than "
-            f"data.max_reject_rate ({spec.data.max_reject_rate:.0%}); first: {_where(rejects)}"
-        )
+    if error := too_many_rejects(rejects, rows_read, spec.data.max_reject_rate):
         refused = _kept_aside(batch.frame, "valid, but its batch was refused", validated.rejects)
         return _refuse(project, registry, store, batch, _located(refused, batch), error)
 
     rejected = _store_rejects(store, rejects)
-    previous = registry.latest_snapshot(spec.name)
-    previous_frame, note = None, ""
+    previous_frame = None
     if previous is not None:
         previous_frame = from_parquet(store.get(previous.uri, previous.sha256))
-        previous_frame, valid, note = _reconcile(previous_frame, valid, spec.data.target)
+        previous_frame, valid = reconcile(previous_frame, valid, spec.data.target)
     rows_valid = len(valid)
     latest_only = spec.data.snapshot.mode is SnapshotMode.LATEST
-    duplicated = _duplicated(None if latest_only else previous_frame, valid)
+    duplicated = duplicate_rows(None if latest_only else previous_frame, valid)
     duplicates = int(duplicated.sum())
     if spec.data.drop_duplicates and duplicates:
         valid = valid[~duplicated].reset_index(drop=True)
     frame = combine(previous_frame, valid, spec.data.snapshot, spec.data.time_column)
     snapshot_id = snapshot_key(spec.name, frame)
+    kept_rows = keep_rows(store, batch.frame)
     record = IngestBatchRow(
         project=spec.name,
         status="accepted",
@@ -92,6 +119,8 @@ def run_ingest(
         rows_rejected=len(rejects),
         rejects_uri=rejected.uri if rejected else None,
         rejects_sha256=rejected.sha256 if rejected else None,
+        rows_uri=kept_rows.uri,
+        rows_sha256=kept_rows.sha256,
         reason=None,
     )
     if len(frame) == 0 or (previous is not None and previous.id == snapshot_id):
@@ -103,19 +132,7 @@ def run_ingest(
             "unchanged", f"{batch.description}: {why}", record, previous, duplicates
         )
 
-    ref = store.put(to_parquet(frame), kind="snapshots", suffix=".parquet")
-    snapshot = SnapshotRow(
-        id=snapshot_id,
-        project=spec.name,
-        uri=ref.uri,
-        sha256=ref.sha256,
-        size_bytes=ref.size,
-        row_count=len(frame),
-        mode=spec.data.snapshot.mode.value,
-        parent_id=previous.id if previous else None,
-        columns={str(name): str(dtype) for name, dtype in frame.dtypes.items()},
-        stats=column_stats(frame, spec.data),
-    )
+    snapshot = _new_snapshot(project, store, frame, snapshot_id, previous)
     record.snapshot_id = snapshot_id
     registry.record_batch(record, batch.marks, snapshot)
     latest = registry.get_snapshot(snapshot_id)
@@ -124,48 +141,142 @@ def run_ingest(
         + (f", {len(rejects)} rejected" if len(rejects) else "")
         + _duplicates_note(duplicates, spec.data.drop_duplicates, ", ")
         + f") from {batch.description}"
-        + note
     )
     return IngestResult("accepted", message, record, latest, duplicates)
+
+
+def _new_snapshot(
+    project: Project,
+    store: ArtifactStore,
+    frame: pd.DataFrame,
+    snapshot_id: str,
+    previous: SnapshotRow | None,
+) -> SnapshotRow:
+    """Write the snapshot's file in full; the row is for the registry transaction to add."""
+    data = project.spec.data
+    ref = store.put(to_parquet(frame), kind="snapshots", suffix=".parquet")
+    return SnapshotRow(
+        id=snapshot_id,
+        project=project.spec.name,
+        uri=ref.uri,
+        sha256=ref.sha256,
+        size_bytes=ref.size,
+        row_count=len(frame),
+        mode=data.snapshot.mode.value,
+        parent_id=previous.id if previous else None,
+        columns={str(name): str(dtype) for name, dtype in frame.dtypes.items()},
+        stats=column_stats(frame, data),
+    )
+
+
+def _rebuild(
+    project: Project,
+    registry: Registry,
+    store: ArtifactStore,
+    source: Source,
+    batch: Batch,
+    previous: SnapshotRow | None,
+    why: str,
+) -> IngestResult:
+    """Make the snapshot again from every batch read so far (and `batch`), each validated
+    under the current spec in the order it was read, as if the spec had always been this one.
+
+    The rows come from the copies kept beside the batches; when some batch was ingested
+    before refit kept them, the whole source is read again from the start instead.
+    """
+    spec = project.spec
+    if previous is not None and why != REBUILD:
+        why = f"the spec's columns changed since snapshot {previous.id[:12]} ({why})"
+    earlier = registry.list_batches(spec.name, limit=None)[::-1]
+    unkept = [b for b in earlier if b.rows_uri is None and b.rows_read and b.status != "rebuilt"]
+    if unkept:
+        batch = source.read_new({})
+        before = f"{_batches(len(unkept))} ingested before refit kept the rows it reads"
+        if not batch.marks:
+            return IngestResult(
+                "refused", f"{why}: cannot rebuild the snapshot: {before}, and the source is empty"
+            )
+        parts: list[tuple[str, Reader]] = [(batch.description, lambda: batch.frame)]
+        where = f"the source read again from the start ({before}): {batch.description}"
+    else:
+        parts = [(b.description, kept_reader(store, b)) for b in earlier if b.rows_uri]
+        where = _kept_description([label for label, _ in parts])
+        if batch.marks:
+            parts.append((batch.description, lambda: batch.frame))
+            where = f"{where}, and {batch.description}" if where else batch.description
+    if not parts:
+        return IngestResult("empty", f"{why}: no data was read yet, so there is nothing to rebuild")
+
+    replayed = replay(spec.data, parts)
+    refused = ""
+    if replayed.refused:
+        more = len(replayed.refused) - 1
+        refused = f"; {_batches(len(replayed.refused))} refused under the current spec: "
+        refused += replayed.refused[0] + (f" (and {more} more)" if more else "")
+    kept_rows = keep_rows(store, batch.frame) if batch.marks else None
+    rejected = _store_rejects(store, replayed.rejects)
+    record = IngestBatchRow(
+        project=spec.name,
+        status="rebuilt",
+        description=batch.description,
+        rows_read=replayed.rows_read,
+        rows_valid=replayed.rows_valid,
+        rows_rejected=len(replayed.rejects),
+        rejects_uri=rejected.uri if rejected else None,
+        rejects_sha256=rejected.sha256 if rejected else None,
+        rows_uri=kept_rows.uri if kept_rows else None,
+        rows_sha256=kept_rows.sha256 if kept_rows else None,
+        reason=why,
+    )
+    frame = replayed.frame
+    if frame is None or len(frame) == 0:
+        message = f"{why}: cannot rebuild the snapshot: no valid rows in {where}{refused}"
+        if not batch.marks:
+            return IngestResult("refused", message)
+        record.status, record.reason = "refused", message
+        registry.record_batch(record, batch.marks)
+        return IngestResult("refused", message, record)
+
+    snapshot_id = snapshot_key(spec.name, frame)
+    rejects = f", {len(replayed.rejects)} rows rejected" if len(replayed.rejects) else ""
+    if previous is not None and previous.id == snapshot_id:
+        record.status, record.snapshot_id = "unchanged", previous.id
+        if batch.marks:
+            registry.record_batch(record, batch.marks)
+        message = (
+            f"{why}: rebuilt from {where}{rejects}{refused}: "
+            f"the same rows as the latest snapshot {previous.id[:12]}"
+        )
+        return IngestResult("unchanged", message, record if batch.marks else None, previous)
+
+    snapshot = _new_snapshot(project, store, frame, snapshot_id, previous)
+    record.snapshot_id = snapshot_id
+    registry.record_batch(record, batch.marks, snapshot)
+    message = (
+        f"{why}: snapshot {snapshot_id[:12]} rebuilt with {len(frame)} rows from "
+        f"{where}{rejects}{refused}"
+    )
+    return IngestResult("rebuilt", message, record, registry.get_snapshot(snapshot_id))
+
+
+def _kept_description(labels: list[str]) -> str:
+    if not labels:
+        return ""
+    shown = "; ".join(labels[:_LISTED_BATCHES])
+    if len(labels) > _LISTED_BATCHES:
+        shown += f"; and {len(labels) - _LISTED_BATCHES} more"
+    read = f"{_batches(len(labels))} read before"
+    return f"the rows of {read} and kept in the artifact store ({shown})"
+
+
+def _batches(n: int) -> str:
+    return "1 batch" if n == 1 else f"{n} batches"
 
 
 def snapshot_key(project: str, frame: pd.DataFrame) -> str:
     """A snapshot's id: the hash of its rows, within its project (two projects of one
     registry may hold the same rows, and each keeps its own snapshot)."""
     return hashlib.sha256(f"{project}\n{content_id(frame)}".encode()).hexdigest()
-
-
-def _reconcile(
-    previous: pd.DataFrame, new: pd.DataFrame, target: str
-) -> tuple[pd.DataFrame | None, pd.DataFrame, str]:
-    """Make the previous snapshot's rows and the new rows fit together, or start afresh.
-
-    When the spec's columns changed (a feature added, removed or retyped), the old rows cannot
-    carry the new schema: the snapshot starts a new lineage from the new rows alone. A target
-    read as numbers in one batch and as text in another is taken as text in both.
-    """
-    if list(previous.columns) != list(new.columns) or any(
-        str(previous[c].dtype) != str(new[c].dtype) for c in new.columns if c != target
-    ):
-        return None, new, "; the spec's columns changed, so this snapshot starts afresh"
-    if str(previous[target].dtype) != str(new[target].dtype):
-        previous = previous.assign(**{target: previous[target].map(_label).astype("str")})
-        new = new.assign(**{target: new[target].map(_label).astype("str")})
-    return previous, new, ""
-
-
-def _label(value: object) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _duplicated(previous: pd.DataFrame | None, new: pd.DataFrame) -> np.ndarray:
-    """Which new rows equal a previous row or an earlier new row, in every column."""
-    if previous is None:
-        return new.duplicated(keep="first").to_numpy(dtype=bool)
-    both = pd.concat([previous, new[list(previous.columns)]], ignore_index=True)
-    return both.duplicated(keep="first").to_numpy(dtype=bool)[len(previous) :]
 
 
 def _duplicates_note(duplicates: int, dropped: bool, prefix: str) -> str:
@@ -199,14 +310,6 @@ def _located(rejects: pd.DataFrame, batch: Batch) -> pd.DataFrame:
     return both.sort_values(["_file", LINE], kind="stable").reset_index(drop=True)
 
 
-def _where(rejects: pd.DataFrame) -> str:
-    """The first rejected row's reason, after its file and line when known."""
-    first = rejects.iloc[0]
-    if "_file" in rejects.columns:
-        return f"{first['_file']} line {first[LINE]}: {first['_reason']}"
-    return str(first["_reason"])
-
-
 def _store_rejects(store: ArtifactStore, rejects: pd.DataFrame) -> ArtifactRef | None:
     if rejects.empty:
         return None
@@ -238,6 +341,7 @@ def _refuse(
     """Record a refused batch: its marks are consumed (so later files still flow) and every
     row stays available in the rejects file for a person to inspect and fix."""
     rejected = _store_rejects(store, rejects)
+    kept_rows = keep_rows(store, batch.frame)
     record = IngestBatchRow(
         project=project.spec.name,
         status="refused",
@@ -247,6 +351,8 @@ def _refuse(
         rows_rejected=_rows_read(batch),
         rejects_uri=rejected.uri if rejected else None,
         rejects_sha256=rejected.sha256 if rejected else None,
+        rows_uri=kept_rows.uri,
+        rows_sha256=kept_rows.sha256,
         snapshot_id=None,
         reason=str(error),
     )

@@ -102,12 +102,15 @@ class Registry:
         return rows[0]
 
     def latest_snapshot(self, project: str) -> SnapshotRow | None:
-        """The snapshot of the newest accepted ingest batch."""
+        """The snapshot of the newest accepted (or rebuilt) ingest batch."""
         with self.read() as s:
             return s.scalar(
                 select(SnapshotRow)
                 .join(IngestBatchRow, IngestBatchRow.snapshot_id == SnapshotRow.id)
-                .where(IngestBatchRow.project == project, IngestBatchRow.status == "accepted")
+                .where(
+                    IngestBatchRow.project == project,
+                    IngestBatchRow.status.in_(("accepted", "rebuilt")),
+                )
                 .order_by(IngestBatchRow.id.desc())
                 .limit(1)
             )
@@ -130,7 +133,8 @@ class Registry:
             raise NotFoundError(f"no ingest batch {batch_id}; `refit batches list` shows them")
         return row
 
-    def list_batches(self, project: str, limit: int = 50) -> list[IngestBatchRow]:
+    def list_batches(self, project: str, limit: int | None = 50) -> list[IngestBatchRow]:
+        """The project's ingest batches, newest first (all of them with `limit=None`)."""
         with self.read() as s:
             query = (
                 select(IngestBatchRow)

@@ -95,11 +95,17 @@ class IngestBatchRow(Base):
     project: Mapped[str] = mapped_column(String(63), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     status: Mapped[str] = mapped_column(String(16))
-    """accepted (made a snapshot), unchanged (same data as a snapshot already made), refused."""
+    """accepted (made a snapshot), unchanged (same data as a snapshot already made), refused,
+    or rebuilt (a snapshot made again from the rows of every batch, under the current spec:
+    its counts are those of the whole rebuild)."""
     description: Mapped[str] = mapped_column(Text)
     rows_read: Mapped[int] = mapped_column(Integer)
     rows_valid: Mapped[int] = mapped_column(Integer)
     rows_rejected: Mapped[int] = mapped_column(Integer)
+    rows_uri: Mapped[str | None] = mapped_column(String(512), default=None)
+    """The rows as read from the source, all their columns (None: nothing new was read, or
+    the batch was ingested before refit kept them)."""
+    rows_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
     rejects_uri: Mapped[str | None] = mapped_column(String(512))
     rejects_sha256: Mapped[str | None] = mapped_column(String(64))
     snapshot_id: Mapped[str | None] = mapped_column(ForeignKey("snapshots.id"))

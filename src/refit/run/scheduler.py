@@ -31,7 +31,7 @@ from refit.registry.jobs import (
     trained_snapshots,
 )
 from refit.registry.tables import JobStateRow, utcnow
-from refit.run.schedule import Schedule, parse_schedule
+from refit.schedule import Schedule, parse_schedule
 
 JOBS = ("ingest", "train")
 Event = Callable[[str, str], None]

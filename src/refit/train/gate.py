@@ -6,9 +6,11 @@ The rules, for a metric where higher is better (mirrored where lower is better):
    under the ceiling `gate.max`). An unset bound is no bound; the bound of the other direction
    does not apply (the spec refuses it).
 2. With no champion, that is enough.
-3. Otherwise the improvement (challenger - champion, direction-aware) must be at least
-   `gate.min_improvement`. A tie therefore promotes when `min_improvement` is 0: the
-   challenger was trained on fresher data. Differences within float rounding count as equal.
+3. Otherwise the improvement (challenger - champion, direction-aware) must be more than
+   `gate.min_improvement`: a tie keeps production, so retraining on the same data moves no
+   server. With `gate.promote_ties: true` an improvement of exactly `min_improvement` is
+   enough (a tie promotes when it is 0: the challenger was trained on fresher data).
+   Differences within float rounding count as equal.
 
 `decide` is pure: it reads numbers and returns a decision with a reason naming both numbers.
 """
@@ -55,16 +57,20 @@ def decide(
     versus = f"{production} ({_num(champion)})"
     improvement = challenger - champion if higher_is_better else champion - challenger
     margin = gate.min_improvement
-    if not _at_least(improvement, margin):
+    # An improvement within float rounding of the margin is a tie with it.
+    tie = math.isclose(improvement, margin, rel_tol=1e-9, abs_tol=1e-12)
+    if improvement > margin and not tie:
         return GateDecision(
-            False, f"{shown} is not better than {versus} by at least {_num(margin)}"
+            True, f"{shown} beats {versus} by {_num(abs(improvement))} > {_num(margin)}"
         )
-    if _at_least(0.0, abs(improvement)):
-        return GateDecision(
-            True, f"{shown} ties {versus}, which is enough with min_improvement {_num(margin)}"
-        )
+    if not tie:
+        by = f" by more than {_num(margin)}" if margin else ""
+        return GateDecision(False, f"{shown} is not better than {versus}{by}")
+    what = f"ties {versus}" if margin == 0 else f"beats {versus} by exactly {_num(margin)}"
+    if gate.promote_ties:
+        return GateDecision(True, f"{shown} {what}, which is enough with gate.promote_ties")
     return GateDecision(
-        True, f"{shown} beats {versus} by {_num(abs(improvement))} >= {_num(margin)}"
+        False, f"{shown} {what}: a tie keeps production (gate.promote_ties is false)"
     )
 
 

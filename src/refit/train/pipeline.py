@@ -26,6 +26,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import pkgutil
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -61,8 +62,10 @@ def resolve_estimator(path: str, params: Mapping[str, Any], task: Task | None = 
     module = _import(module_name, "model.estimator", path)
     cls = getattr(module, class_name, None)
     if cls is None:
+        classes = [n for n in dir(module) if not n.startswith("_") and _is_class(module, n)]
         raise SpecError(
             f"model.estimator: got {path!r}: module {module_name} has no attribute {class_name}"
+            + _did_you_mean(class_name, classes)
         )
     if not isinstance(cls, type):
         raise SpecError(f"model.estimator: got {path!r}: expected a class, got {_describe(cls)}")
@@ -127,9 +130,37 @@ def _import(module_name: str, field: str, path: str) -> Any:
     except Exception as exc:
         missing = (exc.name or "") if isinstance(exc, ModuleNotFoundError) else ""
         if missing and (missing == module_name or module_name.startswith(missing + ".")):
-            raise SpecError(f"{field}: got {path!r}: no module named {missing}") from exc
+            hint = _did_you_mean(missing, _sibling_modules(missing))
+            raise SpecError(f"{field}: got {path!r}: no module named {missing}{hint}") from exc
         problem = f"importing {module_name} failed: {_error(exc)}"
         raise SpecError(f"{field}: got {path!r}: {problem}") from exc
+
+
+def _is_class(module: Any, name: str) -> bool:
+    try:
+        return isinstance(getattr(module, name), type)
+    except Exception:  # a lazy attribute that fails to load is no candidate
+        return False
+
+
+def _sibling_modules(missing: str) -> list[str]:
+    """The modules beside `missing` (`sklearn.ensembl` -> sklearn's submodules), full names."""
+    parent, _, _ = missing.rpartition(".")
+    if not parent:
+        return sorted({m.name for m in pkgutil.iter_modules()})
+    try:
+        package = importlib.import_module(parent)
+    except Exception:
+        return []
+    paths = getattr(package, "__path__", None)
+    if paths is None:
+        return []
+    return [f"{parent}.{m.name}" for m in pkgutil.iter_modules(paths) if not m.name.startswith("_")]
+
+
+def _did_you_mean(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _init_names(cls: type) -> set[str] | None:
@@ -148,8 +179,7 @@ def _check_names(class_name: str, given: Mapping[str, Any], known: set[str] | No
         return
     for name in given:
         if name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = _did_you_mean(name, sorted(known))
             raise SpecError(f"model.params: {class_name} does not accept {name!r}{hint}")
 
 

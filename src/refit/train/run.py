@@ -19,10 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from refit.artifacts import ArtifactStore
+from refit.data.batches import schema_change
 from refit.data.ingest import read_snapshot
 from refit.errors import (
     ConflictError,
+    DataError,
     NotFoundError,
     RefitError,
     SpecError,
@@ -32,7 +37,7 @@ from refit.flavors import DEFAULT_FLAVOR, SUFFIXES, load_model, save_model
 from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow, SnapshotRow
 from refit.services import Services
 from refit.signature import Signature, signature_for
-from refit.spec import ArtifactFormat, Spec
+from refit.spec import ArtifactFormat, Spec, Task
 from refit.train.gate import decide
 from refit.train.metrics import evaluate, score
 from refit.train.nullability import truthful
@@ -46,6 +51,8 @@ from refit.train.pipeline import (
 from refit.train.split import Split, split
 
 Step = Callable[[str], None]
+MAX_CLASSES = 1000
+"""The most distinct values a numeric target of a classification may hold."""
 
 
 @dataclass(frozen=True)
@@ -65,16 +72,48 @@ class TrainResult:
 
 
 def check_model_spec(spec: Spec, root: Path) -> None:
-    """Resolve the estimator or function now, so a bad spec fails before any work."""
+    """What `refit train` checks before any work: that it may train, then `check_model`."""
     if spec.model.trained_elsewhere:
         raise SpecError(
             "model.trained_elsewhere is true: this project's versions come from "
             "`refit models register FILE`, not from `refit train`"
         )
+    check_model(spec, root)
+
+
+def check_model(spec: Spec, root: Path) -> None:
+    """Resolve the estimator with its params (or the function) now, so that every command
+    that will train (`refit train`, `refit up`, `refit scheduler`) refuses a bad one first."""
     if spec.model.estimator is not None:
         resolve_estimator(spec.model.estimator, spec.model.params, spec.model.task)
     elif spec.model.function is not None:
         resolve_function(spec.model.function, root)
+
+
+def check_target(frame: pd.DataFrame, spec: Spec) -> None:
+    """Refuse a target that the task cannot learn: text for regression; for classification,
+    numbers that are not whole, or more than `MAX_CLASSES` distinct ones (a quantity)."""
+    name, task = spec.data.target, spec.model.task
+    y = frame[name].dropna()
+    numeric = pd.api.types.is_numeric_dtype(y.dtype) and not pd.api.types.is_bool_dtype(y.dtype)
+    if task is Task.REGRESSION and not numeric:
+        shown = ", ".join(repr(str(v)) for v in y.unique()[:3])
+        raise SpecError(
+            f"data.target {name!r} holds text ({shown}, ...), but model.task is regression, "
+            "which predicts numbers: set model.task: classification, or give a numeric target"
+        )
+    if task is Task.CLASSIFICATION and numeric:
+        values = y.to_numpy(dtype=np.float64)
+        distinct = np.unique(values)
+        fractions = distinct[distinct != np.floor(distinct)]
+        if len(fractions) or len(distinct) > MAX_CLASSES:
+            shown = ", ".join(f"{v:g}" for v in (fractions if len(fractions) else distinct)[:3])
+            whole = ", not all whole" if len(fractions) else ""
+            raise SpecError(
+                f"data.target {name!r} holds {len(distinct):,} distinct numbers{whole} "
+                f"({shown}, ...), but model.task is classification, which learns one class per "
+                f"value (at most {MAX_CLASSES:,}): set model.task: regression"
+            )
 
 
 @dataclass(frozen=True)
@@ -126,6 +165,16 @@ def run_and_register(
     spec = project.spec
     registry.interrupt_dead_runs(spec.name)
     snapshot = _snapshot(services, snapshot_id)
+    change = schema_change(snapshot.columns, spec.data)
+    if change is not None and change.missing_columns:
+        fix = (
+            "run `refit ingest`: it rebuilds the snapshot from the rows read so far"
+            if snapshot_id is None
+            else "give a snapshot made under the current spec, or none for the newest"
+        )
+        raise DataError(
+            f"snapshot {snapshot.id[:12]} does not have the spec's columns ({change}): {fix}"
+        )
 
     run_id = uuid.uuid4().hex
     registry.start_run(run_id, spec.name, snapshot.id, trigger)
@@ -134,6 +183,7 @@ def run_and_register(
         with _timed(timings, "load_s"):
             step(f"loading snapshot {snapshot.id[:12]} ({snapshot.row_count} rows)")
             frame = read_snapshot(store, snapshot)
+        check_target(frame, spec)
         with _timed(timings, "split_s"):
             parts = split(frame, spec.data, spec.model)
         with _timed(timings, make_timing):

@@ -1,11 +1,11 @@
 """When a job is due: intervals, cron expressions in UTC, and no replay of missed ticks."""
 
+import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from refit.errors import SpecError
-from refit.run.schedule import parse_schedule
+from refit.schedule import EXPECTED, parse_schedule
 
 NOON = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -77,23 +77,33 @@ def test_missed_ticks_are_run_once_not_replayed(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("text", "problem"),
     [
-        "",
-        "5x",
-        "m",
-        "1.5m",
-        "-1m",
-        "5 m",
-        "1M",
-        "every minute",
-        "61 * * * *",
-        "* * *",
-        "* * * * * *",  # seconds: not the 5-field cron the spec documents
-        "@hourly",
-        "0 0 31 2 *",  # 31 February never comes
+        ("", EXPECTED),
+        ("5x", EXPECTED),
+        ("m", EXPECTED),
+        ("0s", EXPECTED),  # never waiting is no interval
+        ("1.5m", EXPECTED),
+        ("-1m", EXPECTED),
+        ("5 m", EXPECTED),
+        ("1M", EXPECTED),
+        ("every minute", EXPECTED),
+        ("* * *", EXPECTED),
+        ("* * * * * *", EXPECTED),  # seconds: not the 5-field cron the spec documents
+        ("@hourly", EXPECTED),
+        ("61 * * * *", f"{EXPECTED} (minute hour day-of-month month day-of-week, in UTC): "),
+        ("99 99 99 99 99", "a field is out of range"),
+        ("* * * * someday", "a field is not valid"),
+        ("0 0 31 2 *", f"{EXPECTED}: this one matches no date (such as 31 February)"),
+        ("0 0 30 2 *", "matches no date"),
     ],
 )
-def test_invalid_schedules_are_spec_errors(text: str) -> None:
-    with pytest.raises(SpecError, match="not a schedule"):
+def test_what_is_no_schedule_says_what_is_expected(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(problem)) as raised:
         parse_schedule(text)
+    assert str(raised.value).startswith(EXPECTED)
+
+
+def test_29_february_comes_round() -> None:
+    schedule = parse_schedule("0 0 29 2 *")
+    assert schedule.next_after(NOON) == datetime(2028, 2, 29, tzinfo=UTC)
