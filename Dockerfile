@@ -1,7 +1,7 @@
-# refit: one image for every role, chosen by the command (serve, scheduler, ingest, train, ...).
+# refit: one image for every role, chosen by its command (serve, scheduler, ingest, train, ...).
 #   docker build -t refit .
-#   docker run --rm -v "$PWD/my-project:/project" -p 8000:8000 refit serve
-# A project image is `FROM refit` plus `COPY . /project` (README.md, "Containers").
+# A project's image is `FROM refit` plus `COPY . /project`; README.md, "Containers", has the
+# roles and their REFIT_* variables.
 
 FROM python:3.11-slim-bookworm AS builder
 
@@ -12,8 +12,9 @@ RUN python3 -m venv /opt/venv
 WORKDIR /src
 
 # The dependencies first, read from pyproject.toml, so that this layer (most of the image)
-# is rebuilt only when they change, not on every change of refit's code.
-COPY pyproject.toml ./
+# is rebuilt only when they change, not on every change of refit's code (--chmod: nor when a
+# checkout's umask gave the file other permissions).
+COPY --chmod=644 pyproject.toml ./
 RUN --mount=type=cache,target=/root/.cache/pip \
     /opt/venv/bin/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" >/tmp/requirements.txt \
     && /opt/venv/bin/pip install --requirement /tmp/requirements.txt
