@@ -28,6 +28,7 @@ IMAGE = "localhost/refit:test"
 NAME = "breast-cancer"
 READY_WITHIN = 120.0  # the server imports scikit-learn, then loads and warms up v1
 ROLE_TIMEOUT = 300.0
+SCHEDULED_WITHIN = 180.0  # the first ingest at once, then training on a busy machine
 
 # On a fresh machine the first test builds the image (and its base): the timeout allows it.
 pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(BUILD_TIMEOUT + 600)]
@@ -202,5 +203,44 @@ def test_the_roles_run_from_one_image_on_postgres_and_s3(
         state = engine("inspect", "--format={{.State.ExitCode}}", container).stdout.strip()
         assert state == "0"
     finally:
+        engine("rm", "--force", container, check=False)
+        postgres_server.drop_database(database)
+
+
+def test_the_scheduler_runs_from_the_image_and_stops_cleanly(
+    engine: Podman,
+    project_image: str,
+    postgres_server: PostgresServer,
+    s3_storage: S3Location,
+) -> None:
+    database = postgres_server.create_database()
+    container = f"refit-test-scheduler-{uuid.uuid4().hex[:12]}"
+    registry = open_registry(postgres_server.url(database))
+    try:
+        storage = storage_environment(postgres_server, database, s3_storage)
+        engine(
+            "run",
+            "--detach",
+            f"--name={container}",
+            "--network=host",
+            *storage,
+            project_image,
+            "scheduler",
+        )
+        # Its jobs, run as its own child processes inside the container, ingest and train.
+        deadline = time.monotonic() + SCHEDULED_WITHIN
+        while registry.alias_version(NAME) is None:
+            running = engine("inspect", "--format={{.State.Running}}", container).stdout.strip()
+            logs = engine("logs", container, check=False)
+            assert running == "true", f"the scheduler exited:\n{logs.stdout}{logs.stderr}"
+            assert time.monotonic() < deadline, f"nothing promoted:\n{logs.stdout}{logs.stderr}"
+            time.sleep(1)
+        assert registry.latest_snapshot(NAME) is not None
+
+        engine("stop", "--time=40", container, timeout=60)
+        state = engine("inspect", "--format={{.State.ExitCode}}", container).stdout.strip()
+        assert state == "0"
+    finally:
+        registry.close()
         engine("rm", "--force", container, check=False)
         postgres_server.drop_database(database)
