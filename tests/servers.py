@@ -8,6 +8,7 @@ import contextlib
 import os
 import pwd
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -89,10 +90,14 @@ class PostgresNotInstalled(Exception):
 
 @dataclass(frozen=True)
 class PostgresServer:
-    """A running PostgreSQL server reachable only through its Unix socket, as user postgres."""
+    """A running PostgreSQL server, as user postgres: its Unix socket (trusted) and 127.0.0.1.
+
+    TCP, with `password`, is for clients that cannot reach the socket, such as containers.
+    """
 
     socket_dir: Path
     port: int
+    password: str
     user: str = "postgres"
 
     def connect(self, dbname: str = "postgres") -> psycopg.Connection[Any]:
@@ -108,6 +113,10 @@ class PostgresServer:
     def url(self, dbname: str) -> str:
         """A SQLAlchemy URL for `dbname` (SQLAlchemy 2 with psycopg 3)."""
         return f"postgresql+psycopg://{self.user}@/{dbname}?host={self.socket_dir}&port={self.port}"
+
+    def tcp_url(self, dbname: str) -> str:
+        """A SQLAlchemy URL for `dbname` over TCP on 127.0.0.1, with the password."""
+        return f"postgresql+psycopg://{self.user}:{self.password}@127.0.0.1:{self.port}/{dbname}"
 
     def create_database(self) -> str:
         """Create an empty database with a fresh name and return the name."""
@@ -195,12 +204,19 @@ def running_postgres() -> Iterator[PostgresServer]:
         data = root / "data"
         log = root / "server.log"
         port = free_port()
+        password = secrets.token_hex(16)
+        password_file = root / "password"
+        password_file.write_text(password)
+        if os.geteuid() == 0:
+            os.chown(password_file, account.pw_uid, account.pw_gid)
         _run(
             [
                 str(bin_dir / "initdb"),
                 "--pgdata",
                 str(data),
-                "--auth=trust",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={password_file}",
                 "--username=postgres",
                 "--encoding=UTF8",
                 "--locale=C",
@@ -210,7 +226,7 @@ def running_postgres() -> Iterator[PostgresServer]:
         )
         # Durability off; max_wal_size bounds the WAL that CREATE DATABASE (one per test) writes.
         options = (
-            f"-p {port} -k {root} -c listen_addresses='' "
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 "
             "-c fsync=off -c full_page_writes=off -c synchronous_commit=off "
             "-c max_wal_size=256MB"
         )
@@ -222,7 +238,7 @@ def running_postgres() -> Iterator[PostgresServer]:
             except RuntimeError as error:
                 server_log = log.read_text(errors="replace") if log.exists() else ""
                 raise RuntimeError(f"{error}\nserver log:\n{server_log}") from None
-            yield PostgresServer(socket_dir=root, port=port)
+            yield PostgresServer(socket_dir=root, port=port, password=password)
         finally:
             # Not checked: a server that already died must not hide the error that killed it.
             _run([pg_ctl, "stop", "-m", "immediate", "-w", "-D", str(data)], root, check=False)
