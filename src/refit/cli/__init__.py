@@ -9,6 +9,7 @@ import typer
 from refit import __version__
 from refit.cli._output import run_app
 from refit.cli.data import batches_app, ingest, init, snapshots_app
+from refit.cli.deploy import deploy_app
 from refit.cli.models import models_app, train
 from refit.cli.run import demo, feed, scheduler, status, up
 from refit.cli.serve import serve
@@ -32,6 +33,7 @@ app.command()(scheduler)
 app.add_typer(models_app, name="models")
 app.add_typer(snapshots_app, name="snapshots")
 app.add_typer(batches_app, name="batches")
+app.add_typer(deploy_app, name="deploy")
 
 
 def _version(value: bool) -> None:

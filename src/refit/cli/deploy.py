@@ -1,0 +1,64 @@
+"""`refit deploy compose`: a project's deployment files, rendered from refit's templates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from refit.cli._output import ProjectOption, err, out
+from refit.project import load_project
+
+deploy_app = typer.Typer(
+    help="Render a project's deployment files (Docker Compose).", no_args_is_help=True
+)
+
+
+def _image(value: str | None) -> str | None:
+    from refit.deploy.compose import check_image
+
+    if value is not None:
+        try:
+            check_image(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+@deploy_app.command("compose")
+def compose(
+    directory: Annotated[
+        Path, typer.Argument(metavar="OUT", help="The folder to write the stack's files into.")
+    ],
+    project: ProjectOption = Path("."),
+    image: Annotated[
+        str | None,
+        typer.Option(
+            help="The project image's name (default refit-NAME).",
+            callback=_image,
+            show_default=False,
+        ),
+    ] = None,
+    feed: Annotated[
+        bool,
+        typer.Option(
+            "--feed", help="Add a feeder of the breast-cancer example's rows into the source."
+        ),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace files in OUT that hold other content.")
+    ] = False,
+) -> None:
+    """Write a Docker Compose stack for the project: PostgreSQL, S3, scheduler, scalable server."""
+    from refit.deploy.compose import ENV_FILE, render_compose
+    from refit.deploy.files import write_files
+
+    loaded = load_project(project)
+    files = render_compose(loaded, directory, image=image, feed=feed)
+    for written in write_files(directory, files, force=force, keep=frozenset({ENV_FILE})):
+        out.print(f"{written.action:<9} {written.path}")
+    err.print(
+        f"next: `docker build -t refit .` in refit's repository, then `docker compose up --build` "
+        f"in {directory} (edit {directory / ENV_FILE} first: its credentials are examples)"
+    )

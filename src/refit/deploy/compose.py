@@ -1,0 +1,171 @@
+"""A project as a Docker Compose stack: the files `refit deploy compose` writes.
+
+The stack is the loop of `refit up` in containers that share nothing but two stores:
+PostgreSQL (the registry) and an S3 store (SeaweedFS) for artifacts and the data source's
+files; a one-shot service creates the bucket, the scheduler ingests and trains, the server
+scales behind a proxy that is the one published port, and, with `feed`, a feeder drops the
+breast-cancer example's rows into the bucket. Every refit service runs the project's image:
+refit's image plus the project's files, built from the rendered `Dockerfile`.
+
+    files = render_compose(load_project("churn"), Path("churn/deploy/compose"))
+    write_files(Path("churn/deploy/compose"), files, keep=frozenset({ENV_FILE}))
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from importlib import resources
+from pathlib import Path
+
+from refit.errors import SpecError
+from refit.examples import find_example
+from refit.project import Project
+from refit.spec import CsvSource, SqlSource
+
+ENV_FILE = ".env"
+"""The stack's settings and credentials: the user's own once written, never replaced."""
+
+FEED_EXAMPLE = "breast-cancer"
+"""The example whose rows `refit feed` drops, and so the one a feeder service fits."""
+
+DEFAULT_BUCKET = "refit"
+"""The stack's bucket when the data source is not in one (a SQL source)."""
+
+FEED_INTERVAL = 5
+
+_TEMPLATES = ("compose.yaml", "nginx.conf", "Dockerfile", "Dockerfile.dockerignore")
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+# A Docker image reference: [host[:port]/]path[:tag], lowercase path components.
+_IMAGE = re.compile(
+    r"(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+)
+
+
+def default_image(name: str) -> str:
+    """The project image's name when `--image` is not given."""
+    return f"refit-{name}"
+
+
+def check_image(image: str) -> str:
+    """`image` if it is a valid Docker image reference; ValueError says what one looks like."""
+    if not _IMAGE.fullmatch(image):
+        raise ValueError(
+            f"{image!r} is not an image name: expected lowercase [REGISTRY/]NAME[:TAG], "
+            "e.g. churn or registry.example.com/ml/churn:1.2"
+        )
+    return image
+
+
+def render_compose(
+    project: Project, out: Path, *, image: str | None = None, feed: bool = False
+) -> dict[str, str]:
+    """The stack's files (name relative to `out` -> text), for the folder `out`.
+
+    The data source must be one every container reaches: `s3://bucket/prefix/` files (in
+    the stack's store) or SQL; a folder inside the image would never see new data, so it is
+    refused, as is `feed` for a project that is not shaped like the breast-cancer example.
+    """
+    spec = project.spec
+    bucket, source_path = _data_location(project)
+    if feed:
+        _check_feedable(project, source_path)
+    root = project.root.resolve()
+    out = out.resolve()
+    schedules = {
+        job: value
+        for job in ("ingest", "train")
+        if (value := getattr(spec.schedule, job)) is not None
+    }
+    settings: list[str] = []
+    if schedules:
+        said = ", ".join(f"{job} {value}" for job, value in schedules.items())
+        settings += ["", f"# How often the scheduler ingests and trains (refit.yaml: {said})."]
+        settings += [
+            f"{job.upper()}_SCHEDULE={_env_value(value)}" for job, value in schedules.items()
+        ]
+    if feed:
+        settings += [
+            "",
+            "# Seconds between the feeder's batches.",
+            f"FEED_INTERVAL={FEED_INTERVAL}",
+        ]
+    values = {
+        "name": spec.name,
+        "image": check_image(image or default_image(spec.name)),
+        "bucket": bucket,
+        "context": _relative(root, out),
+        "dockerfile": _relative(out / "Dockerfile", root).removeprefix("./"),
+        "data_note": ", the data source's files" if source_path else "",
+        "feeder_note": ", and a feeder of new rows" if feed else "",
+        "schedule_environment": "".join(
+            f"      REFIT_SCHEDULE__{job.upper()}: ${{{job.upper()}_SCHEDULE}}\n"
+            for job in schedules
+        ),
+        "feeder": _render(_template("feeder.yaml"), {"source_path": source_path or ""})
+        if feed
+        else "",
+        "env_settings": "".join(f"{line}\n" for line in settings),
+        "out_ignored": _ignored(out, root),
+    }
+    files = {name: _render(_template(name), values) for name in _TEMPLATES}
+    files[ENV_FILE] = _render(_template("env"), values)
+    return dict(sorted(files.items()))
+
+
+def _data_location(project: Project) -> tuple[str, str | None]:
+    """The stack's bucket, and the source's `s3://` path when its files are in it."""
+    source = project.spec.data.source
+    if isinstance(source, SqlSource):
+        return DEFAULT_BUCKET, None
+    path = source.path
+    bucket = path.removeprefix("s3://").split("/", 1)[0] if path.startswith("s3://") else ""
+    if not bucket:
+        raise SpecError(
+            f"{project.root / 'refit.yaml'}: data.source.path: got {path!r}: in Compose every "
+            "container reads the data from object storage or a database, never from its own "
+            "disk; expected s3://BUCKET/PREFIX/ (the stack's S3 store holds it) or a sql source"
+        )
+    return bucket, path
+
+
+def _check_feedable(project: Project, source_path: str | None) -> None:
+    spec = project.spec
+    where = f"{project.root / 'refit.yaml'}: --feed drops CSV files of the {FEED_EXAMPLE} rows"
+    if not isinstance(spec.data.source, CsvSource) or source_path is None:
+        raise SpecError(f"{where}, so it needs a csv source in s3://, not {spec.data.source.kind}")
+    example = find_example(FEED_EXAMPLE).spec["data"]
+    target = example["target"] if isinstance(example, dict) else None
+    if spec.data.target != target:
+        raise SpecError(
+            f"{where}: data.target: got {spec.data.target!r}: expected {target!r}, the column "
+            "those rows are labelled in"
+        )
+
+
+def _env_value(value: str) -> str:
+    return f'"{value}"' if " " in value else value
+
+
+def _relative(path: Path, start: Path) -> str:
+    """`path` from `start`, as Compose reads a path: `./project`, `../..`, `../Dockerfile`."""
+    text = Path(os.path.relpath(path, start)).as_posix()
+    return text if text.startswith(".") else f"./{text}"
+
+
+def _ignored(out: Path, root: Path) -> str:
+    """The rendered folder's line in the image's ignore file, when it is inside the project."""
+    if out == root:
+        return f"{ENV_FILE}\n"
+    if out.is_relative_to(root):
+        return f"{out.relative_to(root).as_posix()}\n"
+    return ""
+
+
+def _template(name: str) -> str:
+    return (resources.files("refit.deploy") / "templates" / "compose" / name).read_text("utf-8")
+
+
+def _render(text: str, values: dict[str, str]) -> str:
+    return _PLACEHOLDER.sub(lambda match: values[match.group(1)], text)
