@@ -59,9 +59,10 @@ def resolved(folder: Path) -> dict[str, Any]:
     return config
 
 
-def refit(*args: str) -> subprocess.CompletedProcess[str]:
+def refit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "refit", *args],
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=120,
@@ -78,12 +79,14 @@ def tree(folder: Path) -> dict[str, bytes]:
 
 
 def test_the_bundled_stack_is_what_rendering_its_project_gives(tmp_path: Path) -> None:
-    out = tmp_path / "compose"
+    checkout = tmp_path / "refit"  # laid out as the repository: its Dockerfile, deploy/compose
+    out = checkout / "deploy" / "compose"
     project = load_project(create_stack_project(out / "project"))
-    write_files(out, render_compose(project, out, feed=True))
+    (checkout / "Dockerfile").write_bytes((ROOT / "Dockerfile").read_bytes())
+    write_files(out, render_compose(project, out, feed=True, refit_source=checkout))
     assert tree(out) == tree(BUNDLED), (
         "deploy/compose/ differs from a new rendering: run `refit deploy compose -p "
-        "deploy/compose/project deploy/compose --feed --force` and commit the result"
+        "deploy/compose/project deploy/compose --feed --refit-source . --force` and commit it"
     )
 
 
@@ -102,7 +105,8 @@ def test_compose_reads_the_bundled_stack_as_intended() -> None:
     }
     for name in ("scheduler", "serve", "feeder"):
         service = services[name]
-        assert service["image"] == "refit-breast-cancer"
+        assert service["image"] == "refit"
+        assert service["configs"] == [{"source": "project", "target": "/project/refit.yaml"}], name
         conditions = {dep: d["condition"] for dep, d in service["depends_on"].items()}
         assert conditions == stores, name
         environment = service["environment"]
@@ -121,7 +125,9 @@ def test_compose_reads_the_bundled_stack_as_intended() -> None:
     assert services["serve"]["healthcheck"]["interval"] == "5s"
     assert services["scheduler"]["command"] == ["scheduler"]
     assert services["scheduler"]["environment"]["REFIT_SCHEDULE__INGEST"] == "5s"
-    assert services["scheduler"]["build"]["context"] == str(BUNDLED / "project")
+    assert services["scheduler"]["build"] == {"context": str(ROOT), "dockerfile": "Dockerfile"}
+    assert services["scheduler"]["pull_policy"] == "build"
+    assert config["configs"]["project"]["file"] == str(BUNDLED / "project" / SPEC_FILE)
     assert services["feeder"]["command"] == [
         "feed",
         "s3://refit/incoming/",
@@ -150,7 +156,7 @@ def test_a_project_renders_a_stack_beside_it_that_compose_accepts(tmp_path: Path
         0o600,
     )
     services = resolved(out)["services"]
-    assert "feeder" not in services
+    assert "feeder" not in services and "configs" not in services["serve"]
     assert services["scheduler"]["build"] == {
         "context": str(root),
         "dockerfile": "deploy/compose/Dockerfile",
@@ -209,6 +215,12 @@ def test_rendering_again_keeps_what_is_the_same_and_refuses_what_differs(tmp_pat
             ["--feed"],
             "data.target: got 'label': expected 'diagnosis'",
         ),
+        (None, ["--refit-source", "."], "no Dockerfile in .: give the folder of a refit checkout"),
+        (
+            ("estimator: sklearn.ensemble.HistGradientBoostingClassifier", "function: mine:fit"),
+            ["--refit-source", str(ROOT)],
+            "model.function: got 'mine:fit': its modules must be in the image",
+        ),
     ],
 )
 def test_a_stack_that_could_not_work_is_refused_before_anything_is_written(
@@ -218,7 +230,7 @@ def test_a_stack_that_could_not_work_is_refused_before_anything_is_written(
     if change is not None:
         text = (root / SPEC_FILE).read_text()
         (root / SPEC_FILE).write_text(text.replace(*change))
-    result = refit("deploy", "compose", "-p", str(root), str(tmp_path / "stack"), *args)
+    result = refit("deploy", "compose", "-p", str(root), "stack", *args, cwd=tmp_path)
     assert result.returncode == 2
     assert message in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr

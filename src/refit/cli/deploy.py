@@ -26,6 +26,12 @@ def _image(value: str | None) -> str | None:
     return value
 
 
+def _checkout(value: Path | None) -> Path | None:
+    if value is not None and not (value / "Dockerfile").is_file():
+        raise typer.BadParameter(f"no Dockerfile in {value}: give the folder of a refit checkout")
+    return value
+
+
 @deploy_app.command("compose")
 def compose(
     directory: Annotated[
@@ -46,6 +52,15 @@ def compose(
             "--feed", help="Add a feeder of the breast-cancer example's rows into the source."
         ),
     ] = False,
+    refit_source: Annotated[
+        Path | None,
+        typer.Option(
+            help="Build refit's own image from this refit checkout and mount refit.yaml into it, "
+            "instead of a project image (as the bundled example does).",
+            callback=_checkout,
+            show_default=False,
+        ),
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace files in OUT that hold other content.")
     ] = False,
@@ -55,10 +70,11 @@ def compose(
     from refit.deploy.files import write_files
 
     loaded = load_project(project)
-    files = render_compose(loaded, directory, image=image, feed=feed)
+    files = render_compose(loaded, directory, image=image, feed=feed, refit_source=refit_source)
     for written in write_files(directory, files, force=force, keep=frozenset({ENV_FILE})):
         out.print(f"{written.action:<9} {written.path}")
+    first = "" if refit_source else "`docker build -t refit .` in refit's repository, then "
     err.print(
-        f"next: `docker build -t refit .` in refit's repository, then `docker compose up --build` "
-        f"in {directory} (edit {directory / ENV_FILE} first: its credentials are examples)"
+        f"next: {first}`docker compose up --build` in {directory} "
+        f"(edit {directory / ENV_FILE} first: its credentials are examples)"
     )

@@ -4,8 +4,12 @@ The stack is the loop of `refit up` in containers that share nothing but two sto
 PostgreSQL (the registry) and an S3 store (SeaweedFS) for artifacts and the data source's
 files; a one-shot service creates the bucket, the scheduler ingests and trains, the server
 scales behind a proxy that is the one published port, and, with `feed`, a feeder drops the
-breast-cancer example's rows into the bucket. Every refit service runs the project's image:
-refit's image plus the project's files, built from the rendered `Dockerfile`.
+breast-cancer example's rows into the bucket.
+
+Every refit service runs one image, built by the scheduler's service. Either the project's
+image: refit's image plus the project's files, from the rendered `Dockerfile`; or, with
+`refit_source` (a refit checkout, as the bundled example has), refit's own image built from
+that checkout's Dockerfile, with the project's `refit.yaml` mounted into it.
 
     files = render_compose(load_project("churn"), Path("churn/deploy/compose"))
     write_files(Path("churn/deploy/compose"), files, keep=frozenset({ENV_FILE}))
@@ -21,7 +25,7 @@ from pathlib import Path
 from refit.errors import SpecError
 from refit.examples import find_example
 from refit.project import Project
-from refit.spec import CsvSource, SqlSource
+from refit.spec import SPEC_FILE, CsvSource, SqlSource
 
 ENV_FILE = ".env"
 """The stack's settings and credentials: the user's own once written, never replaced."""
@@ -59,13 +63,19 @@ def check_image(image: str) -> str:
 
 
 def render_compose(
-    project: Project, out: Path, *, image: str | None = None, feed: bool = False
+    project: Project,
+    out: Path,
+    *,
+    image: str | None = None,
+    feed: bool = False,
+    refit_source: Path | None = None,
 ) -> dict[str, str]:
     """The stack's files (name relative to `out` -> text), for the folder `out`.
 
     The data source must be one every container reaches: `s3://bucket/prefix/` files (in
     the stack's store) or SQL; a folder inside the image would never see new data, so it is
-    refused, as is `feed` for a project that is not shaped like the breast-cancer example.
+    refused, as is `feed` for a project that is not shaped like the breast-cancer example,
+    and `refit_source` for a project whose model is a function of its own modules.
     """
     spec = project.spec
     bucket, source_path = _data_location(project)
@@ -73,6 +83,20 @@ def render_compose(
         _check_feedable(project, source_path)
     root = project.root.resolve()
     out = out.resolve()
+    templates: tuple[str, ...] = _TEMPLATES
+    if refit_source is None:
+        build = (
+            "    build:\n"
+            f"      context: {_relative(root, out)}\n"
+            f"      dockerfile: {_relative(out / 'Dockerfile', root).removeprefix('./')}\n"
+        )
+        spec_mount = spec_config = ""
+    else:
+        _check_spec_only(project)
+        templates = ("compose.yaml", "nginx.conf")
+        build = f"    build: {_relative(refit_source.resolve(), out)}  # refit's own Dockerfile\n"
+        spec_mount = _SPEC_MOUNT
+        spec_config = f"  project:\n    file: {_relative(root / SPEC_FILE, out)}\n"
     schedules = {
         job: value
         for job in ("ingest", "train")
@@ -93,10 +117,11 @@ def render_compose(
         ]
     values = {
         "name": spec.name,
-        "image": check_image(image or default_image(spec.name)),
+        "image": check_image(image or ("refit" if refit_source else default_image(spec.name))),
         "bucket": bucket,
-        "context": _relative(root, out),
-        "dockerfile": _relative(out / "Dockerfile", root).removeprefix("./"),
+        "build": build,
+        "spec_mount": spec_mount,
+        "spec_config": spec_config,
         "data_note": ", the data source's files" if source_path else "",
         "feeder_note": ", and a feeder of new rows" if feed else "",
         "schedule_environment": "".join(
@@ -109,7 +134,7 @@ def render_compose(
         "env_settings": "".join(f"{line}\n" for line in settings),
         "out_ignored": _ignored(out, root),
     }
-    files = {name: _render(_template(name), values) for name in _TEMPLATES}
+    files = {name: _render(_template(name), values) for name in templates}
     files[ENV_FILE] = _render(_template("env"), values)
     return dict(sorted(files.items()))
 
@@ -123,16 +148,33 @@ def _data_location(project: Project) -> tuple[str, str | None]:
     bucket = path.removeprefix("s3://").split("/", 1)[0] if path.startswith("s3://") else ""
     if not bucket:
         raise SpecError(
-            f"{project.root / 'refit.yaml'}: data.source.path: got {path!r}: in Compose every "
+            f"{project.root / SPEC_FILE}: data.source.path: got {path!r}: in Compose every "
             "container reads the data from object storage or a database, never from its own "
             "disk; expected s3://BUCKET/PREFIX/ (the stack's S3 store holds it) or a sql source"
         )
     return bucket, path
 
 
+_SPEC_MOUNT = """\
+  configs:  # the project is its refit.yaml, in the image's project folder
+    - source: project
+      target: /project/refit.yaml
+"""
+
+
+def _check_spec_only(project: Project) -> None:
+    function = project.spec.model.function
+    if function is not None:
+        raise SpecError(
+            f"{project.root / SPEC_FILE}: model.function: got {function!r}: its modules must be "
+            "in the image, and refit's own image holds only refit.yaml: leave out "
+            "--refit-source to build the project's image"
+        )
+
+
 def _check_feedable(project: Project, source_path: str | None) -> None:
     spec = project.spec
-    where = f"{project.root / 'refit.yaml'}: --feed drops CSV files of the {FEED_EXAMPLE} rows"
+    where = f"{project.root / SPEC_FILE}: --feed drops CSV files of the {FEED_EXAMPLE} rows"
     if not isinstance(spec.data.source, CsvSource) or source_path is None:
         raise SpecError(f"{where}, so it needs a csv source in s3://, not {spec.data.source.kind}")
     example = find_example(FEED_EXAMPLE).spec["data"]
