@@ -141,7 +141,7 @@ def test_compose_reads_the_bundled_stack_as_intended() -> None:
 
 
 def test_a_project_renders_a_stack_beside_it_that_compose_accepts(tmp_path: Path) -> None:
-    root = create_project(tmp_path / "churn", "diabetes")
+    root = create_project(tmp_path / "ml models: churn", "diabetes")  # quoted in YAML
     spec = root / SPEC_FILE
     spec.write_text(spec.read_text().replace("path: data/incoming", "path: s3://ml-data/diabetes/"))
     shutil.rmtree(root / "data")
@@ -214,6 +214,11 @@ def test_rendering_again_keeps_what_is_the_same_and_refuses_what_differs(tmp_pat
             ("target: diagnosis", "target: label"),
             ["--feed"],
             "data.target: got 'label': expected 'diagnosis'",
+        ),
+        (
+            ("path: s3://refit/incoming/", "path: s3://Refit_Data/incoming/"),
+            [],
+            "'Refit_Data' is not a bucket name: expected 3 to 63 lowercase letters",
         ),
         (None, ["--refit-source", "."], "no Dockerfile in .: give the folder of a refit checkout"),
         (

@@ -17,6 +17,7 @@ that checkout's Dockerfile, with the project's `refit.yaml` mounted into it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from importlib import resources
@@ -40,6 +41,9 @@ FEED_INTERVAL = 5
 
 _TEMPLATES = ("compose.yaml", "nginx.conf", "Dockerfile", "Dockerfile.dockerignore")
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+_PLAIN = re.compile(r"[\w./-]+")  # a path YAML reads as itself without quotes
+# S3's rule for bucket names (the stack creates the bucket, and names it in a shell command).
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 # A Docker image reference: [host[:port]/]path[:tag], lowercase path components.
 _IMAGE = re.compile(
     r"(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*"
@@ -87,16 +91,17 @@ def render_compose(
     if refit_source is None:
         build = (
             "    build:\n"
-            f"      context: {_relative(root, out)}\n"
-            f"      dockerfile: {_relative(out / 'Dockerfile', root).removeprefix('./')}\n"
+            f"      context: {_yaml(_relative(root, out))}\n"
+            f"      dockerfile: {_yaml(_relative(out / 'Dockerfile', root).removeprefix('./'))}\n"
         )
         spec_mount = spec_config = ""
     else:
         _check_spec_only(project)
         templates = ("compose.yaml", "nginx.conf")
-        build = f"    build: {_relative(refit_source.resolve(), out)}  # refit's own Dockerfile\n"
+        checkout = _yaml(_relative(refit_source.resolve(), out))
+        build = f"    build: {checkout}  # refit's own Dockerfile\n"
         spec_mount = _SPEC_MOUNT
-        spec_config = f"  project:\n    file: {_relative(root / SPEC_FILE, out)}\n"
+        spec_config = f"  project:\n    file: {_yaml(_relative(root / SPEC_FILE, out))}\n"
     schedules = {
         job: value
         for job in ("ingest", "train")
@@ -128,7 +133,7 @@ def render_compose(
             f"      REFIT_SCHEDULE__{job.upper()}: ${{{job.upper()}_SCHEDULE}}\n"
             for job in schedules
         ),
-        "feeder": _render(_template("feeder.yaml"), {"source_path": source_path or ""})
+        "feeder": _render(_template("feeder.yaml"), {"source_path": json.dumps(source_path)})
         if feed
         else "",
         "env_settings": "".join(f"{line}\n" for line in settings),
@@ -146,6 +151,11 @@ def _data_location(project: Project) -> tuple[str, str | None]:
         return DEFAULT_BUCKET, None
     path = source.path
     bucket = path.removeprefix("s3://").split("/", 1)[0] if path.startswith("s3://") else ""
+    if bucket and not _BUCKET.fullmatch(bucket):
+        raise SpecError(
+            f"{project.root / SPEC_FILE}: data.source.path: got {path!r}: {bucket!r} is not a "
+            "bucket name: expected 3 to 63 lowercase letters, digits, '.' and '-'"
+        )
     if not bucket:
         raise SpecError(
             f"{project.root / SPEC_FILE}: data.source.path: got {path!r}: in Compose every "
@@ -203,6 +213,11 @@ def _ignored(out: Path, root: Path) -> str:
     if out.is_relative_to(root):
         return f"{out.relative_to(root).as_posix()}\n"
     return ""
+
+
+def _yaml(path: str) -> str:
+    """A path as a YAML scalar: as it is when plain, else double-quoted (JSON is YAML)."""
+    return path if _PLAIN.fullmatch(path) else json.dumps(path)
 
 
 def _template(name: str) -> str:
