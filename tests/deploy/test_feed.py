@@ -12,7 +12,7 @@ import fsspec
 import pandas as pd
 
 from refit.examples import example_rows
-from servers import S3Location
+from servers import S3Location, free_port
 
 
 def feed(
@@ -72,3 +72,11 @@ def test_feed_refuses_a_bad_interval_as_a_usage_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "0 is not a number of seconds above 0" in result.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_feed_to_a_store_it_cannot_reach_says_so_without_a_traceback() -> None:
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}  # nothing listens there
+    result = feed("s3://refit/incoming/", "--batches", "1", env=env)
+    assert result.returncode == 5
+    assert "refit feed: cannot list s3://refit/incoming: " in result.stderr
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr

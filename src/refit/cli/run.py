@@ -219,8 +219,8 @@ def feed(
 
     try:
         source = Feed(to, interval=interval, rows=rows)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot feed {to}: {exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: fsspec knows no such protocol
+        raise DataError(f"refit feed: {exc}") from None
     dropped = 0
     with _until_signalled() as stop:
         while (batches is None or dropped < batches) and not stop.wait(interval):
@@ -228,7 +228,7 @@ def feed(
                 written = source.drop()
             except OSError as exc:  # an object store that is down for a moment: try again
                 source.count -= 1
-                err.print(f"refit feed: cannot write to {to} ({exc}); trying again")
+                err.print(f"refit feed: {exc}; trying again in {interval:g} s")
                 continue
             dropped += 1
             print(f"feed: {written}: {source.rows} rows", flush=True)

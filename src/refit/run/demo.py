@@ -65,7 +65,8 @@ class Feed:
 
     `to` is a folder or an fsspec URL (`s3://refit/incoming/`; S3 credentials and endpoint
     from `storage_options` or the usual `AWS_*` variables). Numbering continues after the
-    files already there, so a restarted feed never rewrites a batch that was read.
+    files already there, so a restarted feed never rewrites a batch that was read. A store
+    that cannot be listed or written raises OSError, whatever its backend.
     """
 
     def __init__(
@@ -93,9 +94,11 @@ class Feed:
         return cls(root / INCOMING, **options)
 
     def _last_number(self) -> int:
-        if not self.fs.isdir(self.folder):
-            return 0
-        names = (str(name).rsplit("/", 1)[-1] for name in self.fs.ls(self.folder, detail=False))
+        try:
+            listed = self.fs.ls(self.folder, detail=False) if self.fs.isdir(self.folder) else []
+        except Exception as exc:  # each fsspec backend has its own errors (botocore's for S3)
+            raise OSError(f"cannot list {self.fs.unstrip_protocol(self.folder)}: {exc}") from exc
+        names = (str(name).rsplit("/", 1)[-1] for name in listed)
         numbers = [int(m.group(1)) for m in map(_FEED_FILE.fullmatch, names) if m]
         return max(numbers, default=0)
 
@@ -126,8 +129,12 @@ class Feed:
                 file.write(data)
             os.replace(tmp, name)
             return name
-        self.fs.pipe_file(name, data)  # one PUT: an object appears whole or not at all
-        return str(self.fs.unstrip_protocol(name))
+        url = str(self.fs.unstrip_protocol(name))
+        try:
+            self.fs.pipe_file(name, data)  # one PUT: an object appears whole or not at all
+        except Exception as exc:  # as in _last_number: one kind of error for every backend
+            raise OSError(f"cannot write {url}: {exc}") from exc
+        return url
 
     def run(self, stop: threading.Event) -> None:
         while not stop.wait(self.interval):
