@@ -48,7 +48,8 @@ EXIT_CODES: dict[int, str] = {
     NotFoundError.exit_code: "not found: a snapshot, a version, an alias, or no snapshot to "
     "train on yet",
     ConflictError.exit_code: "a conflict: someone else moved `production` first",
-    DataError.exit_code: "bad data: a source that cannot be read, or a batch refused",
+    DataError.exit_code: "bad data: a source that cannot be read, or a batch refused; a folder "
+    "or store `refit feed` cannot reach",
     ArtifactError.exit_code: "a file of the artifact store, or a model file to register, that "
     "cannot be read or written, does not match its sha256, or does not fit the project; a file "
     "`refit deploy compose` cannot write",
