@@ -41,7 +41,8 @@ def compose(
     image: Annotated[
         str | None,
         typer.Option(
-            help="The project image's name (default refit-NAME).",
+            help="The image the refit services run "
+            "(default refit-NAME; refit with --refit-source).",
             callback=_image,
             show_default=False,
         ),

@@ -203,7 +203,10 @@ def demo(
 
 def feed(
     to: Annotated[
-        str, typer.Argument(help="A folder or URL to drop the files into: s3://refit/incoming/.")
+        str,
+        typer.Argument(
+            metavar="TO", help="A folder or URL to drop the files into: s3://refit/incoming/."
+        ),
     ],
     interval: Annotated[
         float, typer.Option(help="Seconds between new batches.", callback=_positive)
