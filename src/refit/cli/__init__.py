@@ -9,8 +9,9 @@ import typer
 from refit import __version__
 from refit.cli._output import run_app
 from refit.cli.data import batches_app, ingest, init, snapshots_app
+from refit.cli.deploy import deploy_app
 from refit.cli.models import models_app, train
-from refit.cli.run import demo, scheduler, status, up
+from refit.cli.run import demo, feed, scheduler, status, up
 from refit.cli.serve import serve
 
 app = typer.Typer(
@@ -27,10 +28,12 @@ app.command()(serve)
 app.command()(up)
 app.command()(status)
 app.command()(demo)
+app.command()(feed)
 app.command()(scheduler)
 app.add_typer(models_app, name="models")
 app.add_typer(snapshots_app, name="snapshots")
 app.add_typer(batches_app, name="batches")
+app.add_typer(deploy_app, name="deploy")
 
 
 def _version(value: bool) -> None:

@@ -1,4 +1,5 @@
-"""`refit up`, `refit scheduler`, `refit status` and `refit demo`: the loop on one machine."""
+"""`refit up`, `refit scheduler`, `refit status`, `refit demo` and `refit feed`: the loop on one
+machine, and the demo's data feed on its own."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from refit.cli._output import (
     when,
 )
 from refit.cli._server import HostOption, PortOption, WorkersOption, check_address
-from refit.errors import RefitError
+from refit.errors import DataError, RefitError
 from refit.project import load_project
 from refit.registry import PRODUCTION
 from refit.registry.jobs import job_states
@@ -170,7 +171,7 @@ def demo(
     started = utcnow()
     deadline = None if duration is None else time.monotonic() + duration
     with _until_signalled() as stop:
-        feed = Feed(loaded.root, interval=feed_interval)
+        feed = Feed.into_project(loaded.root, interval=feed_interval)
         feeder = threading.Thread(target=feed.run, args=(stop,), daemon=True)
         feeder.start()
 
@@ -198,6 +199,42 @@ def demo(
             asker.join(5)
             services.close()
     err.print("refit demo: stopped; `refit status -p DIR` shows what happened")
+
+
+def feed(
+    to: Annotated[
+        str,
+        typer.Argument(
+            metavar="TO", help="A folder or URL to drop the files into: s3://refit/incoming/."
+        ),
+    ],
+    interval: Annotated[
+        float, typer.Option(help="Seconds between new batches.", callback=_positive)
+    ] = 5.0,
+    rows: Annotated[int, typer.Option(min=1, max=100_000, help="Rows per batch.")] = 80,
+    batches: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many batches (default: never).")
+    ] = None,
+) -> None:
+    """Drop a new batch of the breast-cancer example's drifting rows every few seconds, as
+    refit demo does, into any folder or object store (the Compose stack's feeder)."""
+    from refit.run.demo import Feed
+
+    try:
+        source = Feed(to, interval=interval, rows=rows)
+    except (OSError, ValueError) as exc:  # ValueError: fsspec knows no such protocol
+        raise DataError(f"refit feed: {exc}") from None
+    dropped = 0
+    with _until_signalled() as stop:
+        while (batches is None or dropped < batches) and not stop.wait(interval):
+            try:
+                written = source.drop()
+            except OSError as exc:  # an object store that is down for a moment: try again
+                source.count -= 1
+                err.print(f"refit feed: {exc}; trying again in {interval:g} s")
+                continue
+            dropped += 1
+            print(f"feed: {written}: {source.rows} rows", flush=True)
 
 
 def _cycles(services: Services, since: datetime) -> int:

@@ -1,7 +1,8 @@
 """`refit demo`: an example project, a simulated data feed, and the loop turning on it.
 
-The feed drops a new CSV file into `data/incoming/` every few seconds. Its rows are drawn from
-the example's dataset, and the world drifts: the measurements shift a little more with every
+The feed drops a new CSV file into `data/incoming/` (or any folder or fsspec URL, such as
+`s3://refit/incoming/` for `refit feed`) every few seconds. Its rows are drawn from the
+example's dataset, and the world drifts: the measurements shift a little more with every
 batch, and every third batch arrives with a share of wrong labels. Trained on a sliding window
 of recent rows, some new versions beat production and some are rejected by the gate.
 """
@@ -9,12 +10,16 @@ of recent rows, some new versions beat production and some are rejected by the g
 from __future__ import annotations
 
 import os
+import re
 import threading
 from pathlib import Path
+from typing import Any
 
+import fsspec
 import numpy as np
 import pandas as pd
 import yaml
+from fsspec.implementations.local import LocalFileSystem
 
 from refit.examples import INCOMING, create_project, example_rows
 from refit.spec import SPEC_FILE
@@ -35,17 +40,67 @@ def create_demo_project(root: Path, *, ingest: str = "3s", train: str = "5s") ->
     return root
 
 
-class Feed:
-    """New batches of rows, arriving as files, drawn from a drifting world."""
+_FEED_FILE = re.compile(r"feed-(\d+)\.csv")
 
-    def __init__(self, root: Path, *, interval: float = 4.0, rows: int = 80, seed: int = 0):
-        self.root = root
+
+STACK_SOURCE = "s3://refit/incoming/"
+"""Where the Compose stack's feeder drops its batches and its scheduler ingests them."""
+
+
+def create_stack_project(root: Path) -> Path:
+    """The demo project of the bundled Compose stack: its data arrives in S3, from the feeder."""
+    create_demo_project(root, ingest="5s", train="10s")
+    path = root / SPEC_FILE
+    text = path.read_text()
+    path.write_text(text.replace(f"path: {INCOMING}\n", f"path: {STACK_SOURCE}\n", 1))
+    for batch in (root / INCOMING).iterdir():
+        batch.unlink()
+    (root / INCOMING).rmdir()
+    (root / INCOMING.parent).rmdir()
+    return root
+
+
+class Feed:
+    """New batches of rows, arriving as files `feed-0001.csv`, ..., drawn from a drifting world.
+
+    `to` is a folder or an fsspec URL (`s3://refit/incoming/`; S3 credentials and endpoint
+    from `storage_options` or the usual `AWS_*` variables). Numbering continues after the
+    files already there, so a restarted feed never rewrites a batch that was read. A store
+    that cannot be listed or written raises OSError, whatever its backend.
+    """
+
+    def __init__(
+        self,
+        to: str | Path,
+        *,
+        interval: float = 4.0,
+        rows: int = 80,
+        seed: int = 0,
+        storage_options: dict[str, Any] | None = None,
+    ):
+        self.fs, self.folder = fsspec.core.url_to_fs(str(to), **(storage_options or {}))
+        self.folder = self.folder.rstrip("/")
         self.interval = interval
         self.rows = rows
         self.data = example_rows(EXAMPLE)
         self.target = "diagnosis"
-        self.random = np.random.default_rng(seed)
-        self.count = 0
+        self.count = self._last_number()
+        # A restarted feed is seeded by where it resumes too: new rows, not the same again.
+        self.random = np.random.default_rng(seed if self.count == 0 else [seed, self.count])
+
+    @classmethod
+    def into_project(cls, root: Path, **options: Any) -> Feed:
+        """A feed into a project's `data/incoming/` folder, as `refit demo` runs it."""
+        return cls(root / INCOMING, **options)
+
+    def _last_number(self) -> int:
+        try:
+            listed = self.fs.ls(self.folder, detail=False) if self.fs.isdir(self.folder) else []
+        except Exception as exc:  # each fsspec backend has its own errors (botocore's for S3)
+            raise OSError(f"cannot list {self.fs.unstrip_protocol(self.folder)}: {exc}") from exc
+        names = (str(name).rsplit("/", 1)[-1] for name in listed)
+        numbers = [int(m.group(1)) for m in map(_FEED_FILE.fullmatch, names) if m]
+        return max(numbers, default=0)
 
     def batch(self, number: int) -> pd.DataFrame:
         """Batch `number` (1, 2, ...): resampled rows, shifted by `number`, maybe mislabelled."""
@@ -61,14 +116,25 @@ class Feed:
             rows[self.target] = labels
         return rows.reset_index(drop=True)
 
-    def drop(self) -> Path:
-        """Write the next batch as a new file (atomically: ingest never sees half a file)."""
+    def drop(self) -> str:
+        """Write the next batch as a new file, atomically (ingest never sees half a file);
+        returns its path, or its URL for an object store."""
         self.count += 1
-        path = self.root / INCOMING / f"feed-{self.count:04d}.csv"
-        tmp = path.with_suffix(".tmp")
-        self.batch(self.count).to_csv(tmp, index=False)
-        os.replace(tmp, path)
-        return path
+        name = f"{self.folder}/feed-{self.count:04d}.csv"
+        data = self.batch(self.count).to_csv(index=False).encode("utf-8")
+        if isinstance(self.fs, LocalFileSystem):
+            os.makedirs(self.folder, exist_ok=True)
+            tmp = f"{name}.tmp"  # a suffix that sources skip
+            with open(tmp, "wb") as file:
+                file.write(data)
+            os.replace(tmp, name)
+            return name
+        url = str(self.fs.unstrip_protocol(name))
+        try:
+            self.fs.pipe_file(name, data)  # one PUT: an object appears whole or not at all
+        except Exception as exc:  # as in _last_number: one kind of error for every backend
+            raise OSError(f"cannot write {url}: {exc}") from exc
+        return url
 
     def run(self, stop: threading.Event) -> None:
         while not stop.wait(self.interval):

@@ -1,0 +1,81 @@
+"""`refit deploy compose`: a project's deployment files, rendered from refit's templates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from refit.cli._output import ProjectOption, err, out
+from refit.project import load_project
+
+deploy_app = typer.Typer(
+    help="Render a project's deployment files (Docker Compose).", no_args_is_help=True
+)
+
+
+def _image(value: str | None) -> str | None:
+    from refit.deploy.compose import check_image
+
+    if value is not None:
+        try:
+            check_image(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+def _checkout(value: Path | None) -> Path | None:
+    if value is not None and not (value / "Dockerfile").is_file():
+        raise typer.BadParameter(f"no Dockerfile in {value}: give the folder of a refit checkout")
+    return value
+
+
+@deploy_app.command("compose")
+def compose(
+    directory: Annotated[
+        Path, typer.Argument(metavar="OUT", help="The folder to write the stack's files into.")
+    ],
+    project: ProjectOption = Path("."),
+    image: Annotated[
+        str | None,
+        typer.Option(
+            help="The image the refit services run "
+            "(default refit-NAME; refit with --refit-source).",
+            callback=_image,
+            show_default=False,
+        ),
+    ] = None,
+    feed: Annotated[
+        bool,
+        typer.Option(
+            "--feed", help="Add a feeder of the breast-cancer example's rows into the source."
+        ),
+    ] = False,
+    refit_source: Annotated[
+        Path | None,
+        typer.Option(
+            help="Build refit's own image from this refit checkout and mount refit.yaml into it, "
+            "instead of a project image (as the bundled example does).",
+            callback=_checkout,
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace files in OUT that hold other content.")
+    ] = False,
+) -> None:
+    """Write a Docker Compose stack for the project: PostgreSQL, S3, scheduler, scalable server."""
+    from refit.deploy.compose import ENV_FILE, render_compose
+    from refit.deploy.files import write_files
+
+    loaded = load_project(project)
+    files = render_compose(loaded, directory, image=image, feed=feed, refit_source=refit_source)
+    for written in write_files(directory, files, force=force, keep=frozenset({ENV_FILE})):
+        out.print(f"{written.action:<9} {written.path}")
+    first = "" if refit_source else "`docker build -t refit .` in refit's repository, then "
+    err.print(
+        f"next: {first}`docker compose up --build` in {directory} "
+        f"(edit {directory / ENV_FILE} first: its credentials are examples)"
+    )
