@@ -406,6 +406,9 @@ class Schedule(_Model):
     train: str | None = "5m"
     monitor: str | None = None
     """Kept for the monitor role, which is not built yet: checked, but nothing runs it."""
+    lease_timeout: float = Field(default=30.0, ge=1.0, le=86400.0)
+    """Seconds a scheduler's hold on a running job outlives it: a scheduler killed mid-job
+    blocks that job this long before another scheduler takes it over (renewed every third)."""
 
     _checked = field_validator("ingest", "train", "monitor")(_check_schedule)
 
