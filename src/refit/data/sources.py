@@ -176,10 +176,6 @@ class FileSource:
             restated=restated,
         )
 
-    def files(self) -> list[str]:
-        """The names of the files the path matches now, in sorted order."""
-        return [entry.name for entry in self.listing.entries()]
-
 
 def _mark(digest: str, entry: Entry) -> str:
     """A file's mark: `<sha256> <size> <stamp>`, or the bare sha256 when the stamp is not
