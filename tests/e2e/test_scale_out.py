@@ -27,6 +27,7 @@ import pytest
 from sqlalchemy import select
 
 from refit.registry import PRODUCTION, Registry, open_registry
+from refit.registry.jobs import job_states
 from refit.registry.tables import IngestBatchRow, SourceMarkRow, TrainingRunRow
 from servers import S3Location, free_port
 
@@ -269,6 +270,7 @@ def test_scheduler_and_two_servers_share_only_postgres_and_s3(
         killed_at = time.monotonic()
         scheduler = Role(["scheduler", "-p", str(root)], env, tmp_path / "scheduler-2.log")
         roles.append(scheduler)
+        second_pid = scheduler.process.pid
         upload()
         converge(4)
         taken_over = time.monotonic() - killed_at
@@ -311,6 +313,10 @@ def test_scheduler_and_two_servers_share_only_postgres_and_s3(
     assert len({v.snapshot_id for v in versions}) == 4
     assert latest.id in {v.snapshot_id for v in versions}
     assert production(registry) == 4
+    # The jobs' leases passed to the second scheduler (holder `host:pid:...`).
+    states = job_states(registry, NAME)
+    for job in ("ingest", "train"):
+        assert states[job].holder.split(":")[1] == str(second_pid), states[job].holder
     # The killed run made no version; the object it was on is in the snapshot trained next.
     killed = [r for r in runs if r.status not in ("succeeded",)]
     assert len(killed) == 1 and killed[0].snapshot_id not in {v.snapshot_id for v in versions}
