@@ -101,6 +101,7 @@ def test_a_minimal_spec_loads_with_the_documented_defaults(tmp_path: Path) -> No
     assert (spec.gate.min, spec.gate.max, spec.gate.min_improvement) == (None, None, 0.0)
     assert spec.gate.promote_ties is False
     assert (spec.schedule.ingest, spec.schedule.train, spec.schedule.monitor) == ("1m", "5m", None)
+    assert spec.schedule.lease_timeout == 30.0
     assert spec.storage.metadata_url == "sqlite:///.refit/refit.db"
     assert project.metadata_url == f"sqlite:///{tmp_path.resolve()}/.refit/refit.db"
     assert project.artifacts_url == str(tmp_path.resolve() / ".refit" / "artifacts")
@@ -497,6 +498,17 @@ REGRESSION = {"task": "regression", "estimator": "sklearn.linear_model.Ridge"}
             "data.features: got a mapping: dictionary should have at least 1 item after "
             "validation, not 0",
             id="no features",
+        ),
+        pytest.param(
+            {"schedule": {"lease_timeout": 0.5}},
+            "schedule.lease_timeout: got 0.5: input should be greater than or equal to 1",
+            id="lease shorter than a second",
+        ),
+        pytest.param(
+            {"data": {"source": {"kind": "csv", "path": "gs://bucket/incoming/"}}},
+            "data.source.path: got 'gs://bucket/incoming/': gs:// is not supported: "
+            "expected a local path or s3://bucket/prefix/",
+            id="source in another object store",
         ),
         pytest.param(
             {"schedule": {"ingest": "5x"}},

@@ -166,23 +166,32 @@ class FsspecArtifactStore:
             raise ArtifactError(f"cannot reach artifact store {self.url}: {exc}") from None
 
 
+def s3_storage_options(s3: S3Options | None = None) -> dict[str, Any]:
+    """The fsspec options of `storage.s3`, for every S3 filesystem refit opens.
+
+    What `storage.s3` leaves out, botocore takes from the `AWS_*` variables (credentials,
+    `AWS_ENDPOINT_URL`, `AWS_REGION`) or its other usual places.
+    """
+    s3 = s3 or S3Options()
+    options: dict[str, Any] = {"client_kwargs": {}}
+    if s3.endpoint_url:
+        options["client_kwargs"]["endpoint_url"] = s3.endpoint_url
+    if s3.region:
+        options["client_kwargs"]["region_name"] = s3.region
+    if s3.access_key_id:
+        options["key"] = s3.access_key_id
+    if s3.secret_access_key:
+        options["secret"] = s3.secret_access_key.get_secret_value()
+    # Each CLI run or worker is short-lived; a cached listing could hide a new object.
+    options["skip_instance_cache"] = True
+    options["use_listings_cache"] = False
+    return options
+
+
 def open_artifact_store(url: str, s3: S3Options | None = None) -> ArtifactStore:
     """The store behind a URL: a folder path, `s3://bucket/prefix` or `memory://name`."""
     if url.startswith("s3://"):
-        s3 = s3 or S3Options()
-        options: dict[str, Any] = {"client_kwargs": {}}
-        if s3.endpoint_url:
-            options["client_kwargs"]["endpoint_url"] = s3.endpoint_url
-        if s3.region:
-            options["client_kwargs"]["region_name"] = s3.region
-        if s3.access_key_id:
-            options["key"] = s3.access_key_id
-        if s3.secret_access_key:
-            options["secret"] = s3.secret_access_key.get_secret_value()
-        # Each CLI run or worker is short-lived; a cached listing could hide a new object.
-        options["skip_instance_cache"] = True
-        options["use_listings_cache"] = False
-        return FsspecArtifactStore(url, **options)
+        return FsspecArtifactStore(url, **s3_storage_options(s3))
     if url.startswith("memory://"):
         return FsspecArtifactStore(url, skip_instance_cache=False)
     if "://" in url and not url.startswith("file://"):

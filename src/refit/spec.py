@@ -93,8 +93,29 @@ class Feature(_Model):
         return self
 
 
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _check_file_path(value: str) -> str:
+    """A local path (relative to the project), or `s3://bucket/prefix/`, `s3://bucket/key`,
+    `s3://bucket/prefix/*.csv`."""
+    if not value.strip():
+        raise ValueError("expected a file, a folder or a glob, locally or as s3://bucket/prefix/")
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        return value
+    if scheme != "s3":
+        raise ValueError(
+            f"{scheme}:// is not supported: expected a local path or s3://bucket/prefix/"
+        )
+    if not _BUCKET.match(rest.split("/", 1)[0]):
+        raise ValueError("expected s3://BUCKET/prefix/ with a bucket name (3-63 of a-z 0-9 . -)")
+    return value
+
+
 class CsvSource(_Model):
-    """CSV files: one file, a folder (every `*.csv` in it) or a glob. New files are picked up."""
+    """CSV files: one file, a folder (every `*.csv` in it) or a glob, locally or in S3
+    (`s3://bucket/prefix/`). New files are picked up."""
 
     kind: Literal["csv"]
     path: str
@@ -108,6 +129,8 @@ class CsvSource(_Model):
     """The files' text encoding (`latin-1`, `cp1252`, `utf-16`, ...)."""
     na_values: list[str] = []
     """Texts that mean a missing value besides an empty field, e.g. `[n/a, NA, "-"]`."""
+
+    _path = field_validator("path")(_check_file_path)
 
     @field_validator("encoding")
     @classmethod
@@ -132,10 +155,12 @@ class CsvSource(_Model):
 
 
 class ParquetSource(_Model):
-    """Parquet files: one file, a folder (every `*.parquet` in it) or a glob."""
+    """Parquet files: one file, a folder (every `*.parquet` in it) or a glob, locally or in S3."""
 
     kind: Literal["parquet"]
     path: str
+
+    _path = field_validator("path")(_check_file_path)
 
 
 class SqlSource(_Model):
@@ -381,6 +406,9 @@ class Schedule(_Model):
     train: str | None = "5m"
     monitor: str | None = None
     """Kept for the monitor role, which is not built yet: checked, but nothing runs it."""
+    lease_timeout: float = Field(default=30.0, ge=1.0, le=86400.0)
+    """Seconds a scheduler's hold on a running job outlives it: a scheduler killed mid-job
+    blocks that job this long before another scheduler takes it over (renewed every third)."""
 
     _checked = field_validator("ingest", "train", "monitor")(_check_schedule)
 

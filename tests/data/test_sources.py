@@ -1,12 +1,18 @@
+import hashlib
 import json
+import os
+import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 from pydantic import SecretStr, ValidationError
 
+from refit.data import sources
 from refit.data.sources import Batch, FileSource, MemorySource, QuerySource, open_source
 from refit.errors import SourceError
 from refit.spec import CsvSource, ParquetSource, SqlSource
@@ -27,6 +33,7 @@ def csv_source(root: Path, path: str = "incoming") -> FileSource:
 def read_all(source: FileSource | QuerySource | MemorySource, seen: dict[str, str]) -> Batch:
     """Read new rows and commit their marks, as the ingest role does."""
     batch = source.read_new(seen)
+    seen.update(batch.restated)
     seen.update(batch.marks)
     return batch
 
@@ -65,12 +72,113 @@ def test_a_changed_file_is_read_again_whole(tmp_path: Path) -> None:
     assert batch.description == "1 new file: incoming/a.csv"
 
 
-def test_a_mark_is_the_sha256_of_the_content(tmp_path: Path) -> None:
-    import hashlib
+def settle(path: Path, seconds_ago: float = 60) -> None:
+    """Date the file's modification a while back, as for a file written at an earlier tick."""
+    then = time.time_ns() - int(seconds_ago * 1e9)
+    os.utime(path, ns=(then, then))
 
+
+def test_a_mark_is_the_sha256_of_the_content_its_size_and_modification_time(
+    tmp_path: Path,
+) -> None:
+    path = write_csv(tmp_path / "incoming/a.csv", "x\n1\n")
+    settle(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    batch = csv_source(tmp_path).read_new({})
+    stamp = path.stat().st_mtime_ns
+    assert batch.marks == {"file:incoming/a.csv": f"{digest} 4 {stamp}"}
+
+
+def test_a_file_modified_just_now_is_marked_by_its_sha256_alone(tmp_path: Path) -> None:
+    # Its next change may come within the clock's resolution: it is hashed again next time.
     path = write_csv(tmp_path / "incoming/a.csv", "x\n1\n")
     batch = csv_source(tmp_path).read_new({})
     assert batch.marks == {"file:incoming/a.csv": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+class Reads:
+    """Counts the files read and the contents hashed."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.files: Counter[str] = Counter()
+        self.hashed = 0
+        read_bytes = Path.read_bytes
+
+        def counted_read_bytes(path: Path) -> bytes:
+            self.files[path.name] += 1
+            return read_bytes(path)
+
+        def counted_sha256(data: bytes) -> Any:
+            self.hashed += 1
+            return hashlib.sha256(data)
+
+        monkeypatch.setattr(Path, "read_bytes", counted_read_bytes)
+        monkeypatch.setattr(sources, "hashlib", type("hashlib", (), {"sha256": counted_sha256}))
+
+
+def test_unchanged_files_are_neither_read_nor_hashed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settle(write_csv(tmp_path / "incoming/a.csv", "x\n1\n"))
+    settle(write_csv(tmp_path / "incoming/b.csv", "x\n2\n"))
+    source = csv_source(tmp_path)
+    counted = Reads(monkeypatch)
+    seen: dict[str, str] = {}
+    read_all(source, seen)
+    assert counted.files == {"a.csv": 1, "b.csv": 1} and counted.hashed == 2
+
+    for _ in range(3):
+        assert source.read_new(seen).description == "no new data"
+    settle(write_csv(tmp_path / "incoming/c.csv", "x\n3\n"))
+    assert read_all(source, seen).frame["x"].tolist() == ["3"]
+    assert counted.files == {"a.csv": 1, "b.csv": 1, "c.csv": 1} and counted.hashed == 3
+
+
+def test_a_touched_file_is_hashed_once_and_not_read_as_new_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_csv(tmp_path / "incoming/a.csv", "x\n1\n")
+    settle(path, 120)
+    source = csv_source(tmp_path)
+    counted = Reads(monkeypatch)
+    seen: dict[str, str] = {}
+    read_all(source, seen)
+
+    settle(path, 60)
+    touched = read_all(source, seen)
+    assert touched.description == "no new data" and touched.marks == {}
+    assert touched.restated == {"file:incoming/a.csv": seen["file:incoming/a.csv"]}
+    assert seen["file:incoming/a.csv"].endswith(f" {path.stat().st_mtime_ns}")
+    assert source.read_new(seen).description == "no new data"
+    assert counted.files == {"a.csv": 2} and counted.hashed == 2
+
+
+def test_a_mark_recorded_before_marks_had_stamps_is_restated_without_new_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_csv(tmp_path / "incoming/a.csv", "x\n1\n")
+    settle(path)
+    old = {"file:incoming/a.csv": hashlib.sha256(path.read_bytes()).hexdigest()}
+    source = csv_source(tmp_path)
+    counted = Reads(monkeypatch)
+
+    batch = source.read_new(old)
+    assert batch.description == "no new data" and batch.marks == {}
+    stamped = f"{old['file:incoming/a.csv']} 4 {path.stat().st_mtime_ns}"
+    assert batch.restated == {"file:incoming/a.csv": stamped}
+    assert source.read_new(batch.restated).description == "no new data"
+    assert counted.files == {"a.csv": 1}
+
+
+def test_a_file_rewritten_with_the_same_size_is_read_again(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "incoming/a.csv", "x\n1\n")
+    settle(path, 120)
+    source = csv_source(tmp_path)
+    seen: dict[str, str] = {}
+    read_all(source, seen)
+    path.write_text("x\n2\n", encoding="utf-8")
+    settle(path, 60)
+    assert read_all(source, seen).frame["x"].tolist() == ["2"]
 
 
 def test_a_glob_matches_files_relative_to_the_root(tmp_path: Path) -> None:

@@ -71,6 +71,7 @@ def scheduler(project: ProjectOption = Path(".")) -> None:
         jobs = Scheduler(
             loaded,
             services.registry,
+            lease_ttl=loaded.spec.schedule.lease_timeout,
             on_event=lambda job, line: print(f"{job}: {line}", flush=True),
         )
         jobs.start()

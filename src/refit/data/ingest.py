@@ -75,8 +75,10 @@ def run_ingest(
     the snapshot is rebuilt from the rows of every batch read so far and the new ones.
     """
     spec = project.spec
-    source = source or open_source(spec.data.source, project.root)
+    source = source or open_source(spec.data.source, project.root, spec.storage.s3)
     batch = source.read_new(registry.source_marks(spec.name))
+    # The same content under a new stamp: safe to record at any time, and apart from the batch.
+    registry.restate_marks(spec.name, batch.restated)
     previous = registry.latest_snapshot(spec.name)
     changed = None if previous is None else schema_change(previous.columns, spec.data)
     if rebuild or changed:

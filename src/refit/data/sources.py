@@ -4,8 +4,11 @@ A source is told what was already consumed as *marks* (`seen`), a mapping of pos
 the caller records once a batch is committed, and answers with a `Batch`: the new rows and the
 marks that consume them. Marks are plain strings, so they store anywhere:
 
-- csv and parquet files: `file:<path relative to the project, posix>` -> sha256 of the file's
-  content. A file is read again, whole, when its content changes.
+- csv and parquet files: `file:<path relative to the project, posix>` (or `file:s3://bucket/key`)
+  -> `<sha256 of the content> <size> <stamp>`, the stamp being the modification time in ns of a
+  local file or the ETag of an object (a bare sha256 when no stamp was trusted, as refit
+  recorded every mark before it read stamps). A file whose size and stamp are the recorded
+  ones is skipped unread; any other is hashed, and read again, whole, when its content changed.
 - sql: `watermark` -> the JSON of the largest watermark value read (`42`, `1.5`,
   `"2024-05-01 10:00:00"`). Without a watermark column the whole query is read every time,
   `query` -> the content id of its result, and an unchanged result is no new data. Such a
@@ -14,13 +17,12 @@ marks that consume them. Marks are plain strings, so they store anywhere:
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import io
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -33,13 +35,12 @@ from sqlalchemy import URL, Connection, Dialect, TextClause, create_engine, make
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from refit.data._csv import FileRows, read_csv
+from refit.data._listing import Entry, one_line, open_listing
 from refit.data.snapshots import content_id
 from refit.errors import SourceError
-from refit.spec import CsvSource, ParquetSource, SqlSource
+from refit.spec import CsvSource, ParquetSource, S3Options, SqlSource
 
 NO_DATA = "no new data"
-_GLOB_CHARS = frozenset("*?[")
-_TEMP_SUFFIXES = (".tmp", ".part")
 _LISTED_NAMES = 5
 LINE = "_line"
 """The column of a row's line in its file, in `Batch.origins` and `Batch.malformed`."""
@@ -62,6 +63,9 @@ class Batch:
     malformed: pd.DataFrame | None = None
     """Lines of the files that are no row (wrong number of fields, undecodable bytes):
     `_file`, `_line`, `_reason` and `_text` (the line's fields)."""
+    restated: dict[str, str] = field(default_factory=dict)
+    """Marks of files whose content is the one consumed but whose stamp moved (a file
+    touched or copied again): record them whenever, so the next read skips the file unread."""
 
 
 class Source(Protocol):
@@ -77,12 +81,15 @@ class Source(Protocol):
         ...
 
 
-def open_source(spec: CsvSource | ParquetSource | SqlSource, root: Path) -> Source:
-    """Open the source a spec describes; relative file paths resolve against `root`."""
+def open_source(
+    spec: CsvSource | ParquetSource | SqlSource, root: Path, s3: S3Options | None = None
+) -> Source:
+    """Open the source a spec describes; relative file paths resolve against `root`, and
+    `s3://` paths are reached with the `storage.s3` options `s3`."""
     if isinstance(spec, CsvSource):
-        return FileSource(spec.path, root, ".csv", lambda data: read_csv(data, spec))
+        return FileSource(spec.path, root, ".csv", lambda data: read_csv(data, spec), s3)
     if isinstance(spec, ParquetSource):
-        return FileSource(spec.path, root, ".parquet", _read_parquet)
+        return FileSource(spec.path, root, ".parquet", _read_parquet, s3)
     return QuerySource(spec.url.get_secret_value(), spec.query, spec.watermark)
 
 
@@ -94,7 +101,13 @@ def _no_data() -> Batch:
 
 
 class FileSource:
-    """Files matched by one path: a file, a folder (its `*<suffix>` files) or a glob."""
+    """Files matched by one path: a file, a folder (its `*<suffix>` files) or a glob, on the
+    local filesystem or in S3 (`s3://bucket/prefix/`).
+
+    A file whose size and stamp (modification time, or ETag) are those recorded when it was
+    read is skipped without reading it; any other is read and hashed, and it is new data only
+    when its content is not the one recorded.
+    """
 
     def __init__(
         self,
@@ -102,10 +115,12 @@ class FileSource:
         root: Path,
         suffix: str,
         reader: Callable[[bytes], pd.DataFrame | FileRows],
+        s3: S3Options | None = None,
     ) -> None:
         self.path = path
         self.root = root
         self.suffix = suffix
+        self.listing = open_listing(path, root, suffix, s3)
         self._reader = reader
 
     def read_new(self, seen: Mapping[str, str]) -> Batch:
@@ -113,81 +128,73 @@ class FileSource:
         origins: list[pd.DataFrame] = []
         malformed: list[pd.DataFrame] = []
         marks: dict[str, str] = {}
-        for file in self.files():
-            name = _relative(file, self.root)
-            try:
-                data = file.read_bytes()
-            except OSError as exc:
-                raise SourceError(f"{name}: cannot read it: {_reason(exc)}") from None
+        restated: dict[str, str] = {}
+        for entry in self.listing.entries():
+            key = f"file:{entry.name}"
+            recorded = seen.get(key)
+            if recorded is not None and recorded == _stat_mark(recorded, entry):
+                continue
             # A writer that creates the file before filling it: wait for the content.
+            if entry.size == 0:
+                continue
+            data = self.listing.read(entry)
             if not data:
                 continue
             digest = hashlib.sha256(data).hexdigest()
-            key = f"file:{name}"
-            if seen.get(key) == digest:
+            # A file that changed since it was listed keeps no stamp: it is hashed next time.
+            trusted = entry if len(data) == entry.size else replace(entry, stamp=None)
+            mark = _mark(digest, trusted)
+            if recorded is not None and _digest(recorded) == digest:
+                if mark != recorded:
+                    restated[key] = mark
                 continue
             try:
                 read = self._reader(data)
             except Exception as exc:
-                raise SourceError(f"{name}: cannot read it: {_one_line(exc)}") from None
+                raise SourceError(f"{entry.name}: cannot read it: {one_line(exc)}") from None
             if not isinstance(read, FileRows):
                 read = FileRows(read, list(range(1, len(read) + 1)), [])
             if len(read.frame.columns):
                 frames.append(read.frame)
-                origins.append(pd.DataFrame({"_file": name, LINE: read.lines}))
+                origins.append(pd.DataFrame({"_file": entry.name, LINE: read.lines}))
             if read.malformed:
                 lines, reasons, texts = zip(*read.malformed, strict=True)
                 malformed.append(
-                    pd.DataFrame({"_file": name, LINE: lines, "_reason": reasons, "_text": texts})
+                    pd.DataFrame(
+                        {"_file": entry.name, LINE: lines, "_reason": reasons, "_text": texts}
+                    )
                 )
-            marks[key] = digest
+            marks[key] = mark
         if not marks:
-            return _no_data()
+            return replace(_no_data(), restated=restated)
         return Batch(
             _concat(frames),
             marks,
             _describe_files([k.removeprefix("file:") for k in marks]),
             origins=_concat(origins),
             malformed=_concat(malformed),
+            restated=restated,
         )
 
-    def files(self) -> list[Path]:
-        """The files the path matches now, in sorted order."""
-        path = Path(self.path).expanduser()
-        if not path.is_absolute():
-            path = self.root / path
-        if _GLOB_CHARS & set(self.path):
-            matches = (Path(p) for p in glob.glob(str(path)))
-            return sorted(p for p in matches if p.is_file() and not _is_temporary(p))
-        if path.is_dir():
-            try:
-                children = list(path.iterdir())
-            except OSError as exc:
-                raise SourceError(f"{path}: cannot list the folder: {_reason(exc)}") from None
-            return sorted(
-                p
-                for p in children
-                if p.suffix.lower() == self.suffix and p.is_file() and not _is_temporary(p)
-            )
-        if path.is_file():
-            return [path]
-        raise SourceError(f"{path}: no such file or folder (data.source.path is {self.path!r})")
+
+def _mark(digest: str, entry: Entry) -> str:
+    """A file's mark: `<sha256> <size> <stamp>`, or the bare sha256 when the stamp is not
+    trusted (and as refit recorded every mark before it read stamps)."""
+    return digest if entry.stamp is None else f"{digest} {entry.size} {entry.stamp}"
+
+
+def _digest(mark: str) -> str:
+    return mark.split(" ", 1)[0]
+
+
+def _stat_mark(recorded: str, entry: Entry) -> str | None:
+    """The mark the file would have if its content were the recorded one; None without a stamp."""
+    return None if entry.stamp is None else _mark(_digest(recorded), entry)
 
 
 def _read_parquet(data: bytes) -> pd.DataFrame:
     frame: pd.DataFrame = pq.read_table(io.BytesIO(data)).to_pandas()
     return frame
-
-
-def _is_temporary(path: Path) -> bool:
-    return path.name.startswith((".", "~")) or path.name.endswith(_TEMP_SUFFIXES)
-
-
-def _relative(file: Path, root: Path) -> str:
-    try:
-        return file.relative_to(root).as_posix()
-    except ValueError:
-        return file.as_posix()
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -309,7 +316,7 @@ class QuerySource:
 
     def _clean(self, exc: Exception, url: URL) -> str:
         cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-        message = _one_line(cause)
+        message = one_line(cause)
         if url.password:
             message = message.replace(str(url.password), "***")
         return message
@@ -339,17 +346,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         raise SourceError(f"the watermark column holds {value}, which cannot be a position")
     return value
-
-
-# --- errors ---------------------------------------------------------------------------------
-
-
-def _reason(exc: OSError) -> str:
-    return exc.strerror or _one_line(exc)
-
-
-def _one_line(exc: BaseException) -> str:
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(exc).__name__

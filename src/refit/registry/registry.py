@@ -88,6 +88,21 @@ class Registry:
                 )
             return batch
 
+    def restate_marks(self, project: str, marks: dict[str, str]) -> None:
+        """Replace the values of marks already recorded (a file's new stamp over the same
+        content); keys not recorded are left alone, and each row keeps its batch."""
+        if not marks:
+            return
+        with self.write() as s:
+            rows = s.scalars(
+                select(SourceMarkRow).where(
+                    SourceMarkRow.project == project, SourceMarkRow.key.in_(list(marks))
+                )
+            )
+            for row in rows:
+                row.value = marks[row.key]
+                row.updated_at = utcnow()
+
     def get_snapshot(self, snapshot_id: str, project: str | None = None) -> SnapshotRow:
         """A snapshot by id or by a unique prefix of its id (at least 4 characters)."""
         with self.read() as s:
