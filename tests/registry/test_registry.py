@@ -209,6 +209,22 @@ def test_runs_of_dead_processes_are_marked_interrupted(registry: Registry) -> No
     assert status == {"mine": "running", "dead": "interrupted"}
 
 
+def test_scheduled_runs_left_running_are_interrupted_whatever_their_host(
+    registry: Registry,
+) -> None:
+    sid = registry_with_snapshot(registry)
+    registry.start_run("scheduled", "demo", sid, "schedule")
+    registry.start_run("by-hand", "demo", sid, "manual")
+    with registry.write() as s:
+        from refit.registry import TrainingRunRow
+
+        s.get_one(TrainingRunRow, "scheduled").host = "another-host"
+    assert registry.interrupt_orphaned_runs("demo", "schedule") == 1
+    runs = {r.id: (r.status, r.error) for r in registry.list_runs("demo")}
+    assert runs["by-hand"] == ("running", None)
+    assert runs["scheduled"][0] == "interrupted" and "train lease" in str(runs["scheduled"][1])
+
+
 def test_first_promotion_then_compare_and_set(registry: Registry) -> None:
     sid = registry_with_snapshot(registry)
     v1, v2, v3 = (train_version(registry, sid) for _ in range(3))

@@ -206,6 +206,28 @@ class Registry:
                 run.error = "the training process ended before the run finished"
             return len(dead)
 
+    def interrupt_orphaned_runs(self, name: str, trigger: str) -> int:
+        """Mark every running run of `trigger` as interrupted; returns how many.
+
+        For a scheduler that has just taken the train lease: runs of `trigger` are started only
+        under that lease, whose holder renews it while the run lasts, so one still marked running
+        lost its scheduler (killed, or cut off) before it ended, on whatever host it ran.
+        """
+        with self.write() as s:
+            runs = list(
+                s.scalars(
+                    select(TrainingRunRow).where(
+                        TrainingRunRow.name == name,
+                        TrainingRunRow.status == "running",
+                        TrainingRunRow.trigger == trigger,
+                    )
+                )
+            )
+            for run in runs:
+                run.status, run.finished_at = "interrupted", utcnow()
+                run.error = "its scheduler stopped holding the train lease before the run finished"
+            return len(runs)
+
     def register_version(self, run_id: str, version: ModelVersionRow) -> ModelVersionRow:
         """Give `version` the next number, store it and mark its run succeeded, at once."""
         for attempt in range(_VERSION_ATTEMPTS):

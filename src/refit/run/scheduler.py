@@ -34,6 +34,8 @@ from refit.registry.tables import JobStateRow, utcnow
 from refit.schedule import Schedule, parse_schedule
 
 JOBS = ("ingest", "train")
+TRIGGER = "schedule"
+"""The trigger recorded with the training runs a scheduler starts."""
 Event = Callable[[str, str], None]
 """Receives (job, one line saying what happened)."""
 
@@ -146,6 +148,10 @@ class Scheduler:
         latest = self.registry.latest_snapshot(self.name)
         if latest is None:
             return "no snapshot yet"
+        # Under the train lease, a scheduled run still marked running is one whose scheduler
+        # died: its snapshot is trained again now rather than skipped as "being trained".
+        if orphans := self.registry.interrupt_orphaned_runs(self.name, TRIGGER):
+            self.on_event("train", f"{orphans} run(s) left by a stopped scheduler: interrupted")
         runs = trained_snapshots(self.registry, self.name)
         if latest.id in runs.get("succeeded", set()):
             return f"snapshot {latest.id[:12]} already has a version"
@@ -172,7 +178,7 @@ class Scheduler:
     def _run_child(self, job: str, lease: str) -> JobResult:
         args = [sys.executable, "-m", "refit", job, "-p", str(self.project.root), "--json"]
         if job == "train":
-            args += ["--trigger", "schedule"]
+            args += ["--trigger", TRIGGER]
         with self._lock:  # stop() signals the children it sees: start none after it
             if self._stop.is_set():
                 return JobResult(job, "interrupted", "stopped before it started")
