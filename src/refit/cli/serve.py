@@ -20,6 +20,7 @@ from refit.cli._server import (
     bind_failures_reported,
     check_address,
 )
+from refit.deploy.pod import DRAIN_SECONDS, WORKER_STARTUP_SECONDS
 from refit.project import load_project
 from refit.serve._multiprocess import shared_metrics
 
@@ -69,9 +70,9 @@ def _serve(
             workers=settings.workers,
             log_config=log_config(),
             access_log=access_log,
-            timeout_graceful_shutdown=30,
+            timeout_graceful_shutdown=DRAIN_SECONDS,
             # A worker imports scikit-learn and loads a model before it answers health pings.
-            timeout_worker_healthcheck=120,
+            timeout_worker_healthcheck=WORKER_STARTUP_SECONDS,
         )
 
 
