@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 import yaml
 
+from refit.cli import app
 from refit.deploy import pod
 from refit.deploy.files import write_files
 from refit.deploy.kubernetes import (
@@ -461,3 +463,27 @@ def test_manifests_that_could_not_work_are_refused_before_anything_is_written(
     assert message in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_docs_give_every_option_and_the_pods_numbers() -> None:
+    doc = (ROOT / "docs" / "deploying.md").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = doc[doc.index("\n## Kubernetes\n") :]
+    # typer's own copy of click's classes: looked up by attribute, not by isinstance
+    command: Any = typer.main.get_command(app)
+    params = command.commands["deploy"].commands["kubernetes"].params
+    options = [o for p in params for o in p.opts if o.startswith("--") and o != "--project"]
+    assert options
+    for option in options:
+        assert f"`{option}" in section, option
+        assert option in readme, option
+    assert "| `refit deploy kubernetes OUT" in readme
+    for said in (
+        f"`preStop` sleeps {pod.PRESTOP_SECONDS} s",
+        f"a drain of at most {pod.DRAIN_SECONDS} s",
+        f"`terminationGracePeriodSeconds: {pod.GRACE_SECONDS}`",
+        f"up to {pod.WORKER_STARTUP_SECONDS} s to load a model",
+        f"for Kubernetes {KUBERNETES_VERSION.rsplit('.', 1)[0]} ",
+        *(f"`{path}`" for path in WRITABLE.values()),
+    ):
+        assert said in section, said
