@@ -397,7 +397,9 @@ def test_a_user_project_renders_manifests_that_validate(tmp_path: Path, kubectl:
     root = create_project(tmp_path / "churn", "diabetes")
     spec = root / SPEC_FILE
     text = spec.read_text().replace("path: data/incoming", "path: s3://ml-data/diabetes/")
-    spec.write_text(text + "schedule:\n  ingest: 10m\n  train: null\n")
+    schedule = "schedule:\n  ingest: 10s\n  train: 20s\n"
+    assert schedule in text
+    spec.write_text(text.replace(schedule, "schedule:\n  ingest: 10m\n  train: null\n"))
     shutil.rmtree(root / "data")
     out = tmp_path / "manifests"
     image = "registry.example.com/ml/diabetes:1.2"
@@ -421,6 +423,16 @@ def test_a_user_project_renders_manifests_that_validate(tmp_path: Path, kubectl:
         assert settings["data"]["REFIT_STORAGE__ARTIFACTS_URL"] == "s3://ml-data/artifacts"
     again = refit("deploy", "kubernetes", "-p", str(root), str(out), "--image", image)
     assert again.returncode == 0 and "wrote" not in again.stdout, again.stdout
+    # The stores' settings are the user's once written: kept, even with --force.
+    settings_file = out / "base" / "settings.env"
+    settings_file.write_text("REFIT_STORAGE__ARTIFACTS_URL=s3://mine/artifacts\n")
+    (out / "base" / "serve.yaml").write_text("# edited\n")
+    refused = refit("deploy", "kubernetes", "-p", str(root), str(out), "--image", image)
+    assert refused.returncode == 9 and "serve.yaml" in refused.stderr, refused.stderr
+    forced = refit("deploy", "kubernetes", "-p", str(root), str(out), "--image", image, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert settings_file.read_text() == "REFIT_STORAGE__ARTIFACTS_URL=s3://mine/artifacts\n"
+    assert "kind: Deployment" in (out / "base" / "serve.yaml").read_text()
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ with a read-only root filesystem and an `emptyDir` at each place refit writes at
 the server's probes and its shutdown take their numbers from `refit.deploy.pod`.
 
     files = render_kubernetes(load_project("churn"))
-    write_files(Path("churn/deploy/kubernetes"), files)
+    write_files(Path("churn/deploy/kubernetes"), files, keep=frozenset({SETTINGS_FILE}))
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ from refit.errors import SpecError
 from refit.project import Project
 from refit.schedule import parse_schedule
 from refit.spec import SPEC_FILE, SqlSource
+
+SETTINGS_FILE = "base/settings.env"
+"""Where the stores are: the user's own once written (edited for their cluster), never replaced."""
 
 SPEC_PATH = f"/project/{SPEC_FILE}"
 """Where the ConfigMap's `refit.yaml` is mounted: the image's project folder."""
@@ -197,7 +200,7 @@ def render_kubernetes(project: Project, *, image: str | None = None) -> dict[str
         "base/serviceaccount.yaml": _fill("serviceaccount.yaml", values),
         "base/serve.yaml": _fill("serve.yaml", values),
         "base/service.yaml": _fill("service.yaml", values),
-        "base/settings.env": _fill("settings.env", values),
+        SETTINGS_FILE: _fill("settings.env", values),
         "base/refit.yaml": where.read_text("utf-8"),
         "overlays/dev/kustomization.yaml": _fill("dev.yaml", values),
         "overlays/prod/kustomization.yaml": _fill("prod.yaml", values),
