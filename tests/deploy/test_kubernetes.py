@@ -446,6 +446,11 @@ def test_a_user_project_renders_manifests_that_validate(tmp_path: Path, kubectl:
             "name: got 'breast_cancer': Kubernetes names the project's resources after it",
         ),
         (
+            ("name: breast-cancer", "name: breast-"),
+            [],
+            "name: got 'breast-': Kubernetes names the project's resources after it",
+        ),
+        (
             ("path: s3://refit/incoming/", "path: data/incoming"),
             [],
             "data.source.path: got 'data/incoming': on Kubernetes every pod reads the data",

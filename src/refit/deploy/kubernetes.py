@@ -17,6 +17,7 @@ the server's probes and its shutdown take their numbers from `refit.deploy.pod`.
 
 from __future__ import annotations
 
+import re
 import textwrap
 from importlib import resources
 from typing import Any
@@ -70,6 +71,7 @@ STARTING_DEADLINE_SECONDS = 60
 
 PROD_REPLICAS = 3
 
+_LABEL = re.compile(r"[a-z]([a-z0-9-]*[a-z0-9])?")  # a DNS label, as a Service's name must be
 _NAME_LIMIT = 52 - len("-ingest")  # a CronJob's name is at most 52 characters
 _JOBS = ("ingest", "train")
 _DUPLICATE = {
@@ -247,11 +249,11 @@ def _bucket(project: Project) -> str:
 
 def _check_name(project: Project) -> None:
     name = project.spec.name
-    if "_" in name or not name[0].isalpha() or len(name) > _NAME_LIMIT:
+    if not _LABEL.fullmatch(name) or len(name) > _NAME_LIMIT:
         raise SpecError(
             f"{project.root / SPEC_FILE}: name: got {name!r}: Kubernetes names the "
             f"project's resources after it: expected at most {_NAME_LIMIT} lowercase "
-            "letters, digits and '-', starting with a letter"
+            "letters, digits and '-', starting with a letter and ending with a letter or digit"
         )
 
 
