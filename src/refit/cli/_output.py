@@ -76,6 +76,14 @@ ProjectOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+UnderLeaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--under-lease",
+        hidden=True,
+        help="Run under the job's lease as this holder has it (a scheduler's child).",
+    ),
+]
 
 
 def checked_by(model: type[BaseModel], field: str) -> Callable[[T], T]:
