@@ -64,3 +64,35 @@ def parse_schedule(text: str) -> Schedule:
         # A day that never comes (31 February): the scheduler would fail at every tick.
         raise ValueError(f"{EXPECTED}: this one matches no date (such as 31 February)") from None
     return schedule
+
+
+# Intervals a cron expression keeps exactly, in minutes: those that divide an hour or a day.
+_CRON_MINUTES = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30)
+_CRON_HOURS = (1, 2, 3, 4, 6, 8, 12, 24)
+
+
+def cron_expression(text: str) -> str:
+    """A schedule as a Kubernetes CronJob's `schedule`: a cron expression as it is; an interval
+    as the shortest one cron keeps exactly that is at least as long (`5s` and `1m` run every
+    minute, the most a CronJob runs; `7m` every 10 minutes; `5h` every 6 hours); a `ValueError`
+    for an interval longer than a day, which no cron expression repeats evenly.
+    """
+    schedule = parse_schedule(text)
+    if schedule.cron is not None:
+        return schedule.cron
+    assert schedule.every is not None
+    minutes = -(-int(schedule.every) // 60)
+    if minutes == 1:
+        return "* * * * *"
+    for step in _CRON_MINUTES:
+        if step >= minutes:
+            return f"*/{step} * * * *"
+    for hours in _CRON_HOURS:
+        if hours * 60 >= minutes:
+            return (
+                "0 * * * *" if hours == 1 else "0 0 * * *" if hours == 24 else f"0 */{hours} * * *"
+            )
+    raise ValueError(
+        f"{schedule.text} is longer than a day, which a cron expression cannot repeat evenly: "
+        "give a 5-field cron expression such as '0 3 */2 * *'"
+    )

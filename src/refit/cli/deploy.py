@@ -79,3 +79,40 @@ def compose(
         f"next: {first}`docker compose up --build` in {directory} "
         f"(edit {directory / ENV_FILE} first: its credentials are examples)"
     )
+
+
+@deploy_app.command("helm")
+def helm(
+    directory: Annotated[
+        Path, typer.Argument(metavar="OUT", help="The folder to write the chart into.")
+    ],
+    project: ProjectOption = Path("."),
+    image: Annotated[
+        str | None,
+        typer.Option(
+            help="The image every refit pod runs, with a fixed tag "
+            "(default refit-NAME, tagged with refit's version).",
+            callback=_image,
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace files in OUT that hold other content.")
+    ] = False,
+) -> None:
+    """Write a Helm chart for the project: a scaled server, ingest and train as CronJobs."""
+    from refit.deploy.files import write_files
+    from refit.deploy.helm import render_helm, split_image
+
+    if image is not None:
+        try:
+            split_image(image)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="'--image'") from None
+    files = render_helm(load_project(project), image=image)
+    for written in write_files(directory, files, force=force):
+        out.print(f"{written.action:<9} {written.path}")
+    err.print(
+        f"next: create the Secret (see {directory / 'values.yaml'}, secret.*), then "
+        f"`helm install NAME {directory}`"
+    )
