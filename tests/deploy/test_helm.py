@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
+from refit import __version__
 from refit.deploy import pod
 from refit.deploy.files import write_files
-from refit.deploy.helm import render_helm
+from refit.deploy.helm import render_helm, split_image
 from refit.examples import create_project
 from refit.project import load_project
 from refit.run.demo import create_stack_project
@@ -500,3 +501,39 @@ def test_a_schedule_becomes_the_cron_expression_that_runs_it_no_more_often(
     schedule: str, cron: str
 ) -> None:
     assert cron_expression(schedule) == cron
+
+
+def notes(helm: Path, *values: str) -> str:
+    """What `helm install` tells the user, rendered without a cluster (--dry-run=client)."""
+    result = run(helm, "install", "churn", BUNDLED, "--dry-run=client", *values)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split("NOTES:\n", 1)[1]
+
+
+def test_the_notes_tell_how_to_reach_the_api(helm: Path) -> None:
+    default = notes(helm)
+    assert "kubectl port-forward svc/churn 8000:80" in default
+    assert "kubectl exec deploy/churn-server -- refit models promote VERSION" in default
+    assert "EXAMPLE VALUES ONLY" in default
+    ingress = notes(
+        helm,
+        *VARIATIONS["ingress on"],
+        *VARIATIONS["existing secret"],
+        *VARIATIONS["scheduler instead of CronJobs"],
+    )
+    assert "https://breast-cancer.example.com/docs" in ingress
+    assert "port-forward" not in ingress and "EXAMPLE VALUES" not in ingress
+    assert "the scheduler's training promotes one" in ingress
+
+
+@pytest.mark.parametrize(
+    ("image", "parts"),
+    [
+        ("churn", ("churn", __version__)),
+        ("ml/churn:1.2", ("ml/churn", "1.2")),
+        ("registry.example.com:5000/ml/churn", ("registry.example.com:5000/ml/churn", __version__)),
+        ("registry.example.com:5000/ml/churn:2", ("registry.example.com:5000/ml/churn", "2")),
+    ],
+)
+def test_an_image_becomes_the_charts_repository_and_tag(image: str, parts: tuple[str, str]) -> None:
+    assert split_image(image) == parts
