@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import fsspec
+import httpx
 import pytest
 import yaml
 
+from containers import BUILD_TIMEOUT, PodmanNotInstalled, build_image, podman
 from refit import __version__
 from refit.deploy import pod
 from refit.deploy.files import write_files
@@ -26,6 +31,7 @@ from refit.project import load_project
 from refit.run.demo import create_stack_project
 from refit.schedule import cron_expression
 from refit.spec import SPEC_FILE
+from servers import PostgresServer, S3Location, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLED = ROOT / "deploy" / "helm" / "refit"
@@ -537,3 +543,140 @@ def test_the_notes_tell_how_to_reach_the_api(helm: Path) -> None:
 )
 def test_an_image_becomes_the_charts_repository_and_tag(image: str, parts: tuple[str, str]) -> None:
     assert split_image(image) == parts
+
+
+# --- the chart's pods, run as Kubernetes would run them -------------------------------------
+
+POD_IMAGE = "localhost/refit:chart-test"
+ROLE_TIMEOUT = 300.0
+READY_WITHIN = 120.0
+
+
+def podman_options(
+    spec: dict[str, Any], container: dict[str, Any], secret: dict[str, str], spec_file: Path
+) -> list[str]:
+    """`podman run` options that give a container what the pod spec gives it, read from the
+    rendered objects: its user, read-only root, emptyDir mounts, capabilities, privileges,
+    the ConfigMap's refit.yaml and its environment with the Secret's values resolved."""
+    pod_security = spec["securityContext"]
+    security = container["securityContext"]
+    options = [f"--user={pod_security['runAsUser']}:{pod_security['runAsGroup']}"]
+    if security["readOnlyRootFilesystem"]:
+        options += ["--read-only", "--read-only-tmpfs=false"]  # only the pod's own emptyDirs
+    if security["capabilities"]["drop"] == ["ALL"]:
+        options.append("--cap-drop=ALL")
+    if security["allowPrivilegeEscalation"] is False:
+        options.append("--security-opt=no-new-privileges")
+    volumes = {volume["name"]: volume for volume in spec["volumes"]}
+    for mount in container["volumeMounts"]:
+        volume = volumes[mount["name"]]
+        if "emptyDir" in volume:
+            options.append(f"--tmpfs={mount['mountPath']}:rw,mode=1777")
+        else:
+            assert mount["subPath"] == "refit.yaml" and "configMap" in volume
+            options.append(f"--volume={spec_file}:{mount['mountPath']}:ro")
+    for variable in container["env"]:
+        if "valueFrom" in variable:
+            value = secret[variable["valueFrom"]["secretKeyRef"]["key"]]
+        else:
+            value = variable["value"]
+        options.append(f"--env={variable['name']}={value}")
+    return options
+
+
+@pytest.mark.container
+@pytest.mark.slow
+@pytest.mark.timeout(BUILD_TIMEOUT + 900)
+def test_the_charts_pods_run_with_its_security_on_postgres_and_s3(
+    helm: Path,
+    tmp_path: Path,
+    postgres_server: PostgresServer,
+    s3_storage: S3Location,
+) -> None:
+    try:
+        engine = podman()
+    except PodmanNotInstalled as exc:
+        missing(str(exc))
+    build_image(engine, ROOT, POD_IMAGE)
+
+    root = create_project(tmp_path / "project", "breast-cancer")
+    source = f"{s3_storage.url}/incoming/"
+    spec_text = (root / SPEC_FILE).read_text().replace("path: data/incoming", f"path: {source}")
+    (root / SPEC_FILE).write_text(spec_text)
+    store = fsspec.filesystem("s3", **s3_storage.storage_options())
+    for csv in (root / "data" / "incoming").glob("*.csv"):
+        store.put_file(str(csv), f"{source.removeprefix('s3://')}{csv.name}")
+    chart = tmp_path / "chart"
+    write_files(chart, render_helm(load_project(root), image=POD_IMAGE))
+    database = postgres_server.create_database()
+    settings = {
+        "storage.artifactsUrl": f"{s3_storage.url}/artifacts",
+        "storage.s3.endpointUrl": s3_storage.endpoint_url,
+        "storage.s3.region": s3_storage.region,
+        "secret.metadataUrl": postgres_server.tcp_url(database),
+        "secret.s3AccessKeyId": s3_storage.key,
+        "secret.s3SecretAccessKey": s3_storage.secret,
+    }
+    sets = [arg for name, value in settings.items() for arg in ("--set", f"{name}={value}")]
+    rendered = {
+        f"{o['kind']}/{o['metadata']['name']}": o for o in objects(template(helm, chart, *sets))
+    }
+    assert broken_rules(list(rendered.values())) == []
+    secret = rendered["Secret/refit"]["stringData"]
+    spec_file = tmp_path / "configmap-refit.yaml"
+    spec_file.write_text(rendered["ConfigMap/refit-spec"]["data"]["refit.yaml"])
+    server_name = f"refit-chart-test-{os.getpid()}"
+    try:
+        for job, says in (("ingest", "snapshot"), ("train", "promoted to production")):
+            cron = rendered[f"CronJob/refit-{job}"]["spec"]["jobTemplate"]["spec"]["template"]
+            container = cron["spec"]["containers"][0]
+            ran = engine(
+                "run",
+                "--rm",
+                "--network=host",
+                *podman_options(cron["spec"], container, secret, spec_file),
+                container["image"],
+                *container["args"],
+                timeout=ROLE_TIMEOUT,
+            )
+            assert says in ran.stdout + ran.stderr, job
+
+        deployment = rendered["Deployment/refit-server"]["spec"]["template"]["spec"]
+        container = deployment["containers"][0]
+        port = free_port()  # the pod's 8000 is not free on a shared host network
+        engine(
+            "run",
+            "--detach",
+            f"--name={server_name}",
+            "--network=host",
+            *podman_options(deployment, container, secret, spec_file),
+            f"--env=REFIT_SERVE__PORT={port}",
+            container["image"],
+            *container["args"],
+        )
+        url = f"http://127.0.0.1:{port}"
+        ready = container["readinessProbe"]["httpGet"]["path"]
+        deadline = time.monotonic() + READY_WITHIN
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + ready, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            state = engine("inspect", "--format={{.State.Running}}", server_name).stdout
+            assert state.strip() == "true", engine("logs", server_name, check=False).stderr
+            time.sleep(0.5)
+        else:
+            raise AssertionError(engine("logs", server_name, check=False).stderr)
+        record = json.loads((root / "request.json").read_text())
+        reply = httpx.post(f"{url}/predict", json=record, timeout=30)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["version"] == 1
+        # What the kubelet does at the end: SIGTERM, then SIGKILL after the grace period.
+        grace = deployment["terminationGracePeriodSeconds"]
+        engine("stop", f"--time={grace}", server_name, timeout=grace + 30)
+        exit_code = engine("inspect", "--format={{.State.ExitCode}}", server_name).stdout
+        assert exit_code.strip() == "0", engine("logs", server_name, check=False).stderr
+    finally:
+        engine("rm", "--force", server_name, check=False)
+        postgres_server.drop_database(database)
