@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -114,11 +115,16 @@ def objects(rendered: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(rendered) if doc]
 
 
+def python_tool(module: str, package: str) -> list[str]:
+    """The command of a dev dependency's tool, run by this interpreter."""
+    if importlib.util.find_spec(module) is None:
+        missing(f"{package} is not installed: it is a dev dependency")
+    return [sys.executable, "-m", module]
+
+
 def kubernetes_validate(rendered: str) -> subprocess.CompletedProcess[str]:
-    validator = Path(sys.executable).with_name("kubernetes-validate")
-    if not validator.is_file():
-        missing("kubernetes-validate is not installed: it is a dev dependency")
-    return run(validator, "--strict", "-k", KUBERNETES, "-", stdin=rendered)
+    validator = python_tool("kubernetes_validate", "kubernetes-validate")
+    return run(*validator, "--strict", "-k", KUBERNETES, "-", stdin=rendered)
 
 
 def refit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -385,6 +391,7 @@ def test_the_variations_change_what_they_say(helm: Path) -> None:
         ("server.resources.limits.cpu=lots", "at '/server/resources/limits/cpu'"),
         ("storage.artifactsUrl=/data", "at '/storage/artifactsUrl': '/data' does not match"),
         ("servre.replicas=2", "additional properties 'servre' not allowed"),
+        ("secret.metadataUrl=null", "at '/secret': missing property 'metadataUrl'"),
     ],
 )
 def test_a_wrong_value_is_refused_by_the_schema(helm: Path, value: str, refusal: str) -> None:
@@ -402,12 +409,10 @@ def test_a_wrong_value_is_refused_by_the_schema(helm: Path, value: str, refusal:
 
 
 def test_the_plain_yaml_is_clean() -> None:
-    yamllint = Path(sys.executable).with_name("yamllint")
-    if not yamllint.is_file():
-        missing("yamllint is not installed: it is a dev dependency")
+    yamllint = python_tool("yamllint", "yamllint")
     config = "{extends: default, rules: {line-length: {max: 100}, document-start: disable}}"
     files = [BUNDLED / "Chart.yaml", BUNDLED / "values.yaml", BUNDLED / "files" / "refit.yaml"]
-    result = run(yamllint, "--strict", "-d", config, *files)
+    result = run(*yamllint, "--strict", "-d", config, *files)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
