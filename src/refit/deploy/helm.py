@@ -14,6 +14,7 @@ is only its spec, and a project image (built `FROM refit`) gets the spec it was 
 
 from __future__ import annotations
 
+import json
 import re
 from importlib import resources
 from importlib.abc import Traversable
@@ -24,7 +25,7 @@ from refit.deploy.compose import _data_location, check_image, default_image
 from refit.errors import SpecError
 from refit.project import Project
 from refit.schedule import cron_expression
-from refit.spec import SPEC_FILE
+from refit.spec import _BUCKET, SPEC_FILE
 
 SPEC_IN_CHART = "files/refit.yaml"
 """Where the chart keeps the project's spec, the ConfigMap's content."""
@@ -82,6 +83,8 @@ def render_helm(project: Project, *, image: str | None = None) -> dict[str, str]
         "live_path": pod.LIVE_PATH,
         "ready_path": pod.READY_PATH,
         "startup_seconds": str(pod.WORKER_STARTUP_SECONDS),
+        # The spec's rule for bucket names, as the schema's pattern of storage.artifactsUrl.
+        "artifacts_pattern": json.dumps(f"^s3://{_BUCKET.pattern.strip('^$')}(/.*)?$"),
     }
     files = {
         name: _PLACEHOLDER.sub(lambda match: values[match.group(1)], text)
