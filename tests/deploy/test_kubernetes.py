@@ -30,13 +30,13 @@ from refit.deploy.kubernetes import (
     SPEC_PATH,
     USER_ID,
     WRITABLE,
-    cron_schedule,
     default_image,
     render_kubernetes,
 )
 from refit.examples import create_project
 from refit.project import load_project
 from refit.run.demo import create_stack_project
+from refit.schedule import cron_expression
 from refit.spec import SPEC_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -390,7 +390,7 @@ def test_the_overlays_differ_as_documented(kubectl: Path) -> None:
     ],
 )
 def test_a_schedule_becomes_the_cron_schedule_that_runs_as_often(schedule: str, cron: str) -> None:
-    assert cron_schedule(schedule) == cron
+    assert cron_expression(schedule) == cron
 
 
 def test_a_user_project_renders_manifests_that_validate(tmp_path: Path, kubectl: Path) -> None:

@@ -142,7 +142,7 @@ def render_compose(
     return dict(sorted(files.items()))
 
 
-def _data_location(project: Project) -> tuple[str, str | None]:
+def _data_location(project: Project, level: str = "Compose") -> tuple[str, str | None]:
     """The stack's bucket, and the source's `s3://` path when its files are in it."""
     source = project.spec.data.source
     if isinstance(source, SqlSource):
@@ -152,9 +152,9 @@ def _data_location(project: Project) -> tuple[str, str | None]:
     bucket = path.removeprefix("s3://").split("/", 1)[0] if path.startswith("s3://") else ""
     if not bucket:
         raise SpecError(
-            f"{project.root / SPEC_FILE}: data.source.path: got {path!r}: in Compose every "
+            f"{project.root / SPEC_FILE}: data.source.path: got {path!r}: in {level} every "
             "container reads the data from object storage or a database, never from its own "
-            "disk; expected s3://BUCKET/PREFIX/ (the stack's S3 store holds it) or a sql source"
+            "disk; expected s3://BUCKET/PREFIX/ or a sql source"
         )
     return bucket, path
 

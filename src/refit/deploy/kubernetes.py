@@ -36,7 +36,7 @@ from refit.deploy.pod import (
 )
 from refit.errors import SpecError
 from refit.project import Project
-from refit.schedule import parse_schedule
+from refit.schedule import cron_expression, parse_schedule
 from refit.spec import SPEC_FILE, SqlSource
 
 SETTINGS_FILE = "base/settings.env"
@@ -99,35 +99,6 @@ def check_tagged_image(image: str) -> str:
     return image
 
 
-def cron_schedule(text: str) -> str:
-    """A `refit.yaml` schedule as a CronJob's `schedule`; ValueError if none is the same.
-
-    A cron expression stays as it is (both are evaluated in UTC). An interval becomes the
-    cron expression that runs as often when there is one: `5m` is `*/5 * * * *`, `2h` is
-    `0 */2 * * *`, `1d` is `0 0 * * *`. An interval under a minute runs every minute, the
-    most often a CronJob runs.
-    """
-    schedule = parse_schedule(text)
-    if schedule.cron is not None:
-        return schedule.cron
-    assert schedule.every is not None
-    seconds = int(schedule.every)
-    if seconds < 60:
-        return "* * * * *"
-    minutes, rest = divmod(seconds, 60)
-    if rest == 0 and minutes < 60 and 60 % minutes == 0:
-        return "* * * * *" if minutes == 1 else f"*/{minutes} * * * *"
-    hours, rest = divmod(seconds, 3600)
-    if rest == 0 and hours < 24 and 24 % hours == 0:
-        return "0 * * * *" if hours == 1 else f"0 */{hours} * * *"
-    if seconds == 86400:
-        return "0 0 * * *"
-    raise ValueError(
-        "a CronJob runs on clock times: expected an interval that divides an hour (1m to "
-        "30m) or a day (1h to 12h, 1d), or a 5-field cron expression"
-    )
-
-
 def render_kubernetes(project: Project, *, image: str | None = None) -> dict[str, str]:
     """The Kustomize files (name relative to the output folder -> text) of `project`.
 
@@ -154,7 +125,7 @@ def render_kubernetes(project: Project, *, image: str | None = None) -> dict[str
         text = getattr(spec.schedule, job)
         if text is not None:
             try:
-                schedules[job] = (text, cron_schedule(text))
+                schedules[job] = (text, cron_expression(text))
             except ValueError as exc:
                 raise SpecError(f"{where}: schedule.{job}: got {text!r}: {exc}") from None
 
