@@ -75,8 +75,8 @@ _LABEL = re.compile(r"[a-z]([a-z0-9-]*[a-z0-9])?")  # a DNS label, as a Service'
 _NAME_LIMIT = 52 - len("-ingest")  # a CronJob's name is at most 52 characters
 _JOBS = ("ingest", "train")
 _DUPLICATE = {
-    "ingest": "the same rows make the same snapshot, never a second one",
-    "train": "the version it registers is gated like any other",
+    "ingest": "it takes the ingest lease in the registry, so a second run exits 4 doing nothing",
+    "train": "it takes the train lease in the registry, so a second run exits 4 doing nothing",
 }
 _TEMPLATES = "kubernetes"
 
