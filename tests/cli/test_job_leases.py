@@ -3,6 +3,8 @@ jobs do: a run by hand (or a CronJob) while another holds the lease does nothing
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,18 @@ def test_a_job_releases_its_lease_and_runs_under_a_schedulers(
         # ... and refuses to run under a lease its parent does not hold.
         args[-1] = "gone:3:xyz"
         assert run_app(app, args) == 4
+
+
+def test_the_lease_of_a_run_of_this_host_that_was_killed_is_taken_over_at_once(
+    project: Path,
+) -> None:
+    with open_services(load_project(project)) as services:
+        name = services.project.spec.name
+        lease = job_lease(name, "ingest")
+        dead = f"{socket.gethostname()}:{2**22 + 12345}:abc"  # above Linux's pid_max
+        assert acquire_lease(services.registry, lease, dead, 60)
+        assert run_app(app, ["ingest", "-p", str(project)]) == 0
+        assert len(services.registry.list_snapshots(name)) == 1
+        # Another host's holder may be alive: its lease is waited out.
+        assert acquire_lease(services.registry, lease, f"elsewhere:{os.getpid()}:abc", 60)
+        assert run_app(app, ["ingest", "-p", str(project)]) == 4

@@ -19,7 +19,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from refit.errors import LeaseHeldError
-from refit.registry.registry import Registry
+from refit.registry.registry import Registry, process_alive
 from refit.registry.tables import JobStateRow, LeaseRow, TrainingRunRow, utcnow
 
 
@@ -33,8 +33,11 @@ def new_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-def acquire_lease(registry: Registry, name: str, holder: str, ttl: float) -> bool:
-    """Take (or renew) the lease `name` for `ttl` seconds; False when someone else holds it."""
+def acquire_lease(
+    registry: Registry, name: str, holder: str, ttl: float, replacing: str | None = None
+) -> bool:
+    """Take (or renew) the lease `name` for `ttl` seconds; False when someone else holds it
+    (but `replacing`, a holder known to be dead, whose lease is taken over)."""
     now = utcnow()
     try:
         with registry.write() as s:
@@ -44,7 +47,7 @@ def acquire_lease(registry: Registry, name: str, holder: str, ttl: float) -> boo
                 s.add(LeaseRow(name=name, holder=holder, expires_at=expires, acquired_at=now))
                 s.flush()
                 return True
-            if lease.holder != holder and lease.expires_at > now:
+            if lease.holder not in (holder, replacing) and lease.expires_at > now:
                 return False
             if lease.holder != holder:
                 lease.holder, lease.acquired_at = holder, now
@@ -82,10 +85,14 @@ def holding(registry: Registry, name: str, ttl: float, under: str | None = None)
         return
     holder = new_holder()
     if not acquire_lease(registry, name, holder, ttl):
-        raise LeaseHeldError(
-            f"{name} is running elsewhere now (lease held by {lease_holder(registry, name)}); "
-            "try again when it ends"
-        )
+        current = lease_holder(registry, name)
+        # A run of this host killed before it could release (SIGKILL, OOM): no need to wait
+        # for its lease to lapse.
+        dead = current is not None and _dead_here(current)
+        if not (dead and acquire_lease(registry, name, holder, ttl, replacing=current)):
+            raise LeaseHeldError(
+                f"{name} is running elsewhere now (lease held by {current}); try again when it ends"
+            )
     done = threading.Event()
 
     def renew() -> None:
@@ -103,6 +110,13 @@ def holding(registry: Registry, name: str, ttl: float, under: str | None = None)
         done.set()
         renewer.join()
         release_lease(registry, name, holder)
+
+
+def _dead_here(holder: str) -> bool:
+    """Whether `holder` (`host:pid:random`) is a process of this host that is gone."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    return host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
 
 
 def job_states(registry: Registry, project: str) -> dict[str, JobStateRow]:

@@ -200,7 +200,7 @@ class Registry:
                     TrainingRunRow.host == host,
                 )
             )
-            dead = [run for run in runs if not _process_alive(run.pid)]
+            dead = [run for run in runs if not process_alive(run.pid)]
             for run in dead:
                 run.status, run.finished_at = "interrupted", utcnow()
                 run.error = "the training process ended before the run finished"
@@ -424,7 +424,8 @@ def _copy(version: ModelVersionRow) -> ModelVersionRow:
     return ModelVersionRow(**columns)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host with id `pid` is running."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
