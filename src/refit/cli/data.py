@@ -47,12 +47,12 @@ def init(
         ),
     ] = None,
 ) -> None:
-    """Create a project: a refit.yaml and a data/incoming/ folder."""
+    """Create a project: a refit.yaml, a data/incoming/ folder and a GitHub Actions workflow."""
     if example is not None:
-        create_project(directory, example)
+        create_project(directory, example, workflow=True)
         err.print(f"Created the {example} example in {directory}, with a first batch of data.")
     else:
-        create_blank_project(directory)
+        create_blank_project(directory, workflow=True)
         err.print(f"Created {directory / 'refit.yaml'}: describe your columns there.")
     err.print(f"Next: cd {directory} && refit ingest && refit train")
 
