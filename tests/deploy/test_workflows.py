@@ -176,3 +176,18 @@ def test_the_test_job_trains_the_init_project_and_passes_its_gate(tmp_path: Path
     assert result.returncode == 0, result.stdout + result.stderr
     assert (runner_temp / "refit.db").exists()
     assert not (root / ".refit").exists(), "the test job never touches the project's own stores"
+
+
+def test_the_docs_name_every_secret_and_variable_the_project_workflow_reads(
+    tmp_path: Path,
+) -> None:
+    text = (init(tmp_path) / WORKFLOW_FILE).read_text()
+    doc = (ROOT / "docs" / "deploying.md").read_text()
+    section = doc[doc.index("\n## CI/CD\n") :]
+    names = set(re.findall(r"\b(?:secrets|vars)\.([A-Z][A-Z0-9_]*)", text)) - {"GITHUB_TOKEN"}
+    assert "KUBECONFIG" in names
+    for name in sorted(names):
+        assert f"`{name}`" in section, f"docs/deploying.md, CI/CD, does not say what {name} is"
+    ours = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())["jobs"]
+    for job in [*workflow(tmp_path / "churn")["jobs"], *ours]:
+        assert f"| `{job}` |" in section, f"docs/deploying.md, CI/CD, does not describe {job}"
