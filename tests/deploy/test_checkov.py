@@ -1,4 +1,4 @@
-"""checkov on refit's image and deployment files, with the reviewed skips of one file.
+"""checkov on refit's image, deployment files and workflows, with the reviewed skips of one file.
 
 checkov pins old versions of boto3 and packaging that refit's own dependencies outgrew, so it
 cannot share the project's virtualenv: it is installed once per machine into a virtualenv of
@@ -26,6 +26,8 @@ import pytest
 import yaml
 
 from containers import cache_dir
+from refit.cli import app
+from refit.cli._output import run_app
 from refit.deploy.compose import render_compose
 from refit.project import load_project
 from refit.run.demo import create_stack_project
@@ -118,6 +120,16 @@ def _compose(tmp: Path) -> tuple[str, Path]:
     return "secrets", ROOT / "deploy" / "compose"
 
 
+def _workflows(tmp: Path) -> tuple[str, Path]:
+    return "github_actions", ROOT / ".github"
+
+
+def _project_workflow(tmp: Path) -> tuple[str, Path]:
+    root = tmp / "project"
+    assert run_app(app, ["init", str(root), "--example", "breast-cancer"]) == 0
+    return "github_actions", root / ".github"
+
+
 def _overlay(name: str) -> Target:
     def render(tmp: Path) -> tuple[str, Path]:
         overlay = KUBERNETES_OVERLAYS / name
@@ -141,6 +153,8 @@ TARGETS: dict[str, Target] = {
     "dockerfile": _dockerfile,
     "project-dockerfile": _project_dockerfile,
     "compose": _compose,
+    "workflows": _workflows,
+    "project-workflow": _project_workflow,
     "kubernetes-dev": _overlay("dev"),
     "kubernetes-prod": _overlay("prod"),
     "helm": _helm,
