@@ -7,6 +7,7 @@ workflow's test job is run as its steps say, on a project `refit init` made.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -191,3 +192,22 @@ def test_the_docs_name_every_secret_and_variable_the_project_workflow_reads(
     ours = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())["jobs"]
     for job in [*workflow(tmp_path / "churn")["jobs"], *ours]:
         assert f"| `{job}` |" in section, f"docs/deploying.md, CI/CD, does not describe {job}"
+
+
+def test_the_workflows_and_the_checkov_skips_pass_yamllint(tmp_path: Path) -> None:
+    config = ROOT / ".yamllint.yaml"  # refit's rules for its plain YAML
+    if not config.exists() or importlib.util.find_spec("yamllint") is None:
+        missing = "yamllint or .yamllint.yaml is missing (yamllint is a dev dependency)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{missing}; CI must lint the workflows, not skip it")
+        pytest.skip(missing)
+    files = [*WORKFLOWS.glob("*.y*ml"), ROOT / "deploy" / "checkov-skips.yaml"]
+    files.append(init(tmp_path, "--example", "breast-cancer") / WORKFLOW_FILE)
+    result = subprocess.run(
+        [sys.executable, "-m", "yamllint", "--strict", "-c", str(config), *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
