@@ -8,6 +8,7 @@ Nothing here knows about HTTP or the terminal::
     ├── SpecError                   refit.yaml (or an override) is wrong
     ├── NotFoundError               a snapshot, version or alias that does not exist
     ├── ConflictError               a compare-and-set lost a race (promotion, migration)
+    │   └── LeaseHeldError          another run of the same job holds its lease now
     ├── DataError                   the data source or its rows
     │   ├── SourceError             a source cannot be read
     │   └── BatchRefusedError       too many rows of a batch failed validation
@@ -64,6 +65,10 @@ class ConflictError(RefitError):
     """A compare-and-set lost: someone else changed the thing first."""
 
     exit_code = 4
+
+
+class LeaseHeldError(ConflictError):
+    """Another run of the same job (ingest, train) holds the job's lease now."""
 
 
 class DataError(RefitError):

@@ -64,3 +64,36 @@ def parse_schedule(text: str) -> Schedule:
         # A day that never comes (31 February): the scheduler would fail at every tick.
         raise ValueError(f"{EXPECTED}: this one matches no date (such as 31 February)") from None
     return schedule
+
+
+# Intervals a cron expression keeps exactly, in minutes: those that divide an hour or a day.
+
+
+def cron_expression(text: str) -> str:
+    """A schedule as a Kubernetes CronJob's `schedule`; ValueError if no cron runs as often.
+
+    A cron expression stays as it is (both are evaluated in UTC). An interval becomes the
+    cron expression that runs as often when there is one: `5m` is `*/5 * * * *`, `2h` is
+    `0 */2 * * *`, `1d` is `0 0 * * *`. An interval under a minute runs every minute, the
+    most often a CronJob runs. Another interval (`7m`, `90m`, `2d`) is refused rather than
+    changed: a cron expression says what the user wants.
+    """
+    schedule = parse_schedule(text)
+    if schedule.cron is not None:
+        return schedule.cron
+    assert schedule.every is not None
+    seconds = int(schedule.every)
+    if seconds < 60:
+        return "* * * * *"
+    minutes, rest = divmod(seconds, 60)
+    if rest == 0 and minutes < 60 and 60 % minutes == 0:
+        return "* * * * *" if minutes == 1 else f"*/{minutes} * * * *"
+    hours, rest = divmod(seconds, 3600)
+    if rest == 0 and hours < 24 and 24 % hours == 0:
+        return "0 * * * *" if hours == 1 else f"0 */{hours} * * *"
+    if seconds == 86400:
+        return "0 0 * * *"
+    raise ValueError(
+        "a CronJob runs on clock times: expected an interval that divides an hour (1m to "
+        "30m) or a day (1h to 12h, 1d), or a 5-field cron expression"
+    )

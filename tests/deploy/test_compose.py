@@ -218,7 +218,8 @@ def test_rendering_again_keeps_what_is_the_same_and_refuses_what_differs(tmp_pat
         (
             ("path: s3://refit/incoming/", "path: s3://Refit_Data/incoming/"),
             [],
-            "'Refit_Data' is not a bucket name: expected 3 to 63 lowercase letters",
+            "data.source.path: got 's3://Refit_Data/incoming/': expected s3://BUCKET/prefix/ "
+            "with a bucket name",
         ),
         (None, ["--refit-source", "."], "no Dockerfile in .: give the folder of a refit checkout"),
         (

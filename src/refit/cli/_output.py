@@ -52,11 +52,11 @@ EXIT_CODES: dict[int, str] = {
     "or store `refit feed` cannot reach",
     ArtifactError.exit_code: "a file of the artifact store, or a model file to register, that "
     "cannot be read or written, does not match its sha256, or does not fit the project; a file "
-    "`refit deploy compose` cannot write",
+    "`refit deploy` cannot write",
     TrainingError.exit_code: "a training run failed",
     StoreError.exit_code: "the registry's database cannot be reached or migrated",
     AlreadyExistsError.exit_code: "`refit init` on a folder that already holds a project or "
-    "other files; `refit deploy compose` over files that hold other content, without `--force`",
+    "other files; `refit deploy` over files that hold other content, without `--force`",
     ListenError.exit_code: "the server cannot listen on its address: the port is in use, or the "
     "host is not this machine's",
     INTERNAL: "an internal error, a bug in refit (`REFIT_DEBUG=1` shows the traceback)",
@@ -76,6 +76,14 @@ ProjectOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+UnderLeaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--under-lease",
+        hidden=True,
+        help="Run under the job's lease as this holder has it (a scheduler's child).",
+    ),
+]
 
 
 def checked_by(model: type[BaseModel], field: str) -> Callable[[T], T]:

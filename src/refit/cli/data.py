@@ -11,6 +11,7 @@ import typer
 from refit.cli._output import (
     JsonOption,
     ProjectOption,
+    UnderLeaseOption,
     err,
     out,
     print_json,
@@ -23,6 +24,7 @@ from refit.deploy.workflow import WORKFLOW_FILE
 from refit.errors import BatchRefusedError, NotFoundError
 from refit.examples import EXAMPLES, create_blank_project, create_project, find_example
 from refit.registry import SnapshotRow
+from refit.registry.jobs import holding, job_lease
 
 snapshots_app = typer.Typer(help="Inspect data snapshots.", no_args_is_help=True)
 batches_app = typer.Typer(
@@ -72,12 +74,20 @@ def ingest(
             help="Make the snapshot again from every row read so far, under the current spec.",
         ),
     ] = False,
+    under_lease: UnderLeaseOption = None,
 ) -> None:
-    """Read new data from the source into a snapshot (rebuilt when the spec's columns changed)."""
+    """Read new data from the source into a snapshot (rebuilt when the spec's columns changed).
+
+    It runs under the project's ingest lease: while another ingest runs, it exits 4."""
     from refit.data.ingest import run_ingest  # pandas and pyarrow: only for this command
 
     with services_for(project) as services, progress("Ingesting"):
-        result = run_ingest(services.project, services.registry, services.store, rebuild=rebuild)
+        spec = services.project.spec
+        lease = job_lease(spec.name, "ingest")
+        with holding(services.registry, lease, spec.schedule.lease_timeout, under_lease):
+            result = run_ingest(
+                services.project, services.registry, services.store, rebuild=rebuild
+            )
     if json:
         print_json(
             {

@@ -11,7 +11,8 @@ from refit.cli._output import ProjectOption, err, out
 from refit.project import load_project
 
 deploy_app = typer.Typer(
-    help="Render a project's deployment files (Docker Compose).", no_args_is_help=True
+    help="Render a project's deployment files (Docker Compose, Kubernetes, Helm).",
+    no_args_is_help=True,
 )
 
 
@@ -78,4 +79,87 @@ def compose(
     err.print(
         f"next: {first}`docker compose up --build` in {directory} "
         f"(edit {directory / ENV_FILE} first: its credentials are examples)"
+    )
+
+
+def _tagged_image(value: str | None) -> str | None:
+    from refit.deploy.kubernetes import check_tagged_image
+
+    if value is not None:
+        try:
+            check_tagged_image(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+@deploy_app.command("kubernetes")
+def kubernetes(
+    directory: Annotated[
+        Path, typer.Argument(metavar="OUT", help="The folder to write the Kustomize files into.")
+    ],
+    project: ProjectOption = Path("."),
+    image: Annotated[
+        str | None,
+        typer.Option(
+            help="The image every pod runs, NAME:TAG (default refit's own image of this "
+            "version, with refit.yaml mounted from a ConfigMap).",
+            callback=_tagged_image,
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace files in OUT that hold other content.")
+    ] = False,
+) -> None:
+    """Write Kustomize files for the project: a base, and the overlays dev and prod."""
+    from refit.deploy.files import write_files
+    from refit.deploy.kubernetes import SETTINGS_FILE, render_kubernetes
+
+    loaded = load_project(project)
+    files = render_kubernetes(loaded, image=image)
+    for written in write_files(directory, files, force=force, keep=frozenset({SETTINGS_FILE})):
+        out.print(f"{written.action:<9} {written.path}")
+    name = loaded.spec.name
+    err.print(
+        f"next: create the Secret {name}-credentials (see {directory / 'secret.example.yaml'}), "
+        f"edit {directory / SETTINGS_FILE}, then "
+        f"`kubectl apply -k {directory / 'overlays' / 'dev'}` (or overlays/prod)"
+    )
+
+
+@deploy_app.command("helm")
+def helm(
+    directory: Annotated[
+        Path, typer.Argument(metavar="OUT", help="The folder to write the chart into.")
+    ],
+    project: ProjectOption = Path("."),
+    image: Annotated[
+        str | None,
+        typer.Option(
+            help="The image every refit pod runs, with a fixed tag "
+            "(default refit-NAME, tagged with refit's version).",
+            callback=_image,
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace files in OUT that hold other content.")
+    ] = False,
+) -> None:
+    """Write a Helm chart for the project: a scaled server, ingest and train as CronJobs."""
+    from refit.deploy.files import write_files
+    from refit.deploy.helm import render_helm, split_image
+
+    if image is not None:
+        try:
+            split_image(image)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="'--image'") from None
+    files = render_helm(load_project(project), image=image)
+    for written in write_files(directory, files, force=force):
+        out.print(f"{written.action:<9} {written.path}")
+    err.print(
+        f"next: create the Secret (see {directory / 'values.yaml'}, secret.*), then "
+        f"`helm install NAME {directory}`"
     )

@@ -16,6 +16,7 @@ import typer
 from refit.cli._output import (
     JsonOption,
     ProjectOption,
+    UnderLeaseOption,
     err,
     out,
     print_json,
@@ -24,8 +25,9 @@ from refit.cli._output import (
     services_for,
     when,
 )
-from refit.errors import ConflictError
+from refit.errors import ConflictError, LeaseHeldError
 from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow
+from refit.registry.jobs import holding, job_lease
 from refit.train.promotion import promote_version, rollback
 
 if TYPE_CHECKING:
@@ -57,22 +59,26 @@ def train(
     trigger: Annotated[str, typer.Option(hidden=True, help="Who asked: manual or schedule.")] = (
         "manual"
     ),
+    under_lease: UnderLeaseOption = None,
 ) -> None:
-    """Train on the newest snapshot, register a version and run the gate."""
+    """Train on the newest snapshot, register a version and run the gate.
+
+    It runs under the project's train lease: while another training runs, it exits 4."""
     from refit.train.run import run_training
 
-    _run_and_report(
-        project,
-        json,
-        "Training",
-        lambda services, step: run_training(
-            services,
-            snapshot_id=snapshot,
-            trigger=trigger,
-            actor=f"refit train ({actor()})",
-            on_step=step,
-        ),
-    )
+    def train_once(services: Services, step: Callable[[str], None] | None) -> TrainResult:
+        spec = services.project.spec
+        lease = job_lease(spec.name, "train")
+        with holding(services.registry, lease, spec.schedule.lease_timeout, under_lease):
+            return run_training(
+                services,
+                snapshot_id=snapshot,
+                trigger=trigger,
+                actor=f"refit train ({actor()})",
+                on_step=step,
+            )
+
+    _run_and_report(project, json, "Training", train_once)
 
 
 def _run_and_report(
@@ -87,7 +93,8 @@ def _run_and_report(
         try:
             result = run(services, step)
         except ConflictError as exc:
-            err.print(f"[yellow]not promoted:[/] {exc.message}")
+            if not isinstance(exc, LeaseHeldError):  # lost the promotion race
+                err.print(f"[yellow]not promoted:[/] {exc.message}")
             raise
         aliases = services.registry.aliases(services.project.spec.name)
     _print_result(result, aliases, json)

@@ -42,8 +42,6 @@ FEED_INTERVAL = 5
 _TEMPLATES = ("compose.yaml", "nginx.conf", "Dockerfile", "Dockerfile.dockerignore")
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 _PLAIN = re.compile(r"[\w./-]+")  # a path YAML reads as itself without quotes
-# S3's rule for bucket names (the stack creates the bucket, and names it in a shell command).
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 # A Docker image reference: [host[:port]/]path[:tag], lowercase path components.
 _IMAGE = re.compile(
     r"(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*"
@@ -144,23 +142,19 @@ def render_compose(
     return dict(sorted(files.items()))
 
 
-def _data_location(project: Project) -> tuple[str, str | None]:
+def _data_location(project: Project, level: str = "Compose") -> tuple[str, str | None]:
     """The stack's bucket, and the source's `s3://` path when its files are in it."""
     source = project.spec.data.source
     if isinstance(source, SqlSource):
         return DEFAULT_BUCKET, None
     path = source.path
+    # The spec has checked an s3:// path's bucket name.
     bucket = path.removeprefix("s3://").split("/", 1)[0] if path.startswith("s3://") else ""
-    if bucket and not _BUCKET.fullmatch(bucket):
-        raise SpecError(
-            f"{project.root / SPEC_FILE}: data.source.path: got {path!r}: {bucket!r} is not a "
-            "bucket name: expected 3 to 63 lowercase letters, digits, '.' and '-'"
-        )
     if not bucket:
         raise SpecError(
-            f"{project.root / SPEC_FILE}: data.source.path: got {path!r}: in Compose every "
+            f"{project.root / SPEC_FILE}: data.source.path: got {path!r}: in {level} every "
             "container reads the data from object storage or a database, never from its own "
-            "disk; expected s3://BUCKET/PREFIX/ (the stack's S3 store holds it) or a sql source"
+            "disk; expected s3://BUCKET/PREFIX/ or a sql source"
         )
     return bucket, path
 

@@ -7,13 +7,30 @@ killed mid-job stops renewing, so its lease lapses and another scheduler takes o
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
+from refit.errors import LeaseHeldError
 from refit.registry.registry import Registry
 from refit.registry.tables import JobStateRow, LeaseRow, TrainingRunRow, utcnow
+
+
+def job_lease(project: str, job: str) -> str:
+    """The name of the lease under which `job` (ingest, train) of `project` runs."""
+    return f"{project}:{job}"
+
+
+def new_holder() -> str:
+    """A holder id that names where it runs: `host:pid:random`."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 def acquire_lease(registry: Registry, name: str, holder: str, ttl: float) -> bool:
@@ -47,6 +64,45 @@ def lease_holder(registry: Registry, name: str) -> str | None:
     with registry.read() as s:
         lease = s.get(LeaseRow, name)
         return lease.holder if lease is not None and lease.expires_at > utcnow() else None
+
+
+@contextmanager
+def holding(registry: Registry, name: str, ttl: float, under: str | None = None) -> Iterator[str]:
+    """Run the block under the lease `name`, renewed every third of `ttl` and released at the
+    end; yields the holder. LeaseHeldError when another holder has it, so two runs of one job
+    (a CronJob and a run by hand, two schedulers' clusters) never overlap.
+
+    `under` is the holder of a lease taken by the caller (a scheduler running the job as its
+    child): the block runs only if that holder has it, and it stays theirs to renew and release.
+    """
+    if under is not None:
+        if lease_holder(registry, name) != under:
+            raise LeaseHeldError(f"the lease {name} is not held by {under}: not running")
+        yield under
+        return
+    holder = new_holder()
+    if not acquire_lease(registry, name, holder, ttl):
+        raise LeaseHeldError(
+            f"{name} is running elsewhere now (lease held by {lease_holder(registry, name)}); "
+            "try again when it ends"
+        )
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(ttl / 3):
+            try:
+                acquire_lease(registry, name, holder, ttl)
+            except Exception:  # the registry may be back before the lease lapses
+                continue
+
+    renewer = threading.Thread(target=renew, name=f"renew {name}", daemon=True)
+    renewer.start()
+    try:
+        yield holder
+    finally:
+        done.set()
+        renewer.join()
+        release_lease(registry, name, holder)
 
 
 def job_states(registry: Registry, project: str) -> dict[str, JobStateRow]:

@@ -12,11 +12,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +23,9 @@ from refit.project import Project
 from refit.registry import Registry
 from refit.registry.jobs import (
     acquire_lease,
+    job_lease,
     job_states,
+    new_holder,
     record_job,
     release_lease,
     trained_snapshots,
@@ -66,7 +66,7 @@ class Scheduler:
         self.registry = registry
         self.name = project.spec.name
         self.trained_elsewhere = project.spec.model.trained_elsewhere
-        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.holder = holder or new_holder()
         self.lease_ttl = lease_ttl
         self.tick = tick
         self.job_timeout = job_timeout
@@ -122,7 +122,7 @@ class Scheduler:
         """Run `job` if its time has come (or `force`) and no other scheduler runs it."""
         if not force and not self.is_due(job):
             return None
-        lease = f"{self.name}:{job}"
+        lease = job_lease(self.name, job)
         if not acquire_lease(self.registry, lease, self.holder, self.lease_ttl):
             return None
         try:
@@ -177,6 +177,7 @@ class Scheduler:
 
     def _run_child(self, job: str, lease: str) -> JobResult:
         args = [sys.executable, "-m", "refit", job, "-p", str(self.project.root), "--json"]
+        args += ["--under-lease", self.holder]
         if job == "train":
             args += ["--trigger", TRIGGER]
         with self._lock:  # stop() signals the children it sees: start none after it

@@ -1,0 +1,104 @@
+"""A project as a Helm chart: the files `refit deploy helm` writes.
+
+The chart runs the loop on Kubernetes with roles that share nothing but two stores, given to
+every pod by `REFIT_STORAGE__*` variables: PostgreSQL (the registry, its URL in a Secret) and
+S3-compatible object storage (artifacts, and the data source's files). The server is a
+Deployment behind a Service, with an autoscaler, a disruption budget and an optional Ingress;
+ingest and train are CronJobs, or `refit scheduler` is a one-pod Deployment. The project's
+`refit.yaml` is a ConfigMap mounted into every pod, so refit's own image serves a project that
+is only its spec, and a project image (built `FROM refit`) gets the spec it was rendered with.
+
+    files = render_helm(load_project("churn"), image="registry.example.com/ml/churn:1.2")
+    write_files(Path("churn/deploy/helm/refit"), files)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from importlib.abc import Traversable
+
+from refit import __version__
+from refit.deploy import pod
+from refit.deploy.compose import _data_location, check_image, default_image
+from refit.errors import SpecError
+from refit.project import Project
+from refit.schedule import cron_expression
+from refit.spec import _BUCKET, SPEC_FILE
+
+SPEC_IN_CHART = "files/refit.yaml"
+"""Where the chart keeps the project's spec, the ConfigMap's content."""
+
+_PLACEHOLDER = re.compile(r"@@(\w+)@@")  # not {{...}}: that is Helm's own template syntax
+_JOBS = ("ingest", "train")
+
+
+def split_image(image: str) -> tuple[str, str]:
+    """An image reference as the chart's `image.repository` and `image.tag` (refit's version
+    when it has none); a ValueError for a name that is not one, or for the tag `latest`."""
+    check_image(image)
+    repository, _, tag = image.rpartition(":")
+    if not repository or "/" in tag:  # no tag, or the colon was a registry's port
+        repository, tag = image, __version__
+    if tag == "latest":
+        raise ValueError(
+            f"{image!r}: a chart names a fixed tag, never latest (a rollout must know which "
+            "image it moves to): expected e.g. churn:1.2"
+        )
+    return repository, tag
+
+
+def render_helm(project: Project, *, image: str | None = None) -> dict[str, str]:
+    """The chart's files (name relative to the chart's folder -> text).
+
+    The data source must be one every pod reaches (`s3://bucket/prefix/` files or SQL), as
+    in Compose; each schedule of `refit.yaml` becomes its CronJob's cron expression.
+    """
+    spec = project.spec
+    bucket, _ = _data_location(project, level="Kubernetes")
+    repository, tag = split_image(image or default_image(spec.name))
+    crons: dict[str, str] = {}
+    for job in _JOBS:
+        value: str | None = getattr(spec.schedule, job)
+        try:
+            crons[job] = "" if value is None else cron_expression(value)
+        except ValueError as exc:
+            raise SpecError(
+                f"{project.root / SPEC_FILE}: schedule.{job}: got {value!r}: {exc}"
+            ) from None
+    note = ", ".join(f"{job} {getattr(spec.schedule, job) or 'off'}" for job in _JOBS)
+    values = {
+        "name": spec.name,
+        "version": __version__,
+        "repository": repository,
+        "tag": tag,
+        "bucket": bucket,
+        "schedule_note": note,
+        "ingest": crons["ingest"],
+        "train": crons["train"],
+        "drain_seconds": str(pod.DRAIN_SECONDS),
+        "prestop_seconds": str(pod.PRESTOP_SECONDS),
+        "grace_seconds": str(pod.GRACE_SECONDS),
+        "live_path": pod.LIVE_PATH,
+        "ready_path": pod.READY_PATH,
+        "startup_seconds": str(pod.WORKER_STARTUP_SECONDS),
+        # The spec's rule for bucket names, as the schema's pattern of storage.artifactsUrl.
+        "artifacts_pattern": json.dumps(f"^s3://{_BUCKET.pattern.strip('^$')}(/.*)?$"),
+    }
+    files = {
+        name: _PLACEHOLDER.sub(lambda match: values[match.group(1)], text)
+        for name, text in _chart_files(resources.files("refit.deploy") / "templates" / "helm")
+    }
+    files[SPEC_IN_CHART] = (project.root / SPEC_FILE).read_text("utf-8")
+    return dict(sorted(files.items()))
+
+
+def _chart_files(folder: Traversable, prefix: str = "") -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    for entry in folder.iterdir():
+        if entry.is_dir():
+            found += _chart_files(entry, f"{prefix}{entry.name}/")
+        elif entry.is_file():
+            found.append((f"{prefix}{entry.name}", entry.read_text("utf-8")))
+    return found

