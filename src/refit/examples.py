@@ -1,7 +1,8 @@
 """Example projects built from datasets that ship inside scikit-learn, so they work offline.
 
 `create_project(dir, "breast-cancer")` writes a `refit.yaml`, the first batch of rows as a CSV
-file in `data/incoming/`, and `request.json` / `batch.json` to try the API with.
+file in `data/incoming/`, and `request.json` / `batch.json` to try the API with; with
+`workflow=True` (as `refit init` asks), also the project's GitHub Actions workflow.
 `example_rows(name)` gives the whole dataset, from which `drop_batch` writes more batches into
 that folder to watch the loop retrain.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from refit.deploy.workflow import WORKFLOW_FILE, render_workflow
 from refit.errors import AlreadyExistsError, NotFoundError
 from refit.spec import SPEC_FILE
 
@@ -105,8 +107,11 @@ def example_rows(name: str) -> pd.DataFrame:
     return find_example(name).load()
 
 
-def create_project(root: Path, example: str, first_batch: float = 0.6) -> Path:
-    """Write an example project into `root` (which must be empty or absent)."""
+def create_project(
+    root: Path, example: str, first_batch: float = 0.6, *, workflow: bool = False
+) -> Path:
+    """Write an example project into `root` (which must be empty or absent), with its
+    GitHub Actions workflow when `workflow`."""
     chosen = find_example(example)
     _check_empty(root)
     frame = chosen.load()
@@ -123,6 +128,8 @@ def create_project(root: Path, example: str, first_batch: float = 0.6) -> Path:
     rows = max(1, int(len(frame) * first_batch))
     frame.iloc[:rows].to_csv(root / INCOMING / "batch-0001.csv", index=False)
     _write_requests(root, frame.drop(columns=[data["target"]]).tail(3))
+    if workflow:
+        _write_workflow(root, str(chosen.spec["name"]))
     return root
 
 
@@ -134,13 +141,22 @@ def _write_requests(root: Path, inputs: pd.DataFrame) -> None:
     (root / "batch.json").write_text(batch + "\n", "utf-8")
 
 
-def create_blank_project(root: Path) -> Path:
-    """Write a commented `refit.yaml` for the user's own CSV files."""
+def create_blank_project(root: Path, *, workflow: bool = False) -> Path:
+    """Write a commented `refit.yaml` for the user's own CSV files, with the project's GitHub
+    Actions workflow when `workflow`."""
     _check_empty(root)
     (root / INCOMING).mkdir(parents=True, exist_ok=True)
     name = _snake(root.resolve().name).replace("_", "-") or "my-model"
     (root / SPEC_FILE).write_text(_BLANK.format(name=name), "utf-8")
+    if workflow:
+        _write_workflow(root, name)
     return root
+
+
+def _write_workflow(root: Path, name: str) -> None:
+    path = root / WORKFLOW_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_workflow(name, INCOMING), "utf-8")
 
 
 def find_example(name: str) -> Example:

@@ -20,6 +20,7 @@ from refit.cli._output import (
     services_for,
     when,
 )
+from refit.deploy.workflow import WORKFLOW_FILE
 from refit.errors import BatchRefusedError, NotFoundError
 from refit.examples import EXAMPLES, create_blank_project, create_project, find_example
 from refit.registry import SnapshotRow
@@ -49,14 +50,18 @@ def init(
         ),
     ] = None,
 ) -> None:
-    """Create a project: a refit.yaml and a data/incoming/ folder."""
+    """Create a project: a refit.yaml, a data/incoming/ folder and a GitHub Actions workflow."""
     if example is not None:
-        create_project(directory, example)
+        create_project(directory, example, workflow=True)
         err.print(f"Created the {example} example in {directory}, with a first batch of data.")
     else:
-        create_blank_project(directory)
+        create_blank_project(directory, workflow=True)
         err.print(f"Created {directory / 'refit.yaml'}: describe your columns there.")
     err.print(f"Next: cd {directory} && refit ingest && refit train")
+    err.print(
+        f"CI/CD: {directory / WORKFLOW_FILE} tests, retrains, builds and deploys it on GitHub "
+        "(its variables and secrets: refit's docs/deploying.md, 'CI/CD')"
+    )
 
 
 def ingest(
