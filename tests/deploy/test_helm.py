@@ -23,7 +23,6 @@ import pytest
 import yaml
 
 from containers import BUILD_TIMEOUT, PodmanNotInstalled, build_image, podman
-from refit import __version__
 from refit.deploy import pod
 from refit.deploy.files import write_files
 from refit.deploy.helm import render_helm, split_image
@@ -274,7 +273,7 @@ def broken_rules(rendered: list[dict[str, Any]]) -> list[str]:
 def test_the_bundled_chart_is_what_rendering_its_project_gives(tmp_path: Path) -> None:
     project = load_project(create_stack_project(tmp_path / "project"))
     out = tmp_path / "refit"
-    write_files(out, render_helm(project, image="refit"))
+    write_files(out, render_helm(project))
     assert tree(out) == tree(BUNDLED), (
         "deploy/helm/refit/ differs from a new rendering: run `refit deploy helm -p "
         "deploy/compose/project deploy/helm/refit --image refit --force` and commit it"
@@ -465,7 +464,7 @@ def test_rendering_again_leaves_the_same_and_refuses_what_differs(tmp_path: Path
 @pytest.mark.parametrize(
     ("change", "args", "message"),
     [
-        (None, ["--image", "refit:latest"], "a chart names a fixed tag, never latest"),
+        (None, ["--image", "refit:latest"], "'refit:latest' has the tag latest"),
         (None, ["--image", "Churn Model"], "'Churn Model' is not an image name"),
         (
             ("path: s3://refit/incoming/", "path: data/incoming"),
@@ -527,14 +526,18 @@ def test_the_notes_tell_how_to_reach_the_api(helm: Path) -> None:
 @pytest.mark.parametrize(
     ("image", "parts"),
     [
-        ("churn", ("churn", __version__)),
         ("ml/churn:1.2", ("ml/churn", "1.2")),
-        ("registry.example.com:5000/ml/churn", ("registry.example.com:5000/ml/churn", __version__)),
         ("registry.example.com:5000/ml/churn:2", ("registry.example.com:5000/ml/churn", "2")),
     ],
 )
 def test_an_image_becomes_the_charts_repository_and_tag(image: str, parts: tuple[str, str]) -> None:
     assert split_image(image) == parts
+
+
+@pytest.mark.parametrize("image", ["churn", "registry.example.com:5000/ml/churn", "churn:latest"])
+def test_an_image_without_a_fixed_tag_is_refused_as_by_the_manifests(image: str) -> None:
+    with pytest.raises(ValueError, match="a cluster must run one known build on every node"):
+        split_image(image)
 
 
 # --- the chart's pods, run as Kubernetes would run them -------------------------------------

@@ -137,9 +137,9 @@ def helm(
     image: Annotated[
         str | None,
         typer.Option(
-            help="The image every refit pod runs, with a fixed tag "
-            "(default refit-NAME, tagged with refit's version).",
-            callback=_image,
+            help="The image every pod runs, NAME:TAG (default refit's own image of this "
+            "version, with refit.yaml mounted from a ConfigMap).",
+            callback=_tagged_image,
             show_default=False,
         ),
     ] = None,
@@ -149,13 +149,8 @@ def helm(
 ) -> None:
     """Write a Helm chart for the project: a scaled server, ingest and train as CronJobs."""
     from refit.deploy.files import write_files
-    from refit.deploy.helm import render_helm, split_image
+    from refit.deploy.helm import render_helm
 
-    if image is not None:
-        try:
-            split_image(image)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="'--image'") from None
     files = render_helm(load_project(project), image=image)
     for written in write_files(directory, files, force=force):
         out.print(f"{written.action:<9} {written.path}")

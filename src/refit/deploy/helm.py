@@ -21,7 +21,8 @@ from importlib.abc import Traversable
 
 from refit import __version__
 from refit.deploy import pod
-from refit.deploy.compose import _data_location, check_image, default_image
+from refit.deploy.compose import _data_location
+from refit.deploy.kubernetes import check_tagged_image, pod_image
 from refit.errors import SpecError
 from refit.project import Project
 from refit.schedule import cron_expression
@@ -35,17 +36,8 @@ _JOBS = ("ingest", "train")
 
 
 def split_image(image: str) -> tuple[str, str]:
-    """An image reference as the chart's `image.repository` and `image.tag` (refit's version
-    when it has none); a ValueError for a name that is not one, or for the tag `latest`."""
-    check_image(image)
-    repository, _, tag = image.rpartition(":")
-    if not repository or "/" in tag:  # no tag, or the colon was a registry's port
-        repository, tag = image, __version__
-    if tag == "latest":
-        raise ValueError(
-            f"{image!r}: a chart names a fixed tag, never latest (a rollout must know which "
-            "image it moves to): expected e.g. churn:1.2"
-        )
+    """A tagged image reference as the chart's `image.repository` and `image.tag`."""
+    repository, _, tag = check_tagged_image(image).rpartition(":")
     return repository, tag
 
 
@@ -57,7 +49,7 @@ def render_helm(project: Project, *, image: str | None = None) -> dict[str, str]
     """
     spec = project.spec
     bucket, _ = _data_location(project, level="Kubernetes")
-    repository, tag = split_image(image or default_image(spec.name))
+    repository, tag = split_image(pod_image(project, image))
     crons: dict[str, str] = {}
     for job in _JOBS:
         value: str | None = getattr(spec.schedule, job)

@@ -99,6 +99,25 @@ def check_tagged_image(image: str) -> str:
     return image
 
 
+def pod_image(project: Project, image: str | None) -> str:
+    """The image a project's pods run, on Kubernetes whether by Kustomize or Helm: `image`
+    (with a tag other than latest), or refit's own with the spec from a ConfigMap, which a
+    project whose model is a function of its own modules cannot use."""
+    spec = project.spec
+    if image is None:
+        if spec.model.function is not None:
+            raise SpecError(
+                f"{project.root / SPEC_FILE}: model.function: got {spec.model.function!r}: its "
+                "modules must be in the image, and refit's own image holds only refit.yaml: "
+                "give --image with the project's image (FROM refit, plus the project folder)"
+            )
+        image = default_image()
+    try:
+        return check_tagged_image(image)
+    except ValueError as exc:
+        raise SpecError(f"--image: {exc}") from None
+
+
 def render_kubernetes(project: Project, *, image: str | None = None) -> dict[str, str]:
     """The Kustomize files (name relative to the output folder -> text) of `project`.
 
@@ -111,15 +130,7 @@ def render_kubernetes(project: Project, *, image: str | None = None) -> dict[str
     where = project.root / SPEC_FILE
     _check_name(project)
     bucket = _bucket(project)
-    if image is None:
-        if spec.model.function is not None:
-            raise SpecError(
-                f"{where}: model.function: got {spec.model.function!r}: its modules must be "
-                "in the image, and refit's own image holds only refit.yaml: give --image with "
-                "the project's image (FROM refit, plus the project folder)"
-            )
-        image = default_image()
-    image = check_tagged_image(image)
+    image = pod_image(project, image)
     schedules: dict[str, tuple[str, str]] = {}
     for job in _JOBS:
         text = getattr(spec.schedule, job)
