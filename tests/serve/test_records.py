@@ -190,6 +190,39 @@ def test_the_problem_cap_holds_within_one_record() -> None:
     assert len(raised.value.problems) == MAX_PROBLEMS
 
 
+def test_unknown_fields_cost_a_did_you_mean_only_up_to_the_problem_cap(
+    reader: RecordReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A record (or table) of 10^5 unknown fields is named by its first MAX_PROBLEMS names,
+    # in order; the look-up of a resembling name runs for those alone, not per field.
+    looked_up: list[str] = []
+    resembling = RecordReader._no
+
+    def counted(self: RecordReader, name: str) -> str:
+        looked_up.append(name)
+        return resembling(self, name)
+
+    monkeypatch.setattr(RecordReader, "_no", counted)
+    unknown = {f"unknown_{i:06}": 1 for i in range(100_000)}
+    for call in (
+        lambda: reader.one({**VALID, **unknown}),
+        lambda: reader.table_columns({**unknown}, lambda name, i: f"{name}[{i}]"),
+    ):
+        looked_up.clear()
+        with pytest.raises(InputError) as raised:
+            call()
+        fields = [p.field for p in raised.value.problems if p.problem == "unknown field"]
+        assert fields[:3] == ["unknown_000000", "unknown_000001", "unknown_000002"]
+        assert len(looked_up) <= MAX_PROBLEMS
+
+
+def test_names_given_twice_are_found_in_one_pass_and_capped() -> None:
+    names = [f"n{i % 30_000:05}" for i in range(60_000)]  # every name twice
+    assert records.given_twice(names) == [f"n{i:05}" for i in range(MAX_PROBLEMS)]
+    assert records.given_twice(["a", "b", "a"]) == ["a"]
+    assert records.given_twice(["a", "b"]) == []
+
+
 def test_a_batch_over_the_row_limit_is_refused_before_it_is_read() -> None:
     reader = RecordReader(SIGNATURE, max_rows=2)
     assert len(reader.many({"records": [VALID, VALID]})) == 2

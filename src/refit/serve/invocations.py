@@ -44,7 +44,7 @@ from refit.errors import (
     ServiceUnavailableError,
 )
 from refit.serve._routes import AsciiJSONResponse, protocol_route
-from refit.serve.records import Columns, RecordReader, explain, parse_json
+from refit.serve.records import Columns, RecordReader, explain, given_twice, parse_json
 from refit.serve.schemas import json_response, mlflow_errors
 from refit.serve.state import ServerState, off_the_loop, read_body
 
@@ -171,7 +171,7 @@ def _split(reader: RecordReader, split: Any) -> Columns:
         problem = "missing" if columns is None else "wrong type"
         problems.append(Problem("dataframe_split.columns", problem, received, "a list of names"))
     elif len(set(columns)) != len(columns):
-        twice = sorted({c for c in columns if columns.count(c) > 1})
+        twice = given_twice(columns)
         problems.append(Problem("dataframe_split.columns", "names given twice", twice, None))
     if not isinstance(data, list):
         received = None if data is None else _kind(data)
@@ -246,7 +246,7 @@ def csv_columns(reader: RecordReader, body: bytes) -> Columns:
         )
     (_, header), data = rows[0], rows[1:]
     reader.check_width(len(header), "the CSV header")
-    twice = sorted({name for name in header if header.count(name) > 1})
+    twice = given_twice(header)
     if twice:
         raise InputError([Problem("the CSV header", "names given twice", twice, None)])
     if not data:
