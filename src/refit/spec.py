@@ -6,241 +6,52 @@ Every problem is reported with the field path, the value received and what was e
 
 from __future__ import annotations
 
-import codecs
 import re
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     field_validator,
     model_validator,
 )
 
+from refit._spec_data import (
+    BUCKET_NAME,
+    CsvSource,
+    DataSpec,
+    Feature,
+    FeatureType,
+    ParquetSource,
+    SnapshotMode,
+    SnapshotPolicy,
+    Source,
+    SpecModel,
+    SqlSource,
+)
 from refit._spec_problems import FieldProblem
 from refit.schedule import parse_schedule
 
 SPEC_FILE = "refit.yaml"
 
+__all__ = [
+    "BUCKET_NAME",
+    "SPEC_FILE",
+    "CsvSource",
+    "DataSpec",
+    "Feature",
+    "FeatureType",
+    "ParquetSource",
+    "SnapshotMode",
+    "SnapshotPolicy",
+    "Source",
+    "SqlSource",
+]
+
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)+$")
 _FUNCTION_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
-
-
-class _Model(BaseModel):
-    # Numbers become text in text fields: `values: [1, 2]`, or an all-digit password read from
-    # an environment variable (override values are parsed as YAML).
-    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
-
-
-# --- data -----------------------------------------------------------------------------------
-
-
-class FeatureType(StrEnum):
-    """The type of a feature column."""
-
-    FLOAT = "float"
-    INT = "int"
-    BOOL = "bool"
-    CATEGORY = "category"
-
-    @property
-    def numeric(self) -> bool:
-        return self in (FeatureType.FLOAT, FeatureType.INT)
-
-
-class Feature(_Model):
-    """One input column of the model. In YAML, `age: float` is short for `age: {type: float}`."""
-
-    type: FeatureType
-    nullable: bool = True
-    """Whether a missing value is allowed (it is then imputed by the pipeline)."""
-    min: float | None = None
-    """Smallest allowed value (numeric features)."""
-    max: float | None = None
-    """Largest allowed value (numeric features)."""
-    values: list[str] | None = None
-    """The allowed categories (category features); any value when absent."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        return {"type": value} if isinstance(value, str) else value
-
-    @model_validator(mode="after")
-    def _bounds_fit_type(self) -> Feature:
-        for bound in ("min", "max"):
-            value = getattr(self, bound)
-            if value is not None and not self.type.numeric:
-                raise FieldProblem(
-                    (bound,),
-                    value,
-                    f"{bound} applies to numeric features (float, int), not to {self.type.value}",
-                )
-        if self.values is not None and self.type is not FeatureType.CATEGORY:
-            raise FieldProblem(
-                ("values",),
-                self.values,
-                f"values apply to category features only, not to {self.type.value}",
-            )
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise FieldProblem(
-                ("min",), self.min, f"greater than max ({self.max:g}): expected min <= max"
-            )
-        return self
-
-
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-
-
-def _check_file_path(value: str) -> str:
-    """A local path (relative to the project), or `s3://bucket/prefix/`, `s3://bucket/key`,
-    `s3://bucket/prefix/*.csv`."""
-    if not value.strip():
-        raise ValueError("expected a file, a folder or a glob, locally or as s3://bucket/prefix/")
-    scheme, sep, rest = value.partition("://")
-    if not sep:
-        return value
-    if scheme != "s3":
-        raise ValueError(
-            f"{scheme}:// is not supported: expected a local path or s3://bucket/prefix/"
-        )
-    if not _BUCKET.match(rest.split("/", 1)[0]):
-        raise ValueError("expected s3://BUCKET/prefix/ with a bucket name (3-63 of a-z 0-9 . -)")
-    return value
-
-
-class CsvSource(_Model):
-    """CSV files: one file, a folder (every `*.csv` in it) or a glob, locally or in S3
-    (`s3://bucket/prefix/`). New files are picked up."""
-
-    kind: Literal["csv"]
-    path: str
-    delimiter: str = Field(default=",", min_length=1, max_length=1)
-    """The character between fields (`;`, `\\t`, `|`)."""
-    quotechar: str = Field(default='"', min_length=1, max_length=1)
-    """The character that quotes a field holding the delimiter or a line break."""
-    decimal: str = Field(default=".", min_length=1, max_length=1)
-    """The decimal mark of numbers (`,` for `1,5`)."""
-    encoding: str = "utf-8"
-    """The files' text encoding (`latin-1`, `cp1252`, `utf-16`, ...)."""
-    na_values: list[str] = []
-    """Texts that mean a missing value besides an empty field, e.g. `[n/a, NA, "-"]`."""
-
-    _path = field_validator("path")(_check_file_path)
-
-    @field_validator("encoding")
-    @classmethod
-    def _known_encoding(cls, value: str) -> str:
-        try:
-            codecs.lookup(value)
-        except LookupError:
-            raise ValueError("not a text encoding Python knows (e.g. utf-8, latin-1)") from None
-        return value
-
-    @model_validator(mode="after")
-    def _distinct_marks(self) -> CsvSource:
-        if self.decimal in (self.delimiter, self.quotechar):
-            raise FieldProblem(
-                ("decimal",), self.decimal, "the decimal mark must differ from the delimiter"
-            )
-        if self.quotechar == self.delimiter:
-            raise FieldProblem(
-                ("quotechar",), self.quotechar, "the quote character must differ from the delimiter"
-            )
-        return self
-
-
-class ParquetSource(_Model):
-    """Parquet files: one file, a folder (every `*.parquet` in it) or a glob, locally or in S3."""
-
-    kind: Literal["parquet"]
-    path: str
-
-    _path = field_validator("path")(_check_file_path)
-
-
-class SqlSource(_Model):
-    """A SQL query over a SQLAlchemy URL, read incrementally through a watermark column."""
-
-    kind: Literal["sql"]
-    url: SecretStr
-    """SQLAlchemy URL of the database to read, e.g. `postgresql+psycopg://user:pw@host/db`."""
-    query: str
-    """A SELECT; refit wraps it to read only rows past the watermark."""
-    watermark: str | None = None
-    """An increasing column (id or timestamp); each ingest reads the rows past the last value."""
-
-
-Source = Annotated[CsvSource | ParquetSource | SqlSource, Field(discriminator="kind")]
-
-
-class SnapshotMode(StrEnum):
-    CUMULATIVE = "cumulative"
-    """Every valid row ingested so far."""
-    WINDOW = "window"
-    """The last `rows` rows and/or the last `days` days (by `data.time_column`)."""
-    LATEST = "latest"
-    """Only the newest batch (for sources that export the full dataset each time)."""
-
-
-class SnapshotPolicy(_Model):
-    mode: SnapshotMode = SnapshotMode.CUMULATIVE
-    rows: int | None = Field(default=None, gt=0)
-    days: float | None = Field(default=None, gt=0)
-
-    @model_validator(mode="after")
-    def _window_has_a_size(self) -> SnapshotPolicy:
-        if self.mode is SnapshotMode.WINDOW and self.rows is None and self.days is None:
-            raise FieldProblem(
-                ("mode",), self.mode.value, "a window snapshot needs `rows` or `days` (or both)"
-            )
-        for size in ("rows", "days"):
-            value = getattr(self, size)
-            if self.mode is not SnapshotMode.WINDOW and value is not None:
-                raise FieldProblem(
-                    (size,), value, f"{size} applies to mode: window, not to {self.mode.value}"
-                )
-        return self
-
-
-class DataSpec(_Model):
-    source: Source
-    target: str
-    """The column the model learns to predict."""
-    features: dict[str, Feature] = Field(min_length=1)
-    time_column: str | None = None
-    """A timestamp column: used by time-based holdout splits and by `days` windows."""
-    snapshot: SnapshotPolicy = SnapshotPolicy()
-    max_reject_rate: float = Field(default=0.1, ge=0, le=1)
-    """A batch with a larger share of invalid rows is refused as a whole."""
-    drop_duplicates: bool = False
-    """Drop a new row equal to a row of the snapshot or to an earlier row of its batch."""
-
-    @model_validator(mode="after")
-    def _columns_are_distinct(self) -> DataSpec:
-        if self.target in self.features:
-            raise FieldProblem(
-                ("target",),
-                self.target,
-                "the target is also listed in data.features; a model cannot learn from it",
-            )
-        if self.time_column is not None and self.time_column in self.features:
-            raise FieldProblem(
-                ("time_column",),
-                self.time_column,
-                "the time column is also listed in data.features",
-            )
-        if self.snapshot.days is not None and self.time_column is None:
-            raise FieldProblem(
-                ("snapshot", "days"),
-                self.snapshot.days,
-                "a window of days needs data.time_column (the column the days are counted by)",
-            )
-        return self
 
 
 # --- model and gate -------------------------------------------------------------------------
@@ -270,7 +81,7 @@ class SplitKind(StrEnum):
     TIME = "time"
 
 
-class Holdout(_Model):
+class Holdout(SpecModel):
     fraction: float = Field(default=0.2, gt=0, lt=1)
     split: SplitKind | None = None
     """random, stratified or time; default stratified for classification, random otherwise."""
@@ -285,13 +96,13 @@ class ArtifactFormat(StrEnum):
     """A user's own ONNX model, registered with `refit models register` (not for training)."""
 
 
-class ModelSpec(_Model):
+class ModelSpec(SpecModel):
     task: Task
     estimator: str | None = None
     """Import path of a scikit-learn estimator, e.g. `sklearn.ensemble.RandomForestClassifier`."""
     function: str | None = None
     """`module:function` called as `function(X, y, params)` that returns a fitted model."""
-    params: dict[str, Any] = {}
+    params: dict[str, Any] = Field(default_factory=dict)
     metric: str | None = None
     """The metric the gate compares; default roc_auc (classification) or rmse (regression)."""
     holdout: Holdout = Holdout()
@@ -377,7 +188,7 @@ class ModelSpec(_Model):
         return SplitKind.STRATIFIED if self.task is Task.CLASSIFICATION else SplitKind.RANDOM
 
 
-class GateSpec(_Model):
+class GateSpec(SpecModel):
     """When a newly trained version (challenger) replaces production (champion)."""
 
     min: float | None = None
@@ -401,7 +212,7 @@ def _check_schedule(value: str | None) -> str | None:
     return value
 
 
-class Schedule(_Model):
+class Schedule(SpecModel):
     ingest: str | None = "1m"
     train: str | None = "5m"
     monitor: str | None = None
@@ -413,7 +224,7 @@ class Schedule(_Model):
     _checked = field_validator("ingest", "train", "monitor")(_check_schedule)
 
 
-class S3Options(_Model):
+class S3Options(SpecModel):
     endpoint_url: str | None = None
     """For S3-compatible stores (MinIO, Ceph, ...); AWS when absent."""
     region: str | None = None
@@ -421,7 +232,7 @@ class S3Options(_Model):
     secret_access_key: SecretStr | None = None
 
 
-class Storage(_Model):
+class Storage(SpecModel):
     metadata_url: str = "sqlite:///.refit/refit.db"
     """The registry's database: SQLite (a path relative to the project) or PostgreSQL."""
     artifacts_url: str = ".refit/artifacts"
@@ -436,7 +247,7 @@ class Storage(_Model):
         return value
 
 
-class ServeSpec(_Model):
+class ServeSpec(SpecModel):
     """How `refit serve` runs (command-line options override these)."""
 
     host: str = "127.0.0.1"
@@ -458,7 +269,7 @@ class ServeSpec(_Model):
     """A request's fields that are no input of the model: refused (422), or ignored."""
 
 
-class Spec(_Model):
+class Spec(SpecModel):
     """A whole `refit.yaml`."""
 
     name: str

@@ -26,7 +26,7 @@ from refit.deploy.kubernetes import check_tagged_image, pod_image
 from refit.errors import SpecError
 from refit.project import Project
 from refit.schedule import cron_expression
-from refit.spec import _BUCKET, SPEC_FILE
+from refit.spec import BUCKET_NAME, SPEC_FILE
 
 SPEC_IN_CHART = "files/refit.yaml"
 """Where the chart keeps the project's spec, the ConfigMap's content."""
@@ -76,7 +76,7 @@ def render_helm(project: Project, *, image: str | None = None) -> dict[str, str]
         "ready_path": pod.READY_PATH,
         "startup_seconds": str(pod.WORKER_STARTUP_SECONDS),
         # The spec's rule for bucket names, as the schema's pattern of storage.artifactsUrl.
-        "artifacts_pattern": json.dumps(f"^s3://{_BUCKET.pattern.strip('^$')}(/.*)?$"),
+        "artifacts_pattern": json.dumps(f"^s3://{BUCKET_NAME.pattern.strip('^$')}(/.*)?$"),
     }
     files = {
         name: _PLACEHOLDER.sub(lambda match: values[match.group(1)], text)
