@@ -1,4 +1,5 @@
-"""`refit deploy compose`: a project's deployment files, rendered from refit's templates."""
+"""`refit deploy compose|kubernetes|helm`: a project's deployment files, rendered from refit's
+templates."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ deploy_app = typer.Typer(
     help="Render a project's deployment files (Docker Compose, Kubernetes, Helm).",
     no_args_is_help=True,
 )
+
+
+ForceOption = Annotated[
+    bool, typer.Option("--force", help="Replace files in OUT that hold other content.")
+]
 
 
 def _image(value: str | None) -> str | None:
@@ -63,9 +69,7 @@ def compose(
             show_default=False,
         ),
     ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Replace files in OUT that hold other content.")
-    ] = False,
+    force: ForceOption = False,
 ) -> None:
     """Write a Docker Compose stack for the project: PostgreSQL, S3, scheduler, scalable server."""
     from refit.deploy.compose import ENV_FILE, render_compose
@@ -93,24 +97,25 @@ def _tagged_image(value: str | None) -> str | None:
     return value
 
 
+PodImageOption = Annotated[
+    str | None,
+    typer.Option(
+        help="The image every pod runs, NAME:TAG (default refit's own image of this "
+        "version, with refit.yaml mounted from a ConfigMap).",
+        callback=_tagged_image,
+        show_default=False,
+    ),
+]
+
+
 @deploy_app.command("kubernetes")
 def kubernetes(
     directory: Annotated[
         Path, typer.Argument(metavar="OUT", help="The folder to write the Kustomize files into.")
     ],
     project: ProjectOption = Path("."),
-    image: Annotated[
-        str | None,
-        typer.Option(
-            help="The image every pod runs, NAME:TAG (default refit's own image of this "
-            "version, with refit.yaml mounted from a ConfigMap).",
-            callback=_tagged_image,
-            show_default=False,
-        ),
-    ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Replace files in OUT that hold other content.")
-    ] = False,
+    image: PodImageOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Write Kustomize files for the project: a base, and the overlays dev and prod."""
     from refit.deploy.files import write_files
@@ -134,18 +139,8 @@ def helm(
         Path, typer.Argument(metavar="OUT", help="The folder to write the chart into.")
     ],
     project: ProjectOption = Path("."),
-    image: Annotated[
-        str | None,
-        typer.Option(
-            help="The image every pod runs, NAME:TAG (default refit's own image of this "
-            "version, with refit.yaml mounted from a ConfigMap).",
-            callback=_tagged_image,
-            show_default=False,
-        ),
-    ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Replace files in OUT that hold other content.")
-    ] = False,
+    image: PodImageOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Write a Helm chart for the project: a scaled server, ingest and train as CronJobs."""
     from refit.deploy.files import write_files
