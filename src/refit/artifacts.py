@@ -73,7 +73,7 @@ class LocalArtifactStore:
         key = content_key(sha256, kind, suffix)
         path = self.root / key
         if not self._holds(path, sha256):
-            self._write_atomically(path, data)
+            write_atomically(path, data, what="artifact ")
         return ArtifactRef(key, sha256, len(data))
 
     @staticmethod
@@ -97,27 +97,33 @@ class LocalArtifactStore:
     def exists(self, uri: str) -> bool:
         return (self.root / uri).is_file()
 
-    @staticmethod
-    def _write_atomically(path: Path, data: bytes) -> None:
+
+def write_atomically(path: Path, data: bytes, mode: int | None = None, what: str = "") -> None:
+    """Write `data` to `path` in full or not at all: into a temporary file beside it, synced,
+    then renamed over it (and the folder synced), so a crash never leaves half a file there.
+    `mode` sets the file's permissions; `what` names the file in the ArtifactError raised on
+    failure (e.g. "artifact ")."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError as exc:
-            raise ArtifactError(f"cannot write artifact {path}: {exc.strerror or exc}") from None
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            if mode is not None:
+                os.chmod(tmp, mode)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise ArtifactError(f"cannot write {what}{path}: {exc.strerror or exc}") from None
 
 
 class FsspecArtifactStore:

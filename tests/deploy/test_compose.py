@@ -194,7 +194,7 @@ def test_rendering_again_keeps_what_is_the_same_and_refuses_what_differs(tmp_pat
     assert (out / ".env").read_text() == "POSTGRES_PASSWORD=mine\n"  # credentials are kept
     assert (out / "nginx.conf").read_text() != "# edited\n"
     assert "feeder:" in (out / "compose.yaml").read_text()
-    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in out.iterdir() if p.name.endswith(".part")]
 
 
 @pytest.mark.parametrize(

@@ -80,7 +80,7 @@ def render_compose(
     and `refit_source` for a project whose model is a function of its own modules.
     """
     spec = project.spec
-    bucket, source_path = _data_location(project)
+    bucket, source_path = data_location(project)
     if feed:
         _check_feedable(project, source_path)
     root = project.root.resolve()
@@ -131,18 +131,20 @@ def render_compose(
             f"      REFIT_SCHEDULE__{job.upper()}: ${{{job.upper()}_SCHEDULE}}\n"
             for job in schedules
         ),
-        "feeder": _render(_template("feeder.yaml"), {"source_path": json.dumps(source_path)})
+        "feeder": render_template(
+            _template("feeder.yaml"), {"source_path": json.dumps(source_path)}
+        )
         if feed
         else "",
         "env_settings": "".join(f"{line}\n" for line in settings),
         "out_ignored": _ignored(out, root),
     }
-    files = {name: _render(_template(name), values) for name in templates}
-    files[ENV_FILE] = _render(_template("env"), values)
+    files = {name: render_template(_template(name), values) for name in templates}
+    files[ENV_FILE] = render_template(_template("env"), values)
     return dict(sorted(files.items()))
 
 
-def _data_location(project: Project, level: str = "Compose") -> tuple[str, str | None]:
+def data_location(project: Project, level: str = "Compose") -> tuple[str, str | None]:
     """The stack's bucket, and the source's `s3://` path when its files are in it."""
     source = project.spec.data.source
     if isinstance(source, SqlSource):
@@ -218,5 +220,6 @@ def _template(name: str) -> str:
     return (resources.files("refit.deploy") / "templates" / "compose" / name).read_text("utf-8")
 
 
-def _render(text: str, values: dict[str, str]) -> str:
+def render_template(text: str, values: dict[str, str]) -> str:
+    """`text` with each `{{name}}` replaced by `values[name]` (the templates of every level)."""
     return _PLACEHOLDER.sub(lambda match: values[match.group(1)], text)

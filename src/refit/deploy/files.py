@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from refit.artifacts import write_atomically
 from refit.errors import AlreadyExistsError, ArtifactError
 
 
@@ -57,7 +56,7 @@ def write_files(
     for name, action in actions.items():
         if action == "wrote":
             mode = 0o600 if name in keep else 0o644
-            _write_atomically(out / name, files[name].encode("utf-8"), mode)
+            write_atomically(out / name, files[name].encode("utf-8"), mode)
     return [Written(out / name, action) for name, action in actions.items()]
 
 
@@ -70,21 +69,3 @@ def _read(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise ArtifactError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise ArtifactError(f"cannot write {path}: {exc.strerror or exc}") from None

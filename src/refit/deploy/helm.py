@@ -21,7 +21,7 @@ from importlib.abc import Traversable
 
 from refit import __version__
 from refit.deploy import pod
-from refit.deploy.compose import _data_location
+from refit.deploy.compose import data_location
 from refit.deploy.kubernetes import check_tagged_image, pod_image
 from refit.errors import SpecError
 from refit.project import Project
@@ -48,7 +48,7 @@ def render_helm(project: Project, *, image: str | None = None) -> dict[str, str]
     in Compose; each schedule of `refit.yaml` becomes its CronJob's cron expression.
     """
     spec = project.spec
-    bucket, _ = _data_location(project, level="Kubernetes")
+    bucket, _ = data_location(project, level="Kubernetes")
     repository, tag = split_image(pod_image(project, image))
     crons: dict[str, str] = {}
     for job in _JOBS:

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from refit import __version__
-from refit.deploy.compose import DEFAULT_BUCKET, _render, check_image
+from refit.deploy.compose import DEFAULT_BUCKET, check_image, render_template
 from refit.deploy.pod import (
     DRAIN_SECONDS,
     GRACE_SECONDS,
@@ -321,4 +321,4 @@ def _yaml(value: Any, indent: int = 0) -> str:
 
 def _fill(name: str, values: dict[str, str]) -> str:
     text = (resources.files("refit.deploy") / "templates" / _TEMPLATES / name).read_text("utf-8")
-    return _render(text, values)
+    return render_template(text, values)
