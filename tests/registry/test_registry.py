@@ -20,6 +20,7 @@ from refit.registry import (
     SnapshotRow,
     open_registry,
 )
+from refit.registry.jobs import interrupt_dead_runs, interrupt_orphaned_runs
 
 
 def snapshot(tag: str = "a") -> SnapshotRow:
@@ -204,7 +205,7 @@ def test_runs_of_dead_processes_are_marked_interrupted(registry: Registry) -> No
         from refit.registry import TrainingRunRow
 
         s.get_one(TrainingRunRow, "dead").pid = 2**22 + 12345  # above Linux's pid_max
-    assert registry.interrupt_dead_runs("demo") == 1
+    assert interrupt_dead_runs(registry, "demo") == 1
     status = {r.id: r.status for r in registry.list_runs("demo")}
     assert status == {"mine": "running", "dead": "interrupted"}
 
@@ -219,7 +220,7 @@ def test_scheduled_runs_left_running_are_interrupted_whatever_their_host(
         from refit.registry import TrainingRunRow
 
         s.get_one(TrainingRunRow, "scheduled").host = "another-host"
-    assert registry.interrupt_orphaned_runs("demo", "schedule") == 1
+    assert interrupt_orphaned_runs(registry, "demo", "schedule") == 1
     runs = {r.id: (r.status, r.error) for r in registry.list_runs("demo")}
     assert runs["by-hand"] == ("running", None)
     assert runs["scheduled"][0] == "interrupted" and "train lease" in str(runs["scheduled"][1])

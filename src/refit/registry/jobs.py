@@ -1,4 +1,5 @@
-"""Scheduling state in the registry: leases (who runs a job now) and each job's last run.
+"""Scheduling state in the registry: leases (who runs a job now), each job's last run, and the
+training runs left running by a process that is gone.
 
 A lease is a row with an expiry. Taking it is one write transaction that succeeds only when the
 lease is free, expired, or already ours; the holder renews it while the job runs. A scheduler
@@ -19,7 +20,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from refit.errors import LeaseHeldError
-from refit.registry.registry import Registry, process_alive
+from refit.registry.registry import Registry
 from refit.registry.tables import JobStateRow, LeaseRow, TrainingRunRow, utcnow
 
 
@@ -142,3 +143,58 @@ def trained_snapshots(registry: Registry, name: str) -> dict[str, set[str]]:
         for snapshot_id, status in rows:
             outcome.setdefault(status, set()).add(snapshot_id)
         return outcome
+
+
+# --- training runs whose process is gone --------------------------------------------------
+
+
+def interrupt_dead_runs(registry: Registry, name: str) -> int:
+    """Mark runs of this host whose process is gone as interrupted; returns how many."""
+    host = socket.gethostname()
+    with registry.write() as s:
+        runs = s.scalars(
+            select(TrainingRunRow).where(
+                TrainingRunRow.name == name,
+                TrainingRunRow.status == "running",
+                TrainingRunRow.host == host,
+            )
+        )
+        dead = [run for run in runs if not process_alive(run.pid)]
+        for run in dead:
+            run.status, run.finished_at = "interrupted", utcnow()
+            run.error = "the training process ended before the run finished"
+        return len(dead)
+
+
+def interrupt_orphaned_runs(registry: Registry, name: str, trigger: str) -> int:
+    """Mark every running run of `trigger` as interrupted; returns how many.
+
+    For a scheduler that has just taken the train lease: runs of `trigger` are started only
+    under that lease, whose holder renews it while the run lasts, so one still marked running
+    lost its scheduler (killed, or cut off) before it ended, on whatever host it ran.
+    """
+    with registry.write() as s:
+        runs = list(
+            s.scalars(
+                select(TrainingRunRow).where(
+                    TrainingRunRow.name == name,
+                    TrainingRunRow.status == "running",
+                    TrainingRunRow.trigger == trigger,
+                )
+            )
+        )
+        for run in runs:
+            run.status, run.finished_at = "interrupted", utcnow()
+            run.error = "its scheduler stopped holding the train lease before the run finished"
+        return len(runs)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host with id `pid` is running."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -189,45 +189,6 @@ class Registry:
             if timings is not None:
                 run.timings = timings
 
-    def interrupt_dead_runs(self, name: str) -> int:
-        """Mark runs of this host whose process is gone as interrupted; returns how many."""
-        host = socket.gethostname()
-        with self.write() as s:
-            runs = s.scalars(
-                select(TrainingRunRow).where(
-                    TrainingRunRow.name == name,
-                    TrainingRunRow.status == "running",
-                    TrainingRunRow.host == host,
-                )
-            )
-            dead = [run for run in runs if not process_alive(run.pid)]
-            for run in dead:
-                run.status, run.finished_at = "interrupted", utcnow()
-                run.error = "the training process ended before the run finished"
-            return len(dead)
-
-    def interrupt_orphaned_runs(self, name: str, trigger: str) -> int:
-        """Mark every running run of `trigger` as interrupted; returns how many.
-
-        For a scheduler that has just taken the train lease: runs of `trigger` are started only
-        under that lease, whose holder renews it while the run lasts, so one still marked running
-        lost its scheduler (killed, or cut off) before it ended, on whatever host it ran.
-        """
-        with self.write() as s:
-            runs = list(
-                s.scalars(
-                    select(TrainingRunRow).where(
-                        TrainingRunRow.name == name,
-                        TrainingRunRow.status == "running",
-                        TrainingRunRow.trigger == trigger,
-                    )
-                )
-            )
-            for run in runs:
-                run.status, run.finished_at = "interrupted", utcnow()
-                run.error = "its scheduler stopped holding the train lease before the run finished"
-            return len(runs)
-
     def register_version(self, run_id: str, version: ModelVersionRow) -> ModelVersionRow:
         """Give `version` the next number, store it and mark its run succeeded, at once."""
         for attempt in range(_VERSION_ATTEMPTS):
@@ -422,14 +383,3 @@ def _copy(version: ModelVersionRow) -> ModelVersionRow:
     columns = {c.key: getattr(version, c.key) for c in ModelVersionRow.__table__.columns}
     columns.pop("id", None)
     return ModelVersionRow(**columns)
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process of this host with id `pid` is running."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -23,6 +23,7 @@ from refit.project import Project
 from refit.registry import Registry
 from refit.registry.jobs import (
     acquire_lease,
+    interrupt_orphaned_runs,
     job_lease,
     job_states,
     new_holder,
@@ -150,7 +151,7 @@ class Scheduler:
             return "no snapshot yet"
         # Under the train lease, a scheduled run still marked running is one whose scheduler
         # died: its snapshot is trained again now rather than skipped as "being trained".
-        if orphans := self.registry.interrupt_orphaned_runs(self.name, TRIGGER):
+        if orphans := interrupt_orphaned_runs(self.registry, self.name, TRIGGER):
             self.on_event("train", f"{orphans} run(s) left by a stopped scheduler: interrupted")
         runs = trained_snapshots(self.registry, self.name)
         if latest.id in runs.get("succeeded", set()):

@@ -35,6 +35,7 @@ from refit.errors import (
 )
 from refit.flavors import DEFAULT_FLAVOR, SUFFIXES, load_model, save_model
 from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow, SnapshotRow
+from refit.registry.jobs import interrupt_dead_runs
 from refit.services import Services
 from refit.signature import Signature, signature_for
 from refit.spec import ArtifactFormat, Spec, Task
@@ -163,7 +164,7 @@ def run_and_register(
     or read it), evaluate it on the holdout, store and register it, and gate it."""
     project, registry, store = services.project, services.registry, services.store
     spec = project.spec
-    registry.interrupt_dead_runs(spec.name)
+    interrupt_dead_runs(registry, spec.name)
     snapshot = _snapshot(services, snapshot_id)
     change = schema_change(snapshot.columns, spec.data)
     if change is not None and change.missing_columns:
