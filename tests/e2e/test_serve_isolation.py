@@ -26,13 +26,13 @@ from onnx import TensorProto, helper, numpy_helper
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from test_serve import NAME, START_WITHIN, example_records, make_project, serving
 
 from refit.examples import example_rows
 from refit.project import load_project
 from refit.registry import ModelVersionRow
 from refit.services import open_services
 from refit.train.promotion import promote_version
+from serving import NAME, START_WITHIN, example_records, make_project, serving
 
 pytestmark = pytest.mark.slow
 

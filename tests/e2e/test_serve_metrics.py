@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from test_serve import NAME, START_WITHIN, Server, example_records, make_project, serving
+
+from serving import NAME, START_WITHIN, Server, example_records, make_project, serving
 
 pytestmark = pytest.mark.slow
 

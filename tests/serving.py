@@ -1,0 +1,246 @@
+"""A real `refit serve` for the end-to-end and reliability tests: the example project, a server
+on a free port of 127.0.0.1 as a subprocess, and the answers each version must give.
+
+Each test builds its project in-process, starts `python -m refit serve` and moves `production`
+from the test process: the server sees nothing but the registry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+import yaml
+
+from refit.data.ingest import run_ingest
+from refit.examples import create_project, drop_batch, example_rows
+from refit.flavors import load_model
+from refit.project import load_project
+from refit.registry import ModelVersionRow
+from refit.services import Services, open_services
+from refit.signature import Signature
+from refit.spec import SPEC_FILE, ArtifactFormat
+from refit.train.run import run_training
+from servers import free_port
+
+NAME = "breast-cancer"
+POLL_INTERVAL = 0.2
+START_WITHIN = 90.0  # a worker imports scikit-learn before it answers: slow on 2 busy cores
+CONVERGE_WITHIN = 10.0  # one poll (0.2 s) and one load, with room for a loaded machine
+STOP_WITHIN = 40.0  # uvicorn's graceful shutdown waits up to 30 s for open requests
+
+
+# --- projects ------------------------------------------------------------------------------
+
+
+def make_project(root: Path, *, train: bool = True, model: dict[str, Any] | None = None) -> Path:
+    """The breast-cancer example, ingested and (unless `train=False`) with v1 in production."""
+    create_project(root, NAME)
+    if model is not None:
+        spec = yaml.safe_load((root / SPEC_FILE).read_text())
+        spec["model"].update(model)
+        (root / SPEC_FILE).write_text(yaml.safe_dump(spec, sort_keys=False))
+    with open_services(load_project(root)) as services:
+        assert run_ingest(services.project, services.registry, services.store).status == "accepted"
+        if train:
+            assert run_training(services).promoted
+    return root
+
+
+def example_records(count: int | None = None) -> list[dict[str, Any]]:
+    """The example's input records (the first `count`), without the target."""
+    rows = example_rows(NAME).drop(columns="diagnosis").iloc[:count]
+    return [{str(k): float(v) for k, v in row.items()} for row in rows.to_dict("records")]
+
+
+Row = tuple[str, dict[str, float]]
+"""A record's answer: its label and its class probabilities."""
+
+
+def expected_answers(
+    services: Services, versions: list[int], records: list[dict[str, Any]]
+) -> dict[int, list[Row]]:
+    """What each version must answer for each record: its artifact, loaded here, asked directly
+    (so an answer with another request's rows, or another version's, shows)."""
+    expected = {}
+    for version in versions:
+        row = services.registry.get_version(NAME, version)
+        data = services.store.get(row.artifact_uri, row.artifact_sha256)
+        model = load_model(data, ArtifactFormat(row.format), row.flavor)
+        frame = pd.DataFrame(records)[Signature.from_dict(row.signature).names]
+        classes = [str(c) for c in model.classes_]
+        labels, probabilities = model.predict(frame), model.predict_proba(frame)
+        expected[version] = [
+            (str(label), dict(zip(classes, map(float, proba), strict=True)))
+            for label, proba in zip(labels, probabilities, strict=True)
+        ]
+    return expected
+
+
+def retrain(services: Services, root: Path, batch: int) -> int:
+    """Drop batch `batch` of 3 of the example's remaining rows, ingest and train: the version."""
+    drop_batch(root, NAME, batch, 3)
+    run_ingest(services.project, services.registry, services.store)
+    return run_training(services).version.version
+
+
+def register_copies(services: Services, of: int, count: int) -> list[int]:
+    """Register `count` versions reusing the artifact of version `of`: each has its own number,
+    so a server loads each one anew."""
+    registry = services.registry
+    source = registry.get_version(NAME, of)
+    skip = {"id", "version", "run_id", "created_at"}
+    columns = {
+        c.key: getattr(source, c.key)
+        for c in ModelVersionRow.__table__.columns
+        if c.key not in skip
+    }
+    versions = []
+    for _ in range(count):
+        run_id = uuid.uuid4().hex
+        registry.start_run(run_id, NAME, source.snapshot_id, "test")
+        versions.append(registry.register_version(run_id, ModelVersionRow(**columns)).version)
+    return versions
+
+
+# --- the server ----------------------------------------------------------------------------
+
+
+def wait_until(what: str, check: Callable[[], bool], within: float, every: float = 0.05) -> float:
+    """Seconds until `check()` holds; fails the test after `within` seconds."""
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > within:
+            pytest.fail(f"{what}: not within {within:.0f} s")
+        time.sleep(every)
+    return time.monotonic() - start
+
+
+def fresh_connections(url: str) -> httpx.Client:
+    """A client that opens a new connection for every request, so that any worker may answer
+    it (one client: building one costs ~35 ms of CPU, mostly its TLS context)."""
+    limits = httpx.Limits(max_keepalive_connections=0)
+    return httpx.Client(base_url=url, trust_env=False, timeout=10.0, limits=limits)
+
+
+@dataclass
+class Server:
+    project: Path
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+    http: httpx.Client
+    """New connection per request."""
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server process (the only one, with `--workers 1`)."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
+        return int(kib) / 1024
+
+    def wait_live(self) -> None:
+        """Wait for `/health/live` to answer; fail with the server's output if it never does."""
+        deadline = time.monotonic() + START_WITHIN
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"refit serve exited with {self.process.returncode}:\n{self.output()}")
+            with contextlib.suppress(httpx.TransportError):
+                if self.http.get("/health/live", timeout=2.0).status_code == 200:
+                    return
+            time.sleep(0.2)
+        pytest.fail(f"refit serve not live within {START_WITHIN:.0f} s:\n{self.output()}")
+
+    def served(self) -> dict[str, Any] | None:
+        """What `/v1/models` says is served, asked on a new connection."""
+        response = self.http.get("/v1/models")
+        assert response.status_code == 200, response.text
+        served: dict[str, Any] | None = response.json()["models"][0]["served"]
+        return served
+
+    def converge(
+        self, version: int, workers: int, streak: int = 10, within: float = CONVERGE_WITHIN
+    ) -> float:
+        """Seconds until new connections get `version` from every worker: `workers` different
+        load times of it seen, and the last `streak` answers all `version`."""
+        loads: set[str] = set()
+        run = 0
+
+        def done() -> bool:
+            nonlocal run
+            served = self.served()
+            if served is not None and served["version"] == version:
+                loads.add(served["loaded_at"])
+                run += 1
+            else:
+                run = 0
+            return len(loads) >= workers and run >= streak
+
+        start = time.monotonic()
+        while not done():
+            if time.monotonic() - start > within:
+                seen = f"{len(loads)} load(s) of it seen"
+                pytest.fail(
+                    f"not every worker served v{version} within {within:.0f} s ({seen}):\n"
+                    f"{self.output()}"
+                )
+            time.sleep(0.02)
+        return time.monotonic() - start
+
+
+def stop(process: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, then SIGKILL if the server is still there after `STOP_WITHIN`: the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_WITHIN)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+    return process.returncode
+
+
+@contextmanager
+def serving(
+    project: Path,
+    workers: int,
+    *,
+    env: dict[str, str] | None = None,
+    options: tuple[str, ...] = (),
+) -> Iterator[Server]:
+    """`refit serve` on a free port of 127.0.0.1, live; stopped with SIGTERM, which must end
+    it cleanly: status 0, with one worker or several. `env` adds to the environment (for
+    example `REFIT_SERVE__*` settings), `options` to the command line."""
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("REFIT_")}
+    environment |= {"OMP_NUM_THREADS": "1", "REFIT_SERVE__POLL_INTERVAL": str(POLL_INTERVAL)}
+    environment |= env or {}
+    args = [sys.executable, "-m", "refit", "serve", "-p", str(project)]
+    args += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), *options]
+    log = project.parent / f"serve-{port}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(args, env=environment, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    server = Server(project, process, url, log, fresh_connections(url))
+    try:
+        server.wait_live()
+        yield server
+    finally:
+        server.http.close()
+        code = stop(process)
+    assert code == 0, f"refit serve exited with {code} on SIGTERM:\n{server.output()}"
