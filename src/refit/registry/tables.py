@@ -173,6 +173,8 @@ class ModelVersionRow(Base):
     onnx: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     """The ONNX conversion: `status` ("ok", "unsupported: ...", "parity failed: ..."), and
     when ok the second artifact's `uri`, `sha256`, `size` and the parity check's figures."""
+    manifest_signature: Mapped[str | None] = mapped_column(String(64), default=None)
+    """HMAC-SHA256 (hex) of the version's manifest, when the registry signs versions."""
 
 
 class AliasRow(Base):
@@ -206,6 +208,23 @@ class DecisionRow(Base):
     champion_value: Mapped[float | None] = mapped_column()
     reason: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(255))
+
+
+class ServerRow(Base):
+    """The heartbeat of one server process: what it serves, and what it refused."""
+
+    __tablename__ = "servers"
+
+    instance: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), index=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    version: Mapped[int | None] = mapped_column(Integer)
+    """The version it serves; None before its first load."""
+    refused_version: Mapped[int | None] = mapped_column(Integer)
+    refused_error: Mapped[str | None] = mapped_column(Text)
 
 
 class LeaseRow(Base):
