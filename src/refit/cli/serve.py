@@ -23,6 +23,7 @@ from refit.cli._server import (
 from refit.deploy.pod import DRAIN_SECONDS, WORKER_STARTUP_SECONDS
 from refit.project import load_project
 from refit.serve._multiprocess import shared_metrics
+from refit.serve.auth import check_exposure
 
 
 def serve(
@@ -55,6 +56,7 @@ def _serve(
         os.environ.setdefault(threads, "1")
     os.environ[PROJECT_ENV] = str(loaded.root)
     settings = loaded.spec.serve
+    check_exposure(settings, os.environ)  # no keys: loopback only, unless auth: none is said
     check_address(settings.host, settings.port)  # one worker binds only after loading its model
     shown = f"http://{settings.host}:{settings.port}"
     err.print(

@@ -35,6 +35,7 @@ from refit.errors import (
 )
 from refit.serve._head import HeadMiddleware, allow_head
 from refit.serve._unexpected import UnexpectedErrors
+from refit.serve.auth import Access, AccessMiddleware, document_access
 from refit.serve.docs import add_docs, openapi_document
 from refit.serve.invocations import invocations_router
 from refit.serve.metrics import CONTENT_TYPE, ServerMetrics
@@ -131,8 +132,17 @@ class MetricsMiddleware:
             self.metrics.latency.labels(path).observe(time.perf_counter() - start)
 
 
-def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None) -> FastAPI:
-    """The FastAPI app of a server; its lifespan runs the follower of `production`."""
+def create_app(
+    state: ServerState,
+    on_shutdown: Callable[[], None] | None = None,
+    access: Access | None = None,
+) -> FastAPI:
+    """The FastAPI app of a server; its lifespan runs the follower of `production`.
+
+    `access` says which keys the routes need and which `Host` names it answers to; without
+    it, every route is open to any Host.
+    """
+    access = access or Access()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -158,6 +168,7 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
     )
     app.state.refit = state
     app.add_middleware(UnexpectedErrors, answer=_error_response)  # inside the metrics
+    app.add_middleware(AccessMiddleware, access=access, routes=app.routes)  # metrics count 401s
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     app.add_middleware(HeadMiddleware)  # outermost: the metrics see the route of the GET
     add_docs(app)
@@ -313,6 +324,7 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
         if app.openapi_schema is not None and app.state.openapi_version == _version(model):
             return app.openapi_schema
         schema = openapi_document(app, model.signature if model else None)
+        document_access(schema, access)
         app.openapi_schema, app.state.openapi_version = schema, _version(model)
         return schema
 
