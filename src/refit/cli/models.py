@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from refit._spec_problems import shown
 from refit.cli._output import (
     JsonOption,
     ProjectOption,
@@ -255,7 +256,7 @@ def show_model(
     elif row.onnx:
         out.print(f"onnx      {row.onnx.get('status')}", markup=False)
     out.print("metrics   " + ", ".join(f"{k} {v:.4f}" for k, v in row.metrics.items()))
-    out.print("params    " + ", ".join(f"{k}={v}" for k, v in row.params.items()))
+    out.print("params    " + ", ".join(f"{k}={shown(k, v)}" for k, v in row.params.items()))
     inputs = row.signature.get("inputs", [])
     out.print(
         f"inputs    {len(inputs)}: " + ", ".join(f"{i['name']}:{i['type']}" for i in inputs),
