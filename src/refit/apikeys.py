@@ -8,17 +8,25 @@ A server holds no key, only each key's hash line, `SCOPE NAME sha256:HEX`:
 
 Hash lines come from `serve.keys` and from the environment variable `REFIT_API_KEY_HASHES`
 (lines separated by newlines or commas), so that a Kubernetes or Compose secret can supply
-them without editing refit.yaml. A key of scope `admin` holds `predict` too.
+them without editing refit.yaml. A key of scope `admin` holds `predict` too. Without any key,
+`check_exposure` keeps a server on loopback unless `serve.auth: none` is said.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from refit.errors import SpecError
+
+if TYPE_CHECKING:
+    from refit.spec import ServeSpec
 
 KEY_HASHES_ENV = "REFIT_API_KEY_HASHES"
 """The environment variable whose value is hash lines, added to `serve.keys`."""
@@ -120,3 +128,41 @@ def configured_keys(spec_lines: Iterable[str], environ: Mapping[str, str]) -> tu
         except ValueError as exc:
             raise ValueError(f"{KEY_HASHES_ENV}, line {number}: {exc}") from None
     return tuple(keys)
+
+
+def server_keys(serve: ServeSpec, environ: Mapping[str, str]) -> tuple[KeyHash, ...]:
+    """The keys a server takes: `serve.keys` and those of `REFIT_API_KEY_HASHES`."""
+    try:
+        keys = configured_keys(serve.keys, environ)
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
+    if keys and serve.auth == "none":
+        raise SpecError(
+            f"serve.auth is none, and {KEY_HASHES_ENV} holds API keys that it would ignore: "
+            f"unset {KEY_HASHES_ENV}, or remove auth: none"
+        )
+    return keys
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a server listening on `host` is reachable from this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(serve: ServeSpec, environ: Mapping[str, str]) -> None:
+    """Raise `SpecError` (a usage error) when a server of `serve` would listen beyond loopback
+    with no API key and without `serve.auth: none` said."""
+    if serve.auth == "none" or server_keys(serve, environ) or is_loopback(serve.host):
+        return
+    raise SpecError(
+        f"refit serve would listen on {serve.host} with no API key, so anyone who reaches that "
+        "address could call it: create a key with `refit keys create` and put its hash line "
+        f"in serve.keys (or {KEY_HASHES_ENV}); or listen on 127.0.0.1 (--host, serve.host); or "
+        "say serve.auth: none (REFIT_SERVE__AUTH=none) to serve without keys, behind something "
+        "that authenticates"
+    )

@@ -14,14 +14,13 @@ from typing import Any
 import pytest
 import yaml
 
-from refit.apikeys import Scope, key_line, new_key
+from refit.apikeys import Scope, check_exposure, key_line, new_key
 from refit.deploy.compose import render_compose
 from refit.deploy.files import write_files
 from refit.errors import SpecError
 from refit.examples import create_project
 from refit.project import load_project
 from refit.run.demo import create_stack_project
-from refit.serve.auth import check_exposure
 from refit.spec import SPEC_FILE, ServeSpec
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from refit.apikeys import Scope, hash_key, key_line, new_key, parse_key_line
+from refit.apikeys import Scope, check_exposure, hash_key, key_line, new_key, parse_key_line
 from refit.errors import SpecError
 from refit.serve.app import create_app
-from refit.serve.auth import LOOPBACK_NAMES, ROUTE_ACCESS, Access, check_exposure
+from refit.serve.auth import LOOPBACK_NAMES, ROUTE_ACCESS, Access
 from refit.serve.state import ServerState
 from refit.services import Services
 from refit.spec import ServeSpec

@@ -3,6 +3,7 @@ machine, and the demo's data feed on its own."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from refit.apikeys import check_exposure
 from refit.cli._output import (
     JsonOption,
     ProjectOption,
@@ -96,6 +98,7 @@ def up(
     host = settings.host if host is None else host
     port = settings.port if port is None else port
     check_address(host, port)  # a port in use stops refit up here, not in a restart loop
+    check_exposure(settings.model_copy(update={"host": host}), os.environ)
     with open_services(loaded):
         pass  # migrate the registry once, before the children race to
     url = f"http://{host}:{port}"

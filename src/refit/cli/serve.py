@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from refit.apikeys import check_exposure
 from refit.cli._output import ProjectOption, err
 from refit.cli._server import (
     HostOption,
@@ -23,7 +24,6 @@ from refit.cli._server import (
 from refit.deploy.pod import DRAIN_SECONDS, WORKER_STARTUP_SECONDS
 from refit.project import load_project
 from refit.serve._multiprocess import shared_metrics
-from refit.serve.auth import check_exposure
 
 
 def serve(
@@ -56,8 +56,8 @@ def _serve(
         os.environ.setdefault(threads, "1")
     os.environ[PROJECT_ENV] = str(loaded.root)
     settings = loaded.spec.serve
-    check_exposure(settings, os.environ)  # no keys: loopback only, unless auth: none is said
     check_address(settings.host, settings.port)  # one worker binds only after loading its model
+    check_exposure(settings, os.environ)  # no keys: loopback only, unless auth: none is said
     shown = f"http://{settings.host}:{settings.port}"
     err.print(
         f"Serving {loaded.spec.name} (production) on {shown} with {settings.workers} "

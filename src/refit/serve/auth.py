@@ -8,7 +8,7 @@ Every route needs a key of scope `predict`, but those of `ROUTE_ACCESS`: the hea
 are open, `/metrics` and the API's documentation are as `serve.metrics_access` and
 `serve.docs_access` say, and a route that changes state declares `admin` there. A path no
 route serves is left to the router (its 404). Without configured keys nothing is guarded, and
-`check_exposure` keeps such a server on loopback unless `serve.auth: none` is said.
+`refit.apikeys.check_exposure` keeps such a server on loopback unless `serve.auth: none` is said.
 
 A key is sent as `Authorization: Bearer KEY` or `X-API-Key: KEY`, never in the URL (proxies
 and access logs keep URLs); its sha256 is compared in constant time with every configured hash.
@@ -20,7 +20,6 @@ rebinding).
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,9 +31,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from refit.apikeys import HELD, KEY_HASHES_ENV, KeyHash, configured_keys, hash_key
+from refit.apikeys import HELD, KeyHash, hash_key, is_loopback, server_keys
 from refit.apikeys import Scope as KeyScope
-from refit.errors import SpecError
 from refit.spec import ServeSpec
 
 Guard = Literal["open", "metrics", "docs", "predict", "admin"]
@@ -109,50 +107,12 @@ class Access:
         return frozenset(held)
 
 
-def server_keys(serve: ServeSpec, environ: Mapping[str, str]) -> tuple[KeyHash, ...]:
-    """The keys a server takes: `serve.keys` and those of `REFIT_API_KEY_HASHES`."""
-    try:
-        keys = configured_keys(serve.keys, environ)
-    except ValueError as exc:
-        raise SpecError(str(exc)) from None
-    if keys and serve.auth == "none":
-        raise SpecError(
-            f"serve.auth is none, and {KEY_HASHES_ENV} holds API keys that it would ignore: "
-            f"unset {KEY_HASHES_ENV}, or remove auth: none"
-        )
-    return keys
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a server listening on `host` is reachable from this machine only."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def allowed_hosts(serve: ServeSpec) -> frozenset[str] | None:
     """The `Host` names a server of `serve` answers to; None: any."""
     if serve.allowed_hosts is not None:
         names = frozenset(_host_name(name) for name in serve.allowed_hosts)
         return None if "*" in names else names
     return LOOPBACK_NAMES if is_loopback(serve.host) else None
-
-
-def check_exposure(serve: ServeSpec, environ: Mapping[str, str]) -> None:
-    """Raise `SpecError` (a usage error) when a server of `serve` would listen beyond loopback
-    with no API key and without `serve.auth: none` said."""
-    if serve.auth == "none" or server_keys(serve, environ) or is_loopback(serve.host):
-        return
-    raise SpecError(
-        f"refit serve would listen on {serve.host} with no API key, so anyone who reaches that "
-        "address could call it: create a key with `refit keys create` and put its hash line "
-        f"in serve.keys (or {KEY_HASHES_ENV}); or listen on 127.0.0.1 (--host, serve.host); or "
-        "say serve.auth: none (REFIT_SERVE__AUTH=none) to serve without keys, behind something "
-        "that authenticates"
-    )
 
 
 def _scope(access: str) -> KeyScope | None:
