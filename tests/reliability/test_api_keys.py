@@ -37,6 +37,7 @@ def test_keys_guard_the_routes_by_scope(tmp_path: Path) -> None:
     with serving(root, workers=1, env=env) as server:
         http = server.http
         assert http.get("/health/live").status_code == 200
+        assert http.get("/health/live", params={"token": admin}).status_code == 200
         assert http.get("/health/ready").status_code == 200
 
         refused = http.post("/predict", json=record)

@@ -161,13 +161,15 @@ class AccessMiddleware:
                 "this server does not answer to the Host this request names; give one of its "
                 "allowed hosts (serve.allowed_hosts)",
             )
+        query = scope.get("query_string", b"")
+        in_url = _key_in_url(query)
+        if in_url:
+            # The server's access log reads the request's own scope: it shows the URL so.
+            scope["query_string"] = _masked(query)
         needed = self.access.needed(self._guard(scope["path"]))
         if needed is None:
             return None
-        query = scope.get("query_string", b"")
-        if _key_in_url(query):
-            # The server's access log reads the request's own scope: it shows the URL so.
-            scope["query_string"] = _masked(query)
+        if in_url:
             return _refused(
                 401,
                 "unauthorized",
