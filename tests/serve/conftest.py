@@ -19,7 +19,7 @@ from contract import Answer, check_response
 from refit.data.ingest import run_ingest
 from refit.examples import create_project
 from refit.project import load_project
-from refit.registry import ModelVersionRow
+from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow
 from refit.serve import follower
 from refit.services import Services, open_services
 from refit.train.promotion import promote_version
@@ -108,7 +108,9 @@ def unpromoted(classifier_template: Path, tmp_path: Path) -> Iterator[Services]:
 @pytest.fixture
 def services(unpromoted: Services) -> Services:
     """Open services of a fresh breast-cancer project whose v1 holds production."""
-    promote_version(unpromoted.registry, unpromoted.project.spec.name, 1, "test")
+    promote_version(
+        unpromoted.registry, unpromoted.project.spec.name, 1, "test", store=unpromoted.store
+    )
     return unpromoted
 
 
@@ -142,3 +144,28 @@ def add_version(unpromoted: Services) -> Callable[..., int]:
         return registry.register_version(run.id, ModelVersionRow(**columns)).version
 
     return add
+
+
+@pytest.fixture
+def force_production(unpromoted: Services) -> Callable[[int], None]:
+    """`force_production(version)`: move production to `version` with no artifact check, as
+    when its files are damaged after its promotion was checked (or its row was written by
+    hand): what a server must survive."""
+    registry = unpromoted.registry
+    name = unpromoted.project.spec.name
+
+    def move(version: int) -> None:
+        current = registry.alias_version(name, PRODUCTION)
+        decision = DecisionRow(
+            name=name,
+            action="promote",
+            alias=PRODUCTION,
+            promoted=True,
+            candidate_version=version,
+            metric="roc_auc",
+            reason="moved by the test",
+            actor="test",
+        )
+        registry.move_alias(decision, expected=current)
+
+    return move
