@@ -172,3 +172,9 @@ def test_a_real_server_shows_clients_no_path_of_its_stores(tmp_path: Path) -> No
 
         assert without_time(reason) == without_time(said.removeprefix(f"{NAME} is not ready: "))
     assert str(root / ".refit" / "artifacts") in server.output()  # the log has it all
+
+
+def test_a_long_message_is_cut_before_it_is_searched() -> None:
+    path = "/srv/" + "x" * 100_000
+    shown = for_clients(f"cannot read {path}")
+    assert shown == "cannot read <path>"

@@ -8,6 +8,7 @@ import asyncio
 import gc
 import io
 import json
+import os
 import threading
 import time
 import weakref
@@ -26,6 +27,7 @@ from sklearn.linear_model import LogisticRegression
 
 from refit.flavors import save_model
 from refit.registry import PRODUCTION
+from refit.registry.heartbeats import list_servers
 from refit.serve import follower
 from refit.serve.app import create_app
 from refit.serve.follower import _settle_heap as settle_heap
@@ -522,3 +524,73 @@ async def test_the_heap_is_settled_once_at_the_poll_after_each_swap(
     finally:
         task.cancel()
     assert settled == [1, second]
+
+
+# --- what it reports --------------------------------------------------------------------------
+
+
+async def test_the_503_before_the_first_load_says_a_version_is_loading(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = ServerState.open(services)
+    release, entered = threading.Event(), threading.Event()
+    real = state.follower._load
+
+    def slow_load(version: int) -> Any:
+        entered.set()
+        release.wait(10)
+        return real(version)
+
+    monkeypatch.setattr(state.follower, "_load", slow_load)
+    async with connect(create_app(state)) as client:
+        before = await client.post("/predict", json=request(services))
+        assert before.json()["error"]["message"] == (
+            f"{NAME} is not ready: reading which version holds production"
+        )
+        checking = asyncio.create_task(state.follower.check())
+        await asyncio.to_thread(entered.wait, 10)
+        waiting = await client.post("/predict", json=request(services))
+        assert (waiting.status_code, waiting.json()["error"]["message"]) == (
+            503,
+            f"{NAME} is not ready: loading v1",
+        )
+        described = (await client.get(f"/v1/models/{NAME}")).json()
+        assert (described["production"], described["serving"], described["reason"]) == (
+            1,
+            None,
+            "loading v1",
+        )
+        release.set()
+        assert await checking is True
+        described = (await client.get(f"/v1/models/{NAME}")).json()
+        assert (described["production"], described["serving"], described["reason"]) == (1, 1, None)
+
+
+async def test_the_follower_writes_its_heartbeat_and_removes_it_when_it_stops(
+    services: Services, add_version: AddVersion, force_production: Callable[[int], None]
+) -> None:
+    state = ServerState.open(services, poll_interval=0.01)
+    app = create_app(state)
+
+    async def reported() -> list[Any]:
+        return await asyncio.to_thread(list_servers, services.registry, NAME)
+
+    async def until(check: Callable[[list[Any]], bool]) -> list[Any]:
+        for _ in range(1000):
+            rows = await reported()
+            if check(rows):
+                return rows
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"the heartbeat never showed it: {rows}")
+
+    async with connect(app), app.router.lifespan_context(app):
+        [row] = await until(lambda rows: len(rows) == 1 and rows[0].version == 1)
+        assert (row.refused_version, row.refused_error, row.pid) == (None, None, os.getpid())
+        broken = add_version(artifact=b"not a model")
+        force_production(broken)
+        [row] = await until(lambda rows: rows[0].refused_version == broken)
+        assert row.version == 1
+        assert (
+            row.refused_error is not None and "cannot load a joblib artifact" in row.refused_error
+        )
+    assert await reported() == []

@@ -122,16 +122,20 @@ class ModelFollower:
                     _settle_heap()
                 try:
                     await self.check()
-                    await self.report()
                 except RefitError as exc:
                     log.warning("cannot read %s@%s: %s", self.name, self.alias, exc)
                 except Exception:
                     # Never let one bad poll end the following: the server would stay on its
                     # version forever, silently.
                     log.exception("checking %s@%s failed", self.name, self.alias)
+                try:
+                    await self.report()
+                except Exception as exc:  # the next poll writes it again; serving goes on
+                    log.warning("cannot write the heartbeat of %s: %s", self.instance, exc)
                 await asyncio.sleep(self.poll_interval)
         finally:
             if self.instance is not None and self._reported is not None:
+                # Shutting down: one small delete, on the loop, as nothing is served any more.
                 try:
                     forget(self.registry, self.instance)
                 except Exception as exc:  # the row goes stale instead

@@ -25,11 +25,16 @@ _PATH = re.compile(rf"(?<![\w/.:~-])(?:~|[A-Za-z]:)?/{_TOKEN}*[\w.~-]")
 
 URL_SHOWN = "<url>"
 PATH_SHOWN = "<path>"
+LONGEST = 1000
+"""Characters of a message shown at most (the rest is in the log), which also bounds the work
+of the patterns above."""
 
 
 def for_clients(message: str) -> str:
     """`message` with artifact paths cut to their key and every other URL or absolute path
-    replaced by `<url>` or `<path>`."""
+    replaced by `<url>` or `<path>`, cut to `LONGEST` characters."""
+    if len(message) > LONGEST:
+        message = message[: LONGEST - 3] + "..."
     text = _KEYED.sub(lambda m: m.group(1), message)
     text = _URL.sub(URL_SHOWN, text)
     return _PATH.sub(PATH_SHOWN, text)
