@@ -13,14 +13,17 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from refit.artifacts import FsspecArtifactStore, LocalArtifactStore, s3_storage_options
+from refit.errors import StoreError
 from refit.project import load_project
 from refit.registry import ModelVersionRow
-from refit.serve.follower import public_reason
+from refit.serve.app import create_app
 from refit.serve.predictor import load_predictor
-from refit.serve.redaction import for_clients
+from refit.serve.redaction import for_clients, public_reason
+from refit.serve.state import ServerState
 from refit.services import open_services
 from refit.spec import S3Options
 from servers import S3Location
@@ -178,3 +181,26 @@ def test_a_long_message_is_cut_before_it_is_searched() -> None:
     path = "/srv/" + "x" * 100_000
     shown = for_clients(f"cannot read {path}")
     assert shown == "cannot read <path>"
+
+
+@pytest.mark.anyio
+async def test_an_error_of_refit_s_own_answers_500_without_the_database_url(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{project}/.refit/refit.db"
+    with open_services(load_project(project)) as services:
+        state = ServerState.open(services, heartbeat=False)
+        assert await state.follower.check()
+
+        async def failing(*args: Any) -> Any:
+            raise StoreError(f"registry database {url} failed: disk I/O error")
+
+        monkeypatch.setattr(state.batcher, "predict", failing)
+        transport = httpx.ASGITransport(create_app(state))
+        async with httpx.AsyncClient(transport=transport, base_url="http://refit") as client:
+            answer = await client.post("/predict", json=example_records(1)[0])
+    assert answer.status_code == 500
+    assert answer.json()["error"] == {
+        "code": "error",
+        "message": "registry database <url> failed: disk I/O error",
+    }

@@ -67,7 +67,8 @@ def _error_response(exc: Exception) -> JSONResponse:
         return ErrorResponse(body, status_code=exc.status)
     if isinstance(exc, (MalformedBodyError, TooLargeError, ServiceUnavailableError)):
         headers = {"Retry-After": "1"} if isinstance(exc, ServiceUnavailableError) else None
-        message = for_clients(exc.message) if headers else exc.message
+        unavailable = isinstance(exc, ServiceUnavailableError)  # may say why a load failed
+        message = for_clients(exc.message) if unavailable else exc.message
         return ErrorResponse(error_body(exc.code, message), exc.status, headers=headers)
     if isinstance(exc, NotFoundError):
         return ErrorResponse(error_body("not_found", exc.message), status_code=404)

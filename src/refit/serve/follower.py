@@ -23,11 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from refit.artifacts import ArtifactStore
-from refit.errors import ArtifactCorruptError, ArtifactError, NotFoundError, RefitError
+from refit.errors import RefitError
 from refit.registry import PRODUCTION, Registry
 from refit.registry.heartbeats import BEAT_SECONDS, Beat, beat, forget, new_instance
 from refit.serve.predictor import LoadedModel, load_predictor
-from refit.serve.redaction import for_clients
+from refit.serve.redaction import public_reason
 
 log = logging.getLogger("refit.serve")
 
@@ -54,21 +54,6 @@ class LoadFailure:
             "attempts": self.attempts,
             "retry_in": round(self.retry_in(), 1),
         }
-
-
-def public_reason(exc: BaseException) -> str:
-    """A load failure as a client may read it: the kind of failure, then its message with no
-    absolute path, bucket or endpoint in it."""
-    kind = next((word for cls, word in _KINDS if isinstance(exc, cls)), type(exc).__name__)
-    return f"{kind}: {for_clients(str(exc))}"
-
-
-_KINDS: tuple[tuple[type[BaseException], str], ...] = (
-    (ArtifactCorruptError, "artifact corrupt"),
-    (NotFoundError, "artifact missing"),
-    (ArtifactError, "artifact error"),
-    (RefitError, "refused"),
-)
 
 
 class ModelFollower:

@@ -8,12 +8,14 @@ A path or URL that ends in an artifact key (`models/3f/<sha256>.joblib`) is shor
 which names the file within the store and nothing of the store; any other URL (`s3://...`,
 `http://...`, `postgresql://...`) or absolute path becomes a placeholder. Every message a
 server shows a client about a load failure, and every unexpected error it answers, goes
-through `for_clients`; the log keeps the full message.
+through `for_clients` (a load failure through `public_reason`); the log keeps the full message.
 """
 
 from __future__ import annotations
 
 import re
+
+from refit.errors import ArtifactCorruptError, ArtifactError, NotFoundError, RefitError
 
 _KEY = r"[A-Za-z_]\w*/[0-9a-f]{2}/[0-9a-f]{64}(?:\.[A-Za-z0-9]+)*"
 _TOKEN = r"[^\s'\"(),;<>\[\]{}]"
@@ -38,3 +40,18 @@ def for_clients(message: str) -> str:
     text = _KEYED.sub(lambda m: m.group(1), message)
     text = _URL.sub(URL_SHOWN, text)
     return _PATH.sub(PATH_SHOWN, text)
+
+
+def public_reason(exc: BaseException) -> str:
+    """A load failure as a client may read it: the kind of failure, then its message through
+    `for_clients`, e.g. "artifact corrupt: artifact models/3f/...joblib is corrupt: ..."."""
+    kind = next((word for cls, word in _KINDS if isinstance(exc, cls)), type(exc).__name__)
+    return f"{kind}: {for_clients(str(exc))}"
+
+
+_KINDS: tuple[tuple[type[BaseException], str], ...] = (
+    (ArtifactCorruptError, "artifact corrupt"),
+    (NotFoundError, "artifact missing"),
+    (ArtifactError, "artifact error"),
+    (RefitError, "refused"),
+)
