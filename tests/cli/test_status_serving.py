@@ -4,7 +4,7 @@ v4 failed to load: ...", from the servers' heartbeats."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,12 +23,14 @@ from refit.services import open_services
 from refit.train.run import run_training
 
 NAME = "breast-cancer"
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+"""The time the servers' rows below are read at (they are built when the tests are collected)."""
 
 
 def row(
     version: int | None, refused: int | None = None, error: str | None = None, age: float = 0
 ) -> ServerRow:
-    now = utcnow() - timedelta(seconds=age)
+    now = NOW - timedelta(seconds=age)
     return ServerRow(
         instance=f"h:{version}:{refused}:{age}",
         name=NAME,
@@ -84,7 +86,7 @@ def row(
     ],
 )
 def test_the_serving_line(production: int | None, servers: list[ServerRow], said: str) -> None:
-    assert serving_line(production, servers) == said
+    assert serving_line(production, servers, NOW) == said
 
 
 def test_status_shows_what_servers_serve_and_why_it_is_not_production(
