@@ -16,11 +16,11 @@ from refit.cli._serving import serving_line
 from refit.data.ingest import run_ingest
 from refit.examples import create_project
 from refit.project import load_project
-from refit.registry import PRODUCTION, DecisionRow
 from refit.registry.heartbeats import STALE_SECONDS, Beat, beat
 from refit.registry.tables import ServerRow, utcnow
 from refit.services import open_services
 from refit.train.run import run_training
+from serving import move_production
 
 NAME = "breast-cancer"
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -104,19 +104,7 @@ def test_status_shows_what_servers_serve_and_why_it_is_not_production(
             columns.pop(generated)
         run = registry.start_run("r2", NAME, version.snapshot_id, "test")
         registry.register_version(run.id, type(version)(**columns))
-        registry.move_alias(
-            DecisionRow(
-                name=NAME,
-                action="promote",
-                alias=PRODUCTION,
-                promoted=True,
-                candidate_version=2,
-                metric="roc_auc",
-                reason="test",
-                actor="test",
-            ),
-            expected=1,
-        )
+        move_production(registry, NAME, 2)
         for instance in ("a", "b"):
             beat(registry, instance, NAME, Beat(1, 2, "artifact corrupt: it is"))
         beat(registry, "old", NAME, Beat(1))

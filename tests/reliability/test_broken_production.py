@@ -21,9 +21,17 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from refit.project import load_project
-from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow
+from refit.registry import ModelVersionRow
 from refit.services import Services, open_services
-from serving import NAME, Server, example_records, make_project, serving, wait_until
+from serving import (
+    NAME,
+    Server,
+    example_records,
+    make_project,
+    move_production,
+    serving,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -58,25 +66,6 @@ def damage(services: Services, version: int) -> Path:
     path = services.project.root / ".refit" / "artifacts" / uri
     path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
     return path
-
-
-def move_production(services: Services, version: int) -> None:
-    """Point production at `version` with no check: the state a file damaged after its
-    promotion was checked (or a row written by hand) leaves."""
-    current = services.registry.alias_version(NAME, PRODUCTION)
-    services.registry.move_alias(
-        DecisionRow(
-            name=NAME,
-            action="promote",
-            alias=PRODUCTION,
-            promoted=True,
-            candidate_version=version,
-            metric="roc_auc",
-            reason="moved by the test",
-            actor="test",
-        ),
-        expected=current,
-    )
 
 
 def refit(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -138,7 +127,7 @@ def test_every_server_keeps_the_old_version_and_shows_why_production_is_not_serv
         server.converge(1, workers=2)
         with open_services(load_project(root)) as services:
             damage(services, broken)
-            move_production(services, broken)
+            move_production(services.registry, NAME, broken)
         moved = time.monotonic()
 
         def refused_everywhere() -> bool:

@@ -5,6 +5,7 @@ Training runs once per session per example; each test gets a fresh copy of the p
 
 from __future__ import annotations
 
+import functools
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,11 +20,12 @@ from contract import Answer, check_response
 from refit.data.ingest import run_ingest
 from refit.examples import create_project
 from refit.project import load_project
-from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow
+from refit.registry import ModelVersionRow
 from refit.serve import follower
 from refit.services import Services, open_services
 from refit.train.promotion import promote_version
 from refit.train.run import run_training
+from serving import move_production
 
 UNREACHABLE_GATE = {"REFIT_GATE__MIN": "2"}
 """No model reaches a score of 2: training registers v1 and leaves production unset."""
@@ -148,24 +150,6 @@ def add_version(unpromoted: Services) -> Callable[..., int]:
 
 @pytest.fixture
 def force_production(unpromoted: Services) -> Callable[[int], None]:
-    """`force_production(version)`: move production to `version` with no artifact check, as
-    when its files are damaged after its promotion was checked (or its row was written by
-    hand): what a server must survive."""
-    registry = unpromoted.registry
-    name = unpromoted.project.spec.name
-
-    def move(version: int) -> None:
-        current = registry.alias_version(name, PRODUCTION)
-        decision = DecisionRow(
-            name=name,
-            action="promote",
-            alias=PRODUCTION,
-            promoted=True,
-            candidate_version=version,
-            metric="roc_auc",
-            reason="moved by the test",
-            actor="test",
-        )
-        registry.move_alias(decision, expected=current)
-
-    return move
+    """`force_production(version)`: move production to `version` with no artifact check (see
+    `serving.move_production`)."""
+    return functools.partial(move_production, unpromoted.registry, unpromoted.project.spec.name)
