@@ -52,8 +52,9 @@ EXIT_CODES: dict[int, str] = {
     DataError.exit_code: "bad data: a source that cannot be read, or a batch refused; a folder "
     "or store `refit feed` cannot reach",
     ArtifactError.exit_code: "a file of the artifact store, or a model file to register, that "
-    "cannot be read or written, does not match its sha256, or does not fit the project; a file "
-    "`refit deploy` cannot write",
+    "cannot be read or written, does not match its sha256, or does not fit the project; a "
+    "version that `refit models promote` or `rollback` refuses because one of its artifacts is "
+    "missing or altered (production is not moved); a file `refit deploy` cannot write",
     TrainingError.exit_code: "a training run failed",
     StoreError.exit_code: "the registry's database cannot be reached or migrated",
     AlreadyExistsError.exit_code: "`refit init` on a folder that already holds a project or "

@@ -287,7 +287,9 @@ def promote(
     with services_for(project) as services:
         name = services.project.spec.name
         try:
-            decision = promote_version(services.registry, name, version, actor())
+            decision = promote_version(
+                services.registry, name, version, actor(), store=services.store
+            )
         except ConflictError:
             if services.registry.alias_version(name, PRODUCTION) != version:
                 raise  # someone else moved production first
@@ -304,7 +306,9 @@ def promote(
 def rollback_model(project: ProjectOption = Path("."), json: JsonOption = False) -> None:
     """Point production back at the version it held before the current one."""
     with services_for(project) as services:
-        decision = rollback(services.registry, services.project.spec.name, actor())
+        decision = rollback(
+            services.registry, services.project.spec.name, actor(), store=services.store
+        )
     _print_decision(decision, json)
 
 

@@ -41,6 +41,7 @@ from refit.serve.invocations import invocations_router
 from refit.serve.metrics import CONTENT_TYPE, ServerMetrics
 from refit.serve.predictor import LoadedModel, Predictions
 from refit.serve.records import parse_json
+from refit.serve.redaction import for_clients
 from refit.serve.schemas import Responses, json_response, ref, refit_errors
 from refit.serve.state import ServerState, off_the_loop, read_body
 from refit.serve.v2 import v2_router
@@ -67,11 +68,13 @@ def _error_response(exc: Exception) -> JSONResponse:
         return ErrorResponse(body, status_code=exc.status)
     if isinstance(exc, (MalformedBodyError, TooLargeError, ServiceUnavailableError)):
         headers = {"Retry-After": "1"} if isinstance(exc, ServiceUnavailableError) else None
-        return ErrorResponse(error_body(exc.code, exc.message), exc.status, headers=headers)
+        unavailable = isinstance(exc, ServiceUnavailableError)  # may say why a load failed
+        message = for_clients(exc.message) if unavailable else exc.message
+        return ErrorResponse(error_body(exc.code, message), exc.status, headers=headers)
     if isinstance(exc, NotFoundError):
         return ErrorResponse(error_body("not_found", exc.message), status_code=404)
-    if isinstance(exc, RefitError):
-        return ErrorResponse(error_body("error", exc.message), status_code=500)
+    if isinstance(exc, RefitError):  # the server's own failure: where its stores are stays
+        return ErrorResponse(error_body("error", for_clients(exc.message)), status_code=500)
     return ErrorResponse(error_body("internal", "internal server error"), status_code=500)
 
 
