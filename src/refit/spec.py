@@ -247,6 +247,10 @@ class Storage(SpecModel):
         return value
 
 
+LogFormat = Literal["text", "json"]
+"""How a server writes its log lines: uvicorn's text, or one JSON object per line."""
+
+
 class ServeSpec(SpecModel):
     """How `refit serve` runs (command-line options override these)."""
 
@@ -267,6 +271,10 @@ class ServeSpec(SpecModel):
     """Rows waiting beyond this are refused at once with 503 and Retry-After."""
     extra_fields: Literal["reject", "ignore"] = "reject"
     """A request's fields that are no input of the model: refused (422), or ignored."""
+    log_format: LogFormat = "text"
+    """The server's log lines on stderr: uvicorn's text, or one JSON object per line."""
+    access_log: bool = True
+    """Log one line per answered request."""
 
 
 class Spec(SpecModel):

@@ -34,6 +34,7 @@ from refit.errors import (
     TooLargeError,
 )
 from refit.serve._head import HeadMiddleware, allow_head
+from refit.serve._logging import RequestLog
 from refit.serve._unexpected import UnexpectedErrors
 from refit.serve.docs import add_docs, openapi_document
 from refit.serve.invocations import invocations_router
@@ -159,6 +160,7 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
     app.state.refit = state
     app.add_middleware(UnexpectedErrors, answer=_error_response)  # inside the metrics
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.add_middleware(RequestLog, state=state)  # request ids, the access log
     app.add_middleware(HeadMiddleware)  # outermost: the metrics see the route of the GET
     add_docs(app)
 
