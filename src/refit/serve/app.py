@@ -205,7 +205,8 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
     named = {**errors, **refit_errors(404)}
     one: Responses = {200: _body("Prediction")}
     many: Responses = {200: _body("Predictions")}
-    record, records = {"requestBody": _body("Record")}, {"requestBody": _body("Records")}
+    record = {"requestBody": {**_body("Record"), "required": True}}
+    records = {"requestBody": {**_body("Records"), "required": True}}
 
     @app.post(
         "/v1/models/{name}/predict",
