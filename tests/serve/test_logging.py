@@ -54,13 +54,13 @@ def test_text_without_secrets_is_left_as_it_is() -> None:
 
 
 @pytest.fixture
-def access_lines() -> Iterator[io.StringIO]:
-    """What refit's loggers write, as the JSON lines of `--log-format json`."""
+def log_lines() -> Iterator[io.StringIO]:
+    """What refit's loggers write (the access log's included), as `--log-format json` does."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(RequestContext())
-    logger = logging.getLogger("refit.access")
+    logger = logging.getLogger("refit")
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -81,7 +81,7 @@ async def client(services: Services) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def test_each_answer_has_its_id_and_one_access_line(
-    client: httpx.AsyncClient, access_lines: io.StringIO
+    client: httpx.AsyncClient, log_lines: io.StringIO
 ) -> None:
     secret = {"authorization": "Bearer top-secret-token"}
     kept = await client.get("/v1/models/breast-cancer", headers={"x-request-id": "r-1", **secret})
@@ -89,7 +89,7 @@ async def test_each_answer_has_its_id_and_one_access_line(
     assert kept.headers["x-request-id"] == "r-1"
     assert missing.status_code == 404
     assert len(missing.headers["x-request-id"]) == 32
-    text = access_lines.getvalue()
+    text = log_lines.getvalue()
     assert "top-secret-token" not in text
     lines = [json.loads(line) for line in text.splitlines()]
     assert [(line["request_id"], line["route"], line["status"]) for line in lines] == [
@@ -99,3 +99,25 @@ async def test_each_answer_has_its_id_and_one_access_line(
     assert {(line["model"], line["version"], line["method"]) for line in lines} == {
         ("breast-cancer", 1, "GET")
     }
+
+
+async def test_a_record_logged_while_answering_carries_the_request_id(
+    client: httpx.AsyncClient, log_lines: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(model: object) -> None:
+        raise RuntimeError("no reader today")
+
+    state = client._transport.app.state.refit  # type: ignore[attr-defined]
+    monkeypatch.setattr(state, "reader", broken)
+    failed = await client.post("/predict", json={}, headers={"x-request-id": "r-500"})
+    assert failed.status_code == 500
+    lines = [json.loads(line) for line in log_lines.getvalue().splitlines()]
+    error, answered = lines
+    assert (error["logger"], error["level"], error["request_id"]) == (
+        "refit.serve",
+        "error",
+        "r-500",
+    )
+    assert error["route"] == "/predict"
+    assert "RuntimeError: no reader today" in error["exception"]
+    assert (answered["logger"], answered["status"]) == ("refit.access", 500)
