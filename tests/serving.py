@@ -135,6 +135,7 @@ def move_production(registry: Registry, name: str, version: int) -> None:
     )
     registry.move_alias(decision, expected=current)
 
+
 # --- traffic -------------------------------------------------------------------------------
 
 BATCH_ROWS = 5

@@ -314,7 +314,6 @@ class ServeSpec(SpecModel):
         return self
 
 
-
 class Spec(SpecModel):
     """A whole `refit.yaml`."""
 
