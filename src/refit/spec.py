@@ -267,6 +267,11 @@ class ServeSpec(SpecModel):
     """Rows waiting beyond this are refused at once with 503 and Retry-After."""
     extra_fields: Literal["reject", "ignore"] = "reject"
     """A request's fields that are no input of the model: refused (422), or ignored."""
+    drain_delay: float = Field(default=5.0, ge=0, le=300)
+    """Seconds a server keeps accepting and answering after SIGTERM (readiness false, every
+    answer `Connection: close`) so that load balancers stop sending before it stops listening."""
+    grace_period: float = Field(default=25.0, gt=0, le=3600)
+    """Seconds it then waits for the requests in flight before it cancels them and exits."""
 
 
 class Spec(SpecModel):

@@ -8,7 +8,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -20,9 +20,13 @@ from refit.cli._server import (
     bind_failures_reported,
     check_address,
 )
-from refit.deploy.pod import DRAIN_SECONDS, WORKER_STARTUP_SECONDS
+from refit.deploy.pod import WORKER_STARTUP_SECONDS
 from refit.project import load_project
 from refit.serve._multiprocess import shared_metrics
+from refit.spec import ServeSpec
+
+if TYPE_CHECKING:
+    from refit.serve._server import DrainingConfig
 
 
 def serve(
@@ -40,9 +44,10 @@ def serve(
 def _serve(
     project: Path, host: str | None, port: int | None, workers: int | None, access_log: bool
 ) -> None:
-    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
 
-    from refit.serve.main import PROJECT_ENV, log_config
+    from refit.serve._server import run
+    from refit.serve.main import PROJECT_ENV
 
     overrides = {"HOST": host, "PORT": port, "WORKERS": workers}
     for key, value in overrides.items():
@@ -55,25 +60,39 @@ def _serve(
         os.environ.setdefault(threads, "1")
     os.environ[PROJECT_ENV] = str(loaded.root)
     settings = loaded.spec.serve
-    check_address(settings.host, settings.port)  # one worker binds only after loading its model
+    check_address(settings.host, settings.port)
     shown = f"http://{settings.host}:{settings.port}"
     err.print(
         f"Serving {loaded.spec.name} (production) on {shown} with {settings.workers} "
         f"worker(s); API docs at {shown}/docs"
     )
     with _sigterm_exits_cleanly(), bind_failures_reported(settings.host, settings.port):
-        uvicorn.run(
-            "refit.serve.main:app_from_environment",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_config=log_config(),
-            access_log=access_log,
-            timeout_graceful_shutdown=DRAIN_SECONDS,
-            # A worker imports scikit-learn and loads a model before it answers health pings.
-            timeout_worker_healthcheck=WORKER_STARTUP_SECONDS,
-        )
+        if not run(server_config(settings, access_log)):
+            raise SystemExit(STARTUP_FAILURE)
+
+
+def server_config(settings: ServeSpec, access_log: bool) -> DrainingConfig:
+    """The uvicorn configuration of `refit serve` with these settings."""
+    from refit.serve._server import DrainingConfig
+    from refit.serve.main import log_config
+
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "workers": settings.workers,
+        "log_config": log_config(),
+        "access_log": access_log,
+        "timeout_graceful_shutdown": settings.grace_period,
+        # A worker imports scikit-learn and loads its model before it serves (and answers
+        # the supervisor's health check with "started").
+        "timeout_worker_healthcheck": WORKER_STARTUP_SECONDS,
+    }
+    return DrainingConfig(
+        "refit.serve.main:app_from_environment",
+        factory=True,
+        drain_delay=settings.drain_delay,
+        **options,
+    )
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -82,13 +101,9 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def _sigterm_exits_cleanly() -> Iterator[None]:
-    """SIGTERM (Kubernetes, docker, `refit up`) ends the server with status 0 in every mode.
-
-    While it serves, uvicorn handles SIGTERM itself: it stops accepting connections, lets the
-    requests in flight finish and runs the app's shutdown. In one process it then puts back the
-    handler it found and raises the signal again, so a server that drained as asked would end
-    "killed by SIGTERM" (-15; 143 in a shell), while its multi-worker supervisor exits 0.
-    The handler it puts back is this one, which exits 0 instead.
+    """SIGTERM (Kubernetes, docker, `refit up`) ends the server with status 0 in every mode,
+    also before it serves: while it serves, the server handles SIGTERM itself (it drains, see
+    `refit.serve._server`) and then exits 0.
     """
     previous = signal.signal(signal.SIGTERM, _exit_cleanly)
     try:

@@ -68,6 +68,7 @@ class ModelFollower:
         self._on_swap = on_swap
         self._on_failure = on_failure
         self._settle_due = False
+        self._looked = asyncio.Event()
 
     async def run(self) -> None:
         """Poll until cancelled."""
@@ -83,7 +84,24 @@ class ModelFollower:
                 # Never let one bad poll end the following: the server would stay on its
                 # version forever, silently.
                 log.exception("checking %s@%s failed", self.name, self.alias)
+            self._looked.set()
             await asyncio.sleep(self.poll_interval)
+
+    async def first_look(self, timeout: float) -> bool:
+        """Wait, at most `timeout` seconds, for `run`'s first look at the alias to end: the
+        version it names loaded (verified and warmed up), refused, or none named. False on
+        timeout; the load goes on, and `current` is set when it ends."""
+        try:
+            await asyncio.wait_for(self._looked.wait(), timeout)
+        except TimeoutError:
+            log.warning(
+                "%s@%s not loaded within %.0f s; serving, not ready until it is",
+                self.name,
+                self.alias,
+                timeout,
+            )
+            return False
+        return True
 
     async def check(self) -> bool:
         """Look at the alias once; load and swap if it moved. True when a swap happened."""
