@@ -229,6 +229,9 @@ def serving(
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("REFIT_")}
     environment |= {"OMP_NUM_THREADS": "1", "REFIT_SERVE__POLL_INTERVAL": str(POLL_INTERVAL)}
+    # No load balancer waits on a test's server: it stops listening at once on SIGTERM, unless
+    # a test of the shutdown sets a delay.
+    environment |= {"REFIT_SERVE__DRAIN_DELAY": "0"}
     environment |= env or {}
     args = [sys.executable, "-m", "refit", "serve", "-p", str(project)]
     args += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), *options]
