@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import pickle
 import signal
 import socket
 import sys
@@ -37,6 +38,7 @@ ON_DRAIN = "refit.on_drain"
 
 _CLOSE = (b"connection", b"close")
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_PING_STEP = 0.05
 _PARENT_GONE = signal.SIGINT
 """What a worker receives when its supervisor dies: a shutdown without the drain delay (no
 load balancer waits on an orphan), finishing the requests in flight."""
@@ -114,6 +116,23 @@ class _Worker(Process):
             assert isinstance(self.config, DrainingConfig)
             self._server = DrainingServer(self.config)
         return self._server
+
+    def _healthcheck(self, timeout: float) -> bool | None:
+        # uvicorn waits for the answer to its ping for the whole timeout (refit's is long: a
+        # worker answers from a thread, but may be loading a model), and a worker that dies
+        # between the ping and its answer never closes the pipe (the supervisor holds both
+        # ends): it would be replaced only after that timeout. Here a dead worker is seen at
+        # once.
+        deadline = time.monotonic() + timeout
+        try:
+            self.parent_conn.send(b"ping")
+            while not self.parent_conn.poll(_PING_STEP):
+                if not self.process.is_alive() or time.monotonic() > deadline:
+                    return None
+            started: bool = self.parent_conn.recv()
+        except (OSError, EOFError, pickle.UnpicklingError):
+            return None
+        return started
 
     def target(self, sockets: list[socket.socket] | None = None) -> None:  # pragma: no cover
         die_with_parent(self.supervisor)
