@@ -16,11 +16,13 @@ import pytest
 
 from serving import (
     START_WITHIN,
+    alive,
     example_records,
     fresh_connections,
     make_project,
     serving,
     wait_until,
+    workers_of,
 )
 
 CLIENTS = 4
@@ -35,38 +37,12 @@ class Result:
     problem: str | None = None
 
 
-def workers_of(supervisor: int) -> set[int]:
-    """The live worker processes `refit serve` started (not multiprocessing's helpers)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        state, parent = stat.rsplit(")", 1)[1].split()[:2]
-        if int(parent) == supervisor and state != "Z" and b"spawn_main" in command:
-            found.add(int(entry.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 @pytest.mark.slow
 def test_a_worker_killed_under_traffic_is_replaced_without_a_503(tmp_path: Path) -> None:
     root = make_project(tmp_path / "p")
     record = example_records(1)[0]
     with serving(root, workers=2) as server:
         server.converge(1, workers=2)
-        before = {server.served()["loaded_at"] for _ in range(20)}  # type: ignore[index]
         [victim, survivor] = sorted(workers_of(server.process.pid))
         stop_sending = threading.Event()
         results: list[Result] = []
@@ -89,7 +65,12 @@ def test_a_worker_killed_under_traffic_is_replaced_without_a_503(tmp_path: Path)
         for thread in threads:
             thread.start()
         try:
-            time.sleep(1.0)
+
+            def loads_seen() -> set[str]:
+                return {r.loaded_at for r in list(results) if r.loaded_at is not None}
+
+            wait_until("both workers answering", lambda: len(loads_seen()) == 2, 10.0)
+            before = loads_seen()  # the two workers' loads: the replacement's is another
             os.kill(victim, signal.SIGKILL)
             wait_until("the killed worker gone", lambda: not alive(victim), 10.0)
             killed = time.monotonic()
@@ -101,7 +82,7 @@ def test_a_worker_killed_under_traffic_is_replaced_without_a_503(tmp_path: Path)
             [replacement] = workers_of(server.process.pid) - {survivor}
 
             def answering() -> bool:
-                return any(r.loaded_at not in before for r in results if r.loaded_at)
+                return bool(loads_seen() - before)
 
             took = wait_until("the replacement answering", answering, START_WITHIN, every=0.1)
             time.sleep(SERVED_AFTER)
