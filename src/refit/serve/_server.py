@@ -1,7 +1,8 @@
 """refit's own uvicorn runner: one worker or a supervisor of several, shutting down without
 losing a request.
 
-    run(config, drain_delay=5.0)      # config: a uvicorn.Config with the app and grace period
+    run(DrainingConfig("pkg.main:app", factory=True, workers=2, drain_delay=5.0,
+                       timeout_graceful_shutdown=25))
 
 On SIGTERM a worker calls the app's drain callback (readiness turns 503 "draining"), keeps
 accepting and answering for `drain_delay` seconds with `Connection: close` on every response,
@@ -11,9 +12,11 @@ exits 0. The connections the kernel has queued are accepted during the delay, ne
 SIGINT (Ctrl-C) skips the delay. The app offers its callback in its lifespan state, under
 `ON_DRAIN`.
 
-With several workers, the listening socket is bound before any worker starts; each worker
-loads its app (and the app its model, in its lifespan) before it takes a connection from it,
-and dies with its supervisor (`PR_SET_PDEATHSIG` on Linux), so that no orphan holds the port.
+The listening socket is bound first; a worker loads its app (and the app its model, in its
+lifespan) before it takes a connection from it, so the connections that arrive meanwhile wait
+in the kernel's queue or go to the other workers. With several workers each dies with their
+supervisor (`PR_SET_PDEATHSIG` on Linux), so that no orphan holds the port. Extra uvicorn
+settings (limits, timeouts) are plain `Config` keyword arguments.
 """
 
 from __future__ import annotations
