@@ -358,32 +358,76 @@ def stop(process: subprocess.Popen[bytes]) -> int:
     return process.returncode
 
 
+def start_serving(
+    project: Path,
+    workers: int,
+    *,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    options: tuple[str, ...] = (),
+) -> Server:
+    """Start `refit serve` on `port` (default a free one) of 127.0.0.1, not yet live: the
+    caller waits for it and stops it. `env` adds to the environment (for example
+    `REFIT_SERVE__*` settings), `options` to the command line."""
+    port = free_port() if port is None else port
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("REFIT_")}
+    environment |= {"OMP_NUM_THREADS": "1", "REFIT_SERVE__POLL_INTERVAL": str(POLL_INTERVAL)}
+    # No load balancer waits on a test's server: it stops listening at once on SIGTERM, unless
+    # a test of the shutdown sets a delay.
+    environment |= {"REFIT_SERVE__DRAIN_DELAY": "0"}
+    environment |= env or {}
+    args = [sys.executable, "-m", "refit", "serve", "-p", str(project)]
+    args += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), *options]
+    log = project.parent / f"serve-{port}-{time.monotonic_ns()}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(args, env=environment, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    return Server(project, process, url, log, fresh_connections(url))
+
+
 @contextmanager
 def serving(
     project: Path,
     workers: int,
     *,
+    port: int | None = None,
     env: dict[str, str] | None = None,
     options: tuple[str, ...] = (),
 ) -> Iterator[Server]:
-    """`refit serve` on a free port of 127.0.0.1, live; stopped with SIGTERM, which must end
-    it cleanly: status 0, with one worker or several. `env` adds to the environment (for
-    example `REFIT_SERVE__*` settings), `options` to the command line."""
-    port = free_port()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("REFIT_")}
-    environment |= {"OMP_NUM_THREADS": "1", "REFIT_SERVE__POLL_INTERVAL": str(POLL_INTERVAL)}
-    environment |= env or {}
-    args = [sys.executable, "-m", "refit", "serve", "-p", str(project)]
-    args += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), *options]
-    log = project.parent / f"serve-{port}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(args, env=environment, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    server = Server(project, process, url, log, fresh_connections(url))
+    """`refit serve` (see `start_serving`), live; stopped with SIGTERM, which must end it
+    cleanly: status 0, with one worker or several."""
+    server = start_serving(project, workers, port=port, env=env, options=options)
     try:
         server.wait_live()
         yield server
     finally:
         server.http.close()
-        code = stop(process)
+        code = stop(server.process)
     assert code == 0, f"refit serve exited with {code} on SIGTERM:\n{server.output()}"
+
+
+def workers_of(supervisor: int) -> set[int]:
+    """The live worker processes a `refit serve` of several workers started (not
+    multiprocessing's helpers)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        state, parent = stat.rsplit(")", 1)[1].split()[:2]
+        if int(parent) == supervisor and state != "Z" and b"spawn_main" in command:
+            found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

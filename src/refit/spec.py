@@ -292,6 +292,12 @@ class ServeSpec(SpecModel):
     access_log: bool = True
     """Log one line per answered request."""
 
+    drain_delay: float = Field(default=5.0, ge=0, le=300)
+    """Seconds a server keeps accepting and answering after SIGTERM (readiness false, every
+    answer `Connection: close`) so that load balancers stop sending before it stops listening."""
+    grace_period: float = Field(default=25.0, gt=0, le=3600)
+    """Seconds it then waits for the requests in flight before it cancels them and exits."""
+
     @field_validator("keys")
     @classmethod
     def _hash_lines(cls, lines: list[str]) -> list[str]:

@@ -9,7 +9,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -22,10 +22,13 @@ from refit.cli._server import (
     bind_failures_reported,
     check_address,
 )
-from refit.deploy.pod import DRAIN_SECONDS, WORKER_STARTUP_SECONDS
+from refit.deploy.pod import WORKER_STARTUP_SECONDS
 from refit.project import load_project
 from refit.serve._multiprocess import shared_metrics
 from refit.spec import ServeSpec
+
+if TYPE_CHECKING:
+    from refit.serve._server import DrainingConfig
 
 
 def serve(
@@ -58,8 +61,9 @@ def _serve(
     log_format: str | None,
     access_log: bool | None,
 ) -> None:
-    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
 
+    from refit.serve._server import run
     from refit.serve.main import PROJECT_ENV, log_config
 
     overrides = {
@@ -79,7 +83,7 @@ def _serve(
         os.environ.setdefault(threads, "1")
     os.environ[PROJECT_ENV] = str(loaded.root)
     settings = loaded.spec.serve
-    check_address(settings.host, settings.port)  # one worker binds only after loading its model
+    check_address(settings.host, settings.port)
     check_exposure(settings, os.environ)  # no keys: loopback only, unless auth: none is said
     shown = f"http://{settings.host}:{settings.port}"
     logging_config = log_config(settings.log_format, settings.access_log)
@@ -93,18 +97,32 @@ def _serve(
     else:
         err.print(serving)
     with _sigterm_exits_cleanly(), bind_failures_reported(settings.host, settings.port):
-        uvicorn.run(
-            "refit.serve.main:app_from_environment",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_config=logging_config,
-            access_log=settings.access_log,
-            timeout_graceful_shutdown=DRAIN_SECONDS,
-            # A worker imports scikit-learn and loads a model before it answers health pings.
-            timeout_worker_healthcheck=WORKER_STARTUP_SECONDS,
-        )
+        if not run(server_config(settings)):
+            raise SystemExit(STARTUP_FAILURE)
+
+
+def server_config(settings: ServeSpec) -> DrainingConfig:
+    """The uvicorn configuration of `refit serve` with these settings."""
+    from refit.serve._server import DrainingConfig
+    from refit.serve.main import log_config
+
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "workers": settings.workers,
+        "log_config": log_config(settings.log_format, settings.access_log),
+        "access_log": settings.access_log,
+        "timeout_graceful_shutdown": settings.grace_period,
+        # A worker imports scikit-learn and loads its model before it serves (and answers
+        # the supervisor's health check with "started").
+        "timeout_worker_healthcheck": WORKER_STARTUP_SECONDS,
+    }
+    return DrainingConfig(
+        "refit.serve.main:app_from_environment",
+        factory=True,
+        drain_delay=settings.drain_delay,
+        **options,
+    )
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -113,13 +131,9 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def _sigterm_exits_cleanly() -> Iterator[None]:
-    """SIGTERM (Kubernetes, docker, `refit up`) ends the server with status 0 in every mode.
-
-    While it serves, uvicorn handles SIGTERM itself: it stops accepting connections, lets the
-    requests in flight finish and runs the app's shutdown. In one process it then puts back the
-    handler it found and raises the signal again, so a server that drained as asked would end
-    "killed by SIGTERM" (-15; 143 in a shell), while its multi-worker supervisor exits 0.
-    The handler it puts back is this one, which exits 0 instead.
+    """SIGTERM (Kubernetes, docker, `refit up`) ends the server with status 0 in every mode,
+    also before it serves: while it serves, the server handles SIGTERM itself (it drains, see
+    `refit.serve._server`) and then exits 0.
     """
     previous = signal.signal(signal.SIGTERM, _exit_cleanly)
     try:

@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from refit import __version__
+from refit.deploy.pod import FIRST_LOAD_SECONDS
 from refit.errors import (
     InputError,
     MalformedBodyError,
@@ -35,6 +36,7 @@ from refit.errors import (
 )
 from refit.serve._head import HeadMiddleware, allow_head
 from refit.serve._logging import RequestLog
+from refit.serve._server import ON_DRAIN
 from refit.serve._unexpected import UnexpectedErrors
 from refit.serve.auth import Access, AccessMiddleware, document_access
 from refit.serve.docs import add_docs, openapi_document
@@ -140,19 +142,30 @@ def create_app(
     state: ServerState,
     on_shutdown: Callable[[], None] | None = None,
     access: Access | None = None,
+    *,
+    first_load_timeout: float = FIRST_LOAD_SECONDS,
 ) -> FastAPI:
     """The FastAPI app of a server; its lifespan runs the follower of `production`.
 
     `access` says which keys the routes need and which `Host` names it answers to; without
     it, every route is open to any Host.
-    """
+
+    Its startup waits (at most `first_load_timeout` seconds) for the version in production to
+    be loaded, verified and warmed up: the server takes no connection before its startup ends,
+    so a worker that starts, or restarts beside others, answers no request with 503 "not
+    ready" while it loads. Without a version in production, or with one that fails to load,
+    it starts all the same and answers 503 saying why."""
     access = access or Access()
 
+    def drain() -> None:
+        state.draining = True
+
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         task = asyncio.create_task(state.follower.run(), name="refit-follow-production")
         try:
-            yield
+            await state.follower.first_look(first_load_timeout)
+            yield {ON_DRAIN: drain}
         finally:
             state.draining = True
             task.cancel()

@@ -97,6 +97,7 @@ class ModelFollower:
         self.instance = new_instance() if heartbeat else None
         self._reported: Beat | None = None
         self._reported_at = 0.0
+        self._looked = asyncio.Event()
 
     async def run(self) -> None:
         """Poll until cancelled (then a heartbeat row is deleted)."""
@@ -113,6 +114,7 @@ class ModelFollower:
                     # Never let one bad poll end the following: the server would stay on its
                     # version forever, silently.
                     log.exception("checking %s@%s failed", self.name, self.alias)
+                self._looked.set()
                 try:
                     await self.report()
                 except Exception as exc:  # the next poll writes it again; serving goes on
@@ -159,6 +161,22 @@ class ModelFollower:
             return
         await asyncio.to_thread(beat, self.registry, self.instance, self.name, now)
         self._reported, self._reported_at = now, time.monotonic()
+
+    async def first_look(self, timeout: float) -> bool:
+        """Wait, at most `timeout` seconds, for `run`'s first look at the alias to end: the
+        version it names loaded (verified and warmed up), refused, or none named. False on
+        timeout; the load goes on, and `current` is set when it ends."""
+        try:
+            await asyncio.wait_for(self._looked.wait(), timeout)
+        except TimeoutError:
+            log.warning(
+                "%s@%s not loaded within %.0f s; serving, not ready until it is",
+                self.name,
+                self.alias,
+                timeout,
+            )
+            return False
+        return True
 
     async def check(self) -> bool:
         """Look at the alias once; load and swap if it moved. True when a swap happened."""
