@@ -8,6 +8,7 @@ a password) and S3 endpoint, configured by `REFIT_*` variables alone.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -71,10 +72,34 @@ def test_image_runs_refit_as_a_non_root_user_with_no_build_tools(
         "--entrypoint=sh",
         refit_image,
         "-c",
-        "command -v gcc cc make curl; ls -d /root/.cache /home/refit/.cache /wheels 2>/dev/null;"
+        "command -v gcc cc make curl; ls -d /root/.cache /home/refit/.cache /wheels /tmp/wheels"
+        " 2>/dev/null;"
         " refit --help >/dev/null && echo refit-runs",
     )
     assert leftovers.stdout.split() == ["refit-runs"]
+
+
+def test_image_holds_the_code_of_this_checkout(engine: Podman, refit_image: str) -> None:
+    """Every Python file of the package in the image is the checkout's own (a stale layer
+    cache would install an older wheel)."""
+    listing = engine(
+        "run",
+        "--rm",
+        "--entrypoint=python",
+        refit_image,
+        "-c",
+        "import hashlib, pathlib, refit\n"
+        "root = pathlib.Path(refit.__file__).parent\n"
+        "for f in sorted(root.rglob('*.py')):\n"
+        "    print(f.relative_to(root), hashlib.sha256(f.read_bytes()).hexdigest())",
+    ).stdout
+    source = ROOT / "src" / "refit"
+    expected = {
+        str(f.relative_to(source)): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in source.rglob("*.py")
+    }
+    installed = dict(line.split() for line in listing.splitlines())
+    assert installed == expected
 
 
 @pytest.mark.parametrize(("command", "healthy"), [("serve", False), ("scheduler", True)])
