@@ -34,12 +34,12 @@ from refit.errors import (
     TooLargeError,
 )
 from refit.serve._head import HeadMiddleware, allow_head
+from refit.serve._json import parse_json
 from refit.serve._unexpected import UnexpectedErrors
 from refit.serve.docs import add_docs, openapi_document
 from refit.serve.invocations import invocations_router
 from refit.serve.metrics import CONTENT_TYPE, ServerMetrics
 from refit.serve.predictor import LoadedModel, Predictions
-from refit.serve.records import parse_json
 from refit.serve.schemas import Responses, json_response, ref, refit_errors
 from refit.serve.state import ServerState, off_the_loop, read_body
 from refit.serve.v2 import v2_router
@@ -187,7 +187,9 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
         model = state.model(name)
         reader = state.reader(model)
         body = await read_body(request, state.max_body_bytes)
-        columns = await off_the_loop(body, lambda b: reader.one_columns(parse_json(b)))
+        columns = await off_the_loop(
+            body, lambda b: reader.one_columns(parse_json(b, reader.max_record_separators))
+        )
         predictions = await state.predict_columns(model, columns)
         return FastJSONResponse(answer(model, predictions, batch=False))
 
@@ -195,7 +197,9 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
         model = state.model(name)
         reader = state.reader(model)
         body = await read_body(request, state.max_body_bytes)
-        columns = await off_the_loop(body, lambda b: reader.many_columns(parse_json(b)))
+        columns = await off_the_loop(
+            body, lambda b: reader.many_columns(parse_json(b, reader.max_separators))
+        )
         predictions = await state.predict_columns(model, columns)
         return FastJSONResponse(answer(model, predictions, batch=True))
 

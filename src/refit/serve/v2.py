@@ -53,6 +53,7 @@ from refit.serve._inference import (
     read_request,
     tensor_columns,
 )
+from refit.serve._numbers import shown
 from refit.serve._routes import AsciiJSONResponse as V2Response
 from refit.serve._routes import protocol_route
 from refit.serve.predictor import LoadedModel, Predictions
@@ -178,7 +179,7 @@ def _outputs(model: LoadedModel, request: InferenceRequest) -> list[str]:
             )
         if name not in gives:
             raise MalformedBodyError(
-                f"unknown output {name!r}; {model.name} gives {', '.join(map(repr, gives))}"
+                f"unknown output {shown(name)}; {model.name} gives {', '.join(map(repr, gives))}"
             )
     return asked
 
@@ -313,7 +314,7 @@ def v2_router(state: ServerState) -> APIRouter:
         reader, header = state.reader(model), request.headers.get(BINARY_HEADER)
 
         def read(body: bytes) -> tuple[InferenceRequest, list[str], Columns]:
-            inference = read_request(body, header)
+            inference = read_request(body, header, reader)
             outputs = _outputs(model, inference)
             return inference, outputs, tensor_columns(reader, inference, model.name)
 

@@ -1,0 +1,130 @@
+"""Request bodies as JSON: parsed strictly, and bounded before they are parsed.
+
+    value = parse_json(body, max_separators=reader.max_separators)
+
+- A body of more values than the route could take is refused before it is parsed
+  (`TooLargeError`): parsing 10 MiB of tiny values holds the worker for a large part of a second.
+- An object that gives a key twice is refused (`MalformedBodyError` naming the key), where
+  parsers silently keep the last value: two parsers (a proxy's and refit's) would read two
+  different requests.
+- NaN and infinities parse (JSON cannot carry them; the checks of a value then refuse them).
+
+Both checks cost a few C-speed byte counts in the common case; the exact passes run only when
+those counts cannot decide.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any
+
+import orjson
+
+from refit.errors import MalformedBodyError, TooLargeError
+from refit.serve._numbers import shown
+
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+_CONTAINERS = (dict, list)
+_CHUNK = 2**20
+
+
+def parse_json(body: bytes, max_separators: int | None = None) -> Any:
+    """The JSON value of a body; `MalformedBodyError` says where it breaks or which key an
+    object gives twice. With `max_separators`, a body of more commas (between values, outside
+    strings) is refused with `TooLargeError` before it is parsed."""
+    if not body.strip():
+        raise MalformedBodyError("the request body is empty; expected a JSON object")
+    if max_separators is not None and _separators(body, max_separators) > max_separators:
+        raise TooLargeError(
+            f"the body holds more than {max_separators} values, more than a request to this "
+            "model can (serve.max_batch_rows rows of its fields)"
+        )
+    try:
+        value = orjson.loads(body)  # the common case, several times faster
+    except orjson.JSONDecodeError:
+        return _parse_slowly(body)  # NaN, huge integers, or broken JSON: it says which
+    if body.count(b":") != _keys(value) and outside_strings(body).count(b":") != _keys(value):
+        # Colons outside strings are keys: more of them than the parsed objects have keys
+        # means an object gave one twice (orjson keeps the last). Find and name it.
+        _parse_slowly(body)
+    return value
+
+
+def _separators(body: bytes, limit: int) -> int:
+    """The commas outside strings, or a count past `limit`: counted exactly only when the count
+    of all commas (a C-speed upper bound) is over `limit`, and then a MiB at a time, stopping
+    once past it."""
+    commas = body.count(b",")
+    if commas <= limit:
+        return commas
+    counted, inside = 0, False
+    unescaped = _unescaped(body)
+    for start in range(0, len(unescaped), _CHUNK):
+        parts = unescaped[start : start + _CHUNK].split(b'"')
+        counted += b"".join(parts[inside::2]).count(b",")
+        if counted > limit:
+            break
+        inside ^= len(parts) % 2 == 0  # an odd number of quotes in the chunk
+    return counted
+
+
+def _unescaped(body: bytes) -> bytes:
+    """A JSON text without its escaped backslashes and quotes: every quote left opens or closes
+    a string."""
+    return body.replace(b"\\\\", b"").replace(b'\\"', b"")
+
+
+def outside_strings(body: bytes) -> bytes:
+    """The bytes of a JSON text outside its strings, at C speed."""
+    return b"".join(_unescaped(body).split(b'"')[::2])
+
+
+def _keys(value: Any) -> int:
+    """How many keys the objects of a parsed JSON value have, all nesting levels together."""
+    if type(value) is not dict and type(value) is not list:
+        return 0
+    keys, pending = 0, [value]
+    for item in pending:  # grows as nested containers are found: iterative, any depth
+        children = item.values() if type(item) is dict else item
+        if type(item) is dict:
+            keys += len(item)
+        types = set(map(type, children))
+        if dict in types or list in types:
+            pending += [child for child in children if type(child) in _CONTAINERS]
+    return keys
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise MalformedBodyError(
+                    f"the key {shown(key)} is given twice in one object of the body; give "
+                    "each key once"
+                )
+            seen.add(key)
+    return value
+
+
+def _parse_slowly(body: bytes) -> Any:
+    """The standard library's parse: NaN and infinities, integers past 64 bits, and a precise
+    error (where the JSON breaks, which key is given twice)."""
+    try:
+        return json.loads(body, parse_constant=_NON_FINITE.__getitem__, object_pairs_hook=_unique)
+    except UnicodeDecodeError:
+        raise MalformedBodyError("the request body is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise MalformedBodyError(
+            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno}, "
+            f"column {exc.colno}"
+        ) from None
+    except RecursionError:
+        raise MalformedBodyError("the request body nests arrays or objects too deeply") from None
+    except ValueError:  # an integer literal longer than Python converts
+        raise MalformedBodyError(
+            f"the request body holds an integer of more than {sys.get_int_max_str_digits()} digits"
+        ) from None
