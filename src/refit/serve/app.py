@@ -27,14 +27,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from refit import __version__
 from refit.errors import (
     InputError,
-    MalformedBodyError,
     NotFoundError,
     RefitError,
+    RequestError,
     ServiceUnavailableError,
-    TooLargeError,
 )
 from refit.serve._head import HeadMiddleware, allow_head
 from refit.serve._json import parse_json
+from refit.serve._media import JSON_TYPE, content_type, route_path
 from refit.serve._unexpected import UnexpectedErrors
 from refit.serve.docs import add_docs, openapi_document
 from refit.serve.invocations import invocations_router
@@ -64,7 +64,7 @@ def _error_response(exc: Exception) -> JSONResponse:
     if isinstance(exc, InputError):
         body = error_body(exc.code, exc.message, [asdict(p) for p in exc.problems])
         return ErrorResponse(body, status_code=exc.status)
-    if isinstance(exc, (MalformedBodyError, TooLargeError, ServiceUnavailableError)):
+    if isinstance(exc, (RequestError, ServiceUnavailableError)):
         headers = {"Retry-After": "1"} if isinstance(exc, ServiceUnavailableError) else None
         return ErrorResponse(error_body(exc.code, exc.message), exc.status, headers=headers)
     if isinstance(exc, NotFoundError):
@@ -184,6 +184,7 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
         return _error_response(exc)
 
     async def predict_one(name: str, request: Request) -> Response:
+        content_type(request.headers.get("content-type"), (JSON_TYPE,), route_path(request))
         model = state.model(name)
         reader = state.reader(model)
         body = await read_body(request, state.max_body_bytes)
@@ -194,6 +195,7 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
         return FastJSONResponse(answer(model, predictions, batch=False))
 
     async def predict_many(name: str, request: Request) -> Response:
+        content_type(request.headers.get("content-type"), (JSON_TYPE,), route_path(request))
         model = state.model(name)
         reader = state.reader(model)
         body = await read_body(request, state.max_body_bytes)
@@ -203,7 +205,7 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
         predictions = await state.predict_columns(model, columns)
         return FastJSONResponse(answer(model, predictions, batch=True))
 
-    errors = refit_errors(400, 405, 413, 422, 500, 503)
+    errors = refit_errors(400, 405, 413, 415, 422, 500, 503)
     named = {**errors, **refit_errors(404)}
     one: Responses = {200: _body("Prediction")}
     many: Responses = {200: _body("Predictions")}

@@ -47,6 +47,7 @@ from refit.errors import (
     TooLargeError,
 )
 from refit.serve._json import parse_json
+from refit.serve._media import JSON_TYPE, UnsupportedMediaType, content_type
 from refit.serve._routes import AsciiJSONResponse, protocol_route
 from refit.serve.records import (
     MAX_PROBLEMS,
@@ -63,21 +64,13 @@ log = logging.getLogger("refit.serve")
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 CSV_TYPES = ("text/csv", "application/csv")
-JSON_TYPE = "application/json"
-
-
-class UnsupportedMediaType(RequestError):
-    """A content type `/invocations` does not read (MLflow answers these in plain text)."""
-
-    status = 415
-    code = "unsupported_media_type"
 
 
 def error_response(exc: Exception) -> Response:
     """MLflow's answer to anything raised while serving one of its routes."""
     status, code = 500, "INTERNAL_ERROR"
     headers: Mapping[str, str] | None = None
-    if isinstance(exc, UnsupportedMediaType):
+    if isinstance(exc, UnsupportedMediaType):  # MLflow answers these in plain text
         return PlainTextResponse(exc.message, status_code=415)
     if isinstance(exc, InputError):
         status, code, message = 400, "BAD_REQUEST", explain(exc)
@@ -102,32 +95,13 @@ def error_response(exc: Exception) -> Response:
 
 
 def media_type(header: str | None) -> str:
-    """The MIME type of a Content-Type header, refusing what MLflow refuses: a charset other
-    than UTF-8 and any other parameter (such as 1.x's `format=pandas-split`)."""
-    if not header:
-        raise UnsupportedMediaType(
-            f"no Content-Type; /invocations reads {JSON_TYPE} and {' or '.join(CSV_TYPES)}"
-        )
-    mime, *parameters = (part.strip() for part in header.split(";"))
-    values = {
-        key.strip().lower(): value.strip()
-        for key, _, value in (p.partition("=") for p in parameters)
-    }
-    if values.get("charset", "utf-8").strip('"').lower() != "utf-8":
-        raise UnsupportedMediaType("/invocations reads only UTF-8 (charset=utf-8)")
-    others = sorted(values.keys() - {"charset"})
-    if others:
-        raise UnsupportedMediaType(
-            f"unrecognized content type parameters: {', '.join(others)}. The scoring protocol "
-            "changed in MLflow 2.0: send a JSON object with one of the fields "
-            f"{', '.join(FORMATS)} instead of a format parameter"
-        )
-    mime = mime.lower()
-    if mime != JSON_TYPE and mime not in CSV_TYPES:
-        raise UnsupportedMediaType(
-            f"/invocations reads {JSON_TYPE} and {' or '.join(CSV_TYPES)}; got {header!r}"
-        )
-    return mime
+    """The MIME type of a Content-Type header, refusing what MLflow refuses: another type, a
+    charset other than UTF-8 and any other parameter (such as 1.x's `format=pandas-split`)."""
+    hint = (
+        "the scoring protocol changed in MLflow 2.0: send a JSON object with one of the fields "
+        f"{', '.join(FORMATS)} instead of a format parameter"
+    )
+    return content_type(header, (JSON_TYPE, *CSV_TYPES), "/invocations", hint)
 
 
 # --- JSON -----------------------------------------------------------------------------------
