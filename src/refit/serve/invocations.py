@@ -46,7 +46,7 @@ from refit.errors import (
     ServiceUnavailableError,
     TooLargeError,
 )
-from refit.serve._json import parse_json
+from refit.serve._json import count_outside_quotes, parse_json
 from refit.serve._media import JSON_TYPE, UnsupportedMediaType, content_type
 from refit.serve._routes import AsciiJSONResponse, protocol_route
 from refit.serve.records import (
@@ -268,8 +268,7 @@ def _bound_cells(body: bytes, limit: int) -> None:
     count = body.count(b",") + body.count(b"\n")
     if count > limit:
         # Quotes open and close quoted cells (one inside a cell is doubled: closed, reopened).
-        unquoted = b"".join(body.split(b'"')[::2])
-        count = unquoted.count(b",") + unquoted.count(b"\n")
+        count = count_outside_quotes(body, b",\n", limit)
     if count > limit:
         raise TooLargeError(
             f"the CSV body holds more than {limit} cells, more than a request to this model "
