@@ -53,9 +53,7 @@ def content_type(
         raise UnsupportedMediaType(f"the charset is {shown(charset)}; {send}")
     if values:
         named = ", ".join(shown(name) for name in sorted(values)[:10])
-        raise UnsupportedMediaType(
-            f"unrecognized content type parameters: {named}. {route} reads none; {hint}"
-        )
+        raise UnsupportedMediaType(f"unrecognized content type parameters: {named}. {send}; {hint}")
     return mime
 
 
