@@ -184,6 +184,7 @@ class Prober(threading.Thread):
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     project = make_project(tmp_path_factory.mktemp("worst") / "project")
     with serving(project, workers=1) as running:
+        running.converge(1, workers=1)
         yield running
 
 
