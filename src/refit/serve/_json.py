@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Iterator
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -90,18 +92,23 @@ def _unescaped(body: bytes) -> bytes:
 
 
 def _keys(value: Any) -> int:
-    """How many keys the objects of a parsed JSON value have, all nesting levels together."""
-    if type(value) is not dict and type(value) is not list:
-        return 0
-    keys, pending = 0, [value]
-    for item in pending:  # grows as nested containers are found: iterative, any depth
-        children = item.values() if type(item) is dict else item
-        if type(item) is dict:
-            keys += len(item)
-        types = set(map(type, children))
-        if dict in types or list in types:
-            pending += [child for child in children if type(child) in _CONTAINERS]
+    """How many keys the objects of a parsed JSON value have, all nesting levels together:
+    one level at a time, each in a few C-speed passes (records of scalars take one)."""
+    keys, level = 0, [value]
+    while level:
+        dicts = [item for item in level if type(item) is dict]
+        keys += sum(map(len, dicts))
+        lists = [item for item in level if type(item) is list]
+        types = set(map(type, _inner(dicts, lists)))
+        if dict not in types and list not in types:
+            break
+        level = [item for item in _inner(dicts, lists) if type(item) in _CONTAINERS]
     return keys
+
+
+def _inner(dicts: list[dict[str, Any]], lists: list[list[Any]]) -> Iterator[Any]:
+    """The values of `dicts` and the items of `lists`, lazily."""
+    return chain(chain.from_iterable(map(dict.values, dicts)), chain.from_iterable(lists))
 
 
 def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
