@@ -1,7 +1,7 @@
 """An Open Inference (V2) inference request: its wire objects, and its tensors read into the
 checked columns of a tabular model.
 
-    request = read_request(body, request.headers.get("inference-header-content-length"))
+    request = read_request(body, request.headers.get("inference-header-content-length"), reader)
     columns = tensor_columns(reader, request, model.name)
 
 Two layouts of the rows are read: one input per feature (MLServer's `"pd"` content type), and
