@@ -28,14 +28,15 @@ from refit import __version__
 from refit.deploy.pod import FIRST_LOAD_SECONDS
 from refit.errors import (
     InputError,
-    MalformedBodyError,
     NotFoundError,
     RefitError,
+    RequestError,
     ServiceUnavailableError,
-    TooLargeError,
 )
 from refit.serve._head import HeadMiddleware, allow_head
+from refit.serve._json import parse_json
 from refit.serve._logging import RequestLog
+from refit.serve._media import JSON_TYPE, content_type, route_path
 from refit.serve._server import ON_DRAIN
 from refit.serve._unexpected import UnexpectedErrors
 from refit.serve.auth import Access, AccessMiddleware, document_access
@@ -43,7 +44,6 @@ from refit.serve.docs import add_docs, openapi_document
 from refit.serve.invocations import invocations_router
 from refit.serve.metrics import CONTENT_TYPE, ServerMetrics
 from refit.serve.predictor import LoadedModel, Predictions
-from refit.serve.records import parse_json
 from refit.serve.redaction import for_clients
 from refit.serve.schemas import Responses, json_response, ref, refit_errors
 from refit.serve.state import ServerState, off_the_loop, read_body
@@ -69,7 +69,7 @@ def _error_response(exc: Exception) -> JSONResponse:
     if isinstance(exc, InputError):
         body = error_body(exc.code, exc.message, [asdict(p) for p in exc.problems])
         return ErrorResponse(body, status_code=exc.status)
-    if isinstance(exc, (MalformedBodyError, TooLargeError, ServiceUnavailableError)):
+    if isinstance(exc, (RequestError, ServiceUnavailableError)):
         headers = {"Retry-After": "1"} if isinstance(exc, ServiceUnavailableError) else None
         unavailable = isinstance(exc, ServiceUnavailableError)  # may say why a load failed
         message = for_clients(exc.message) if unavailable else exc.message
@@ -213,22 +213,28 @@ def create_app(
         return _error_response(exc)
 
     async def predict_one(name: str, request: Request) -> Response:
+        content_type(request.headers.get("content-type"), (JSON_TYPE,), route_path(request))
         model = state.model(name)
         reader = state.reader(model)
         body = await read_body(request, state.max_body_bytes)
-        columns = await off_the_loop(body, lambda b: reader.one_columns(parse_json(b)))
+        columns = await off_the_loop(
+            body, lambda b: reader.one_columns(parse_json(b, reader.max_record_separators))
+        )
         predictions = await state.predict_columns(model, columns)
         return FastJSONResponse(answer(model, predictions, batch=False))
 
     async def predict_many(name: str, request: Request) -> Response:
+        content_type(request.headers.get("content-type"), (JSON_TYPE,), route_path(request))
         model = state.model(name)
         reader = state.reader(model)
         body = await read_body(request, state.max_body_bytes)
-        columns = await off_the_loop(body, lambda b: reader.many_columns(parse_json(b)))
+        columns = await off_the_loop(
+            body, lambda b: reader.many_columns(parse_json(b, reader.max_separators))
+        )
         predictions = await state.predict_columns(model, columns)
         return FastJSONResponse(answer(model, predictions, batch=True))
 
-    errors = refit_errors(400, 405, 413, 422, 500, 503)
+    errors = refit_errors(400, 405, 413, 415, 422, 500, 503)
     named = {**errors, **refit_errors(404)}
     one: Responses = {200: _body("Prediction")}
     many: Responses = {200: _body("Predictions")}

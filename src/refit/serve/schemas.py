@@ -243,7 +243,8 @@ _WHY = {
     404: "No such model (or version) is served here",
     405: "The path does not take this method; `Allow` lists the ones it takes",
     413: "The body or the batch is over the server's limit",
-    415: "A content type this route does not read (in plain text, as MLflow answers)",
+    415: "A Content-Type this route does not read, none, or a charset other than UTF-8; the "
+    "message says what to send",
     422: "Fields missing, unknown, of the wrong type or out of range, or rows the model "
     "refuses; `problems` names each",
     500: "Predicting failed; the server's log has the cause",
@@ -260,6 +261,7 @@ _CODES = {
     404: "`not_found`",
     405: "`method_not_allowed`",
     413: "`too_large`",
+    415: "`unsupported_media_type`",
     422: "`invalid_input`, or `model_refused` when the model fails on the request's own rows",
     500: "`internal`, or `error` for a failure refit names",
     503: "`unavailable`",
@@ -307,7 +309,8 @@ def mlflow_errors(*statuses: int) -> Responses:
     for status in statuses:
         if status == 415:
             text = {"text/plain": {"schema": _STRING}}
-            responses[status] = {"description": _WHY_STANDARD[status], "content": text}
+            why = f"{_WHY_STANDARD[status]} (in plain text, as MLflow answers)"
+            responses[status] = {"description": why, "content": text}
         else:
             responses[status] = _error(status, "MlflowError", _WHY_STANDARD[status])
     return responses

@@ -21,6 +21,7 @@ from refit.errors import (
     ServiceUnavailableError,
     TooLargeError,
 )
+from refit.serve._numbers import client_count
 from refit.serve.batching import MicroBatcher, ModelFailure
 from refit.serve.follower import LoadFailure, ModelFollower
 from refit.serve.metrics import ServerMetrics
@@ -225,9 +226,10 @@ async def off_the_loop(body: bytes, read: Callable[[bytes], T]) -> T:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
+    """The body of `request`, refused (413) past `limit` bytes before more is read."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise TooLargeError(f"the body has {declared} bytes; the limit is {limit}")
+    if declared is not None and (size := client_count(declared, "Content-Length")) > limit:
+        raise TooLargeError(f"the body has {size} bytes; the limit is {limit}")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
