@@ -28,7 +28,7 @@ from refit.errors import (
     StoreError,
     TrainingError,
 )
-from refit.project import load_project
+from refit.project import Project, load_project
 from refit.services import Services, open_services
 
 USAGE = 2
@@ -104,9 +104,20 @@ def checked_by(model: type[BaseModel], field: str) -> Callable[[T], T]:
     return check
 
 
+REGISTRY_CREATORS = frozenset({"ingest", "train", "models register", "scheduler", "up", "demo"})
+"""The commands that may make a new SQLite registry (they write its first rows). Every other
+command only reads or changes an existing one, and says so when there is none."""
+
+
+def open_project_services(project: Project, command: str) -> Services:
+    """The project's services for `command` (its full name, as `models list`): a SQLite
+    registry that does not exist is made only for one of `REGISTRY_CREATORS`."""
+    return open_services(project, create=command in REGISTRY_CREATORS)
+
+
 @contextmanager
-def services_for(project_dir: Path) -> Iterator[Services]:
-    with open_services(load_project(project_dir)) as services:
+def services_for(project_dir: Path, command: str) -> Iterator[Services]:
+    with open_project_services(load_project(project_dir), command) as services:
         yield services
 
 

@@ -78,18 +78,19 @@ def train(
                 on_step=step,
             )
 
-    _run_and_report(project, json, "Training", train_once)
+    _run_and_report(project, json, "train", "Training", train_once)
 
 
 def _run_and_report(
     project: Path,
     json: bool,
+    command: str,
     title: str,
     run: Callable[[Services, Callable[[str], None] | None], TrainResult],
 ) -> None:
     """Run a training or registering run (SIGTERM ends it as interrupted) and print it."""
     step = None if json else (lambda text: err.print(f"  {text}"))
-    with _sigterm_interrupts(), services_for(project) as services, progress(title):
+    with _sigterm_interrupts(), services_for(project, command) as services, progress(title):
         try:
             result = run(services, step)
         except ConflictError as exc:
@@ -191,6 +192,7 @@ def register(
     _run_and_report(
         project,
         json,
+        "models register",
         "Registering",
         lambda services, step: register_model_file(
             services,
@@ -206,7 +208,7 @@ def register(
 @models_app.command("list")
 def list_models(project: ProjectOption = Path("."), json: JsonOption = False) -> None:
     """Every version of the project's model, newest first."""
-    with services_for(project) as services:
+    with services_for(project, "models list") as services:
         name = services.project.spec.name
         rows = services.registry.list_versions(name)
         aliases = services.registry.aliases(name)
@@ -236,7 +238,7 @@ def show_model(
     json: JsonOption = False,
 ) -> None:
     """One version: metrics, signature, parameters and lineage."""
-    with services_for(project) as services:
+    with services_for(project, "models show") as services:
         name = services.project.spec.name
         row = services.registry.get_version(name, version)
         aliases = services.registry.aliases(name)
@@ -283,7 +285,7 @@ def promote(
     json: JsonOption = False,
 ) -> None:
     """Point production at a version, whatever the gate said (a success if it is there already)."""
-    with services_for(project) as services:
+    with services_for(project, "models promote") as services:
         name = services.project.spec.name
         try:
             decision = promote_version(services.registry, name, version, actor())
@@ -302,7 +304,7 @@ def promote(
 @models_app.command("rollback")
 def rollback_model(project: ProjectOption = Path("."), json: JsonOption = False) -> None:
     """Point production back at the version it held before the current one."""
-    with services_for(project) as services:
+    with services_for(project, "models rollback") as services:
         decision = rollback(services.registry, services.project.spec.name, actor())
     _print_decision(decision, json)
 
@@ -310,7 +312,7 @@ def rollback_model(project: ProjectOption = Path("."), json: JsonOption = False)
 @models_app.command("decisions")
 def decisions(project: ProjectOption = Path("."), json: JsonOption = False) -> None:
     """The gate's and people's decisions about production, newest first."""
-    with services_for(project) as services:
+    with services_for(project, "models decisions") as services:
         rows = services.registry.list_decisions(services.project.spec.name, limit=50)
     if json:
         print_json([r.to_dict() for r in rows])

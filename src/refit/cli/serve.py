@@ -22,6 +22,7 @@ from refit.cli._server import (
 )
 from refit.deploy.pod import DRAIN_SECONDS, WORKER_STARTUP_SECONDS
 from refit.project import load_project
+from refit.registry.database import require_registry
 from refit.serve._multiprocess import shared_metrics
 
 
@@ -49,6 +50,7 @@ def _serve(
         if value is not None:
             os.environ[f"REFIT_SERVE__{key}"] = str(value)
     loaded = load_project(project)  # a bad spec stops here, before any worker starts
+    require_registry(loaded.metadata_url)  # and so does a registry that is not there
     # One math-library thread per worker: workers are the unit of parallelism, and on a few
     # cores scikit-learn's default thread pools slow concurrent requests 2-3x (measured).
     for threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):

@@ -26,7 +26,7 @@ PROJECT_ENV = "REFIT_PROJECT"
 def app_from_environment() -> FastAPI:
     """Build a worker's app for the project named by `REFIT_PROJECT` (default: here)."""
     project = load_project(os.environ.get(PROJECT_ENV, "."))
-    services = open_services(project)
+    services = open_services(project, create=False)  # `refit serve` checked it is there
     serve = project.spec.serve
     state = ServerState.open(
         services,
