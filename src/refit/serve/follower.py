@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from refit.artifacts import ArtifactStore
 from refit.errors import RefitError
 from refit.registry import PRODUCTION, Registry
-from refit.serve.predictor import LoadedModel, load_predictor
+from refit.serve.predictor import DEFAULT_POLICY, LoadedModel, LoadPolicy, load_predictor
 
 log = logging.getLogger("refit.serve")
 
@@ -52,12 +52,14 @@ class ModelFollower:
         max_backoff: float = 60.0,
         on_swap: Callable[[LoadedModel | None, LoadedModel], None] | None = None,
         on_failure: Callable[[LoadFailure | None], None] | None = None,
+        policy: LoadPolicy = DEFAULT_POLICY,
     ) -> None:
         """`on_swap(previous, loaded)` follows each swap; `on_failure(failure)` each refusal,
         and `on_failure(None)` the end of one (a swap, or the alias back on the served
-        version)."""
+        version). `policy` says which versions may load at all."""
         self.registry = registry
         self.store = store
+        self.policy = policy
         self.name = name
         self.alias = alias
         self.poll_interval = poll_interval
@@ -127,7 +129,7 @@ class ModelFollower:
     def _load(self, version: int) -> LoadedModel:
         row = self.registry.get_version(self.name, version)
         contract = self.current.signature if self.current is not None else None
-        return load_predictor(row, self.store, contract)
+        return load_predictor(row, self.store, contract, self.policy)
 
     def _clear_failure(self) -> None:
         if self.failure is not None:

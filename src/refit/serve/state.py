@@ -24,7 +24,7 @@ from refit.errors import (
 from refit.serve.batching import MicroBatcher, ModelFailure
 from refit.serve.follower import LoadFailure, ModelFollower
 from refit.serve.metrics import ServerMetrics
-from refit.serve.predictor import LoadedModel, NonFiniteOutputError, Predictions
+from refit.serve.predictor import LoadedModel, LoadPolicy, NonFiniteOutputError, Predictions
 from refit.serve.records import Columns, ExtraFields, RecordReader
 from refit.services import Services
 
@@ -79,6 +79,11 @@ class ServerState:
             poll_interval=poll_interval,
             on_swap=swapped,
             on_failure=refused,
+            policy=LoadPolicy(
+                signing_key=services.registry.signing_key,
+                allow_pickle=services.project.spec.serve.allow_pickle,
+                trusted_types=tuple(services.project.spec.model.trusted_types),
+            ),
         )
         batcher = MicroBatcher(
             max_batch_size=max_batch_size,
