@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from refit.artifacts import FsspecArtifactStore, LocalArtifactStore, confined
-from refit.errors import ArtifactPathError, RefitError
+from refit.errors import ArtifactPathError, RefitError, UntrustedVersionError
 from refit.project import load_project
 from refit.registry import ModelVersionRow
-from refit.serve.predictor import load_predictor
+from refit.serve.predictor import LoadPolicy, load_predictor
 from refit.services import Services, open_services
 from serving import NAME, make_project
 
@@ -139,3 +139,18 @@ def test_keys_inside_the_root_are_untouched(tmp_path: Path) -> None:
     inside = tmp_path / "store" / "models" / "alias.joblib"
     inside.symlink_to(tmp_path / "store" / ref.uri)
     assert store.get("models/alias.joblib", ref.sha256) == b"bytes"
+
+
+def test_a_server_that_refuses_pickles_never_reads_one(services: Services, tmp_path: Path) -> None:
+    marker = tmp_path / "sprung"
+    ref = services.store.put(pickle.dumps(Trap(marker)), kind="models", suffix=".joblib")
+    row = forged(services, ref.uri, ref.sha256)  # inside the store, with its real sha256
+
+    with pytest.raises(RefitError) as refused:
+        load_predictor(row, services.store, policy=LoadPolicy(allow_pickle=False))
+
+    assert not marker.exists(), "a pickle was loaded despite serve.allow_pickle: false"
+    assert isinstance(refused.value, UntrustedVersionError)
+    assert "is a pickle" in str(refused.value) and "serve.allow_pickle is false" in str(
+        refused.value
+    )

@@ -28,6 +28,7 @@ from refit.cli._output import (
 from refit.errors import ConflictError, LeaseHeldError
 from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow
 from refit.registry.jobs import holding, job_lease
+from refit.registry.signing import sign_versions, signature_state
 from refit.train.promotion import promote_version, rollback
 
 if TYPE_CHECKING:
@@ -156,9 +157,12 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def version_dict(row: ModelVersionRow, aliases: dict[str, int]) -> dict[str, Any]:
+def version_dict(
+    row: ModelVersionRow, aliases: dict[str, int], key: bytes | None = None
+) -> dict[str, Any]:
     data = row.to_dict()
     data["aliases"] = sorted(a for a, v in aliases.items() if v == row.version)
+    data["signed"] = signature_state(row, key)
     return data
 
 
@@ -212,8 +216,9 @@ def list_models(project: ProjectOption = Path("."), json: JsonOption = False) ->
         name = services.project.spec.name
         rows = services.registry.list_versions(name)
         aliases = services.registry.aliases(name)
+        key = services.registry.signing_key
     if json:
-        print_json([version_dict(r, aliases) for r in rows])
+        print_json([version_dict(r, aliases, key) for r in rows])
         return
     print_table(
         ["version", "created", "metric", "snapshot", "aliases", "status"],
@@ -242,7 +247,8 @@ def show_model(
         name = services.project.spec.name
         row = services.registry.get_version(name, version)
         aliases = services.registry.aliases(name)
-    data = version_dict(row, aliases)
+        key = services.registry.signing_key
+    data = version_dict(row, aliases, key)
     if json:
         print_json(data)
         return
@@ -251,6 +257,7 @@ def show_model(
     out.print(f"snapshot  {row.snapshot_id}")
     out.print(f"run       {row.run_id}   code {row.code_revision or '-'}")
     out.print(f"artifact  {row.artifact_uri} ({row.format}, {row.artifact_size} bytes)")
+    out.print(f"signed    {SIGNED[data['signed']]}", markup=False)
     reason = native_reason(row)
     if reason is not None:
         out.print(f"onnx      not used, served natively: {reason}", markup=False)
@@ -267,6 +274,40 @@ def show_model(
     if required:
         out.print(f"not null  {len(required)}: {', '.join(required)}", markup=False)
     out.print(f"output    {row.signature.get('output')}")
+
+
+SIGNED = {
+    "valid": "yes, with this REFIT_SIGNING_KEY",
+    "invalid": "NO: its signature does not match this REFIT_SIGNING_KEY (servers refuse it)",
+    "unchecked": "yes (not checked: REFIT_SIGNING_KEY is not set here)",
+    "unsigned": "no",
+}
+"""How `refit models show` says each `signature_state`."""
+
+
+@models_app.command("sign")
+def sign(
+    versions: Annotated[
+        list[int] | None, typer.Argument(help="The versions to sign (default: every one).")
+    ] = None,
+    project: ProjectOption = Path("."),
+    force: Annotated[
+        bool, typer.Option("--force", help="Also re-sign versions signed with another key.")
+    ] = False,
+    json: JsonOption = False,
+) -> None:
+    """Sign versions with REFIT_SIGNING_KEY (those registered before it was set), after
+    checking each one's artifacts against their sha256."""
+    with services_for(project, "models sign") as services:
+        name = services.project.spec.name
+        outcome = sign_versions(
+            services.registry, services.store, name, versions or None, force=force
+        )
+    if json:
+        print_json([{"version": v, "result": r} for v, r in outcome.items()])
+        return
+    for version, result in outcome.items():
+        out.print(f"{name} v{version}: {result}", markup=False)
 
 
 def _print_decision(decision: DecisionRow, json: bool) -> None:

@@ -21,11 +21,15 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from refit.errors import SpecError, UntrustedVersionError
 from refit.registry.tables import ModelVersionRow
+
+if TYPE_CHECKING:
+    from refit.artifacts import ArtifactStore
+    from refit.registry.registry import Registry
 
 SIGNING_KEY_ENV = "REFIT_SIGNING_KEY"
 """The environment variable holding the key that signs and verifies versions."""
@@ -92,3 +96,40 @@ def check_signed(row: ModelVersionRow, key: bytes | None) -> None:
         f"{where} does not match its signature: its registry row was changed after it was "
         f"signed, or it was signed with another key than this {SIGNING_KEY_ENV}"
     )
+
+
+def sign_versions(
+    registry: Registry,
+    store: ArtifactStore,
+    name: str,
+    versions: Sequence[int] | None = None,
+    *,
+    force: bool = False,
+) -> dict[int, str]:
+    """Sign `name`'s versions (default: all) with the registry's key; what became of each.
+
+    Each artifact is checked against its recorded sha256 first (read, never deserialised), so
+    a signature vouches for the bytes in the store. A version signed with another key is left
+    as it is unless `force`.
+    """
+    key = registry.signing_key
+    if key is None:
+        raise SpecError(f"set {SIGNING_KEY_ENV} to the key that servers verify, then sign")
+    rows = registry.list_versions(name)
+    if versions is not None:
+        rows = [registry.get_version(name, v) for v in versions]
+    outcome: dict[int, str] = {}
+    for row in rows:
+        state = signature_state(row, key)
+        if state == "valid":
+            outcome[row.version] = "already signed"
+            continue
+        if state == "invalid" and not force:
+            outcome[row.version] = "not signed: signed with another key (--force re-signs)"
+            continue
+        store.get(row.artifact_uri, row.artifact_sha256)
+        if row.onnx and row.onnx.get("status") == "ok":
+            store.get(str(row.onnx["uri"]), str(row.onnx["sha256"]))
+        registry.set_manifest_signature(name, row.version, sign(row, key))
+        outcome[row.version] = "signed"
+    return outcome
