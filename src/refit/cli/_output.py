@@ -51,10 +51,11 @@ EXIT_CODES: dict[int, str] = {
     DataError.exit_code: "bad data: a source that cannot be read, or a batch refused; a folder "
     "or store `refit feed` cannot reach",
     ArtifactError.exit_code: "a file of the artifact store, or a model file to register, that "
-    "cannot be read or written, does not match its sha256, or does not fit the project; a file "
-    "`refit deploy` cannot write",
+    "cannot be read or written, does not match its sha256, lies outside the store, or does not "
+    "fit the project; a file `refit deploy` cannot write",
     TrainingError.exit_code: "a training run failed",
-    StoreError.exit_code: "the registry's database cannot be reached or migrated",
+    StoreError.exit_code: "the registry's database cannot be reached or migrated; no SQLite "
+    "registry at `storage.metadata_url`, for a command that does not make one",
     AlreadyExistsError.exit_code: "`refit init` on a folder that already holds a project or "
     "other files; `refit deploy` over files that hold other content, without `--force`",
     ListenError.exit_code: "the server cannot listen on its address: the port is in use, or the "
