@@ -17,7 +17,7 @@ from refit.errors import StoreError
 from refit.examples import create_project
 
 READING_COMMANDS = [
-    ["serve"],
+    ["serve", "--port", "0"],
     ["status"],
     ["models", "list"],
     ["models", "show", "1"],

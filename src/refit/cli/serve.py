@@ -50,7 +50,6 @@ def _serve(
         if value is not None:
             os.environ[f"REFIT_SERVE__{key}"] = str(value)
     loaded = load_project(project)  # a bad spec stops here, before any worker starts
-    require_registry(loaded.metadata_url)  # and so does a registry that is not there
     # One math-library thread per worker: workers are the unit of parallelism, and on a few
     # cores scikit-learn's default thread pools slow concurrent requests 2-3x (measured).
     for threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -58,6 +57,7 @@ def _serve(
     os.environ[PROJECT_ENV] = str(loaded.root)
     settings = loaded.spec.serve
     check_address(settings.host, settings.port)  # one worker binds only after loading its model
+    require_registry(loaded.metadata_url)  # a registry that is not there stops it here too
     shown = f"http://{settings.host}:{settings.port}"
     err.print(
         f"Serving {loaded.spec.name} (production) on {shown} with {settings.workers} "
