@@ -120,6 +120,25 @@ def test_a_tampered_manifest_is_refused_before_its_artifact_is_read(
                 )
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"onnx": {"status": "ok", "uri": "models/00/other.onnx", "sha256": "0" * 64}},
+        {"format": "skops"},
+        {"flavor": "onnx"},
+        {"version": 7},
+        {"signature": {"inputs": [], "output": {}}},
+    ],
+    ids=["onnx artifact", "format", "flavor", "version", "signature"],
+)
+def test_any_change_to_the_manifest_is_refused(services: Services, change: dict[str, Any]) -> None:
+    row = services.registry.get_version(NAME, 1)  # detached: changed here, as a forger would
+    for field, value in change.items():
+        setattr(row, field, value)
+    with pytest.raises(UntrustedVersionError, match="does not match its signature"):
+        load_predictor(row, services.store, policy=policy(KEY))
+
+
 def test_another_key_is_refused(services: Services) -> None:
     row = services.registry.get_version(NAME, 1)
     with pytest.raises(UntrustedVersionError, match="another key"):
