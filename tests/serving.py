@@ -29,7 +29,7 @@ from refit.data.ingest import run_ingest
 from refit.examples import create_project, drop_batch, example_rows
 from refit.flavors import load_model
 from refit.project import load_project
-from refit.registry import ModelVersionRow
+from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow, Registry
 from refit.services import Services, open_services
 from refit.signature import Signature
 from refit.spec import SPEC_FILE, ArtifactFormat
@@ -114,6 +114,24 @@ def register_copies(services: Services, of: int, count: int) -> list[int]:
         registry.start_run(run_id, NAME, source.snapshot_id, "test")
         versions.append(registry.register_version(run_id, ModelVersionRow(**columns)).version)
     return versions
+
+
+def move_production(registry: Registry, name: str, version: int) -> None:
+    """Point production at `version` with no artifact check: the state that a file damaged
+    after its promotion was checked (or a registry row written by hand) leaves, which a
+    server must survive."""
+    current = registry.alias_version(name, PRODUCTION)
+    decision = DecisionRow(
+        name=name,
+        action="promote",
+        alias=PRODUCTION,
+        promoted=True,
+        candidate_version=version,
+        metric="roc_auc",
+        reason="moved with no check",
+        actor="test",
+    )
+    registry.move_alias(decision, expected=current)
 
 
 # --- the server ----------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from refit._spec_data import (
     SqlSource,
 )
 from refit._spec_problems import FieldProblem
+from refit.apikeys import MAX_KEYS, parse_key_line
 from refit.schedule import parse_schedule
 
 SPEC_FILE = "refit.yaml"
@@ -258,6 +259,10 @@ class Storage(SpecModel):
         return value
 
 
+RouteAccess = Literal["open", "predict", "admin"]
+"""Who may call a route: anyone, or a key holding that scope."""
+
+
 class ServeSpec(SpecModel):
     """How `refit serve` runs (command-line options override these)."""
 
@@ -280,6 +285,39 @@ class ServeSpec(SpecModel):
     """A request's fields that are no input of the model: refused (422), or ignored."""
     allow_pickle: bool = True
     """false: refuse versions saved as a pickle (joblib), which runs code when loaded."""
+    auth: Literal["keys", "none"] = "keys"
+    """`keys`: every route but health needs an API key once one is configured, and with none
+    the server listens on loopback only; `none`: no keys, on any address."""
+    keys: list[str] = Field(default_factory=list, max_length=MAX_KEYS)
+    """Hash lines of the API keys (`SCOPE NAME sha256:HEX`), as `refit keys create` prints."""
+    metrics_access: RouteAccess = "open"
+    """Who may read /metrics: `open`, or keys of scope `predict` or `admin`."""
+    docs_access: RouteAccess = "open"
+    """Who may read /docs, /redoc and /openapi.json: `open`, or keys of a scope."""
+    allowed_hosts: list[str] | None = Field(default=None, max_length=100)
+    """The `Host` names a request may carry (any port; `*`: any); default 127.0.0.1, localhost
+    and ::1 when listening on loopback, any otherwise."""
+
+    @field_validator("keys")
+    @classmethod
+    def _hash_lines(cls, lines: list[str]) -> list[str]:
+        for number, line in enumerate(lines):
+            try:
+                parse_key_line(line)
+            except ValueError as exc:
+                raise FieldProblem((str(number),), "a value not shown", str(exc)) from None
+        return lines
+
+    @model_validator(mode="after")
+    def _keys_or_none(self) -> ServeSpec:
+        if self.auth == "none" and self.keys:
+            raise FieldProblem(
+                ("auth",),
+                self.auth,
+                "serve.keys are configured, and `none` would ignore them: remove serve.keys, "
+                "or auth: none",
+            )
+        return self
 
 
 class Spec(SpecModel):

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from containers import BUILD_TIMEOUT, Podman, PodmanNotInstalled, build_image, podman
+from refit.apikeys import KEY_HASHES_ENV, Scope, key_line, new_key
 from refit.examples import create_project
 from refit.registry import open_registry
 from servers import PostgresServer, S3Location, free_port
@@ -173,7 +174,7 @@ def test_the_roles_run_from_one_image_on_postgres_and_s3(
         finally:
             registry.close()
 
-        port = free_port()
+        port, key = free_port(), new_key()
         engine(
             "run",
             "--detach",
@@ -181,6 +182,8 @@ def test_the_roles_run_from_one_image_on_postgres_and_s3(
             "--network=host",
             *storage,
             f"--env=REFIT_SERVE__PORT={port}",
+            # On 0.0.0.0, as the image says: the server takes keys, or refuses to start.
+            f"--env={KEY_HASHES_ENV}={key_line(Scope.PREDICT, 'test', key)}",
             project_image,  # the image's command: serve
         )
         url = f"http://127.0.0.1:{port}"
@@ -188,7 +191,9 @@ def test_the_roles_run_from_one_image_on_postgres_and_s3(
         record = json.loads(
             engine("run", "--rm", "--entrypoint=cat", project_image, "request.json").stdout
         )
-        reply = httpx.post(f"{url}/predict", json=record, timeout=30)
+        assert httpx.post(f"{url}/predict", json=record, timeout=30).status_code == 401
+        bearer = {"Authorization": f"Bearer {key}"}
+        reply = httpx.post(f"{url}/predict", json=record, headers=bearer, timeout=30)
         assert reply.status_code == 200, reply.text
         answer = reply.json()
         assert (answer["model"], answer["version"]) == (NAME, 1)

@@ -229,10 +229,10 @@ def test_promotions_and_a_rollback_under_load_fail_no_request(
             for version, back in [*((v, False) for v in plan), (plan[-2], True)]:
                 moved = time.monotonic()
                 if back:
-                    decision = rollback(services.registry, NAME, "test")
+                    decision = rollback(services.registry, NAME, "test", store=services.store)
                     assert decision.candidate_version == version
                 else:
-                    promote_version(services.registry, NAME, version, "test")
+                    promote_version(services.registry, NAME, version, "test", store=services.store)
                 server.converge(version, workers=2)
                 moves.append(Move(version, moved, time.monotonic()))
                 # Every keep-alive connection, whichever worker holds it, sees it too.
@@ -268,7 +268,7 @@ def test_every_worker_follows_a_promotion(
         )
         expected = expected_answers(services, [version], records)
         server.converge(first, workers=2)
-        promote_version(services.registry, NAME, version, "test")
+        promote_version(services.registry, NAME, version, "test", store=services.store)
         took = server.converge(version, workers=2)
         runtime = (server.served() or {}).get("runtime")
         print(f"\nboth workers served v{version} ({runtime}) {took:.2f} s after its promotion")
@@ -300,7 +300,7 @@ def test_a_server_started_before_any_promotion_becomes_ready_without_restart(
             error = refused.json()["error"]
             assert set(error) == {"code", "message"}
             assert error["code"] == "unavailable"
-            assert "no version of it holds production yet" in error["message"]
+            assert "no version holds production yet" in error["message"]
         assert server.served() is None
 
         with open_services(load_project(root)) as services:
@@ -355,7 +355,7 @@ def test_memory_stays_flat_over_twenty_swaps(tmp_path: Path) -> None:
             server.converge(1, workers=1)
             start = server.rss_mb()
             for version in copies:
-                promote_version(services.registry, NAME, version, "test")
+                promote_version(services.registry, NAME, version, "test", store=services.store)
                 server.converge(version, workers=1, streak=1)
                 rss.append(server.rss_mb())
     growth = rss[-1] - rss[4]

@@ -64,7 +64,7 @@ async def connect(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def serve_version(services: Services, version: int) -> ServerState:
-    promote_version(services.registry, NAME, version, "test")
+    promote_version(services.registry, NAME, version, "test", store=services.store)
     state = ServerState.open(services)
     assert await state.follower.check()
     return state

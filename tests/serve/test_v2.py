@@ -158,7 +158,7 @@ async def test_before_a_model_is_served_the_server_is_live_but_not_ready(
         metadata = await client.get(f"/v2/models/{NAME}")
         assert "not ready" in v2_error(metadata, 503)
         infer = await client.post(INFER, json={"inputs": [tensor([0])]})
-        assert "no version of it holds production" in v2_error(infer, 503)
+        assert "no version holds production" in v2_error(infer, 503)
         assert infer.headers["retry-after"] == "1"
         # An unknown model is unknown whether or not one is ready.
         assert "'churn'" in v2_error(await client.get("/v2/models/churn/ready"), 404)

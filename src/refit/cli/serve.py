@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from refit.apikeys import check_exposure
 from refit.cli._output import ProjectOption, err
 from refit.cli._server import (
     HostOption,
@@ -57,6 +58,7 @@ def _serve(
     os.environ[PROJECT_ENV] = str(loaded.root)
     settings = loaded.spec.serve
     check_address(settings.host, settings.port)  # one worker binds only after loading its model
+    check_exposure(settings, os.environ)  # no keys: loopback only, unless auth: none is said
     require_registry(loaded.metadata_url)  # a registry that is not there stops it here too
     shown = f"http://{settings.host}:{settings.port}"
     err.print(

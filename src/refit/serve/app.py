@@ -35,11 +35,13 @@ from refit.errors import (
 )
 from refit.serve._head import HeadMiddleware, allow_head
 from refit.serve._unexpected import UnexpectedErrors
+from refit.serve.auth import Access, AccessMiddleware, document_access
 from refit.serve.docs import add_docs, openapi_document
 from refit.serve.invocations import invocations_router
 from refit.serve.metrics import CONTENT_TYPE, ServerMetrics
 from refit.serve.predictor import LoadedModel, Predictions
 from refit.serve.records import parse_json
+from refit.serve.redaction import for_clients
 from refit.serve.schemas import Responses, json_response, ref, refit_errors
 from refit.serve.state import ServerState, off_the_loop, read_body
 from refit.serve.v2 import v2_router
@@ -66,11 +68,13 @@ def _error_response(exc: Exception) -> JSONResponse:
         return ErrorResponse(body, status_code=exc.status)
     if isinstance(exc, (MalformedBodyError, TooLargeError, ServiceUnavailableError)):
         headers = {"Retry-After": "1"} if isinstance(exc, ServiceUnavailableError) else None
-        return ErrorResponse(error_body(exc.code, exc.message), exc.status, headers=headers)
+        unavailable = isinstance(exc, ServiceUnavailableError)  # may say why a load failed
+        message = for_clients(exc.message) if unavailable else exc.message
+        return ErrorResponse(error_body(exc.code, message), exc.status, headers=headers)
     if isinstance(exc, NotFoundError):
         return ErrorResponse(error_body("not_found", exc.message), status_code=404)
-    if isinstance(exc, RefitError):
-        return ErrorResponse(error_body("error", exc.message), status_code=500)
+    if isinstance(exc, RefitError):  # the server's own failure: where its stores are stays
+        return ErrorResponse(error_body("error", for_clients(exc.message)), status_code=500)
     return ErrorResponse(error_body("internal", "internal server error"), status_code=500)
 
 
@@ -131,8 +135,17 @@ class MetricsMiddleware:
             self.metrics.latency.labels(path).observe(time.perf_counter() - start)
 
 
-def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None) -> FastAPI:
-    """The FastAPI app of a server; its lifespan runs the follower of `production`."""
+def create_app(
+    state: ServerState,
+    on_shutdown: Callable[[], None] | None = None,
+    access: Access | None = None,
+) -> FastAPI:
+    """The FastAPI app of a server; its lifespan runs the follower of `production`.
+
+    `access` says which keys the routes need and which `Host` names it answers to; without
+    it, every route is open to any Host.
+    """
+    access = access or Access()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -158,6 +171,7 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
     )
     app.state.refit = state
     app.add_middleware(UnexpectedErrors, answer=_error_response)  # inside the metrics
+    app.add_middleware(AccessMiddleware, access=access, routes=app.routes)  # metrics count 401s
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     app.add_middleware(HeadMiddleware)  # outermost: the metrics see the route of the GET
     add_docs(app)
@@ -313,6 +327,7 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
         if app.openapi_schema is not None and app.state.openapi_version == _version(model):
             return app.openapi_schema
         schema = openapi_document(app, model.signature if model else None)
+        document_access(schema, access)
         app.openapi_schema, app.state.openapi_version = schema, _version(model)
         return schema
 

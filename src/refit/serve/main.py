@@ -17,6 +17,7 @@ from uvicorn.config import LOGGING_CONFIG
 
 from refit.project import load_project
 from refit.serve.app import create_app
+from refit.serve.auth import Access
 from refit.serve.state import ServerState
 from refit.services import open_services
 
@@ -26,6 +27,7 @@ PROJECT_ENV = "REFIT_PROJECT"
 def app_from_environment() -> FastAPI:
     """Build a worker's app for the project named by `REFIT_PROJECT` (default: here)."""
     project = load_project(os.environ.get(PROJECT_ENV, "."))
+    access = Access.from_spec(project.spec.serve, os.environ)
     services = open_services(project, create=False)  # `refit serve` checked it is there
     serve = project.spec.serve
     state = ServerState.open(
@@ -42,7 +44,7 @@ def app_from_environment() -> FastAPI:
         state.metrics.close()
         services.close()
 
-    return create_app(state, on_shutdown=shutdown)
+    return create_app(state, on_shutdown=shutdown, access=access)
 
 
 def log_config() -> dict[str, Any]:

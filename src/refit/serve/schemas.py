@@ -121,6 +121,19 @@ _STATUS_SCHEMAS = _titled(
                 "name": _STRING,
                 "alias": {**_STRING, "description": "The alias the server follows."},
                 "ready": _BOOLEAN,
+                "production": {
+                    "anyOf": [_INTEGER, {"type": "null"}],
+                    "description": "The version holding the alias at the server's last look.",
+                },
+                "serving": {
+                    "anyOf": [_INTEGER, {"type": "null"}],
+                    "description": "The version this server answers with.",
+                },
+                "reason": {
+                    **_NULLABLE_STRING,
+                    "description": "Why it does not answer with the version holding the alias "
+                    "(null: it does), e.g. `v4 failed to load: artifact corrupt: ...`.",
+                },
                 "served": {"anyOf": [ref("ServedVersion"), {"type": "null"}]},
                 "refused": {
                     "anyOf": [ref("RefusedVersion"), {"type": "null"}],
@@ -144,11 +157,22 @@ _STATUS_SCHEMAS = _titled(
                 "metric": _STRING,
                 "metrics": {"type": "object"},
                 "artifact_sha256": _STRING,
+                "onnx_failed": {
+                    **_BOOLEAN,
+                    "description": "Its ONNX artifact failed to load: it is served natively.",
+                },
                 "signature": {"type": "object", "description": "Its inputs and its output."},
             },
             "required": ["name", "version", "runtime", "loaded_at", "signature"],
         },
-        "RefusedVersion": _object({"version": _INTEGER, "error": _STRING, "attempts": _INTEGER}),
+        "RefusedVersion": _object(
+            {
+                "version": _INTEGER,
+                "error": _STRING,
+                "attempts": _INTEGER,
+                "retry_in": {"type": "number", "description": "Seconds to the next attempt."},
+            }
+        ),
         "Live": _object({"status": {"const": "live"}}),
         "Ready": _object({"status": {"const": "ready"}, "model": _STRING, "version": _INTEGER}),
         "NotReady": _object(
