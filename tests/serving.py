@@ -12,12 +12,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import httpx
@@ -132,6 +134,129 @@ def move_production(registry: Registry, name: str, version: int) -> None:
         actor="test",
     )
     registry.move_alias(decision, expected=current)
+
+
+# --- traffic -------------------------------------------------------------------------------
+
+BATCH_ROWS = 5
+"""Records in each batch request of `Traffic`."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request of the traffic: its client, when it was sent and answered, what came back."""
+
+    client: int
+    sent: float
+    received: float
+    version: int | None = None
+    problem: str | None = None
+
+
+def check_answer(
+    response: httpx.Response, expected: dict[int, list[Row]], indices: list[int], batch: bool
+) -> int:
+    """The version of an answer to the records at `indices`; raises unless the answer is
+    well-formed and what that version answers for those very records."""
+    if response.status_code != 200:
+        raise ValueError(f"status {response.status_code}: {response.text[:200]}")
+    body = response.json()
+    version = body["version"]
+    if body["model"] != NAME or version not in expected:
+        raise ValueError(f"not an answer of {NAME} at a promoted version: {str(body)[:200]}")
+    if batch:
+        labels, probabilities = body["predictions"], body["probabilities"]
+    else:
+        labels, probabilities = [body["prediction"]], [body["probabilities"]]
+    if len(labels) != len(indices) or len(probabilities) != len(indices):
+        raise ValueError(f"{len(labels)} predictions for {len(indices)} records")
+    for index, label, proba in zip(indices, labels, probabilities, strict=True):
+        want_label, want = expected[version][index]
+        close = set(proba) == set(want) and all(abs(proba[c] - want[c]) < 1e-3 for c in want)
+        # A label may differ on a near tie (ONNX Runtime computes in float32).
+        if not close or (label != want_label and max(want.values()) > 0.51):
+            raise ValueError(
+                f"record {index}: got {label} {proba}, v{version}: {want_label} {want}"
+            )
+    checked: int = version
+    return checked
+
+
+class Traffic:
+    """Client threads, each on its own keep-alive connection, predicting without pause (one
+    record, then a batch, in turn) until stopped, for at most `limit` seconds and
+    `max_requests` requests each. Every answer is recorded, failures included."""
+
+    def __init__(
+        self,
+        url: str,
+        records: list[dict[str, Any]],
+        expected: dict[int, list[Row]],
+        clients: int = 8,
+        limit: float = 120.0,
+        max_requests: int = 20_000,
+    ) -> None:
+        self.url = url
+        self.records = records
+        self.expected = expected
+        self.limit = limit
+        self.max_requests = max_requests
+        self.answers: list[list[Answer]] = [[] for _ in range(clients)]
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(clients)]
+
+    def __enter__(self) -> Traffic:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+        assert not any(t.is_alive() for t in self._threads), "a client thread did not stop"
+
+    def _run(self, client: int) -> None:
+        deadline = time.monotonic() + self.limit
+        records = self.records
+        with httpx.Client(base_url=self.url, trust_env=False, timeout=10.0) as http:
+            for n in range(self.max_requests):
+                if self._stop.is_set() or time.monotonic() > deadline:
+                    return
+                batch = n % 2 == 1
+                start = (client * 7 + n) % (len(records) - BATCH_ROWS)
+                indices = list(range(start, start + BATCH_ROWS)) if batch else [start]
+                sent = time.monotonic()
+                try:
+                    if batch:
+                        body = {"records": [records[i] for i in indices]}
+                        response = http.post("/predict/batch", json=body)
+                    else:
+                        response = http.post("/predict", json=records[start])
+                    version = check_answer(response, self.expected, indices, batch)
+                    answer = Answer(client, sent, time.monotonic(), version)
+                except Exception as exc:  # every failure is counted, none ends the thread
+                    problem = f"{type(exc).__name__}: {exc}"
+                    answer = Answer(client, sent, time.monotonic(), problem=problem)
+                self.answers[client].append(answer)
+
+    def all(self) -> list[Answer]:
+        return [answer for answers in self.answers for answer in answers]
+
+    def wait_each(self, count: int, sent_after: float) -> float:
+        """Seconds until every client has `count` answers to requests sent after `sent_after`."""
+
+        def done() -> bool:
+            return all(
+                sum(a.sent > sent_after for a in list(answers)) >= count for answers in self.answers
+            )
+
+        return wait_until(f"{count} answers on every connection", done, CONVERGE_WITHIN)
 
 
 # --- the server ----------------------------------------------------------------------------

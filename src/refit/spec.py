@@ -262,6 +262,9 @@ class Storage(SpecModel):
 RouteAccess = Literal["open", "predict", "admin"]
 """Who may call a route: anyone, or a key holding that scope."""
 
+LogFormat = Literal["text", "json"]
+"""How a server writes its log lines: uvicorn's text, or one JSON object per line."""
+
 
 class ServeSpec(SpecModel):
     """How `refit serve` runs (command-line options override these)."""
@@ -297,6 +300,10 @@ class ServeSpec(SpecModel):
     allowed_hosts: list[str] | None = Field(default=None, max_length=100)
     """The `Host` names a request may carry (any port; `*`: any); default 127.0.0.1, localhost
     and ::1 when listening on loopback, any otherwise."""
+    log_format: LogFormat = "text"
+    """The server's log lines on stderr: uvicorn's text, or one JSON object per line."""
+    access_log: bool = True
+    """Log one line per answered request."""
 
     @field_validator("keys")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging.config
 import os
 import signal
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from typing import Annotated
 import typer
 
 from refit.apikeys import check_exposure
-from refit.cli._output import ProjectOption, err
+from refit.cli._output import ProjectOption, checked_by, err
 from refit.cli._server import (
     HostOption,
     PortOption,
@@ -25,6 +26,7 @@ from refit.deploy.pod import DRAIN_SECONDS, WORKER_STARTUP_SECONDS
 from refit.project import load_project
 from refit.registry.database import require_registry
 from refit.serve._multiprocess import shared_metrics
+from refit.spec import ServeSpec
 
 
 def serve(
@@ -32,21 +34,42 @@ def serve(
     host: HostOption = None,
     port: PortOption = None,
     workers: WorkersOption = None,
-    access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            help="text, or json: one JSON object per line (default serve.log_format, text).",
+            callback=checked_by(ServeSpec, "log_format"),
+        ),
+    ] = None,
+    access_log: Annotated[
+        bool | None,
+        typer.Option(help="Log every request (default serve.access_log, on).", show_default=False),
+    ] = None,
 ) -> None:
     """Serve predictions from the version that holds production, following its promotions."""
     with shared_metrics():  # before prometheus_client is imported, here or in a worker
-        _serve(project, host, port, workers, access_log)
+        _serve(project, host, port, workers, log_format, access_log)
 
 
 def _serve(
-    project: Path, host: str | None, port: int | None, workers: int | None, access_log: bool
+    project: Path,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    log_format: str | None,
+    access_log: bool | None,
 ) -> None:
     import uvicorn
 
     from refit.serve.main import PROJECT_ENV, log_config
 
-    overrides = {"HOST": host, "PORT": port, "WORKERS": workers}
+    overrides = {
+        "HOST": host,
+        "PORT": port,
+        "WORKERS": workers,
+        "LOG_FORMAT": log_format,
+        "ACCESS_LOG": None if access_log is None else str(access_log).lower(),
+    }
     for key, value in overrides.items():
         if value is not None:
             os.environ[f"REFIT_SERVE__{key}"] = str(value)
@@ -61,10 +84,16 @@ def _serve(
     check_exposure(settings, os.environ)  # no keys: loopback only, unless auth: none is said
     require_registry(loaded.metadata_url)  # a registry that is not there stops it here too
     shown = f"http://{settings.host}:{settings.port}"
-    err.print(
+    logging_config = log_config(settings.log_format, settings.access_log)
+    serving = (
         f"Serving {loaded.spec.name} (production) on {shown} with {settings.workers} "
         f"worker(s); API docs at {shown}/docs"
     )
+    if settings.log_format == "json":  # every line on stderr is then a JSON object
+        logging.config.dictConfig(logging_config)
+        logging.getLogger("refit.serve").info(serving)
+    else:
+        err.print(serving)
     with _sigterm_exits_cleanly(), bind_failures_reported(settings.host, settings.port):
         uvicorn.run(
             "refit.serve.main:app_from_environment",
@@ -72,8 +101,8 @@ def _serve(
             host=settings.host,
             port=settings.port,
             workers=settings.workers,
-            log_config=log_config(),
-            access_log=access_log,
+            log_config=logging_config,
+            access_log=settings.access_log,
             timeout_graceful_shutdown=DRAIN_SECONDS,
             # A worker imports scikit-learn and loads a model before it answers health pings.
             timeout_worker_healthcheck=WORKER_STARTUP_SECONDS,

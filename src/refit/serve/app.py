@@ -34,6 +34,7 @@ from refit.errors import (
     TooLargeError,
 )
 from refit.serve._head import HeadMiddleware, allow_head
+from refit.serve._logging import RequestLog
 from refit.serve._unexpected import UnexpectedErrors
 from refit.serve.auth import Access, AccessMiddleware, document_access
 from refit.serve.docs import add_docs, openapi_document
@@ -173,6 +174,7 @@ def create_app(
     app.add_middleware(UnexpectedErrors, answer=_error_response)  # inside the metrics
     app.add_middleware(AccessMiddleware, access=access, routes=app.routes)  # metrics count 401s
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.add_middleware(RequestLog, state=state)  # request ids, the access log
     app.add_middleware(HeadMiddleware)  # outermost: the metrics see the route of the GET
     add_docs(app)
 
@@ -217,7 +219,8 @@ def create_app(
     named = {**errors, **refit_errors(404)}
     one: Responses = {200: _body("Prediction")}
     many: Responses = {200: _body("Predictions")}
-    record, records = {"requestBody": _body("Record")}, {"requestBody": _body("Records")}
+    record = {"requestBody": {**_body("Record"), "required": True}}
+    records = {"requestBody": {**_body("Records"), "required": True}}
 
     @app.post(
         "/v1/models/{name}/predict",

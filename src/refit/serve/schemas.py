@@ -78,7 +78,11 @@ def openapi_components(signature: Signature | None) -> dict[str, Any]:
             "title": "Records",
             "type": "object",
             "properties": {
-                "records": {"type": "array", "items": {"$ref": "#/components/schemas/Record"}}
+                "records": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/Record"},
+                    "minItems": 1,
+                }
             },
             "required": ["records"],
             "additionalProperties": False,
