@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -186,23 +187,44 @@ def test_signing_needs_a_key_and_a_long_one(
         signing_key({SIGNING_KEY_ENV: "short"})
 
 
+def unsigned_copy_of_v1(services: Services) -> ModelVersionRow:
+    """v1 registered again by a writer without the key: real artifacts, no signature."""
+    v1 = services.registry.get_version(NAME, 1)
+    columns = {c.key: getattr(v1, c.key) for c in ModelVersionRow.__table__.columns}
+    columns.pop("id")
+    columns["manifest_signature"] = None
+    run = services.registry.start_run(f"unsigned-{uuid.uuid4().hex}", NAME, v1.snapshot_id, "x")
+    return services.registry.register_version(run.id, ModelVersionRow(**columns))
+
+
+def test_promoting_an_unsigned_version_is_refused_while_a_key_is_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = project_with(tmp_path / "p", KEY)
+    with opened(project, None, monkeypatch) as services:
+        v2 = unsigned_copy_of_v1(services)
+    monkeypatch.setenv(SIGNING_KEY_ENV, KEY)
+
+    code = run_app(app, ["models", "promote", str(v2.version), "-p", str(project)])
+
+    message = capsys.readouterr().err
+    assert code == UntrustedVersionError.exit_code, message
+    assert "v2 cannot take production" in message and "not signed" in message
+    with opened(project, KEY, monkeypatch) as services:
+        assert services.registry.alias_version(NAME, "production") == 1
+
+
 @pytest.mark.slow
 def test_a_server_with_the_key_keeps_its_version_when_production_moves_to_an_unsigned_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     project = project_with(tmp_path / "p", KEY)
     with opened(project, None, monkeypatch) as services:
-        v1 = services.registry.get_version(NAME, 1)
-        columns = {c.key: getattr(v1, c.key) for c in ModelVersionRow.__table__.columns}
-        columns.pop("id")
-        columns["manifest_signature"] = None
-        run = services.registry.start_run("forged-run", NAME, v1.snapshot_id, "manual")
-        # Registered by a writer without the key: a real artifact, but no signature.
-        v2 = services.registry.register_version(run.id, ModelVersionRow(**columns))
+        v2 = unsigned_copy_of_v1(services)
         assert v2.manifest_signature is None
         with serving(project, 1, env={SIGNING_KEY_ENV: KEY}) as server:
             server.converge(1, workers=1)
-            promote_version(services.registry, NAME, v2.version, "test")
+            promote_version(services.registry, NAME, v2.version, "test", store=services.store)
             wait_until("the server refuses v2", lambda: "v2 is not signed" in server.output(), 15)
             served = server.served()
             assert served is not None and served["version"] == 1, server.output()

@@ -324,7 +324,7 @@ def gate(
     if not verdict.promote:
         return registry.record_decision(row(False, verdict.reason + note))
     try:
-        check_artifacts(store, challenger)
+        check_artifacts(store, challenger, signing_key=registry.signing_key)
     except UnservableVersionError as exc:
         return registry.record_decision(row(False, f"{verdict.reason}, but not promoted: {exc}"))
     try:
