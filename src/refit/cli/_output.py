@@ -54,8 +54,8 @@ EXIT_CODES: dict[int, str] = {
     ArtifactError.exit_code: "a file of the artifact store, or a model file to register, that "
     "cannot be read or written, does not match its sha256, lies outside the store, or does not "
     "fit the project; a version that `refit models promote` or `rollback` refuses because one of "
-    "its artifacts is missing or altered (production is not moved); a file `refit deploy` cannot "
-    "write",
+    "its artifacts is missing or altered, or it is not signed with `REFIT_SIGNING_KEY` "
+    "(production is not moved); a file `refit deploy` cannot write",
     TrainingError.exit_code: "a training run failed",
     StoreError.exit_code: "the registry's database cannot be reached or migrated; no SQLite "
     "registry at `storage.metadata_url`, for a command that does not make one",
