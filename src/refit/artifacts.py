@@ -6,6 +6,11 @@ file is written to a temporary name, fsynced and renamed into place; on S3 a sin
 the object visible whole. Reads check the sha256 recorded for the file before returning a
 byte of it, so a truncated or altered file is refused, never deserialised.
 
+Every key a store is asked for is confined to its root before a byte is read: an absolute path,
+a `..` component or a scheme is refused (`ArtifactPathError`), and in a local folder so is a key
+that leads outside the folder through a symlink. A registry row therefore cannot point a reader
+at any other file, whatever sha256 it records.
+
     store = open_artifact_store(".refit/artifacts")
     ref = store.put(b"...", kind="models", suffix=".joblib")
     data = store.get(ref.uri, ref.sha256)
@@ -17,10 +22,10 @@ import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any, Protocol
 
-from refit.errors import ArtifactCorruptError, ArtifactError, NotFoundError
+from refit.errors import ArtifactCorruptError, ArtifactError, ArtifactPathError, NotFoundError
 from refit.spec import S3Options
 
 
@@ -49,6 +54,30 @@ def content_key(sha256: str, kind: str, suffix: str) -> str:
     if not kind.isidentifier():
         raise ValueError(f"artifact kind must be a plain word, got {kind!r}")
     return f"{kind}/{sha256[:2]}/{sha256}{suffix}"
+
+
+def confined(uri: str) -> str:
+    """`uri` if it is a key inside a store (plain `a/b/c` segments); else `ArtifactPathError`.
+
+    This looks at the text only; a local store also follows symlinks (`LocalArtifactStore`).
+    """
+    if not uri or "\x00" in uri:
+        raise ArtifactPathError(f"artifact path {uri!r} is empty or holds a NUL byte")
+    if uri.startswith(("/", "\\")) or PureWindowsPath(uri).drive:
+        raise ArtifactPathError(
+            f"artifact path {uri!r} is absolute: a stored path is relative to the store's root"
+        )
+    if "://" in uri:
+        raise ArtifactPathError(
+            f"artifact path {uri!r} names a location of its own: a stored path is relative "
+            "to the store's root"
+        )
+    if any(part in ("..", ".", "") for part in uri.replace("\\", "/").split("/")):
+        raise ArtifactPathError(
+            f"artifact path {uri!r} has a '..', '.' or empty segment: a stored path never "
+            "leaves or re-enters a folder"
+        )
+    return uri
 
 
 def verify(data: bytes, sha256: str, where: str) -> bytes:
@@ -84,8 +113,21 @@ class LocalArtifactStore:
         except OSError:
             return False
 
+    def _inside(self, uri: str) -> Path:
+        """The file a key names, refused if it (or a symlink on its way) leaves the root."""
+        path = self.root / confined(uri)
+        try:
+            real, root = path.resolve(), self.root.resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+            raise ArtifactPathError(f"artifact path {uri!r} cannot be resolved: {exc}") from None
+        if not real.is_relative_to(root):
+            raise ArtifactPathError(
+                f"artifact path {uri!r} leads outside the store through a symlink"
+            )
+        return real
+
     def get(self, uri: str, sha256: str) -> bytes:
-        path = self.root / uri
+        path = self._inside(uri)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
@@ -95,7 +137,7 @@ class LocalArtifactStore:
         return verify(data, sha256, f"artifact {path}")
 
     def exists(self, uri: str) -> bool:
-        return (self.root / uri).is_file()
+        return self._inside(uri).is_file()
 
 
 def write_atomically(path: Path, data: bytes, mode: int | None = None, what: str = "") -> None:
@@ -140,7 +182,7 @@ class FsspecArtifactStore:
             raise ArtifactError(f"cannot open artifact store {url}: {exc}") from None
 
     def _path(self, uri: str) -> str:
-        return f"{self.url}/{uri}"
+        return f"{self.url}/{confined(uri)}"
 
     def put(self, data: bytes, *, kind: str, suffix: str) -> ArtifactRef:
         sha256 = hashlib.sha256(data).hexdigest()
@@ -166,8 +208,9 @@ class FsspecArtifactStore:
         return verify(data, sha256, f"artifact {path}")
 
     def exists(self, uri: str) -> bool:
+        path = self._path(uri)
         try:
-            return bool(self.fs.exists(self._path(uri)))
+            return bool(self.fs.exists(path))
         except Exception as exc:
             raise ArtifactError(f"cannot reach artifact store {self.url}: {exc}") from None
 

@@ -13,9 +13,12 @@ Nothing here knows about HTTP or the terminal::
     │   ├── SourceError             a source cannot be read
     │   └── BatchRefusedError       too many rows of a batch failed validation
     ├── ArtifactError               the artifact store
-    │   └── ArtifactCorruptError    a stored file does not match its recorded sha256
+    │   ├── ArtifactCorruptError    a stored file does not match its recorded sha256
+    │   ├── ArtifactPathError       a stored path that leaves the store's root
+    │   └── UntrustedVersionError   a version unsigned, wrongly signed, or of a refused format
     ├── TrainingError               a training run failed (the user's code or the data)
     ├── StoreError                  the registry's database cannot be reached or migrated
+    │   └── NoRegistryError         a reading command pointed at a registry that does not exist
     ├── AlreadyExistsError          what a command would create is there already
     ├── ListenError                 the server cannot listen on its address (a port in use)
     └── RequestError                a prediction request is at fault (the server answers 4xx)
@@ -95,6 +98,15 @@ class ArtifactCorruptError(ArtifactError):
     """A stored file does not match the sha256 recorded for it."""
 
 
+class ArtifactPathError(ArtifactError):
+    """A stored path is absolute, climbs with `..`, or leads outside the store's root."""
+
+
+class UntrustedVersionError(ArtifactError):
+    """A version that this process may not load: unsigned or wrongly signed while a signing
+    key is set, or in an artifact format the configuration refuses."""
+
+
 class TrainingError(RefitError):
     """A training run failed."""
 
@@ -105,6 +117,10 @@ class StoreError(RefitError):
     """The registry's database cannot be reached, or its schema cannot be migrated."""
 
     exit_code = 8
+
+
+class NoRegistryError(StoreError):
+    """A command that only reads was pointed at a SQLite registry file that does not exist."""
 
 
 class AlreadyExistsError(RefitError):

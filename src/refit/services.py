@@ -8,6 +8,7 @@ from types import TracebackType
 from refit.artifacts import ArtifactStore, open_artifact_store
 from refit.project import Project
 from refit.registry import Registry, open_registry
+from refit.registry.signing import signing_key
 
 
 @dataclass
@@ -33,7 +34,12 @@ class Services:
         self.close()
 
 
-def open_services(project: Project) -> Services:
+def open_services(project: Project, *, create: bool = True) -> Services:
+    """Open the project's registry and artifact store. A SQLite registry that does not exist
+    yet is made only with `create`; without it, that is a `NoRegistryError` (the commands that
+    only read, and the server, pass `create=False`). With `REFIT_SIGNING_KEY` set, the registry
+    signs what it registers."""
+    key = signing_key()
     store = open_artifact_store(project.artifacts_url, project.spec.storage.s3)
-    registry = open_registry(project.metadata_url)
+    registry = open_registry(project.metadata_url, create=create, signing_key=key)
     return Services(project, registry, store)

@@ -108,6 +108,9 @@ class ModelSpec(SpecModel):
     """The metric the gate compares; default roc_auc (classification) or rmse (regression)."""
     holdout: Holdout = Holdout()
     format: ArtifactFormat = ArtifactFormat.JOBLIB
+    trusted_types: list[str] = Field(default_factory=list, max_length=1000)
+    """Dotted type names (`mypackage.MyScaler`) a skops artifact may hold beyond the built-in
+    list (scikit-learn, NumPy, SciPy and plain containers), when saved and when loaded."""
     trained_elsewhere: bool = False
     """Versions come only from `refit models register FILE` (no estimator, no function):
     refit scores, gates, serves and watches them, and never trains."""
@@ -117,6 +120,14 @@ class ModelSpec(SpecModel):
     def _estimator_path(cls, value: str | None) -> str | None:
         if value is not None and not _IMPORT_PATH.match(value):
             raise ValueError("expected an import path such as sklearn.linear_model.Ridge")
+        return value
+
+    @field_validator("trusted_types")
+    @classmethod
+    def _type_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _IMPORT_PATH.match(name):
+                raise ValueError(f"{name!r} is not a dotted type name such as mypackage.MyScaler")
         return value
 
     @field_validator("function")
@@ -275,6 +286,8 @@ class ServeSpec(SpecModel):
     """Rows waiting beyond this are refused at once with 503 and Retry-After."""
     extra_fields: Literal["reject", "ignore"] = "reject"
     """A request's fields that are no input of the model: refused (422), or ignored."""
+    allow_pickle: bool = True
+    """false: refuse versions saved as a pickle (joblib), which runs code when loaded."""
     auth: Literal["keys", "none"] = "keys"
     """`keys`: every route but health needs an API key once one is configured, and with none
     the server listens on loopback only; `none`: no keys, on any address."""

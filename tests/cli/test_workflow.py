@@ -15,6 +15,8 @@ from refit.cli import app
 from refit.cli._output import run_app
 from refit.errors import AlreadyExistsError
 from refit.examples import example_rows
+from refit.project import load_project
+from refit.services import open_services
 from servers import S3Location
 
 
@@ -256,6 +258,8 @@ def test_status_shows_production_runs_decisions_and_next_times(
     project = tmp_path / "demo"
     p = str(project)
     refit(capsys, "init", p, "--example", "breast-cancer")
+    refit(capsys, "status", "-p", p, code=8)  # no registry until something writes one
+    open_services(load_project(project)).close()  # an empty one
     before = refit_json(capsys, "status", "-p", p)
     assert before["production"] is None and before["runs"] == [] and before["decisions"] == []
     assert [j["job"] for j in before["jobs"]] == ["ingest", "train"]

@@ -98,7 +98,18 @@ def test_skops_refuses_to_save_a_users_own_class_and_suggests_joblib() -> None:
         save(OwnModel().fit(None, [1.0]), ArtifactFormat.SKOPS)
     message = str(caught.value)
     assert "test_sklearn.OwnModel" in message
-    assert "which a skops artifact does not trust; set model.format: joblib" in message
+    assert "which a skops artifact does not trust; add them to model.trusted_types" in message
+    assert "or set model.format: joblib" in message
+
+
+def test_model_trusted_types_let_skops_save_and_load_a_users_own_class() -> None:
+    own = OwnModel().fit(None, [1.0])
+    trusted = [f"{OwnModel.__module__}.OwnModel"]
+    data = save(own, ArtifactFormat.SKOPS, trusted)
+
+    assert type(load(data, ArtifactFormat.SKOPS, trusted)).__name__ == "OwnModel"
+    with pytest.raises(ArtifactError, match=r"untrusted type .*OwnModel.*model\.trusted_types"):
+        load(data, ArtifactFormat.SKOPS)  # a server without the setting refuses it
 
 
 def test_skops_refuses_to_load_an_untrusted_function() -> None:

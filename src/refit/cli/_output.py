@@ -29,7 +29,7 @@ from refit.errors import (
     StoreError,
     TrainingError,
 )
-from refit.project import load_project
+from refit.project import Project, load_project
 from refit.services import Services, open_services
 
 USAGE = 2
@@ -52,11 +52,13 @@ EXIT_CODES: dict[int, str] = {
     DataError.exit_code: "bad data: a source that cannot be read, or a batch refused; a folder "
     "or store `refit feed` cannot reach",
     ArtifactError.exit_code: "a file of the artifact store, or a model file to register, that "
-    "cannot be read or written, does not match its sha256, or does not fit the project; a "
-    "version that `refit models promote` or `rollback` refuses because one of its artifacts is "
-    "missing or altered (production is not moved); a file `refit deploy` cannot write",
+    "cannot be read or written, does not match its sha256, lies outside the store, or does not "
+    "fit the project; a version that `refit models promote` or `rollback` refuses because one of "
+    "its artifacts is missing or altered, or it is not signed with `REFIT_SIGNING_KEY` "
+    "(production is not moved); a file `refit deploy` cannot write",
     TrainingError.exit_code: "a training run failed",
-    StoreError.exit_code: "the registry's database cannot be reached or migrated",
+    StoreError.exit_code: "the registry's database cannot be reached or migrated; no SQLite "
+    "registry at `storage.metadata_url`, for a command that does not make one",
     AlreadyExistsError.exit_code: "`refit init` on a folder that already holds a project or "
     "other files; `refit deploy` over files that hold other content, without `--force`",
     ListenError.exit_code: "the server cannot listen on its address: the port is in use, or the "
@@ -106,9 +108,20 @@ def checked_by(model: type[BaseModel], field: str) -> Callable[[T], T]:
     return check
 
 
+REGISTRY_CREATORS = frozenset({"ingest", "train", "models register", "scheduler", "up", "demo"})
+"""The commands that may make a new SQLite registry (they write its first rows). Every other
+command only reads or changes an existing one, and says so when there is none."""
+
+
+def open_project_services(project: Project, command: str) -> Services:
+    """The project's services for `command` (its full name, as `models list`): a SQLite
+    registry that does not exist is made only for one of `REGISTRY_CREATORS`."""
+    return open_services(project, create=command in REGISTRY_CREATORS)
+
+
 @contextmanager
-def services_for(project_dir: Path) -> Iterator[Services]:
-    with open_services(load_project(project_dir)) as services:
+def services_for(project_dir: Path, command: str) -> Iterator[Services]:
+    with open_project_services(load_project(project_dir), command) as services:
         yield services
 
 

@@ -81,7 +81,7 @@ def ingest(
     It runs under the project's ingest lease: while another ingest runs, it exits 4."""
     from refit.data.ingest import run_ingest  # pandas and pyarrow: only for this command
 
-    with services_for(project) as services, progress("Ingesting"):
+    with services_for(project, "ingest") as services, progress("Ingesting"):
         spec = services.project.spec
         lease = job_lease(spec.name, "ingest")
         with holding(services.registry, lease, spec.schedule.lease_timeout, under_lease):
@@ -114,7 +114,7 @@ def snapshot_dict(row: SnapshotRow, stats: bool = False) -> dict[str, Any]:
 @snapshots_app.command("list")
 def list_snapshots(project: ProjectOption = Path("."), json: JsonOption = False) -> None:
     """The project's snapshots, newest first."""
-    with services_for(project) as services:
+    with services_for(project, "snapshots list") as services:
         rows = services.registry.list_snapshots(services.project.spec.name)
     if json:
         print_json([snapshot_dict(r) for r in rows])
@@ -135,7 +135,7 @@ def show_snapshot(
     json: JsonOption = False,
 ) -> None:
     """One snapshot: its rows, columns and statistics."""
-    with services_for(project) as services:
+    with services_for(project, "snapshots show") as services:
         row = services.registry.get_snapshot(snapshot_id, services.project.spec.name)
     if json:
         print_json(snapshot_dict(row, stats=True))
@@ -171,7 +171,7 @@ def list_batches(
     json: JsonOption = False,
 ) -> None:
     """The project's ingest batches, newest first: rows read, valid and rejected."""
-    with services_for(project) as services:
+    with services_for(project, "batches list") as services:
         rows = services.registry.list_batches(services.project.spec.name, limit)
     if json:
         print_json([r.to_dict() for r in rows])
@@ -204,7 +204,7 @@ def show_rejects(
     """A batch's rejected rows: file, line and reason (--json: with every field as read)."""
     from refit.data.ingest import read_rejects  # pandas and pyarrow: only for this command
 
-    with services_for(project) as services:
+    with services_for(project, "batches rejects") as services:
         batch = services.registry.get_batch(services.project.spec.name, batch_id)
         rejects = read_rejects(services.store, batch)
     shown = rejects.head(limit)

@@ -29,6 +29,7 @@ from refit.cli._output import (
 from refit.errors import ConflictError, LeaseHeldError
 from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow
 from refit.registry.jobs import holding, job_lease
+from refit.registry.signing import sign_versions, signature_state
 from refit.train.promotion import promote_version, rollback
 
 if TYPE_CHECKING:
@@ -79,18 +80,19 @@ def train(
                 on_step=step,
             )
 
-    _run_and_report(project, json, "Training", train_once)
+    _run_and_report(project, json, "train", "Training", train_once)
 
 
 def _run_and_report(
     project: Path,
     json: bool,
+    command: str,
     title: str,
     run: Callable[[Services, Callable[[str], None] | None], TrainResult],
 ) -> None:
     """Run a training or registering run (SIGTERM ends it as interrupted) and print it."""
     step = None if json else (lambda text: err.print(f"  {text}"))
-    with _sigterm_interrupts(), services_for(project) as services, progress(title):
+    with _sigterm_interrupts(), services_for(project, command) as services, progress(title):
         try:
             result = run(services, step)
         except ConflictError as exc:
@@ -156,9 +158,12 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def version_dict(row: ModelVersionRow, aliases: dict[str, int]) -> dict[str, Any]:
+def version_dict(
+    row: ModelVersionRow, aliases: dict[str, int], key: bytes | None = None
+) -> dict[str, Any]:
     data = row.to_dict()
     data["aliases"] = sorted(a for a, v in aliases.items() if v == row.version)
+    data["signed"] = signature_state(row, key)
     return data
 
 
@@ -192,6 +197,7 @@ def register(
     _run_and_report(
         project,
         json,
+        "models register",
         "Registering",
         lambda services, step: register_model_file(
             services,
@@ -207,12 +213,13 @@ def register(
 @models_app.command("list")
 def list_models(project: ProjectOption = Path("."), json: JsonOption = False) -> None:
     """Every version of the project's model, newest first."""
-    with services_for(project) as services:
+    with services_for(project, "models list") as services:
         name = services.project.spec.name
         rows = services.registry.list_versions(name)
         aliases = services.registry.aliases(name)
+        key = services.registry.signing_key
     if json:
-        print_json([version_dict(r, aliases) for r in rows])
+        print_json([version_dict(r, aliases, key) for r in rows])
         return
     print_table(
         ["version", "created", "metric", "snapshot", "aliases", "status"],
@@ -237,11 +244,12 @@ def show_model(
     json: JsonOption = False,
 ) -> None:
     """One version: metrics, signature, parameters and lineage."""
-    with services_for(project) as services:
+    with services_for(project, "models show") as services:
         name = services.project.spec.name
         row = services.registry.get_version(name, version)
         aliases = services.registry.aliases(name)
-    data = version_dict(row, aliases)
+        key = services.registry.signing_key
+    data = version_dict(row, aliases, key)
     if json:
         print_json(data)
         return
@@ -250,6 +258,7 @@ def show_model(
     out.print(f"snapshot  {row.snapshot_id}")
     out.print(f"run       {row.run_id}   code {row.code_revision or '-'}")
     out.print(f"artifact  {row.artifact_uri} ({row.format}, {row.artifact_size} bytes)")
+    out.print(f"signed    {SIGNED[data['signed']]}", markup=False)
     reason = native_reason(row)
     if reason is not None:
         out.print(f"onnx      not used, served natively: {reason}", markup=False)
@@ -268,6 +277,40 @@ def show_model(
     out.print(f"output    {row.signature.get('output')}")
 
 
+SIGNED = {
+    "valid": "yes, with this REFIT_SIGNING_KEY",
+    "invalid": "NO: its signature does not match this REFIT_SIGNING_KEY (servers refuse it)",
+    "unchecked": "yes (not checked: REFIT_SIGNING_KEY is not set here)",
+    "unsigned": "no",
+}
+"""How `refit models show` says each `signature_state`."""
+
+
+@models_app.command("sign")
+def sign(
+    versions: Annotated[
+        list[int] | None, typer.Argument(help="The versions to sign (default: every one).")
+    ] = None,
+    project: ProjectOption = Path("."),
+    force: Annotated[
+        bool, typer.Option("--force", help="Also re-sign versions signed with another key.")
+    ] = False,
+    json: JsonOption = False,
+) -> None:
+    """Sign versions with REFIT_SIGNING_KEY (those registered before it was set), after
+    checking each one's artifacts against their sha256."""
+    with services_for(project, "models sign") as services:
+        name = services.project.spec.name
+        outcome = sign_versions(
+            services.registry, services.store, name, versions or None, force=force
+        )
+    if json:
+        print_json([{"version": v, "result": r} for v, r in outcome.items()])
+        return
+    for version, result in outcome.items():
+        out.print(f"{name} v{version}: {result}", markup=False)
+
+
 def _print_decision(decision: DecisionRow, json: bool) -> None:
     if json:
         print_json(decision.to_dict())
@@ -284,7 +327,7 @@ def promote(
     json: JsonOption = False,
 ) -> None:
     """Point production at a version, whatever the gate said (a success if it is there already)."""
-    with services_for(project) as services:
+    with services_for(project, "models promote") as services:
         name = services.project.spec.name
         try:
             decision = promote_version(
@@ -305,7 +348,7 @@ def promote(
 @models_app.command("rollback")
 def rollback_model(project: ProjectOption = Path("."), json: JsonOption = False) -> None:
     """Point production back at the version it held before the current one."""
-    with services_for(project) as services:
+    with services_for(project, "models rollback") as services:
         decision = rollback(
             services.registry, services.project.spec.name, actor(), store=services.store
         )
@@ -315,7 +358,7 @@ def rollback_model(project: ProjectOption = Path("."), json: JsonOption = False)
 @models_app.command("decisions")
 def decisions(project: ProjectOption = Path("."), json: JsonOption = False) -> None:
     """The gate's and people's decisions about production, newest first."""
-    with services_for(project) as services:
+    with services_for(project, "models decisions") as services:
         rows = services.registry.list_decisions(services.project.spec.name, limit=50)
     if json:
         print_json([r.to_dict() for r in rows])

@@ -21,6 +21,7 @@ from refit.cli._output import (
     ProjectOption,
     checked_by,
     err,
+    open_project_services,
     out,
     print_json,
     print_table,
@@ -35,7 +36,7 @@ from refit.registry.heartbeats import list_servers
 from refit.registry.jobs import job_states
 from refit.registry.tables import utcnow
 from refit.schedule import parse_schedule
-from refit.services import Services, open_services
+from refit.services import Services
 from refit.spec import SPEC_FILE, Schedule, ServeSpec
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def scheduler(project: ProjectOption = Path(".")) -> None:
 
     loaded = load_project(project)
     check_model(loaded.spec, loaded.root)
-    with open_services(loaded) as services, _until_signalled() as stop:
+    with open_project_services(loaded, "scheduler") as services, _until_signalled() as stop:
         jobs = Scheduler(
             loaded,
             services.registry,
@@ -101,7 +102,7 @@ def up(
     port = settings.port if port is None else port
     check_address(host, port)  # a port in use stops refit up here, not in a restart loop
     check_exposure(settings.model_copy(update={"host": host}), os.environ)
-    with open_services(loaded):
+    with open_project_services(loaded, "up"):
         pass  # migrate the registry once, before the children race to
     url = f"http://{host}:{port}"
     err.print(f"refit up: {loaded.spec.name} in {loaded.root}; API {url}, docs {url}/docs")
@@ -165,7 +166,7 @@ def demo(
     if not exists:
         create_demo_project(directory, ingest=ingest, train=train)
     loaded = load_project(directory)
-    services = open_services(loaded)
+    services = open_project_services(loaded, "demo")
     url = f"http://{settings.host}:{port}"
     err.print(f"refit demo: {loaded.spec.name} in {loaded.root}")
     err.print(f"  API  {url}   docs {url}/docs   metrics {url}/metrics")
@@ -302,7 +303,7 @@ def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None
     """What is served, the last runs and decisions, and when the jobs run next."""
     loaded = load_project(project)
     name = loaded.spec.name
-    with open_services(loaded) as services:
+    with open_project_services(loaded, "status") as services:
         registry = services.registry
         production = registry.alias_version(name, PRODUCTION)
         served = registry.get_version(name, production) if production is not None else None

@@ -24,6 +24,7 @@ from refit.cli._server import (
 )
 from refit.deploy.pod import WORKER_STARTUP_SECONDS
 from refit.project import load_project
+from refit.registry.database import require_registry
 from refit.serve._multiprocess import shared_metrics
 from refit.spec import ServeSpec
 
@@ -85,6 +86,7 @@ def _serve(
     settings = loaded.spec.serve
     check_address(settings.host, settings.port)
     check_exposure(settings, os.environ)  # no keys: loopback only, unless auth: none is said
+    require_registry(loaded.metadata_url)  # a registry that is not there stops it here too
     shown = f"http://{settings.host}:{settings.port}"
     logging_config = log_config(settings.log_format, settings.access_log)
     serving = (

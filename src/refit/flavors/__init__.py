@@ -15,7 +15,7 @@ version) to it:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,17 +28,24 @@ from refit.spec import ArtifactFormat
 
 @dataclass(frozen=True)
 class Flavor:
-    """A named pair of functions: `save(model, fmt) -> bytes` and
-    `load(data, fmt, signature) -> model`."""
+    """A named pair of functions: `save(model, fmt, trusted_types) -> bytes` and
+    `load(data, fmt, signature, trusted_types) -> model` (`trusted_types`: the types a
+    user vouches for beyond the flavor's own, `model.trusted_types`)."""
 
     name: str
-    save: Callable[[Any, ArtifactFormat], bytes]
-    load: Callable[[bytes, ArtifactFormat, Signature | None], Any]
+    save: Callable[[Any, ArtifactFormat, Collection[str]], bytes]
+    load: Callable[[bytes, ArtifactFormat, Signature | None, Collection[str]], Any]
 
 
 FLAVORS: dict[str, Flavor] = {
-    "sklearn": Flavor("sklearn", _sklearn.save, lambda data, fmt, _: _sklearn.load(data, fmt)),
-    "onnx": Flavor("onnx", _onnx.save, _onnx.load),
+    "sklearn": Flavor(
+        "sklearn", _sklearn.save, lambda data, fmt, _, trusted: _sklearn.load(data, fmt, trusted)
+    ),
+    "onnx": Flavor(
+        "onnx",
+        lambda model, fmt, _: _onnx.save(model, fmt),
+        lambda data, fmt, signature, _: _onnx.load(data, fmt, signature),
+    ),
 }
 DEFAULT_FLAVOR = "sklearn"
 
@@ -60,9 +67,14 @@ def get_flavor(name: str) -> Flavor:
         ) from None
 
 
-def save_model(model: Any, fmt: ArtifactFormat, flavor: str = DEFAULT_FLAVOR) -> bytes:
+def save_model(
+    model: Any,
+    fmt: ArtifactFormat,
+    flavor: str = DEFAULT_FLAVOR,
+    trusted_types: Collection[str] = (),
+) -> bytes:
     """The bytes of a fitted model, in format `fmt`."""
-    return get_flavor(flavor).save(model, fmt)
+    return get_flavor(flavor).save(model, fmt, trusted_types)
 
 
 def load_model(
@@ -70,6 +82,7 @@ def load_model(
     fmt: ArtifactFormat,
     flavor: str = DEFAULT_FLAVOR,
     signature: Signature | None = None,
+    trusted_types: Collection[str] = (),
 ) -> Any:
     """The fitted model held in `data`. Verify its sha256 before calling this."""
-    return get_flavor(flavor).load(data, fmt, signature)
+    return get_flavor(flavor).load(data, fmt, signature, trusted_types)

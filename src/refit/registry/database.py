@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config
@@ -22,7 +23,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
-from refit.errors import StoreError
+from refit.errors import NoRegistryError, StoreError
 
 BUSY_TIMEOUT_MS = 30_000
 WRITE = {"refit_write": True}
@@ -30,17 +31,31 @@ WRITE = {"refit_write": True}
 _MIGRATION_LOCK_KEY = 0x7265666974  # "refit"
 
 
-def create_registry_engine(url: str) -> Engine:
-    """An engine for a registry URL (`sqlite:///path` or `postgresql+psycopg://...`)."""
+def create_registry_engine(url: str, *, create: bool = True) -> Engine:
+    """An engine for a registry URL (`sqlite:///path` or `postgresql+psycopg://...`).
+
+    A SQLite file (and its folder) is made only with `create`: without it, a file that does
+    not exist is a `NoRegistryError`, and SQLite opens the file read-write, never creating it.
+    """
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise StoreError(f"not a database URL: {url!r}") from None
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+        connect_args: dict[str, Any] = {"timeout": BUSY_TIMEOUT_MS / 1000}
+        if database and database != ":memory:" and not database.startswith("file:"):
+            if create:
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            else:
+                require_registry(url)
+                # mode=rw: SQLite itself refuses to create the file, even if it vanished
+                # since the check above.
+                parsed = parsed.set(
+                    database=f"file:{quote(database)}",
+                    query={**parsed.query, "mode": "rw", "uri": "true"},
+                )
+        engine = create_engine(parsed, connect_args=connect_args)
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
@@ -49,6 +64,20 @@ def create_registry_engine(url: str) -> Engine:
             parsed = parsed.set(drivername="postgresql+psycopg")
         return create_engine(parsed, pool_pre_ping=True)
     raise StoreError(f"unsupported registry database {parsed.get_backend_name()!r}")
+
+
+def require_registry(url: str) -> None:
+    """Raise `NoRegistryError` if `url` names a SQLite file that does not exist."""
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return
+    if database.startswith("file:") or Path(database).is_file():
+        return
+    raise NoRegistryError(
+        f"there is no registry at {Path(database).absolute()} (storage.metadata_url "
+        f"{url!r}): check the path for a typo, or make the registry with `refit ingest`"
+    )
 
 
 def _sqlite_on_connect(dbapi_connection: Any, record: Any) -> None:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from refit.errors import ConflictError, NotFoundError, StoreError
 from refit.registry.database import WRITE, create_registry_engine, migrate
+from refit.registry.signing import sign
 from refit.registry.tables import (
     AliasRow,
     DecisionRow,
@@ -38,8 +39,10 @@ _VERSION_ATTEMPTS = 5
 class Registry:
     """Operations on the metadata store. Open one with `open_registry(url)`."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, signing_key: bytes | None = None) -> None:
         self.engine = engine
+        self.signing_key = signing_key
+        """Signs each version registered (`refit.registry.signing`); None: versions unsigned."""
         self._reader = sessionmaker(engine, expire_on_commit=False)
         self._writer = sessionmaker(engine.execution_options(**WRITE), expire_on_commit=False)
 
@@ -190,7 +193,9 @@ class Registry:
                 run.timings = timings
 
     def register_version(self, run_id: str, version: ModelVersionRow) -> ModelVersionRow:
-        """Give `version` the next number, store it and mark its run succeeded, at once."""
+        """Give `version` the next number, store it and mark its run succeeded, at once.
+
+        With a signing key, the version is stored with the signature of its manifest."""
         for attempt in range(_VERSION_ATTEMPTS):
             try:
                 with self.write() as s:
@@ -202,6 +207,8 @@ class Registry:
                     )
                     version.version = (latest or 0) + 1
                     version.run_id = run_id
+                    if self.signing_key is not None:
+                        version.manifest_signature = sign(version, self.signing_key)
                     s.add(version)
                     run = s.get_one(TrainingRunRow, run_id)
                     run.status, run.finished_at = "succeeded", utcnow()
@@ -228,6 +235,15 @@ class Registry:
         if row is None:
             raise NotFoundError(f"model {name} has no version {version}")
         return row
+
+    def set_manifest_signature(self, name: str, version: int, signature: str) -> None:
+        """Store the signature of a version registered before signing was turned on."""
+        with self.write() as s:
+            s.execute(
+                update(ModelVersionRow)
+                .where(ModelVersionRow.name == name, ModelVersionRow.version == version)
+                .values(manifest_signature=signature)
+            )
 
     def list_versions(self, name: str) -> list[ModelVersionRow]:
         with self.read() as s:
@@ -346,11 +362,15 @@ class Registry:
         return current, promoted.previous_version
 
 
-def open_registry(url: str) -> Registry:
-    """Open (and migrate, if needed) the registry at a SQLAlchemy URL."""
-    engine = create_registry_engine(url)
+def open_registry(url: str, *, create: bool = True, signing_key: bytes | None = None) -> Registry:
+    """Open (and migrate, if needed) the registry at a SQLAlchemy URL.
+
+    A SQLite file that does not exist is made only with `create`; otherwise it is a
+    `NoRegistryError`, so that a mistyped path never becomes a new, empty registry.
+    """
+    engine = create_registry_engine(url, create=create)
     migrate(engine)
-    return Registry(engine)
+    return Registry(engine, signing_key)
 
 
 @contextmanager

@@ -26,7 +26,7 @@ from refit.artifacts import ArtifactStore
 from refit.errors import RefitError
 from refit.registry import PRODUCTION, Registry
 from refit.registry.heartbeats import BEAT_SECONDS, Beat, beat, forget, new_instance
-from refit.serve.predictor import LoadedModel, load_predictor
+from refit.serve.predictor import DEFAULT_POLICY, LoadedModel, LoadPolicy, load_predictor
 from refit.serve.redaction import public_reason
 
 log = logging.getLogger("refit.serve")
@@ -72,13 +72,16 @@ class ModelFollower:
         on_failure: Callable[[LoadFailure | None], None] | None = None,
         on_production: Callable[[int | None], None] | None = None,
         heartbeat: bool = False,
+        policy: LoadPolicy = DEFAULT_POLICY,
     ) -> None:
         """`on_swap(previous, loaded)` follows each swap; `on_failure(failure)` each refusal,
         and `on_failure(None)` the end of one (a swap, or the alias back on the served
         version); `on_production(version)` each poll's reading of the alias. With
-        `heartbeat`, the follower reports to the registry's `servers` table."""
+        `heartbeat`, the follower reports to the registry's `servers` table. `policy` says
+        which versions may load at all."""
         self.registry = registry
         self.store = store
+        self.policy = policy
         self.name = name
         self.alias = alias
         self.poll_interval = poll_interval
@@ -229,7 +232,7 @@ class ModelFollower:
     def _load(self, version: int) -> LoadedModel:
         row = self.registry.get_version(self.name, version)
         contract = self.current.signature if self.current is not None else None
-        return load_predictor(row, self.store, contract)
+        return load_predictor(row, self.store, contract, self.policy)
 
     def _clear_failure(self) -> None:
         if self.failure is not None:

@@ -43,7 +43,7 @@ def app_from_environment() -> FastAPI:
         project.metadata_url,
         project.artifacts_url,
     )
-    services = open_services(project)
+    services = open_services(project, create=False)  # `refit serve` checked it is there
     state = ServerState.open(
         services,
         poll_interval=serve.poll_interval,

@@ -1,11 +1,13 @@
 """Predictors: loaded, verified, warmed-up models in a server's memory.
 
-`load_predictor` is the only way a model version gets into a server: fetch the artifact,
-check its sha256, deserialise it, check its signature, and call it on a sample built from that
-signature. Any failing step refuses the version with a `RefitError` naming the step. A version
-whose ONNX conversion passed its parity check at registration is served by ONNX Runtime
-(`runtime: onnx`), which answers a row in tens of microseconds instead of a millisecond;
-otherwise, or if its ONNX file cannot be loaded, by its native artifact.
+`load_predictor` is the only way a model version gets into a server: check that the version
+may load at all (its manifest's HMAC when a signing key is set, its artifact paths inside the
+store, its format allowed), fetch the artifact, check its sha256, deserialise it, check its
+signature, and call it on a sample built from that signature. Any failing step refuses the
+version with a `RefitError` naming the step. A version whose ONNX conversion passed its
+parity check at registration is served by ONNX Runtime (`runtime: onnx`), which answers a
+row in tens of microseconds instead of a millisecond; otherwise, or if its ONNX file cannot be
+loaded, by its native artifact.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from refit.artifacts import ArtifactStore
-from refit.errors import ArtifactError, RefitError
+from refit.artifacts import ArtifactStore, confined
+from refit.errors import ArtifactError, ArtifactPathError, RefitError, UntrustedVersionError
 from refit.flavors import load_model
 from refit.flavors.onnx import OnnxModel
 from refit.registry import ModelVersionRow
+from refit.registry.signing import check_signed
 from refit.registry.tables import utcnow
 from refit.serve.records import Columns, columns_of, frame_of
 from refit.serve.redaction import for_clients
@@ -151,6 +154,21 @@ class OnnxPredictor:
         return Predictions(_plain(labels), [dict(zip(self.classes, r, strict=True)) for r in rows])
 
 
+@dataclass(frozen=True)
+class LoadPolicy:
+    """What a server may load: with `signing_key`, only versions signed with it; with
+    `allow_pickle` false, no pickle (joblib) artifact; skops artifacts holding, beyond the
+    built-in trusted types, `trusted_types` (`model.trusted_types`)."""
+
+    signing_key: bytes | None = None
+    allow_pickle: bool = True
+    trusted_types: tuple[str, ...] = ()
+
+
+DEFAULT_POLICY = LoadPolicy()
+"""Without a signing key: every version whose artifacts match their sha256 loads."""
+
+
 @dataclass
 class LoadedModel:
     """A version in memory, ready to answer: its predictor and what it is."""
@@ -186,14 +204,19 @@ class LoadedModel:
 
 
 def load_predictor(
-    row: ModelVersionRow, store: ArtifactStore, contract: Signature | None = None
+    row: ModelVersionRow,
+    store: ArtifactStore,
+    contract: Signature | None = None,
+    policy: LoadPolicy = DEFAULT_POLICY,
 ) -> LoadedModel:
     """Fetch, verify, load, check and warm up a version; refuse it at the first failure.
 
     `contract` is the input signature the server already answers with: a version whose
-    inputs differ is refused, since clients were promised the served schema.
+    inputs differ is refused, since clients were promised the served schema. Nothing of an
+    artifact is read before the version passes `policy` and its paths are inside the store.
     """
     where = f"{row.name} v{row.version}"
+    admit(row, policy)
     signature = Signature.from_dict(row.signature)
     if contract is not None and _inputs(signature) != _inputs(contract):
         raise RefitError(
@@ -206,7 +229,7 @@ def load_predictor(
     predictor: SklearnPredictor | OnnxPredictor | None = None
     onnx = row.onnx or {"status": "not converted (registered before ONNX export)"}
     if row.flavor == "onnx":  # the user's own ONNX model: its artifact is the ONNX file
-        data = store.get(row.artifact_uri, row.artifact_sha256)
+        data = _fetch(store, row.artifact_uri, row.artifact_sha256, where)
         classes = signature.output.classes if signature.output.task is Task.CLASSIFICATION else None
         try:
             predictor = OnnxPredictor(OnnxModel(data, signature.names, classes), signature)
@@ -214,9 +237,11 @@ def load_predictor(
             raise ArtifactError(f"{where} cannot be loaded: {exc}") from exc
     elif onnx.get("status") == "ok":
         try:
-            data = store.get(onnx["uri"], onnx["sha256"])
+            data = _fetch(store, onnx["uri"], onnx["sha256"], where)
             classes = signature.output.classes
             predictor = OnnxPredictor(OnnxModel(data, signature.names, classes), signature)
+        except ArtifactPathError:
+            raise  # a forged path refuses the version, never falls back to the other file
         except RefitError as exc:
             # Served natively all the same, but counted and reported like any load failure:
             # a damaged ONNX file is a damaged artifact.
@@ -227,9 +252,10 @@ def load_predictor(
     else:
         onnx_note = str(onnx.get("status"))
     if predictor is None:
-        data = store.get(row.artifact_uri, row.artifact_sha256)
+        data = _fetch(store, row.artifact_uri, row.artifact_sha256, where)
         try:
-            model = load_model(data, ArtifactFormat(row.format), row.flavor)
+            fmt, trusted = ArtifactFormat(row.format), policy.trusted_types
+            model = load_model(data, fmt, row.flavor, trusted_types=trusted)
         except RefitError:
             raise
         except Exception as exc:
@@ -258,6 +284,33 @@ def load_predictor(
         onnx=onnx_note,
         onnx_error=onnx_error,
     )
+
+
+def admit(row: ModelVersionRow, policy: LoadPolicy) -> None:
+    """Refuse a version that `policy` does not let load, or whose artifact paths leave the
+    store, from its registry row alone: before a byte of any artifact is read."""
+    where = f"{row.name} v{row.version}"
+    check_signed(row, policy.signing_key)
+    uris = [row.artifact_uri]
+    if row.onnx and row.onnx.get("status") == "ok":
+        uris.append(str(row.onnx.get("uri")))
+    for uri in uris:
+        try:
+            confined(uri)
+        except ArtifactPathError as exc:
+            raise ArtifactPathError(f"{where} is refused: {exc}") from None
+    if row.format == ArtifactFormat.JOBLIB.value and not policy.allow_pickle:
+        raise UntrustedVersionError(
+            f"{where} is a pickle (model.format joblib), which runs code when it is loaded, "
+            "and serve.allow_pickle is false: retrain it with model.format: skops"
+        )
+
+
+def _fetch(store: ArtifactStore, uri: str, sha256: str, where: str) -> bytes:
+    try:
+        return store.get(uri, sha256)
+    except ArtifactPathError as exc:
+        raise ArtifactPathError(f"{where} is refused: {exc}") from None
 
 
 def _inputs(signature: Signature) -> list[tuple[str, str, bool]]:

@@ -25,7 +25,7 @@ from refit.serve._numbers import client_count
 from refit.serve.batching import MicroBatcher, ModelFailure
 from refit.serve.follower import LoadFailure, ModelFollower
 from refit.serve.metrics import ServerMetrics
-from refit.serve.predictor import LoadedModel, NonFiniteOutputError, Predictions
+from refit.serve.predictor import LoadedModel, LoadPolicy, NonFiniteOutputError, Predictions
 from refit.serve.records import Columns, ExtraFields, RecordReader
 from refit.services import Services
 
@@ -91,6 +91,11 @@ class ServerState:
             on_failure=refused,
             on_production=production,
             heartbeat=heartbeat,
+            policy=LoadPolicy(
+                signing_key=services.registry.signing_key,
+                allow_pickle=services.project.spec.serve.allow_pickle,
+                trusted_types=tuple(services.project.spec.model.trusted_types),
+            ),
         )
         batcher = MicroBatcher(
             max_batch_size=max_batch_size,

@@ -9,8 +9,9 @@ reads each of the version's artifacts back from the store and checks its sha256
 from __future__ import annotations
 
 from refit.artifacts import ArtifactStore
-from refit.errors import ArtifactError, ConflictError, NotFoundError
+from refit.errors import ArtifactError, ConflictError, NotFoundError, UntrustedVersionError
 from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow, Registry
+from refit.registry.signing import check_signed
 
 
 class UnservableVersionError(ArtifactError):
@@ -27,9 +28,22 @@ def artifacts_of(row: ModelVersionRow) -> list[tuple[str, str, str]]:
     return files
 
 
-def check_artifacts(store: ArtifactStore, row: ModelVersionRow, alias: str = PRODUCTION) -> None:
+def check_artifacts(
+    store: ArtifactStore,
+    row: ModelVersionRow,
+    alias: str = PRODUCTION,
+    *,
+    signing_key: bytes | None = None,
+) -> None:
     """Fetch every artifact of `row` and check its sha256; `UnservableVersionError` names the
-    first that is missing or altered."""
+    first that is missing or altered. With `signing_key`, the version must be signed with it
+    (checked first, as a server does)."""
+    try:
+        check_signed(row, signing_key)
+    except UntrustedVersionError as exc:
+        raise UnservableVersionError(
+            f"{row.name} v{row.version} cannot take {alias}: {exc}. {alias} was not moved"
+        ) from None
     for what, key, sha256 in artifacts_of(row):
         try:
             store.get(key, sha256)
@@ -49,7 +63,7 @@ def promote_version(
     current = registry.alias_version(name, PRODUCTION)
     if current == version:
         raise ConflictError(f"{name} v{version} already holds {PRODUCTION}")
-    check_artifacts(store, target)
+    check_artifacts(store, target, signing_key=registry.signing_key)
     champion = registry.get_version(name, current) if current is not None else None
     was = f"v{current}" if current is not None else "nothing"
     return registry.move_alias(
@@ -74,7 +88,7 @@ def rollback(registry: Registry, name: str, actor: str, *, store: ArtifactStore)
     once its artifacts are checked in `store`."""
     current, previous = registry.rollback_target(name, PRODUCTION)
     now, before = registry.get_version(name, current), registry.get_version(name, previous)
-    check_artifacts(store, before)
+    check_artifacts(store, before, signing_key=registry.signing_key)
     return registry.move_alias(
         DecisionRow(
             name=name,

@@ -70,7 +70,7 @@ def register_model_file(
         step(f"loading {path.name} ({len(data)} bytes)")
         params = {"file": path.name}
         if fmt is not ArtifactFormat.ONNX:
-            model = load_model(data, fmt)
+            model = load_model(data, fmt, trusted_types=spec.model.trusted_types)
             if not callable(getattr(model, "predict", None)):
                 raise ArtifactError(f"{path.name} holds a {type(model).__name__}, not a model")
             return Candidate(model, DEFAULT_FLAVOR, fmt, params, data)

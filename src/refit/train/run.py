@@ -36,6 +36,7 @@ from refit.errors import (
 from refit.flavors import DEFAULT_FLAVOR, SUFFIXES, load_model, save_model
 from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow, SnapshotRow
 from refit.registry.jobs import interrupt_dead_runs
+from refit.registry.signing import check_signed
 from refit.services import Services
 from refit.signature import Signature, signature_for
 from refit.spec import ArtifactFormat, Spec, Task
@@ -208,7 +209,9 @@ def run_and_register(
             step("saving the artifact")
             data = candidate.data
             ref = store.put(
-                save_model(model, candidate.format) if data is None else data,
+                save_model(model, candidate.format, trusted_types=spec.model.trusted_types)
+                if data is None
+                else data,
                 kind="models",
                 suffix=SUFFIXES[candidate.format],
             )
@@ -280,12 +283,14 @@ def gate(
     if champion_version is not None:
         champion = registry.get_version(spec.name, champion_version)
         try:
+            check_signed(champion, registry.signing_key)  # before a byte of it is read
             data = store.get(champion.artifact_uri, champion.artifact_sha256)
             loaded = load_model(
                 data,
                 ArtifactFormat(champion.format),
                 champion.flavor,
                 Signature.from_dict(champion.signature),
+                spec.model.trusted_types,
             )
             champion_value = score(loaded, X, y, spec.model.task, metric)
         except (RefitError, ValueError, KeyError, TypeError) as exc:
@@ -319,7 +324,7 @@ def gate(
     if not verdict.promote:
         return registry.record_decision(row(False, verdict.reason + note))
     try:
-        check_artifacts(store, challenger)
+        check_artifacts(store, challenger, signing_key=registry.signing_key)
     except UnservableVersionError as exc:
         return registry.record_decision(row(False, f"{verdict.reason}, but not promoted: {exc}"))
     try:
