@@ -267,6 +267,18 @@ class ServeSpec(SpecModel):
     """Rows waiting beyond this are refused at once with 503 and Retry-After."""
     extra_fields: Literal["reject", "ignore"] = "reject"
     """A request's fields that are no input of the model: refused (422), or ignored."""
+    max_header_bytes: int = Field(default=32 * 2**10, ge=1024, le=2**20)
+    """The largest request line and headers together; more is refused with 431."""
+    max_url_bytes: int = Field(default=8 * 2**10, ge=256, le=2**20)
+    """The longest request URL (path and query); longer is refused with 414."""
+    header_timeout: float = Field(default=10.0, gt=0, le=3600)
+    """Seconds from a request's first byte to the end of its headers; later is closed (408)."""
+    body_timeout: float = Field(default=30.0, gt=0, le=3600)
+    """Seconds a request body may pause between two reads; longer is closed (408)."""
+    keep_alive_timeout: float = Field(default=5.0, gt=0, le=3600)
+    """Seconds an open connection may wait for its next (or first) request before it is closed."""
+    max_connections: int = Field(default=512, ge=1, le=1_000_000)
+    """Open connections per worker; past it the one idle longest is closed for a new one."""
 
 
 class Spec(SpecModel):

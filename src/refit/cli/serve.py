@@ -22,6 +22,7 @@ from refit.cli._server import (
 )
 from refit.deploy.pod import DRAIN_SECONDS, WORKER_STARTUP_SECONDS
 from refit.project import load_project
+from refit.serve._http import uvicorn_options
 from refit.serve._multiprocess import shared_metrics
 
 
@@ -73,6 +74,7 @@ def _serve(
             timeout_graceful_shutdown=DRAIN_SECONDS,
             # A worker imports scikit-learn and loads a model before it answers health pings.
             timeout_worker_healthcheck=WORKER_STARTUP_SECONDS,
+            **uvicorn_options(settings),
         )
 
 
