@@ -279,6 +279,8 @@ class ServeSpec(SpecModel):
     """Seconds an open connection may wait for its next (or first) request before it is closed."""
     max_connections: int = Field(default=512, ge=1, le=1_000_000)
     """Open connections per worker; past it the one idle longest is closed for a new one."""
+    max_running_requests: int = Field(default=16, ge=1, le=100_000)
+    """Requests per worker run at once; more wait unread in their connections (probes never)."""
 
 
 class Spec(SpecModel):

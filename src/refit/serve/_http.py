@@ -16,6 +16,13 @@ bounds, each from a `serve.*` setting:
   headers), so a flood of slow clients cannot lock out a health probe, and only when every
   connection has a request in progress is the new one answered 503 and closed.
 
+Health probes never wait behind predictions (measured before: under overload a probe waited
+for the event loop to get through every request read before it, 0.1-4 s). So a worker runs at
+most `max_running_requests` requests at once; the others wait unread in their connections,
+which costs the event loop nothing, and start in the order they came. And a probe of
+`/health/live` or `/health/ready` is answered in the callback that read it, from the answer the
+app gives in its lifespan state (`PROBE_STATE`), with no task, queue or middleware between.
+
 `uvicorn_options(settings)` gives uvicorn the protocol and its settings.
 """
 
@@ -25,16 +32,34 @@ import asyncio
 import functools
 import json
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httptools
+from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
+from uvicorn.protocols.utils import get_client_addr
 from uvicorn.server import ServerState
 
+from refit.deploy.pod import LIVE_PATH, READY_PATH
 from refit.spec import ServeSpec
+
+_PROBES = frozenset({LIVE_PATH, READY_PATH})
+_PROBE_URLS = frozenset(path.encode("ascii") for path in _PROBES)
+
+PROBE_STATE = "refit.probe"
+"""Where the app's lifespan state holds its `ProbeAnswer`: with it, the connection layer
+answers a health probe as soon as its headers are read, without a task or the app's routing."""
+
+ProbeAnswer = Callable[[str], tuple[int, list[tuple[bytes, bytes]], bytes]]
+"""A probe's path to its answer: status, headers, body (the same the app's route answers)."""
 
 LINGER_SECONDS = 1.0
 """How long a refused connection is still read, and dropped, after its answer."""
@@ -50,6 +75,7 @@ class HttpLimits:
     body_timeout: float
     keep_alive_timeout: float
     max_connections: int
+    max_running_requests: int
 
     @classmethod
     def of(cls, settings: ServeSpec) -> HttpLimits:
@@ -60,6 +86,7 @@ class HttpLimits:
             body_timeout=settings.body_timeout,
             keep_alive_timeout=settings.keep_alive_timeout,
             max_connections=settings.max_connections,
+            max_running_requests=settings.max_running_requests,
         )
 
 
@@ -76,6 +103,8 @@ class _Connections:
     def __init__(self) -> None:
         self.open: set[BoundedHttpProtocol] = set()
         self.idle: OrderedDict[BoundedHttpProtocol, None] = OrderedDict()
+        self.running = 0
+        self.queued: deque[_Request] = deque()
 
     def admit(self, connection: BoundedHttpProtocol, limit: int) -> bool:
         if len(self.open) >= limit:
@@ -99,6 +128,18 @@ class _Connections:
     def release(self, connection: BoundedHttpProtocol) -> None:
         self.open.discard(connection)
         self.idle.pop(connection, None)
+
+    def finished(self) -> None:
+        """A request ended: the one waiting longest (whose client is still there) starts."""
+        self.running -= 1
+        while self.queued:
+            connection, cycle, app = self.queued.popleft()
+            if not connection.transport.is_closing() and not cycle.disconnected:
+                connection.run(cycle, app)
+                return
+
+
+_Request = tuple["BoundedHttpProtocol", RequestResponseCycle, ASGI3Application]
 
 
 _SERVERS: weakref.WeakKeyDictionary[ServerState, _Connections] = weakref.WeakKeyDictionary()
@@ -142,6 +183,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.body_seen: float | None = None  # the last read of a body, until it ends
         self.refusal: _Refusal | None = None
         self.deadline: asyncio.TimerHandle | None = None
+        self.probed: bool | None = None  # a probe answered, until its message ends: keep-alive
 
     # --- the connection ---------------------------------------------------------------------
 
@@ -239,15 +281,88 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.head_began = None
         self.body_seen = self.loop.time()
         self.admitted.busy(self)
-        super().on_headers_complete()
+        if not self._answer_probe():
+            super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
         self.body_seen = self.loop.time()
-        super().on_body(body)
+        if self.probed is None:
+            super().on_body(body)
 
     def on_message_complete(self) -> None:
         self.body_seen = None
-        super().on_message_complete()
+        if self.probed is None:
+            super().on_message_complete()
+            return
+        keep_alive, self.probed = self.probed, None
+        self.server_state.total_requests += 1
+        if not keep_alive:
+            self.transport.close()
+            return
+        self.admitted.waiting(self)
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+
+    def _answer_probe(self) -> bool:
+        """Answer a health probe here, in the callback that read it: it waits for no task,
+        no queue of requests and no middleware, however busy the worker is."""
+        answer: ProbeAnswer | None = self.app_state.get(PROBE_STATE)
+        if answer is None or self.url not in _PROBE_URLS:
+            return False
+        method = self.parser.get_method()
+        if method not in (b"GET", b"HEAD") or (
+            self.cycle is not None and not self.cycle.response_complete
+        ):
+            return False  # another method's 405, or behind a pipelined request: the app's way
+        status, headers, body = answer(self.url.decode("ascii"))
+        keep_alive = self.parser.should_keep_alive()
+        content = [STATUS_LINE[status]]
+        for name, value in [*self.server_state.default_headers, *headers]:
+            content.extend([name, b": ", value, b"\r\n"])
+        if not keep_alive:
+            content.append(b"connection: close\r\n")
+        content.append(b"\r\n")
+        if method == b"GET":
+            content.append(body)
+        self.transport.write(b"".join(content))
+        if self.access_log:
+            self.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d',
+                get_client_addr(self.scope),
+                method.decode("ascii"),
+                self.url.decode("ascii"),
+                self.parser.get_http_version(),
+                status,
+            )
+        self.probed = keep_alive
+        return True
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        if cycle.scope["path"] in _PROBES:
+            # Probes cost microseconds: they never wait behind predictions.
+            super()._start_asgi_task(cycle, app)
+        elif self.admitted.running >= self.limits.max_running_requests:
+            # Its bytes stay in the kernel, not as work queued on the event loop.
+            self.flow.pause_reading()
+            self.admitted.queued.append((self, cycle, app))
+        else:
+            self.run(cycle, app)
+
+    def run(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        """Start a request, counted among the running ones until the app returns."""
+        self.admitted.running += 1
+        admitted = self.admitted
+
+        async def counted(
+            scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+        ) -> None:
+            try:
+                await app(scope, receive, send)
+            finally:
+                admitted.finished()
+
+        super()._start_asgi_task(cycle, counted)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from refit import __version__
+from refit.deploy.pod import LIVE_PATH, READY_PATH
 from refit.errors import (
     InputError,
     MalformedBodyError,
@@ -34,6 +35,7 @@ from refit.errors import (
     TooLargeError,
 )
 from refit.serve._head import HeadMiddleware, allow_head
+from refit.serve._http import PROBE_STATE
 from refit.serve._unexpected import UnexpectedErrors
 from refit.serve.docs import add_docs, openapi_document
 from refit.serve.invocations import invocations_router
@@ -131,14 +133,33 @@ class MetricsMiddleware:
             self.metrics.latency.labels(path).observe(time.perf_counter() - start)
 
 
+def probe(state: ServerState, path: str) -> JSONResponse:
+    """The answer to a health probe: `/health/live` while the process answers, `/health/ready`
+    when a verified model is loaded and the server is not draining."""
+    if path == LIVE_PATH:
+        return JSONResponse({"status": "live"})
+    model = state.follower.current
+    if state.draining:
+        return JSONResponse({"status": "draining"}, status_code=503)
+    if model is None:
+        return JSONResponse({"status": "not ready", "model": state.name}, status_code=503)
+    return JSONResponse({"status": "ready", "model": model.name, "version": model.version})
+
+
 def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None) -> FastAPI:
-    """The FastAPI app of a server; its lifespan runs the follower of `production`."""
+    """The FastAPI app of a server; its lifespan runs the follower of `production`, and gives
+    the connection layer (`refit.serve._http`) the health probes' answers, which it sends
+    without waiting behind requests (the routes below answer the same, and document them)."""
+
+    def probe_answer(path: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        response = probe(state, path)
+        return response.status_code, response.raw_headers, bytes(response.body)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         task = asyncio.create_task(state.follower.run(), name="refit-follow-production")
         try:
-            yield
+            yield {PROBE_STATE: probe_answer}
         finally:
             state.draining = True
             task.cancel()
@@ -269,16 +290,16 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
         return JSONResponse(state.describe())
 
     @app.get(
-        "/health/live",
+        LIVE_PATH,
         tags=["health"],
         summary="The process answers",
         responses={200: json_response(ref("Live"), "Live"), **refit_errors(405)},
     )
     async def live() -> Response:
-        return JSONResponse({"status": "live"})
+        return probe(state, LIVE_PATH)
 
     @app.get(
-        "/health/ready",
+        READY_PATH,
         tags=["health"],
         summary="A verified model is loaded",
         responses={
@@ -288,12 +309,7 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
         },
     )
     async def ready() -> JSONResponse:
-        model = state.follower.current
-        if state.draining:
-            return JSONResponse({"status": "draining"}, status_code=503)
-        if model is None:
-            return JSONResponse({"status": "not ready", "model": state.name}, status_code=503)
-        return JSONResponse({"status": "ready", "model": model.name, "version": model.version})
+        return probe(state, READY_PATH)
 
     @app.get(
         "/metrics",
