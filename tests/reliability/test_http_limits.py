@@ -261,15 +261,16 @@ def test_slow_clients_past_the_limit_do_not_lock_out_health(crowded: Server) -> 
     assert open_ <= MAX_CONNECTIONS
 
 
-def test_past_the_limit_with_every_connection_busy_a_new_one_gets_503(crowded: Server) -> None:
+def test_with_every_connection_busy_a_new_request_gets_503_and_a_probe_200(crowded: Server) -> None:
     stalled = (
         b"POST /predict HTTP/1.1\r\nHost: refit\r\nContent-Type: application/json\r\n"
         b"Content-Length: 1000\r\n\r\n{"
     )
     with sockets(crowded, MAX_CONNECTIONS, stalled), connect(crowded) as sock:
-        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: refit\r\n\r\n")
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: refit\r\n\r\n")
         status, headers, body = read_response(sock)
     assert status == 503
     assert headers["connection"] == "close"
     assert error_of(body)["code"] == "unavailable"
-    assert probe(crowded)[0] == 200  # once the stalled requests are gone
+    with sockets(crowded, MAX_CONNECTIONS, stalled):
+        assert probe(crowded)[0] == 200  # a full worker is still alive

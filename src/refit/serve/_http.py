@@ -14,7 +14,8 @@ bounds, each from a `serve.*` setting:
 - a worker keeps at most `max_connections` open: at the limit a new connection closes the one
   idle longest (no request in progress: waiting for its next request or still sending its
   headers), so a flood of slow clients cannot lock out a health probe, and only when every
-  connection has a request in progress is the new one answered 503 and closed.
+  connection has a request in progress is the new one's request answered 503 and the
+  connection closed (a health probe is still answered: a full worker is alive).
 
 Health probes never wait behind predictions (measured before: under overload a probe waited
 for the event loop to get through every request read before it, 0.1-4 s). So a worker runs at
@@ -210,17 +211,6 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self.stopped:
             return
-        if self.refused:
-            count = len(self.admitted.open)
-            self._refuse(
-                _Refusal(
-                    503,
-                    "unavailable",
-                    f"this worker has {count} connections open, each with a request in "
-                    "progress; retry shortly",
-                )
-            )
-            return
         self._unset_keepalive_if_required()
         size = self.limits.max_header_bytes
         while data and not self.stopped:
@@ -281,8 +271,18 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.head_began = None
         self.body_seen = self.loop.time()
         self.admitted.busy(self)
-        if not self._answer_probe():
-            super().on_headers_complete()
+        if self._answer_probe():
+            return
+        if self.refused:  # a probe is still answered: a full worker is alive
+            count = len(self.admitted.open)
+            self.refusal = _Refusal(
+                503,
+                "unavailable",
+                f"this worker has {count} connections open, each with a request in progress; "
+                "retry shortly",
+            )
+            raise self.refusal
+        super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
         self.body_seen = self.loop.time()
@@ -316,7 +316,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         ):
             return False  # another method's 405, or behind a pipelined request: the app's way
         status, headers, body = answer(self.url.decode("ascii"))
-        keep_alive = self.parser.should_keep_alive()
+        keep_alive = self.parser.should_keep_alive() and not self.refused
         content = [STATUS_LINE[status]]
         for name, value in [*self.server_state.default_headers, *headers]:
             content.extend([name, b": ", value, b"\r\n"])
