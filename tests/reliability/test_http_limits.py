@@ -271,6 +271,7 @@ def test_with_every_connection_busy_a_new_request_gets_503_and_a_probe_200(crowd
         status, headers, body = read_response(sock)
     assert status == 503
     assert headers["connection"] == "close"
+    assert headers["retry-after"] == "1"
     assert error_of(body)["code"] == "unavailable"
     with sockets(crowded, MAX_CONNECTIONS, stalled):
         assert probe(crowded)[0] == 200  # a full worker is still alive

@@ -456,6 +456,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         content = [STATUS_LINE[refusal.status]]
         for name, value in self.server_state.default_headers:
             content.extend([name, b": ", value, b"\r\n"])
+        if refusal.status == 503:
+            content.append(b"retry-after: 1\r\n")  # as every 503 of refit's says
         content.extend(
             [
                 b"content-type: application/json\r\n",
