@@ -31,10 +31,12 @@ RUN groupadd --system --gid 10001 refit \
     && useradd --system --uid 10001 --gid refit --create-home --shell /usr/sbin/nologin refit \
     && install --directory --owner=refit --group=refit /project
 # The dependencies, then refit's own wheel: a change of refit's code adds a small layer, not
-# another copy of every library.
+# another copy of every library. The wheel is copied, not bind-mounted: buildah's layer cache
+# does not see a changed file behind a bind mount, and would keep installing the old wheel.
 COPY --from=builder /opt/venv /opt/venv
-RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    /opt/venv/bin/pip install --no-cache-dir --no-deps /wheels/*.whl \
+COPY --from=builder /wheels /tmp/wheels
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps /tmp/wheels/*.whl \
+    && rm -r /tmp/wheels \
     && /opt/venv/bin/refit --help >/dev/null
 
 # Inside a container the server listens on every interface, on port 8000, whatever refit.yaml

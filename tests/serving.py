@@ -12,12 +12,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import httpx
@@ -29,7 +31,7 @@ from refit.data.ingest import run_ingest
 from refit.examples import create_project, drop_batch, example_rows
 from refit.flavors import load_model
 from refit.project import load_project
-from refit.registry import ModelVersionRow
+from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow, Registry
 from refit.services import Services, open_services
 from refit.signature import Signature
 from refit.spec import SPEC_FILE, ArtifactFormat
@@ -114,6 +116,147 @@ def register_copies(services: Services, of: int, count: int) -> list[int]:
         registry.start_run(run_id, NAME, source.snapshot_id, "test")
         versions.append(registry.register_version(run_id, ModelVersionRow(**columns)).version)
     return versions
+
+
+def move_production(registry: Registry, name: str, version: int) -> None:
+    """Point production at `version` with no artifact check: the state that a file damaged
+    after its promotion was checked (or a registry row written by hand) leaves, which a
+    server must survive."""
+    current = registry.alias_version(name, PRODUCTION)
+    decision = DecisionRow(
+        name=name,
+        action="promote",
+        alias=PRODUCTION,
+        promoted=True,
+        candidate_version=version,
+        metric="roc_auc",
+        reason="moved with no check",
+        actor="test",
+    )
+    registry.move_alias(decision, expected=current)
+
+
+# --- traffic -------------------------------------------------------------------------------
+
+BATCH_ROWS = 5
+"""Records in each batch request of `Traffic`."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request of the traffic: its client, when it was sent and answered, what came back."""
+
+    client: int
+    sent: float
+    received: float
+    version: int | None = None
+    problem: str | None = None
+
+
+def check_answer(
+    response: httpx.Response, expected: dict[int, list[Row]], indices: list[int], batch: bool
+) -> int:
+    """The version of an answer to the records at `indices`; raises unless the answer is
+    well-formed and what that version answers for those very records."""
+    if response.status_code != 200:
+        raise ValueError(f"status {response.status_code}: {response.text[:200]}")
+    body = response.json()
+    version = body["version"]
+    if body["model"] != NAME or version not in expected:
+        raise ValueError(f"not an answer of {NAME} at a promoted version: {str(body)[:200]}")
+    if batch:
+        labels, probabilities = body["predictions"], body["probabilities"]
+    else:
+        labels, probabilities = [body["prediction"]], [body["probabilities"]]
+    if len(labels) != len(indices) or len(probabilities) != len(indices):
+        raise ValueError(f"{len(labels)} predictions for {len(indices)} records")
+    for index, label, proba in zip(indices, labels, probabilities, strict=True):
+        want_label, want = expected[version][index]
+        close = set(proba) == set(want) and all(abs(proba[c] - want[c]) < 1e-3 for c in want)
+        # A label may differ on a near tie (ONNX Runtime computes in float32).
+        if not close or (label != want_label and max(want.values()) > 0.51):
+            raise ValueError(
+                f"record {index}: got {label} {proba}, v{version}: {want_label} {want}"
+            )
+    checked: int = version
+    return checked
+
+
+class Traffic:
+    """Client threads, each on its own keep-alive connection, predicting without pause (one
+    record, then a batch, in turn) until stopped, for at most `limit` seconds and
+    `max_requests` requests each. Every answer is recorded, failures included."""
+
+    def __init__(
+        self,
+        url: str,
+        records: list[dict[str, Any]],
+        expected: dict[int, list[Row]],
+        clients: int = 8,
+        limit: float = 120.0,
+        max_requests: int = 20_000,
+    ) -> None:
+        self.url = url
+        self.records = records
+        self.expected = expected
+        self.limit = limit
+        self.max_requests = max_requests
+        self.answers: list[list[Answer]] = [[] for _ in range(clients)]
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(clients)]
+
+    def __enter__(self) -> Traffic:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+        assert not any(t.is_alive() for t in self._threads), "a client thread did not stop"
+
+    def _run(self, client: int) -> None:
+        deadline = time.monotonic() + self.limit
+        records = self.records
+        with httpx.Client(base_url=self.url, trust_env=False, timeout=10.0) as http:
+            for n in range(self.max_requests):
+                if self._stop.is_set() or time.monotonic() > deadline:
+                    return
+                batch = n % 2 == 1
+                start = (client * 7 + n) % (len(records) - BATCH_ROWS)
+                indices = list(range(start, start + BATCH_ROWS)) if batch else [start]
+                sent = time.monotonic()
+                try:
+                    if batch:
+                        body = {"records": [records[i] for i in indices]}
+                        response = http.post("/predict/batch", json=body)
+                    else:
+                        response = http.post("/predict", json=records[start])
+                    version = check_answer(response, self.expected, indices, batch)
+                    answer = Answer(client, sent, time.monotonic(), version)
+                except Exception as exc:  # every failure is counted, none ends the thread
+                    problem = f"{type(exc).__name__}: {exc}"
+                    answer = Answer(client, sent, time.monotonic(), problem=problem)
+                self.answers[client].append(answer)
+
+    def all(self) -> list[Answer]:
+        return [answer for answers in self.answers for answer in answers]
+
+    def wait_each(self, count: int, sent_after: float) -> float:
+        """Seconds until every client has `count` answers to requests sent after `sent_after`."""
+
+        def done() -> bool:
+            return all(
+                sum(a.sent > sent_after for a in list(answers)) >= count for answers in self.answers
+            )
+
+        return wait_until(f"{count} answers on every connection", done, CONVERGE_WITHIN)
 
 
 # --- the server ----------------------------------------------------------------------------
@@ -215,32 +358,76 @@ def stop(process: subprocess.Popen[bytes]) -> int:
     return process.returncode
 
 
+def start_serving(
+    project: Path,
+    workers: int,
+    *,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    options: tuple[str, ...] = (),
+) -> Server:
+    """Start `refit serve` on `port` (default a free one) of 127.0.0.1, not yet live: the
+    caller waits for it and stops it. `env` adds to the environment (for example
+    `REFIT_SERVE__*` settings), `options` to the command line."""
+    port = free_port() if port is None else port
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("REFIT_")}
+    environment |= {"OMP_NUM_THREADS": "1", "REFIT_SERVE__POLL_INTERVAL": str(POLL_INTERVAL)}
+    # No load balancer waits on a test's server: it stops listening at once on SIGTERM, unless
+    # a test of the shutdown sets a delay.
+    environment |= {"REFIT_SERVE__DRAIN_DELAY": "0"}
+    environment |= env or {}
+    args = [sys.executable, "-m", "refit", "serve", "-p", str(project)]
+    args += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), *options]
+    log = project.parent / f"serve-{port}-{time.monotonic_ns()}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(args, env=environment, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    return Server(project, process, url, log, fresh_connections(url))
+
+
 @contextmanager
 def serving(
     project: Path,
     workers: int,
     *,
+    port: int | None = None,
     env: dict[str, str] | None = None,
     options: tuple[str, ...] = (),
 ) -> Iterator[Server]:
-    """`refit serve` on a free port of 127.0.0.1, live; stopped with SIGTERM, which must end
-    it cleanly: status 0, with one worker or several. `env` adds to the environment (for
-    example `REFIT_SERVE__*` settings), `options` to the command line."""
-    port = free_port()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("REFIT_")}
-    environment |= {"OMP_NUM_THREADS": "1", "REFIT_SERVE__POLL_INTERVAL": str(POLL_INTERVAL)}
-    environment |= env or {}
-    args = [sys.executable, "-m", "refit", "serve", "-p", str(project)]
-    args += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), *options]
-    log = project.parent / f"serve-{port}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(args, env=environment, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    server = Server(project, process, url, log, fresh_connections(url))
+    """`refit serve` (see `start_serving`), live; stopped with SIGTERM, which must end it
+    cleanly: status 0, with one worker or several."""
+    server = start_serving(project, workers, port=port, env=env, options=options)
     try:
         server.wait_live()
         yield server
     finally:
         server.http.close()
-        code = stop(process)
+        code = stop(server.process)
     assert code == 0, f"refit serve exited with {code} on SIGTERM:\n{server.output()}"
+
+
+def workers_of(supervisor: int) -> set[int]:
+    """The live worker processes a `refit serve` of several workers started (not
+    multiprocessing's helpers)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        state, parent = stat.rsplit(")", 1)[1].split()[:2]
+        if int(parent) == supervisor and state != "Z" and b"spawn_main" in command:
+            found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

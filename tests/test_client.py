@@ -20,18 +20,22 @@ import pytest
 import uvicorn
 
 from refit import client as client_module
+from refit.apikeys import Scope, key_line, new_key, parse_key_line
 from refit.client import BatchPrediction, Client, RefitClientError, records_of
 from refit.data.ingest import run_ingest
 from refit.errors import RefitError
 from refit.examples import create_project, example_rows
 from refit.project import load_project
 from refit.serve.app import create_app
+from refit.serve.auth import Access
 from refit.serve.state import ServerState
 from refit.services import open_services
 from refit.train.run import run_training
 
 NAME = "breast-cancer"
 PICKED = [0, 19, 1, 20, 2]  # malignant, benign, malignant, benign, malignant
+KEY = new_key()
+"""The key of the real server's `predict` scope."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,8 @@ def records() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """A breast-cancer project whose v1 holds production, served by uvicorn in a thread."""
+    """A breast-cancer project whose v1 holds production, served by uvicorn in a thread to
+    the holders of `KEY`."""
     root = tmp_path_factory.mktemp("client") / "p"
     create_project(root, NAME)
     with open_services(load_project(root, environ={})) as services:
@@ -64,7 +69,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         expected = [str(label) for label in model.predict(inputs())]
         assert len(set(expected)) == 2, "the rows must be told apart"
 
-        app = create_app(ServerState.open(services, poll_interval=0.05))
+        access = Access(keys=(parse_key_line(key_line(Scope.PREDICT, "client", KEY)),))
+        app = create_app(ServerState.open(services, poll_interval=0.05), access=access)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))  # port 0: no race for a free port
@@ -113,7 +119,7 @@ def closed_port() -> int:
 
 
 def test_predictions_of_a_record_a_batch_and_a_frame(served: Served) -> None:
-    with Client(served.url) as client:
+    with Client(served.url, api_key=KEY) as client:
         one = client.predict(records()[0])
         assert (one.label, one.model, one.version) == (served.expected[0], NAME, 1)
         assert one.probabilities is not None
@@ -129,7 +135,7 @@ def test_predictions_of_a_record_a_batch_and_a_frame(served: Served) -> None:
         assert frame == batch
 
     # A named model goes through /v1/models/{name}/...: the same answers.
-    with Client(served.url, model=NAME) as named:
+    with Client(served.url, api_key=KEY, model=NAME) as named:
         assert named.predict_batch(records()) == batch
 
 
@@ -140,12 +146,12 @@ def test_a_frame_with_missing_values_sends_them_as_null(served: Served) -> None:
     sent = records_of(frame)
     assert sent[1]["mean_radius"] is None and sent[2]["mean_area"] is None
     assert type(sent[0]["mean_radius"]) is float
-    with Client(served.url) as client:
+    with Client(served.url, api_key=KEY) as client:
         assert client.predict_frame(frame).labels == client.predict_batch(sent).labels
 
 
 def test_models_and_readiness(served: Served) -> None:
-    with Client(served.url) as client:
+    with Client(served.url, api_key=KEY) as client:
         [model] = client.models()
         assert (model["name"], model["ready"], model["served"]["version"]) == (NAME, True, 1)
         assert client.ready() is True
@@ -154,7 +160,7 @@ def test_models_and_readiness(served: Served) -> None:
 
 
 def test_a_refused_request_raises_with_status_code_message_and_problems(served: Served) -> None:
-    with Client(served.url) as client:
+    with Client(served.url, api_key=KEY) as client:
         with pytest.raises(RefitClientError) as raised:
             client.predict({**records()[0], "mean_radius": "big"})
         error = raised.value
@@ -178,10 +184,25 @@ def test_a_refused_request_raises_with_status_code_message_and_problems(served: 
         assert "\n  mean_radius: missing, expected a number or null\n" in str(many.value)
         assert str(many.value).endswith("\n  and 20 more")
 
-    with Client(served.url, model="churn") as other, pytest.raises(RefitClientError) as missing:
+    with (
+        Client(served.url, api_key=KEY, model="churn") as other,
+        pytest.raises(RefitClientError) as missing,
+    ):
         other.predict(records()[0])
     assert (missing.value.status, missing.value.code) == (404, "not_found")
     assert "'churn'" in missing.value.message
+
+
+def test_a_key_is_sent_as_a_bearer_token_and_a_refusal_is_not_retried(
+    served: Served, waits: list[float]
+) -> None:
+    for key in (None, new_key()):
+        with Client(served.url, api_key=key) as client, pytest.raises(RefitClientError) as raised:
+            client.predict(records()[0])
+        assert (raised.value.status, raised.value.code) == (401, "unauthorized")
+    assert waits == []
+    with pytest.raises(ValueError, match="api_key"):
+        Client(served.url, api_key=f"{KEY}\nX-Other: 1")
 
 
 def test_an_unreachable_server_is_tried_again_with_back_off_then_raises(

@@ -97,19 +97,53 @@ def describe(err: Any, overridden: dict[str, str]) -> str:
         msg = "expected a mapping (name: value)"
     if kind == "value_error" and isinstance(value, dict):
         return f"{field}{source}: {msg}"  # about several fields: "got a mapping" would not help
-    return f"{field}: got {_show(value)}{source}: {msg[0].lower() + msg[1:]}"
+    got = NOT_SHOWN if any(looks_secret(part) for part in loc) else _show(shown("", value))
+    return f"{field}: got {got}{source}: {msg[0].lower() + msg[1:]}"
 
 
 _SOURCE_KINDS = "csv, parquet or sql"
-_SECRET_NAME = re.compile(r"secret|passw|token|key", re.IGNORECASE)
-_CREDENTIALS = re.compile(r"://[^/\s]*@")
+_SECRET_NAME = re.compile(r"secret|passw|token|key|credential|private|cookie", re.IGNORECASE)
+# user:password@ in a URL: the user is kept, the password is not.
+_URL_PASSWORD = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*:/{0,3})(?P<user>[^:/@\s]*):[^@\s]*@"
+)
+NOT_SHOWN = "a value not shown, as it may be a secret"
+
+
+def looks_secret(name: str) -> bool:
+    """Whether a field called `name` may hold a secret (a password, token, key, credential)."""
+    return _SECRET_NAME.search(name) is not None
+
+
+def redact(text: str) -> str:
+    """`text` with the password of every URL in it masked: `postgresql://refit:***@db/refit`.
+
+    Everything the CLI prints that may hold a URL of the configuration passes through this.
+    """
+    if "@" not in text:
+        return text
+    return _URL_PASSWORD.sub(r"\g<scheme>\g<user>:***@", text)
+
+
+def shown(name: str, value: Any) -> Any:
+    """`value` as the CLI may print it as the value of a field called `name`: not at all when
+    the name looks like a secret's, and with any URL's password masked."""
+    if looks_secret(name):
+        return NOT_SHOWN
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: shown(str(key), item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shown(name, item) for item in value]
+    return value
 
 
 def _show_unknown(name: str, value: Any) -> str:
     """The value of an unknown field, unless it may be a misspelt secret (`secret_acess_key`,
     `ulr: postgresql://user:password@host/db`): an error message must not print it."""
-    if _SECRET_NAME.search(name) or (isinstance(value, str) and _CREDENTIALS.search(value)):
-        return "a value not shown, as it may be a secret"
+    if looks_secret(name) or (isinstance(value, str) and redact(value) != value):
+        return NOT_SHOWN
     return _show(value)
 
 

@@ -108,7 +108,8 @@ class Client:
     as a context manager).
 
     `model` names the served model to ask (`/v1/models/{model}/...`); by default the server's
-    own (`/predict`). `timeout` bounds each attempt, in seconds.
+    own (`/predict`). `timeout` bounds each attempt, in seconds. `api_key` is sent as
+    `Authorization: Bearer KEY` to a server that needs one (a 401 or 403 raises at once).
 
         with Client("http://127.0.0.1:8000", retries=5) as client:
             client.predict_batch(records).labels
@@ -124,9 +125,15 @@ class Client:
         max_wait: float = 10.0,
         model: str | None = None,
         transport: httpx.BaseTransport | None = None,
+        api_key: str | None = None,
     ) -> None:
         if retries < 0:
             raise ValueError("retries must be 0 or more")
+        headers = {"user-agent": f"refit-client/{__version__}"}
+        if api_key is not None:
+            if not api_key or any(c.isspace() for c in api_key):
+                raise ValueError("api_key must be a key as `refit keys create` prints it")
+            headers["authorization"] = f"Bearer {api_key}"
         self.base_url = base_url
         self.retries = retries
         self.backoff = backoff
@@ -136,7 +143,7 @@ class Client:
             base_url=base_url,
             timeout=timeout,
             transport=transport,
-            headers={"user-agent": f"refit-client/{__version__}"},
+            headers=headers,
         )
 
     def __enter__(self) -> Client:

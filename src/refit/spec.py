@@ -31,6 +31,7 @@ from refit._spec_data import (
     SqlSource,
 )
 from refit._spec_problems import FieldProblem
+from refit.apikeys import MAX_KEYS, parse_key_line
 from refit.schedule import parse_schedule
 
 SPEC_FILE = "refit.yaml"
@@ -247,6 +248,13 @@ class Storage(SpecModel):
         return value
 
 
+RouteAccess = Literal["open", "predict", "admin"]
+"""Who may call a route: anyone, or a key holding that scope."""
+
+LogFormat = Literal["text", "json"]
+"""How a server writes its log lines: uvicorn's text, or one JSON object per line."""
+
+
 class ServeSpec(SpecModel):
     """How `refit serve` runs (command-line options override these)."""
 
@@ -267,6 +275,50 @@ class ServeSpec(SpecModel):
     """Rows waiting beyond this are refused at once with 503 and Retry-After."""
     extra_fields: Literal["reject", "ignore"] = "reject"
     """A request's fields that are no input of the model: refused (422), or ignored."""
+    auth: Literal["keys", "none"] = "keys"
+    """`keys`: every route but health needs an API key once one is configured, and with none
+    the server listens on loopback only; `none`: no keys, on any address."""
+    keys: list[str] = Field(default_factory=list, max_length=MAX_KEYS)
+    """Hash lines of the API keys (`SCOPE NAME sha256:HEX`), as `refit keys create` prints."""
+    metrics_access: RouteAccess = "open"
+    """Who may read /metrics: `open`, or keys of scope `predict` or `admin`."""
+    docs_access: RouteAccess = "open"
+    """Who may read /docs, /redoc and /openapi.json: `open`, or keys of a scope."""
+    allowed_hosts: list[str] | None = Field(default=None, max_length=100)
+    """The `Host` names a request may carry (any port; `*`: any); default 127.0.0.1, localhost
+    and ::1 when listening on loopback, any otherwise."""
+    log_format: LogFormat = "text"
+    """The server's log lines on stderr: uvicorn's text, or one JSON object per line."""
+    access_log: bool = True
+    """Log one line per answered request."""
+
+    drain_delay: float = Field(default=5.0, ge=0, le=300)
+    """Seconds a server keeps accepting and answering after SIGTERM (readiness false, every
+    answer `Connection: close`) so that load balancers stop sending before it stops listening."""
+    grace_period: float = Field(default=25.0, gt=0, le=3600)
+    """Seconds it then waits for the requests in flight before it cancels them and exits."""
+
+    @field_validator("keys")
+    @classmethod
+    def _hash_lines(cls, lines: list[str]) -> list[str]:
+        for number, line in enumerate(lines):
+            try:
+                parse_key_line(line)
+            except ValueError as exc:
+                raise FieldProblem((str(number),), "a value not shown", str(exc)) from None
+        return lines
+
+    @model_validator(mode="after")
+    def _keys_or_none(self) -> ServeSpec:
+        if self.auth == "none" and self.keys:
+            raise FieldProblem(
+                ("auth",),
+                self.auth,
+                "serve.keys are configured, and `none` would ignore them: remove serve.keys, "
+                "or auth: none",
+            )
+        return self
+
     max_header_bytes: int = Field(default=32 * 2**10, ge=1024, le=2**20)
     """The largest request line and headers together; more is refused with 431."""
     max_url_bytes: int = Field(default=8 * 2**10, ge=256, le=2**20)

@@ -14,12 +14,14 @@ from typing import Any
 import pytest
 import yaml
 
+from refit.apikeys import Scope, check_exposure, key_line, new_key
 from refit.deploy.compose import render_compose
 from refit.deploy.files import write_files
+from refit.errors import SpecError
 from refit.examples import create_project
 from refit.project import load_project
 from refit.run.demo import create_stack_project
-from refit.spec import SPEC_FILE
+from refit.spec import SPEC_FILE, ServeSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLED = ROOT / "deploy" / "compose"
@@ -241,3 +243,18 @@ def test_a_stack_that_could_not_work_is_refused_before_anything_is_written(
     assert message in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "stack").exists()
+
+
+def test_the_servers_take_their_api_keys_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    services = resolved(BUNDLED)["services"]
+    assert services["serve"]["environment"]["REFIT_API_KEY_HASHES"] == ""
+    assert "REFIT_API_KEY_HASHES" not in services["scheduler"]["environment"]
+    # Left empty, the servers (on 0.0.0.0 in the image) refuse to start rather than answer
+    # anyone; with a hash line from .env or the shell, they take it.
+    with pytest.raises(SpecError, match="no API key"):
+        check_exposure(ServeSpec(host="0.0.0.0"), services["serve"]["environment"])
+    line = key_line(Scope.PREDICT, "client", new_key())
+    monkeypatch.setenv("REFIT_API_KEY_HASHES", line)
+    environment = resolved(BUNDLED)["services"]["serve"]["environment"]
+    assert environment["REFIT_API_KEY_HASHES"] == line
+    check_exposure(ServeSpec(host="0.0.0.0"), environment)

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from containers import BUILD_TIMEOUT, PodmanNotInstalled, build_image, podman
+from refit.apikeys import Scope, key_line, new_key
 from refit.deploy import pod
 from refit.deploy.files import write_files
 from refit.deploy.helm import render_helm, split_image
@@ -351,6 +352,30 @@ def test_the_defaults_render_the_production_shape(helm: Path) -> None:
     )
 
 
+def test_the_servers_take_their_api_keys_from_the_secret(helm: Path) -> None:
+    line = key_line(Scope.PREDICT, "client", new_key())
+    for sets, secret in (
+        (("--set", f"secret.apiKeyHashes={line}"), "refit"),
+        (
+            ("--set", "secret.existingSecret=mine"),
+            "mine",
+        ),
+    ):
+        rendered = {
+            f"{o['kind']}/{o['metadata']['name']}": o
+            for o in objects(template(helm, BUNDLED, *sets))
+        }
+        [server] = rendered["Deployment/refit-server"]["spec"]["template"]["spec"]["containers"]
+        [keys] = [e for e in server["env"] if e["name"] == "REFIT_API_KEY_HASHES"]
+        assert keys["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "REFIT_API_KEY_HASHES"}
+        if secret == "refit":
+            assert rendered["Secret/refit"]["stringData"]["REFIT_API_KEY_HASHES"] == line
+        for job in ("ingest", "train"):
+            cron = rendered[f"CronJob/refit-{job}"]["spec"]["jobTemplate"]["spec"]["template"]
+            names = {e["name"] for e in cron["spec"]["containers"][0]["env"]}
+            assert "REFIT_API_KEY_HASHES" not in names, job
+
+
 def test_the_variations_change_what_they_say(helm: Path) -> None:
     def render(variation: str) -> dict[str, dict[str, Any]]:
         found = objects(template(helm, BUNDLED, *VARIATIONS[variation]))
@@ -603,7 +628,7 @@ def test_the_charts_pods_run_with_its_security_on_postgres_and_s3(
         store.put_file(str(csv), f"{source.removeprefix('s3://')}{csv.name}")
     chart = tmp_path / "chart"
     write_files(chart, render_helm(load_project(root), image=POD_IMAGE))
-    database = postgres_server.create_database()
+    database, key = postgres_server.create_database(), new_key()
     settings = {
         "storage.artifactsUrl": f"{s3_storage.url}/artifacts",
         "storage.s3.endpointUrl": s3_storage.endpoint_url,
@@ -611,6 +636,7 @@ def test_the_charts_pods_run_with_its_security_on_postgres_and_s3(
         "secret.metadataUrl": postgres_server.tcp_url(database),
         "secret.s3AccessKeyId": s3_storage.key,
         "secret.s3SecretAccessKey": s3_storage.secret,
+        "secret.apiKeyHashes": key_line(Scope.PREDICT, "test", key),
     }
     sets = [arg for name, value in settings.items() for arg in ("--set", f"{name}={value}")]
     rendered = {
@@ -664,7 +690,8 @@ def test_the_charts_pods_run_with_its_security_on_postgres_and_s3(
         else:
             raise AssertionError(engine("logs", server_name, check=False).stderr)
         record = json.loads((root / "request.json").read_text())
-        reply = httpx.post(f"{url}/predict", json=record, timeout=30)
+        bearer = {"Authorization": f"Bearer {key}"}
+        reply = httpx.post(f"{url}/predict", json=record, headers=bearer, timeout=30)
         assert reply.status_code == 200, reply.text
         assert reply.json()["version"] == 1
         # What the kubelet does at the end: SIGTERM, then SIGKILL after the grace period.

@@ -8,6 +8,7 @@ a password) and S3 endpoint, configured by `REFIT_*` variables alone.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -19,6 +20,7 @@ import httpx
 import pytest
 
 from containers import BUILD_TIMEOUT, Podman, PodmanNotInstalled, build_image, podman
+from refit.apikeys import KEY_HASHES_ENV, Scope, key_line, new_key
 from refit.examples import create_project
 from refit.registry import open_registry
 from servers import PostgresServer, S3Location, free_port
@@ -70,10 +72,34 @@ def test_image_runs_refit_as_a_non_root_user_with_no_build_tools(
         "--entrypoint=sh",
         refit_image,
         "-c",
-        "command -v gcc cc make curl; ls -d /root/.cache /home/refit/.cache /wheels 2>/dev/null;"
+        "command -v gcc cc make curl; ls -d /root/.cache /home/refit/.cache /wheels /tmp/wheels"
+        " 2>/dev/null;"
         " refit --help >/dev/null && echo refit-runs",
     )
     assert leftovers.stdout.split() == ["refit-runs"]
+
+
+def test_image_holds_the_code_of_this_checkout(engine: Podman, refit_image: str) -> None:
+    """Every Python file of the package in the image is the checkout's own (a stale layer
+    cache would install an older wheel)."""
+    listing = engine(
+        "run",
+        "--rm",
+        "--entrypoint=python",
+        refit_image,
+        "-c",
+        "import hashlib, pathlib, refit\n"
+        "root = pathlib.Path(refit.__file__).parent\n"
+        "for f in sorted(root.rglob('*.py')):\n"
+        "    print(f.relative_to(root), hashlib.sha256(f.read_bytes()).hexdigest())",
+    ).stdout
+    source = ROOT / "src" / "refit"
+    expected = {
+        str(f.relative_to(source)): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in source.rglob("*.py")
+    }
+    installed = dict(line.split() for line in listing.splitlines())
+    assert installed == expected
 
 
 @pytest.mark.parametrize(("command", "healthy"), [("serve", False), ("scheduler", True)])
@@ -173,7 +199,7 @@ def test_the_roles_run_from_one_image_on_postgres_and_s3(
         finally:
             registry.close()
 
-        port = free_port()
+        port, key = free_port(), new_key()
         engine(
             "run",
             "--detach",
@@ -181,6 +207,8 @@ def test_the_roles_run_from_one_image_on_postgres_and_s3(
             "--network=host",
             *storage,
             f"--env=REFIT_SERVE__PORT={port}",
+            # On 0.0.0.0, as the image says: the server takes keys, or refuses to start.
+            f"--env={KEY_HASHES_ENV}={key_line(Scope.PREDICT, 'test', key)}",
             project_image,  # the image's command: serve
         )
         url = f"http://127.0.0.1:{port}"
@@ -188,7 +216,9 @@ def test_the_roles_run_from_one_image_on_postgres_and_s3(
         record = json.loads(
             engine("run", "--rm", "--entrypoint=cat", project_image, "request.json").stdout
         )
-        reply = httpx.post(f"{url}/predict", json=record, timeout=30)
+        assert httpx.post(f"{url}/predict", json=record, timeout=30).status_code == 401
+        bearer = {"Authorization": f"Bearer {key}"}
+        reply = httpx.post(f"{url}/predict", json=record, headers=bearer, timeout=30)
         assert reply.status_code == 200, reply.text
         answer = reply.json()
         assert (answer["model"], answer["version"]) == (NAME, 1)

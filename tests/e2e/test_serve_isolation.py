@@ -52,7 +52,7 @@ def register(root: Path, model_file: Path) -> int:
     with open_services(load_project(root)) as services:
         version = max(v.version for v in services.registry.list_versions(NAME))
         if services.registry.alias_version(NAME) != version:  # the gate may have done it
-            promote_version(services.registry, NAME, version, "test")
+            promote_version(services.registry, NAME, version, "test", store=services.store)
     return version
 
 
@@ -76,7 +76,7 @@ def unprobed(root: Path, version: int, runtime: str) -> int:
             columns["onnx"] = None
         run = services.registry.start_run(uuid.uuid4().hex, NAME, source.snapshot_id, "test")
         made = services.registry.register_version(run.id, ModelVersionRow(**columns)).version
-        promote_version(services.registry, NAME, made, "test")
+        promote_version(services.registry, NAME, made, "test", store=services.store)
     return made
 
 

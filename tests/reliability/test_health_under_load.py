@@ -36,7 +36,7 @@ LOAD = textwrap.dedent(
     host, port, connections, seconds, body = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \\
         float(sys.argv[4]), sys.argv[5].encode()
     request = (
-        b"POST /predict HTTP/1.1\\r\\nHost: refit\\r\\nContent-Type: application/json\\r\\n"
+        b"POST /predict HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nContent-Type: application/json\\r\\n"
         b"Content-Length: " + str(len(body)).encode() + b"\\r\\n\\r\\n" + body
     )
     answered = {"ok": 0, "other": 0}
@@ -91,7 +91,9 @@ def probe(server: Server, path: str) -> tuple[int, float]:
     host, port = server.url.removeprefix("http://").split(":")
     start = time.perf_counter()
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: refit\r\nConnection: close\r\n\r\n".encode())
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+        )
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
@@ -143,9 +145,9 @@ def test_probes_on_one_connection_answer_as_the_app_does(server: Server) -> None
     host, port = server.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(
-            b"GET /health/ready HTTP/1.1\r\nHost: refit\r\n\r\n"
-            b"GET /health/live HTTP/1.1\r\nHost: refit\r\n\r\n"
-            b"HEAD /health/live HTTP/1.1\r\nHost: refit\r\nConnection: close\r\n\r\n"
+            b"GET /health/ready HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            b"HEAD /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
         )
         data = b""
         while chunk := sock.recv(65536):

@@ -106,7 +106,7 @@ def error_of(body: bytes) -> dict[str, Any]:
 def test_a_huge_header_is_refused_while_it_arrives(server: Server) -> None:
     before = server.rss_mb()
     with connect(server) as sock:
-        start = b"GET /health/live HTTP/1.1\r\nHost: refit\r\nX-Filler: "
+        start = b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: "
         sent = stream_until_answered(sock, start, b"a" * CHUNK)
         status, headers, body = read_response(sock)
     grown = server.rss_mb() - before
@@ -140,7 +140,7 @@ def test_headers_up_to_the_limit_are_answered(server: Server) -> None:
         sock.sendall(
             b"GET /health/live?"
             + b"q" * 3000
-            + b" HTTP/1.1\r\nHost: refit\r\nX-Filler: "
+            + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: "
             + filler
             + b"\r\n\r\n"
         )
@@ -150,7 +150,7 @@ def test_headers_up_to_the_limit_are_answered(server: Server) -> None:
 
 def test_a_client_that_does_not_finish_its_headers_is_closed(server: Server) -> None:
     with connect(server) as sock:
-        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: refit\r\n")
+        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         start = time.monotonic()
         # A header every 0.2 s: always sending, never done, until the server answers.
         while not select.select([sock], [], [], 0.2)[0] and time.monotonic() - start < 5:
@@ -170,7 +170,7 @@ def test_a_client_that_does_not_finish_its_headers_is_closed(server: Server) -> 
 def test_a_body_that_stalls_is_closed(server: Server) -> None:
     with connect(server) as sock:
         sock.sendall(
-            b"POST /predict HTTP/1.1\r\nHost: refit\r\nContent-Type: application/json\r\n"
+            b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b'Content-Length: 1000\r\n\r\n{"mean radius": '
         )
         start = time.monotonic()
@@ -192,7 +192,7 @@ def test_a_connection_that_sends_nothing_is_closed(server: Server) -> None:
 
 def test_an_idle_keep_alive_connection_is_closed(server: Server) -> None:
     with connect(server) as sock:
-        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: refit\r\n\r\n")
+        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         status, headers, _ = read_response(sock)
         assert status == 200
         assert headers.get("connection") != "close"
@@ -241,13 +241,13 @@ def probe(server: Server) -> tuple[int, float]:
     """`/health/live` on a new connection: its status and seconds."""
     start = time.monotonic()
     with connect(server) as sock:
-        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: refit\r\nConnection: close\r\n\r\n")
+        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         status, _, _ = read_response(sock, within=5)
     return status, time.monotonic() - start
 
 
 def test_slow_clients_past_the_limit_do_not_lock_out_health(crowded: Server) -> None:
-    head = b"GET /health/live HTTP/1.1\r\nHost: refit\r\nX-Slow: "
+    head = b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
     with sockets(crowded, FLOOD, head) as flood:
         probes = [probe(crowded) for _ in range(20)]
         open_ = sum(1 for sock in flood if not select.select([sock], [], [], 0)[0])
@@ -263,11 +263,11 @@ def test_slow_clients_past_the_limit_do_not_lock_out_health(crowded: Server) -> 
 
 def test_with_every_connection_busy_a_new_request_gets_503_and_a_probe_200(crowded: Server) -> None:
     stalled = (
-        b"POST /predict HTTP/1.1\r\nHost: refit\r\nContent-Type: application/json\r\n"
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Content-Length: 1000\r\n\r\n{"
     )
     with sockets(crowded, MAX_CONNECTIONS, stalled), connect(crowded) as sock:
-        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: refit\r\n\r\n")
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         status, headers, body = read_response(sock)
     assert status == 503
     assert headers["connection"] == "close"

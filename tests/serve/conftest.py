@@ -5,6 +5,7 @@ Training runs once per session per example; each test gets a fresh copy of the p
 
 from __future__ import annotations
 
+import functools
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from refit.serve import follower
 from refit.services import Services, open_services
 from refit.train.promotion import promote_version
 from refit.train.run import run_training
+from serving import move_production
 
 UNREACHABLE_GATE = {"REFIT_GATE__MIN": "2"}
 """No model reaches a score of 2: training registers v1 and leaves production unset."""
@@ -108,7 +110,9 @@ def unpromoted(classifier_template: Path, tmp_path: Path) -> Iterator[Services]:
 @pytest.fixture
 def services(unpromoted: Services) -> Services:
     """Open services of a fresh breast-cancer project whose v1 holds production."""
-    promote_version(unpromoted.registry, unpromoted.project.spec.name, 1, "test")
+    promote_version(
+        unpromoted.registry, unpromoted.project.spec.name, 1, "test", store=unpromoted.store
+    )
     return unpromoted
 
 
@@ -142,3 +146,10 @@ def add_version(unpromoted: Services) -> Callable[..., int]:
         return registry.register_version(run.id, ModelVersionRow(**columns)).version
 
     return add
+
+
+@pytest.fixture
+def force_production(unpromoted: Services) -> Callable[[int], None]:
+    """`force_production(version)`: move production to `version` with no artifact check (see
+    `serving.move_production`)."""
+    return functools.partial(move_production, unpromoted.registry, unpromoted.project.spec.name)

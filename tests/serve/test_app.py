@@ -23,6 +23,7 @@ from refit.serve.app import create_app
 from refit.serve.state import ServerState
 from refit.services import Services
 
+JSON = {"content-type": "application/json"}
 pytestmark = pytest.mark.anyio
 
 NAME = "breast-cancer"
@@ -326,7 +327,9 @@ async def test_a_missing_field_is_named(client: httpx.AsyncClient) -> None:
 async def test_non_finite_numbers_are_refused(
     client: httpx.AsyncClient, literal: str, received: Any, problem: str
 ) -> None:
-    response = await client.post("/predict", content=with_literal("mean_radius", literal))
+    response = await client.post(
+        "/predict", content=with_literal("mean_radius", literal), headers=JSON
+    )
     assert problems_of(response) == [
         {
             "field": "mean_radius",
@@ -413,14 +416,14 @@ async def test_a_body_over_the_byte_limit_is_too_large_declared_or_streamed(
     client: httpx.AsyncClient,
 ) -> None:
     big = json.dumps({**record(), "padding": "x" * MAX_BYTES}).encode()
-    declared = await client.post("/predict", content=big)
+    declared = await client.post("/predict", content=big, headers=JSON)
     assert str(MAX_BYTES) in error_of(declared, 413, "too_large")["message"]
 
     async def chunks() -> AsyncIterator[bytes]:
         for start in range(0, len(big), 1024):
             yield big[start : start + 1024]
 
-    streamed = await client.post("/predict", content=chunks())
+    streamed = await client.post("/predict", content=chunks(), headers=JSON)
     assert "content-length" not in streamed.request.headers
     assert str(MAX_BYTES) in error_of(streamed, 413, "too_large")["message"]
 
@@ -441,13 +444,13 @@ async def test_a_body_that_is_not_json_is_malformed(
     client: httpx.AsyncClient, body: bytes, message: str
 ) -> None:
     for path in ("/predict", "/predict/batch"):
-        error = error_of(await client.post(path, content=body), 400, "malformed_body")
+        error = error_of(await client.post(path, content=body, headers=JSON), 400, "malformed_body")
         assert message in error["message"]
 
 
 async def test_a_lone_surrogate_is_echoed_back_as_escaped_json(client: httpx.AsyncClient) -> None:
     body = with_literal("mean_radius", '"\\ud800"')
-    response = await client.post("/predict", content=body)
+    response = await client.post("/predict", content=body, headers=JSON)
     assert b"\\ud800" in response.content
     [problem] = problems_of(response)
     assert (problem["field"], problem["received"]) == ("mean_radius", "\ud800")

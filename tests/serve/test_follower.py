@@ -8,6 +8,7 @@ import asyncio
 import gc
 import io
 import json
+import os
 import threading
 import time
 import weakref
@@ -26,6 +27,7 @@ from sklearn.linear_model import LogisticRegression
 
 from refit.flavors import save_model
 from refit.registry import PRODUCTION
+from refit.registry.heartbeats import list_servers
 from refit.serve import follower
 from refit.serve.app import create_app
 from refit.serve.follower import _settle_heap as settle_heap
@@ -104,7 +106,7 @@ async def test_before_any_production_version_it_is_live_not_ready_and_prediction
             assert waiting.headers["retry-after"] == "1"
             error = waiting.json()["error"]
             assert error["code"] == "unavailable"
-            assert error["message"] == f"{NAME} is not ready: no version of it holds production yet"
+            assert error["message"] == f"{NAME} is not ready: no version holds production yet"
         batch = await client.post("/predict/batch", json={"records": [record]})
         assert batch.status_code == 503
         [described] = (await client.get("/v1/models")).json()["models"]
@@ -116,7 +118,7 @@ async def test_before_any_production_version_it_is_live_not_ready_and_prediction
         assert metric((await client.get("/metrics")).text, "refit_model_version") == 0
 
         # Promoted: the same server, not restarted, answers at its next look.
-        promote_version(unpromoted.registry, NAME, 1, "test")
+        promote_version(unpromoted.registry, NAME, 1, "test", store=unpromoted.store)
         assert await state.follower.check() is True
         ready = await client.get("/health/ready")
         assert (ready.status_code, ready.json()["version"]) == (200, 1)
@@ -131,7 +133,7 @@ async def test_the_lifespan_follows_production_and_drains_on_shutdown(
     async with connect(app) as client:
         async with app.router.lifespan_context(app):
             assert (await client.get("/health/ready")).status_code == 503
-            promote_version(unpromoted.registry, NAME, 1, "test")
+            promote_version(unpromoted.registry, NAME, 1, "test", store=unpromoted.store)
             for _ in range(1000):
                 ready = await client.get("/health/ready")
                 if ready.status_code == 200:
@@ -148,15 +150,17 @@ async def test_a_first_production_version_that_cannot_load_leaves_the_server_unr
     unpromoted: Services, add_version: AddVersion
 ) -> None:
     broken = add_version(artifact=b"not a model")
-    promote_version(unpromoted.registry, NAME, broken, "test")
+    promote_version(unpromoted.registry, NAME, broken, "test", store=unpromoted.store)
     state = ServerState.open(unpromoted)
     async with connect(create_app(state)) as client:
         assert await state.follower.check() is False
         waiting = await client.post("/predict", json=request(unpromoted))
         assert waiting.status_code == 503
-        assert waiting.json()["error"]["message"] == (
-            f"{NAME} is not ready: production v{broken} failed to load"
+        message = waiting.json()["error"]["message"]
+        assert message.startswith(
+            f"{NAME} is not ready: v{broken} failed to load: artifact error: "
         )
+        assert message.endswith(", retrying in 2s")
         seen = await status(client)
         assert (seen["ready"], seen["served"], seen["refused"]["version"]) == (503, None, broken)
         assert (seen["failures"], seen["refused_version"]) == (1, broken)
@@ -176,7 +180,7 @@ async def test_it_swaps_on_promotion_and_on_rollback(
         assert await answered_by(client, record) == 1
         assert await state.follower.check() is False, "nothing moved: nothing to do"
 
-        promote_version(services.registry, NAME, second, "test")
+        promote_version(services.registry, NAME, second, "test", store=services.store)
         assert await state.follower.check() is True
         assert await answered_by(client, record) == second
         described = (await client.get("/v1/models")).json()["models"][0]
@@ -186,7 +190,7 @@ async def test_it_swaps_on_promotion_and_on_rollback(
         assert metric(metrics, "refit_model_version") == second
         assert metric(metrics, "refit_model_swaps_total") == 1
 
-        rollback(services.registry, NAME, "test")
+        rollback(services.registry, NAME, "test", store=services.store)
         assert await state.follower.check() is True
         assert await answered_by(client, record) == 1
         batch = await client.post("/predict/batch", json={"records": [record, record]})
@@ -225,7 +229,7 @@ async def test_a_request_started_before_a_swap_finishes_on_the_old_version(
         started = asyncio.create_task(client.post("/predict", json=record))
         try:
             assert await asyncio.to_thread(held.called.wait, 10)
-            promote_version(services.registry, NAME, second, "test")
+            promote_version(services.registry, NAME, second, "test", store=services.store)
             assert await state.follower.check() is True
             assert await answered_by(client, record) == second
             assert not started.done()
@@ -257,7 +261,7 @@ async def test_a_replaced_model_is_freed_once_requests_move_on_without_a_collect
                 replaced_runtimes.append(replaced.runtime)
                 held = [weakref.ref(replaced), weakref.ref(replaced.predictor)]
                 del replaced
-                promote_version(services.registry, NAME, version, "test")
+                promote_version(services.registry, NAME, version, "test", store=services.store)
                 assert await state.follower.check() is True
                 assert await answered_by(client, record) == version
                 assert [ref() for ref in held] == [None, None], f"v{version} kept its predecessor"
@@ -340,13 +344,14 @@ async def test_a_version_that_cannot_be_served_is_refused_and_shown_and_the_old_
     add_version: AddVersion,
     make: Callable[[Services, AddVersion], int],
     error: str,
+    force_production: Callable[[int], None],
 ) -> None:
     bad = make(services, add_version)
     state = ServerState.open(services)
     record = request(services)
     async with connect(create_app(state)) as client:
         assert await state.follower.check() is True
-        promote_version(services.registry, NAME, bad, "test")
+        force_production(bad)
         assert await state.follower.check() is False
         assert await answered_by(client, record) == 1
         seen = await status(client)
@@ -376,7 +381,10 @@ class Clock:
 
 
 async def test_a_refused_version_is_retried_with_back_off_until_it_loads(
-    services: Services, add_version: AddVersion, monkeypatch: pytest.MonkeyPatch
+    services: Services,
+    add_version: AddVersion,
+    monkeypatch: pytest.MonkeyPatch,
+    force_production: Callable[[int], None],
 ) -> None:
     clock = Clock()
     monkeypatch.setattr(follower, "time", clock)
@@ -395,7 +403,7 @@ async def test_a_refused_version_is_retried_with_back_off_until_it_loads(
     record = request(services)
     async with connect(create_app(state)) as client:
         assert await state.follower.check() is True
-        promote_version(services.registry, NAME, second, "test")
+        force_production(second)
         attempts = []
         for now in (1000.0, 1000.5, 1001.0, 1002.9, 1003.0, 1006.9, 1007.0):
             clock.now = now
@@ -434,9 +442,9 @@ async def test_a_newer_version_is_tried_at_once_whatever_the_back_off_of_a_refus
     state = ServerState.open(services, poll_interval=60)
     async with connect(create_app(state)) as client:
         assert await state.follower.check() is True
-        promote_version(services.registry, NAME, broken, "test")
+        promote_version(services.registry, NAME, broken, "test", store=services.store)
         assert await state.follower.check() is False
-        promote_version(services.registry, NAME, good, "test")
+        promote_version(services.registry, NAME, good, "test", store=services.store)
         assert await state.follower.check() is True
         seen = await status(client)
         assert (seen["served"], seen["refused"], seen["refused_version"]) == (good, None, 0)
@@ -449,11 +457,11 @@ async def test_rolling_back_from_a_refused_version_clears_the_refusal(
     state = ServerState.open(services)
     async with connect(create_app(state)) as client:
         assert await state.follower.check() is True
-        promote_version(services.registry, NAME, broken, "test")
+        promote_version(services.registry, NAME, broken, "test", store=services.store)
         assert await state.follower.check() is False
         assert (await status(client))["refused_version"] == broken
 
-        rollback(services.registry, NAME, "test")
+        rollback(services.registry, NAME, "test", store=services.store)
         assert services.registry.alias_version(NAME, PRODUCTION) == 1
         assert await state.follower.check() is False, "v1 is already served"
         seen = await status(client)
@@ -510,9 +518,79 @@ async def test_the_heap_is_settled_once_at_the_poll_after_each_swap(
     try:
         await until(lambda: settled == [1])
         second = add_version()
-        promote_version(services.registry, NAME, second, "test")
+        promote_version(services.registry, NAME, second, "test", store=services.store)
         await until(lambda: len(settled) == 2)
         await asyncio.sleep(0.1)  # polls that swap nothing settle nothing
     finally:
         task.cancel()
     assert settled == [1, second]
+
+
+# --- what it reports --------------------------------------------------------------------------
+
+
+async def test_the_503_before_the_first_load_says_a_version_is_loading(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = ServerState.open(services)
+    release, entered = threading.Event(), threading.Event()
+    real = state.follower._load
+
+    def slow_load(version: int) -> Any:
+        entered.set()
+        release.wait(10)
+        return real(version)
+
+    monkeypatch.setattr(state.follower, "_load", slow_load)
+    async with connect(create_app(state)) as client:
+        before = await client.post("/predict", json=request(services))
+        assert before.json()["error"]["message"] == (
+            f"{NAME} is not ready: reading which version holds production"
+        )
+        checking = asyncio.create_task(state.follower.check())
+        await asyncio.to_thread(entered.wait, 10)
+        waiting = await client.post("/predict", json=request(services))
+        assert (waiting.status_code, waiting.json()["error"]["message"]) == (
+            503,
+            f"{NAME} is not ready: loading v1",
+        )
+        described = (await client.get(f"/v1/models/{NAME}")).json()
+        assert (described["production"], described["serving"], described["reason"]) == (
+            1,
+            None,
+            "loading v1",
+        )
+        release.set()
+        assert await checking is True
+        described = (await client.get(f"/v1/models/{NAME}")).json()
+        assert (described["production"], described["serving"], described["reason"]) == (1, 1, None)
+
+
+async def test_the_follower_writes_its_heartbeat_and_removes_it_when_it_stops(
+    services: Services, add_version: AddVersion, force_production: Callable[[int], None]
+) -> None:
+    state = ServerState.open(services, poll_interval=0.01)
+    app = create_app(state)
+
+    async def reported() -> list[Any]:
+        return await asyncio.to_thread(list_servers, services.registry, NAME)
+
+    async def until(check: Callable[[list[Any]], bool]) -> list[Any]:
+        for _ in range(1000):
+            rows = await reported()
+            if check(rows):
+                return rows
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"the heartbeat never showed it: {rows}")
+
+    async with connect(app), app.router.lifespan_context(app):
+        [row] = await until(lambda rows: len(rows) == 1 and rows[0].version == 1)
+        assert (row.refused_version, row.refused_error, row.pid) == (None, None, os.getpid())
+        broken = add_version(artifact=b"not a model")
+        force_production(broken)
+        [row] = await until(lambda rows: rows[0].refused_version == broken)
+        assert row.version == 1
+        assert (
+            row.refused_error is not None and "cannot load a joblib artifact" in row.refused_error
+        )
+    assert await reported() == []

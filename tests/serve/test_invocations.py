@@ -307,7 +307,7 @@ async def test_ping_health_and_version_before_and_after_a_model_is_loaded(
         assert "not ready" in mlflow_error(scored, 503, "TEMPORARILY_UNAVAILABLE")
         assert scored.headers["retry-after"] == "1"
 
-        promote_version(unpromoted.registry, NAME, 1, "test")
+        promote_version(unpromoted.registry, NAME, 1, "test", store=unpromoted.store)
         assert await state.follower.check()
         for path in ("/ping", "/health"):
             response = await client.get(path)

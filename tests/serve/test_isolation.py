@@ -64,7 +64,7 @@ async def connect(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def serve_version(services: Services, version: int) -> ServerState:
-    promote_version(services.registry, NAME, version, "test")
+    promote_version(services.registry, NAME, version, "test", store=services.store)
     state = ServerState.open(services)
     assert await state.follower.check()
     return state
@@ -192,10 +192,10 @@ async def test_a_large_body_is_parsed_and_checked_off_the_event_loop(
     state = await serve_current(services)
     parse = app_module.parse_json
 
-    def slow_parse(body: bytes) -> Any:
+    def slow_parse(body: bytes, max_separators: int | None = None) -> Any:
         if len(body) > LARGE_BODY:
             time.sleep(1.0)  # a body that takes long to parse (10,000 records: ~0.3 s)
-        return parse(body)
+        return parse(body, max_separators)
 
     monkeypatch.setattr(app_module, "parse_json", slow_parse)
     big = {"records": records(100)}

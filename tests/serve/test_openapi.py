@@ -147,7 +147,8 @@ def answer(
 ) -> Answer:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     kind = "text/plain" if isinstance(body, bytes) else "application/json"
-    return Answer(method, path, status, {"content-type": kind, **(headers or {})}, raw)
+    given = {"content-type": kind, "x-request-id": "r1", **(headers or {})}
+    return Answer(method, path, status, {k: v for k, v in given.items() if v}, raw)
 
 
 def refit_error(code: str) -> dict[str, Any]:
@@ -159,6 +160,10 @@ WRONG = {
     "status": (answer("POST", "/predict", 418, refit_error("x")), "documents only"),
     "fastapi-422": (answer("POST", "/predict", 422, {"detail": []}), "not the body"),
     "no-retry-after": (answer("POST", "/predict", 503, refit_error("x")), "Retry-After"),
+    "no-request-id": (
+        answer("GET", "/health/live", 200, {"status": "live"}, {"x-request-id": ""}),
+        "requires X-Request-Id",
+    ),
     "content-type": (answer("POST", "/predict", 400, b"bad"), "not 'text/plain'"),
     "no-allow": (answer("GET", "/predict", 405, refit_error("x")), "Allow"),
     "method": (answer("DELETE", "/predict", 200, {}), "only its 405"),

@@ -10,7 +10,8 @@ import pytest
 
 from refit.errors import InputError, MalformedBodyError, Problem, TooLargeError
 from refit.serve import records
-from refit.serve.records import MAX_PROBLEMS, RecordReader, parse_json
+from refit.serve._json import parse_json
+from refit.serve.records import MAX_PROBLEMS, RecordReader
 from refit.signature import InputColumn, Output, Signature
 from refit.spec import FeatureType, Task
 

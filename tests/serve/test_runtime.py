@@ -53,7 +53,7 @@ async def test_a_version_with_a_checked_onnx_file_is_served_by_onnx_runtime(
         assert (info["version"], info["runtime"], info["onnx"]) == (1, "onnx", None)
         by_onnx = (await client.post("/predict/batch", json=records)).json()
 
-        promote_version(services.registry, NAME, native, "test")
+        promote_version(services.registry, NAME, native, "test", store=services.store)
         assert await state.follower.check()
         info = await served(client)
         assert (info["version"], info["runtime"]) == (native, "native")
@@ -68,7 +68,7 @@ async def test_a_version_whose_onnx_failed_parity_is_served_natively(
     services: Services, add_version: AddVersion
 ) -> None:
     refused = add_version(onnx={"status": "parity failed: 3 of 64 labels differ"})
-    promote_version(services.registry, NAME, refused, "test")
+    promote_version(services.registry, NAME, refused, "test", store=services.store)
     assert services.registry.alias_version(NAME, PRODUCTION) == refused
     state = ServerState.open(services)
     async with connect(create_app(state)) as client:
@@ -80,16 +80,25 @@ async def test_a_version_whose_onnx_failed_parity_is_served_natively(
         assert answer.status_code == 200 and answer.json()["version"] == refused
 
 
-async def test_an_unreadable_onnx_file_falls_back_to_the_native_artifact(
-    services: Services, add_version: AddVersion
+async def test_an_unreadable_onnx_file_is_served_natively_but_counted_and_shown_as_a_failure(
+    services: Services, add_version: AddVersion, force_production: Callable[[int], None]
 ) -> None:
     v1 = services.registry.get_version(NAME, 1)
     assert v1.onnx is not None
     broken = add_version(onnx={**v1.onnx, "sha256": "0" * 64})
-    promote_version(services.registry, NAME, broken, "test")
+    force_production(broken)  # promotion refuses it: its ONNX file was damaged after
     state = ServerState.open(services)
     async with connect(create_app(state)) as client:
         assert await state.follower.check()
-        info = await served(client)
-        assert info["runtime"] == "native"
-        assert "could not be loaded" in info["onnx"]
+        described = (await client.get(f"/v1/models/{NAME}")).json()
+        info = described["served"]
+        assert (info["version"], info["runtime"], info["onnx_failed"]) == (broken, "native", True)
+        assert info["onnx"].startswith("its ONNX artifact failed to load (artifact models/")
+        assert "is corrupt" in info["onnx"]
+        assert str(services.project.root) not in json.dumps(described)
+        metrics = (await client.get("/metrics")).text
+        assert f'refit_model_load_failures_total{{model="{NAME}"}} 1.0' in metrics
+        beat = state.follower.beat()
+        assert (beat.version, beat.refused_version) == (broken, broken)
+        assert beat.refused_error is not None
+        assert beat.refused_error.startswith(f"{NAME} v{broken}'s ONNX artifact failed to load")

@@ -14,7 +14,7 @@ from refit.examples import create_project, drop_batch
 from refit.project import load_project
 from refit.registry import PRODUCTION, DecisionRow
 from refit.services import Services, open_services
-from refit.train.promotion import promote_version, rollback
+from refit.train.promotion import UnservableVersionError, promote_version, rollback
 from refit.train.run import run_training
 
 NAME = "diabetes"
@@ -74,7 +74,7 @@ def fields(decision: DecisionRow) -> tuple[object, ...]:
 def test_promoting_a_version_by_hand_moves_production_and_records_why(
     services: Services,
 ) -> None:
-    decision = promote_version(services.registry, NAME, 3, "alice")
+    decision = promote_version(services.registry, NAME, 3, "alice", store=services.store)
     production = services.registry.alias_version(NAME)
     stored = services.registry.list_decisions(NAME)[0]
     expected = ("promote", True, 3, 1, "rmse", rmse(services, 3), rmse(services, 1))
@@ -86,7 +86,7 @@ def test_promoting_a_version_by_hand_moves_production_and_records_why(
 def test_promoting_the_version_in_production_is_a_conflict(services: Services) -> None:
     before = len(services.registry.list_decisions(NAME))
     with pytest.raises(ConflictError, match="v1 already holds production"):
-        promote_version(services.registry, NAME, 1, "alice")
+        promote_version(services.registry, NAME, 1, "alice", store=services.store)
     assert services.registry.alias_version(NAME) == 1
     assert len(services.registry.list_decisions(NAME)) == before
 
@@ -94,23 +94,23 @@ def test_promoting_the_version_in_production_is_a_conflict(services: Services) -
 def test_promoting_a_missing_version_is_not_found(services: Services) -> None:
     before = len(services.registry.list_decisions(NAME))
     with pytest.raises(NotFoundError, match="has no version 9"):
-        promote_version(services.registry, NAME, 9, "alice")
+        promote_version(services.registry, NAME, 9, "alice", store=services.store)
     assert services.registry.alias_version(NAME) == 1
     assert len(services.registry.list_decisions(NAME)) == before
 
 
 def test_rolling_back_twice_walks_back_two_promotions(services: Services) -> None:
     registry = services.registry
-    promote_version(registry, NAME, 2, "alice")
-    promote_version(registry, NAME, 3, "alice")
+    promote_version(registry, NAME, 2, "alice", store=services.store)
+    promote_version(registry, NAME, 3, "alice", store=services.store)
 
-    first = rollback(registry, NAME, "bob")
+    first = rollback(registry, NAME, "bob", store=services.store)
     assert registry.alias_version(NAME) == 2
-    second = rollback(registry, NAME, "bob")
+    second = rollback(registry, NAME, "bob", store=services.store)
     assert registry.alias_version(NAME) == 1
     # v1 was the first version promoted: there is nothing before it.
     with pytest.raises(NotFoundError, match="no earlier version"):
-        rollback(registry, NAME, "bob")
+        rollback(registry, NAME, "bob", store=services.store)
     assert registry.alias_version(NAME) == 1
     values = {v: rmse(services, v) for v in (1, 2, 3)}
     stored = registry.list_decisions(NAME)[:2]
@@ -135,12 +135,78 @@ def test_with_production_unset_rollback_is_not_found_and_promotion_is_over_nothi
         registry = services.registry
         assert registry.aliases(NAME) == {}
         with pytest.raises(NotFoundError, match="production is not set"):
-            rollback(registry, NAME, "bob")
+            rollback(registry, NAME, "bob", store=services.store)
 
-        decision = promote_version(registry, NAME, 1, "alice")
+        decision = promote_version(registry, NAME, 1, "alice", store=services.store)
         assert registry.aliases(NAME) == {PRODUCTION: 1}
         value = rmse(services, 1)
     assert fields(decision) == (
         *("promote", True, 1, None, "rmse", value, None),
         *("promoted by hand over nothing", "alice"),
     )
+
+
+def break_artifact(services: Services, version: int, what: str) -> None:
+    """Damage one of `version`'s files in the store: its artifact or its ONNX file,
+    "altered" (other bytes) or "missing"."""
+    row = services.registry.get_version(NAME, version)
+    damaged, _, how = what.partition(" ")
+    onnx = row.onnx or {}
+    key = onnx["uri"] if damaged == "onnx" else row.artifact_uri
+    path = services.project.root / ".refit" / "artifacts" / key
+    if how == "missing":
+        path.unlink()
+    else:
+        path.write_bytes(path.read_bytes() + b"!")
+
+
+@pytest.mark.parametrize(
+    ("what", "said"),
+    [
+        ("artifact altered", "its artifact models/"),
+        ("artifact missing", "is missing"),
+        ("onnx altered", "its ONNX artifact models/"),
+    ],
+)
+def test_a_version_whose_artifacts_are_damaged_is_refused_and_production_stays(
+    services: Services, what: str, said: str
+) -> None:
+    version = 3
+    if what.startswith("onnx"):
+        onnx = services.registry.get_version(NAME, version).onnx or {}
+        if onnx.get("status") != "ok":
+            pytest.skip(f"v{version} has no ONNX file: {onnx.get('status')}")
+    break_artifact(services, version, what)
+    before = len(services.registry.list_decisions(NAME))
+    with pytest.raises(UnservableVersionError, match=said) as refused:
+        promote_version(services.registry, NAME, version, "alice", store=services.store)
+    assert refused.value.exit_code == 6
+    assert f"{NAME} v{version} cannot take production" in refused.value.message
+    assert services.registry.alias_version(NAME) == 1
+    assert len(services.registry.list_decisions(NAME)) == before
+
+
+def test_a_rollback_to_a_damaged_version_is_refused(services: Services) -> None:
+    promote_version(services.registry, NAME, 2, "alice", store=services.store)
+    break_artifact(services, 1, "artifact altered")
+    with pytest.raises(UnservableVersionError, match="v1 cannot take production"):
+        rollback(services.registry, NAME, "bob", store=services.store)
+    assert services.registry.alias_version(NAME) == 2
+
+
+def test_the_gate_does_not_promote_a_version_whose_artifact_is_damaged(tmp_path: Path) -> None:
+    root = create_project(tmp_path / "p", NAME)
+    with open_services(load_project(root)) as services:
+        assert run_ingest(services.project, services.registry, services.store).status == "accepted"
+        real = services.store.get
+
+        def damaged(uri: str, sha256: str) -> bytes:
+            # Every model file read back finds other bytes than recorded.
+            return real(uri, "0" * 64 if uri.startswith("models/") else sha256)
+
+        services.store.get = damaged  # type: ignore[method-assign]
+        result = run_training(services)
+        assert not result.decision.promoted
+        assert "but not promoted" in result.decision.reason
+        assert "cannot take production" in result.decision.reason
+        assert services.registry.aliases(NAME) == {}

@@ -10,6 +10,7 @@ from refit import __version__
 from refit.cli._output import run_app
 from refit.cli.data import batches_app, ingest, init, snapshots_app
 from refit.cli.deploy import deploy_app
+from refit.cli.keys import keys_app
 from refit.cli.models import models_app, train
 from refit.cli.run import demo, feed, scheduler, status, up
 from refit.cli.serve import serve
@@ -34,6 +35,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(snapshots_app, name="snapshots")
 app.add_typer(batches_app, name="batches")
 app.add_typer(deploy_app, name="deploy")
+app.add_typer(keys_app, name="keys")
 
 
 def _version(value: bool) -> None:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from refit._spec_problems import redact, shown
 from refit.errors import (
     AlreadyExistsError,
     ArtifactError,
@@ -51,8 +52,9 @@ EXIT_CODES: dict[int, str] = {
     DataError.exit_code: "bad data: a source that cannot be read, or a batch refused; a folder "
     "or store `refit feed` cannot reach",
     ArtifactError.exit_code: "a file of the artifact store, or a model file to register, that "
-    "cannot be read or written, does not match its sha256, or does not fit the project; a file "
-    "`refit deploy` cannot write",
+    "cannot be read or written, does not match its sha256, or does not fit the project; a "
+    "version that `refit models promote` or `rollback` refuses because one of its artifacts is "
+    "missing or altered (production is not moved); a file `refit deploy` cannot write",
     TrainingError.exit_code: "a training run failed",
     StoreError.exit_code: "the registry's database cannot be reached or migrated",
     AlreadyExistsError.exit_code: "`refit init` on a folder that already holds a project or "
@@ -111,7 +113,8 @@ def services_for(project_dir: Path) -> Iterator[Services]:
 
 
 def print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, default=_plain) + "\n")
+    """`value` as JSON on stdout, without the value of any field whose name looks secret."""
+    sys.stdout.write(json.dumps(shown("", value), indent=2, default=_plain) + "\n")
 
 
 def _plain(value: Any) -> Any:
@@ -123,7 +126,7 @@ def _plain(value: Any) -> Any:
 def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str = "") -> None:
     table = Table(*columns, title=title or None, title_justify="left", box=None, pad_edge=False)
     for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
+        table.add_row(*("" if cell is None else redact(str(cell)) for cell in row))
     out.print(table)
 
 
@@ -144,12 +147,12 @@ def when(value: datetime | None) -> str:
 def fail(exc: BaseException) -> int:
     """Print one paragraph for an error and return the exit code."""
     if isinstance(exc, RefitError):
-        err.print(f"[bold red]error:[/] {_escape(exc.message)}")
+        err.print(f"[bold red]error:[/] {_escape(redact(exc.message))}")
         return exc.exit_code
     if os.environ.get("REFIT_DEBUG"):
         traceback.print_exception(exc)
     err.print(
-        f"[bold red]internal error:[/] {type(exc).__name__}: {_escape(str(exc))}\n"
+        f"[bold red]internal error:[/] {type(exc).__name__}: {_escape(redact(str(exc)))}\n"
         "This is a bug in refit; set REFIT_DEBUG=1 to see the traceback."
     )
     return INTERNAL

@@ -119,15 +119,15 @@ def kubernetes(
 ) -> None:
     """Write Kustomize files for the project: a base, and the overlays dev and prod."""
     from refit.deploy.files import write_files
-    from refit.deploy.kubernetes import SETTINGS_FILE, render_kubernetes
+    from refit.deploy.kubernetes import SETTINGS_FILE, credentials_secret, render_kubernetes
 
     loaded = load_project(project)
     files = render_kubernetes(loaded, image=image)
     for written in write_files(directory, files, force=force, keep=frozenset({SETTINGS_FILE})):
         out.print(f"{written.action:<9} {written.path}")
-    name = loaded.spec.name
+    secret = credentials_secret(loaded.spec.name)
     err.print(
-        f"next: create the Secret {name}-credentials (see {directory / 'secret.example.yaml'}), "
+        f"next: create the Secret {secret} (see {directory / 'secret.example.yaml'}), "
         f"edit {directory / SETTINGS_FILE}, then "
         f"`kubectl apply -k {directory / 'overlays' / 'dev'}` (or overlays/prod)"
     )

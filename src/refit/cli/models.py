@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from refit._spec_problems import shown
 from refit.cli._output import (
     JsonOption,
     ProjectOption,
@@ -255,7 +256,7 @@ def show_model(
     elif row.onnx:
         out.print(f"onnx      {row.onnx.get('status')}", markup=False)
     out.print("metrics   " + ", ".join(f"{k} {v:.4f}" for k, v in row.metrics.items()))
-    out.print("params    " + ", ".join(f"{k}={v}" for k, v in row.params.items()))
+    out.print("params    " + ", ".join(f"{k}={shown(k, v)}" for k, v in row.params.items()))
     inputs = row.signature.get("inputs", [])
     out.print(
         f"inputs    {len(inputs)}: " + ", ".join(f"{i['name']}:{i['type']}" for i in inputs),
@@ -286,7 +287,9 @@ def promote(
     with services_for(project) as services:
         name = services.project.spec.name
         try:
-            decision = promote_version(services.registry, name, version, actor())
+            decision = promote_version(
+                services.registry, name, version, actor(), store=services.store
+            )
         except ConflictError:
             if services.registry.alias_version(name, PRODUCTION) != version:
                 raise  # someone else moved production first
@@ -303,7 +306,9 @@ def promote(
 def rollback_model(project: ProjectOption = Path("."), json: JsonOption = False) -> None:
     """Point production back at the version it held before the current one."""
     with services_for(project) as services:
-        decision = rollback(services.registry, services.project.spec.name, actor())
+        decision = rollback(
+            services.registry, services.project.spec.name, actor(), store=services.store
+        )
     _print_decision(decision, json)
 
 

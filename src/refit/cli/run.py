@@ -3,6 +3,7 @@ machine, and the demo's data feed on its own."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from refit.apikeys import check_exposure
 from refit.cli._output import (
     JsonOption,
     ProjectOption,
@@ -25,9 +27,11 @@ from refit.cli._output import (
     when,
 )
 from refit.cli._server import HostOption, PortOption, WorkersOption, check_address
+from refit.cli._serving import server_dicts, serving_line
 from refit.errors import DataError, RefitError
 from refit.project import load_project
 from refit.registry import PRODUCTION
+from refit.registry.heartbeats import list_servers
 from refit.registry.jobs import job_states
 from refit.registry.tables import utcnow
 from refit.schedule import parse_schedule
@@ -96,6 +100,7 @@ def up(
     host = settings.host if host is None else host
     port = settings.port if port is None else port
     check_address(host, port)  # a port in use stops refit up here, not in a restart loop
+    check_exposure(settings.model_copy(update={"host": host}), os.environ)
     with open_services(loaded):
         pass  # migrate the registry once, before the children race to
     url = f"http://{host}:{port}"
@@ -305,6 +310,7 @@ def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None
         runs = registry.list_runs(name, limit=5)
         decisions = registry.list_decisions(name, limit=5)
         states = job_states(registry, name)
+        servers = list_servers(registry, name)
     jobs: list[dict[str, Any]] = []
     for job in ("ingest", "train"):
         text = getattr(loaded.spec.schedule, job)
@@ -328,6 +334,8 @@ def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None
             {
                 "name": name,
                 "production": served.to_dict() if served else None,
+                "serving": serving_line(production, servers),
+                "servers": server_dicts(servers),
                 "latest_snapshot": latest.id if latest else None,
                 "runs": [r.to_dict() for r in runs],
                 "decisions": [d.to_dict() for d in decisions],
@@ -343,6 +351,7 @@ def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None
         )
     else:
         out.print(f"{name}@production: not set yet")
+    out.print(f"serving: {serving_line(production, servers)}", markup=False)
     out.print(f"latest snapshot: {latest.id[:12] if latest else '-'}")
     print_table(
         ["job", "schedule", "last run", "status", "next", "message"],

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import logging.config
 import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from refit.cli._output import ProjectOption, err
+from refit.apikeys import check_exposure
+from refit.cli._output import ProjectOption, checked_by, err
 from refit.cli._server import (
     HostOption,
     PortOption,
@@ -20,10 +22,13 @@ from refit.cli._server import (
     bind_failures_reported,
     check_address,
 )
-from refit.deploy.pod import DRAIN_SECONDS, WORKER_STARTUP_SECONDS
+from refit.deploy.pod import WORKER_STARTUP_SECONDS
 from refit.project import load_project
-from refit.serve._http import uvicorn_options
 from refit.serve._multiprocess import shared_metrics
+from refit.spec import ServeSpec
+
+if TYPE_CHECKING:
+    from refit.serve._server import DrainingConfig
 
 
 def serve(
@@ -31,21 +36,43 @@ def serve(
     host: HostOption = None,
     port: PortOption = None,
     workers: WorkersOption = None,
-    access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            help="text, or json: one JSON object per line (default serve.log_format, text).",
+            callback=checked_by(ServeSpec, "log_format"),
+        ),
+    ] = None,
+    access_log: Annotated[
+        bool | None,
+        typer.Option(help="Log every request (default serve.access_log, on).", show_default=False),
+    ] = None,
 ) -> None:
     """Serve predictions from the version that holds production, following its promotions."""
     with shared_metrics():  # before prometheus_client is imported, here or in a worker
-        _serve(project, host, port, workers, access_log)
+        _serve(project, host, port, workers, log_format, access_log)
 
 
 def _serve(
-    project: Path, host: str | None, port: int | None, workers: int | None, access_log: bool
+    project: Path,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    log_format: str | None,
+    access_log: bool | None,
 ) -> None:
-    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
 
+    from refit.serve._server import run
     from refit.serve.main import PROJECT_ENV, log_config
 
-    overrides = {"HOST": host, "PORT": port, "WORKERS": workers}
+    overrides = {
+        "HOST": host,
+        "PORT": port,
+        "WORKERS": workers,
+        "LOG_FORMAT": log_format,
+        "ACCESS_LOG": None if access_log is None else str(access_log).lower(),
+    }
     for key, value in overrides.items():
         if value is not None:
             os.environ[f"REFIT_SERVE__{key}"] = str(value)
@@ -56,26 +83,48 @@ def _serve(
         os.environ.setdefault(threads, "1")
     os.environ[PROJECT_ENV] = str(loaded.root)
     settings = loaded.spec.serve
-    check_address(settings.host, settings.port)  # one worker binds only after loading its model
+    check_address(settings.host, settings.port)
+    check_exposure(settings, os.environ)  # no keys: loopback only, unless auth: none is said
     shown = f"http://{settings.host}:{settings.port}"
-    err.print(
+    logging_config = log_config(settings.log_format, settings.access_log)
+    serving = (
         f"Serving {loaded.spec.name} (production) on {shown} with {settings.workers} "
         f"worker(s); API docs at {shown}/docs"
     )
+    if settings.log_format == "json":  # every line on stderr is then a JSON object
+        logging.config.dictConfig(logging_config)
+        logging.getLogger("refit.serve").info(serving)
+    else:
+        err.print(serving)
     with _sigterm_exits_cleanly(), bind_failures_reported(settings.host, settings.port):
-        uvicorn.run(
-            "refit.serve.main:app_from_environment",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_config=log_config(),
-            access_log=access_log,
-            timeout_graceful_shutdown=DRAIN_SECONDS,
-            # A worker imports scikit-learn and loads a model before it answers health pings.
-            timeout_worker_healthcheck=WORKER_STARTUP_SECONDS,
-            **uvicorn_options(settings),
-        )
+        if not run(server_config(settings)):
+            raise SystemExit(STARTUP_FAILURE)
+
+
+def server_config(settings: ServeSpec) -> DrainingConfig:
+    """The uvicorn configuration of `refit serve` with these settings."""
+    from refit.serve._http import uvicorn_options
+    from refit.serve._server import DrainingConfig
+    from refit.serve.main import log_config
+
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "workers": settings.workers,
+        "log_config": log_config(settings.log_format, settings.access_log),
+        "access_log": settings.access_log,
+        "timeout_graceful_shutdown": settings.grace_period,
+        # A worker imports scikit-learn and loads its model before it serves (and answers
+        # the supervisor's health check with "started").
+        "timeout_worker_healthcheck": WORKER_STARTUP_SECONDS,
+        **uvicorn_options(settings),
+    }
+    return DrainingConfig(
+        "refit.serve.main:app_from_environment",
+        factory=True,
+        drain_delay=settings.drain_delay,
+        **options,
+    )
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -84,13 +133,9 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def _sigterm_exits_cleanly() -> Iterator[None]:
-    """SIGTERM (Kubernetes, docker, `refit up`) ends the server with status 0 in every mode.
-
-    While it serves, uvicorn handles SIGTERM itself: it stops accepting connections, lets the
-    requests in flight finish and runs the app's shutdown. In one process it then puts back the
-    handler it found and raises the signal again, so a server that drained as asked would end
-    "killed by SIGTERM" (-15; 143 in a shell), while its multi-worker supervisor exits 0.
-    The handler it puts back is this one, which exits 0 instead.
+    """SIGTERM (Kubernetes, docker, `refit up`) ends the server with status 0 in every mode,
+    also before it serves: while it serves, the server handles SIGTERM itself (it drains, see
+    `refit.serve._server`) and then exits 0.
     """
     previous = signal.signal(signal.SIGTERM, _exit_cleanly)
     try:

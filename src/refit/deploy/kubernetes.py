@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from refit import __version__
+from refit.apikeys import KEY_HASHES_ENV
 from refit.deploy.compose import DEFAULT_BUCKET, check_image, render_template
 from refit.deploy.pod import (
     DRAIN_SECONDS,
@@ -70,6 +71,15 @@ STARTING_DEADLINE_SECONDS = 60
 """How late a run may start (a controller that was down); later, it waits for the next."""
 
 PROD_REPLICAS = 3
+
+API_KEYS_SECRET_KEY = "api-key-hashes"
+"""The key of the credentials Secret holding the servers' API key hash lines."""
+
+
+def credentials_secret(name: str) -> str:
+    """The name of the Secret with a project's credentials, which the user creates."""
+    return f"{name}-credentials"
+
 
 _LABEL = re.compile(r"[a-z]([a-z0-9-]*[a-z0-9])?")  # a DNS label, as a Service's name must be
 _NAME_LIMIT = 52 - len("-ingest")  # a CronJob's name is at most 52 characters
@@ -176,6 +186,11 @@ def render_kubernetes(project: Project, *, image: str | None = None) -> dict[str
         "job_list": " and ".join(schedules) or "no job",
         "job_resources": "".join(f"  - {job}.yaml\n" for job in schedules),
         "dev_job_patches": "".join(_dev_job_patch(spec.name, job) for job in schedules),
+        "secret": credentials_secret(spec.name),
+        "api_keys_secret_key": API_KEYS_SECRET_KEY,
+        "serve_environment": _yaml(
+            [_from_secret(spec.name, KEY_HASHES_ENV, API_KEYS_SECRET_KEY)], 12
+        ),
         **_pod_parts("", 6, 10, spec.name),
     }
     files = {
@@ -241,7 +256,6 @@ def _check_name(project: Project) -> None:
 
 def _pod_parts(prefix: str, pod: int, container: int, name: str) -> dict[str, str]:
     """The pieces every pod shares, indented for where they go in its template."""
-    secret = f"{name}-credentials"
     from_secret = {
         "REFIT_STORAGE__METADATA_URL": "metadata-url",
         "REFIT_STORAGE__S3__ACCESS_KEY_ID": "s3-access-key-id",
@@ -250,10 +264,7 @@ def _pod_parts(prefix: str, pod: int, container: int, name: str) -> dict[str, st
         "AWS_ACCESS_KEY_ID": "s3-access-key-id",
         "AWS_SECRET_ACCESS_KEY": "s3-secret-access-key",
     }
-    environment = [
-        {"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
-        for env, key in from_secret.items()
-    ]
+    environment = [_from_secret(name, env, key) for env, key in from_secret.items()]
     pod_security = {
         "securityContext": {
             "runAsNonRoot": True,
@@ -289,6 +300,12 @@ def _pod_parts(prefix: str, pod: int, container: int, name: str) -> dict[str, st
         "volumes": _yaml({"volumes": volumes}, pod).rstrip("\n"),
     }
     return {f"{prefix}{key}": value for key, value in parts.items()}
+
+
+def _from_secret(name: str, env: str, key: str) -> dict[str, Any]:
+    """An environment variable of a container, from a key of the credentials Secret."""
+    secret = {"name": credentials_secret(name), "key": key}
+    return {"name": env, "valueFrom": {"secretKeyRef": secret}}
 
 
 def _dev_job_patch(name: str, job: str) -> str:

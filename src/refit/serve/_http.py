@@ -20,9 +20,9 @@ bounds, each from a `serve.*` setting:
 Health probes never wait behind predictions (measured before: under overload a probe waited
 for the event loop to get through every request read before it, 0.1-4 s). So a worker runs at
 most `max_running_requests` requests at once; the others wait unread in their connections,
-which costs the event loop nothing, and start in the order they came. And a probe of
-`/health/live` or `/health/ready` is answered in the callback that read it, from the answer the
-app gives in its lifespan state (`PROBE_STATE`), with no task, queue or middleware between.
+which costs the event loop nothing, and start in the order they came, while a probe of
+`/health/live` or `/health/ready` starts at once: the loop reaches it within a few
+milliseconds however many requests wait.
 
 `uvicorn_options(settings)` gives uvicorn the protocol and its settings.
 """
@@ -34,7 +34,6 @@ import functools
 import json
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +45,6 @@ from uvicorn.protocols.http.httptools_impl import (
     HttpToolsProtocol,
     RequestResponseCycle,
 )
-from uvicorn.protocols.utils import get_client_addr
 from uvicorn.server import ServerState
 
 from refit.deploy.pod import LIVE_PATH, READY_PATH
@@ -54,13 +52,6 @@ from refit.spec import ServeSpec
 
 _PROBES = frozenset({LIVE_PATH, READY_PATH})
 _PROBE_URLS = frozenset(path.encode("ascii") for path in _PROBES)
-
-PROBE_STATE = "refit.probe"
-"""Where the app's lifespan state holds its `ProbeAnswer`: with it, the connection layer
-answers a health probe as soon as its headers are read, without a task or the app's routing."""
-
-ProbeAnswer = Callable[[str], tuple[int, list[tuple[bytes, bytes]], bytes]]
-"""A probe's path to its answer: status, headers, body (the same the app's route answers)."""
 
 LINGER_SECONDS = 1.0
 """How long a refused connection is still read, and dropped, after its answer."""
@@ -184,7 +175,6 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.body_seen: float | None = None  # the last read of a body, until it ends
         self.refusal: _Refusal | None = None
         self.deadline: asyncio.TimerHandle | None = None
-        self.probed: bool | None = None  # a probe answered, until its message ends: keep-alive
 
     # --- the connection ---------------------------------------------------------------------
 
@@ -271,9 +261,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.head_began = None
         self.body_seen = self.loop.time()
         self.admitted.busy(self)
-        if self._answer_probe():
-            return
-        if self.refused:  # a probe is still answered: a full worker is alive
+        if self.refused and self.url not in _PROBE_URLS:  # a full worker is still alive
             count = len(self.admitted.open)
             self.refusal = _Refusal(
                 503,
@@ -283,60 +271,16 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             )
             raise self.refusal
         super().on_headers_complete()
+        if self.refused:
+            self.cycle.keep_alive = False  # over the limit: one answer, then closed
 
     def on_body(self, body: bytes) -> None:
         self.body_seen = self.loop.time()
-        if self.probed is None:
-            super().on_body(body)
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         self.body_seen = None
-        if self.probed is None:
-            super().on_message_complete()
-            return
-        keep_alive, self.probed = self.probed, None
-        self.server_state.total_requests += 1
-        if not keep_alive:
-            self.transport.close()
-            return
-        self.admitted.waiting(self)
-        self.timeout_keep_alive_task = self.loop.call_later(
-            self.timeout_keep_alive, self.timeout_keep_alive_handler
-        )
-
-    def _answer_probe(self) -> bool:
-        """Answer a health probe here, in the callback that read it: it waits for no task,
-        no queue of requests and no middleware, however busy the worker is."""
-        answer: ProbeAnswer | None = self.app_state.get(PROBE_STATE)
-        if answer is None or self.url not in _PROBE_URLS:
-            return False
-        method = self.parser.get_method()
-        if method not in (b"GET", b"HEAD") or (
-            self.cycle is not None and not self.cycle.response_complete
-        ):
-            return False  # another method's 405, or behind a pipelined request: the app's way
-        status, headers, body = answer(self.url.decode("ascii"))
-        keep_alive = self.parser.should_keep_alive() and not self.refused
-        content = [STATUS_LINE[status]]
-        for name, value in [*self.server_state.default_headers, *headers]:
-            content.extend([name, b": ", value, b"\r\n"])
-        if not keep_alive:
-            content.append(b"connection: close\r\n")
-        content.append(b"\r\n")
-        if method == b"GET":
-            content.append(body)
-        self.transport.write(b"".join(content))
-        if self.access_log:
-            self.access_logger.info(
-                '%s - "%s %s HTTP/%s" %d',
-                get_client_addr(self.scope),
-                method.decode("ascii"),
-                self.url.decode("ascii"),
-                self.parser.get_http_version(),
-                status,
-            )
-        self.probed = keep_alive
-        return True
+        super().on_message_complete()
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         if cycle.scope["path"] in _PROBES:

@@ -1,7 +1,7 @@
 """An Open Inference (V2) inference request: its wire objects, and its tensors read into the
 checked columns of a tabular model.
 
-    request = read_request(body, request.headers.get("inference-header-content-length"))
+    request = read_request(body, request.headers.get("inference-header-content-length"), reader)
     columns = tensor_columns(reader, request, model.name)
 
 Two layouts of the rows are read: one input per feature (MLServer's `"pd"` content type), and
@@ -19,7 +19,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from refit.errors import InputError, MalformedBodyError, Problem
-from refit.serve.records import Columns, RecordReader, parse_json
+from refit.serve._json import parse_json
+from refit.serve._numbers import MAX_COUNT, client_count, shown
+from refit.serve.records import MAX_PROBLEMS, Columns, RecordReader, clipped
 from refit.signature import InputColumn
 from refit.spec import FeatureType
 
@@ -50,6 +52,8 @@ _TAKES: dict[FeatureType, frozenset[str]] = {
     FeatureType.BOOL: frozenset({"BOOL", "BYTES"}),
     FeatureType.CATEGORY: _NUMERIC | {"BYTES"},
 }
+MAX_RANK = 8
+"""The most dimensions a tensor's shape may have (a tabular model's take one or two)."""
 BINARY_HEADER = "inference-header-content-length"
 """The header of the binary tensor data extension: the length of the JSON part of the body."""
 _BINARY = {
@@ -66,7 +70,7 @@ class RequestInput(BaseModel):
     model_config = ConfigDict(strict=True)
 
     name: str
-    shape: list[Annotated[int, Field(ge=0)]]
+    shape: list[Annotated[int, Field(ge=0, le=MAX_COUNT)]] = Field(max_length=MAX_RANK)
     datatype: Datatype
     parameters: dict[str, Any] | None = None
     data: list[Any] | None = None
@@ -93,24 +97,35 @@ class InferenceRequest(BaseModel):
     outputs: list[RequestOutput] | None = None
 
 
-def read_request(body: bytes, header_length: str | None) -> InferenceRequest:
+def read_request(body: bytes, header_length: str | None, reader: RecordReader) -> InferenceRequest:
     """The inference request of a body: JSON, or, when the `Inference-Header-Content-Length`
-    header is given, a JSON header then binary tensor data."""
+    header is given, a JSON header then binary tensor data. A body of more values or inputs
+    than `reader`'s model could take is refused before they are read."""
+    bound = reader.max_separators
     if header_length is None:
-        return _parsed(parse_json(body))
+        return _parsed(parse_json(body, max_separators=bound), reader)
     head, blob = _split_binary(body, header_length)
-    request = _parsed(parse_json(head))
+    request = _parsed(parse_json(head, max_separators=bound), reader)
     _attach(request, blob)
     return request
 
 
-def _parsed(body: Any) -> InferenceRequest:
+def _parsed(body: Any, reader: RecordReader) -> InferenceRequest:
     if not isinstance(body, dict):
         raise MalformedBodyError('expected a JSON object {"inputs": [...]}')
+    inputs = body.get("inputs")
+    if isinstance(inputs, list) and len(inputs) > 2 * reader.max_fields:
+        # Far more inputs than the model's fields: refused before each is validated.
+        reader.check_names([_name(tensor) for tensor in inputs], "inputs")
     try:
         return InferenceRequest.model_validate(body)
     except ValidationError as exc:
         raise MalformedBodyError(invalid(exc.errors())) from None
+
+
+def _name(tensor: Any) -> str:
+    name = tensor.get("name") if isinstance(tensor, dict) else None
+    return name if isinstance(name, str) else ""
 
 
 def invalid(errors: Any) -> str:
@@ -150,24 +165,23 @@ def _values(tensor: RequestInput, what: str) -> list[Any]:
     """The flat values of `tensor`, as many as its shape says."""
     if tensor.data is None:
         raise MalformedBodyError(
-            f"input {tensor.name!r} has no data (nor parameters.binary_data_size)"
+            f"input {shown(tensor.name)} has no data (nor parameters.binary_data_size)"
         )
     values = _flatten(tensor.data)
     if len(values) != _size(tensor.shape):
         raise MalformedBodyError(
-            f"input {tensor.name!r} has shape {tensor.shape}, which holds {_size(tensor.shape)} "
-            f"values, but its data has {len(values)}; {what}"
+            f"input {shown(tensor.name)} has shape {tensor.shape}, which holds "
+            f"{_size(tensor.shape)} values, but its data has {len(values)}; {what}"
         )
     return values
 
 
 def _split_binary(body: bytes, header_length: str) -> tuple[bytes, bytes]:
     """The JSON header and the binary tail of a body of the binary tensor data extension."""
-    length = int(header_length) if header_length.strip().isdigit() else -1
+    length = client_count(header_length, "Inference-Header-Content-Length")
     if not 0 < length <= len(body):
         raise MalformedBodyError(
-            f"Inference-Header-Content-Length is {header_length!r}, but the body has "
-            f"{len(body)} bytes"
+            f"Inference-Header-Content-Length is {length}, but the body has {len(body)} bytes"
         )
     return body[:length], body[length:]
 
@@ -181,13 +195,18 @@ def _attach(request: InferenceRequest, blob: bytes) -> None:
             continue
         if type(size) is not int or not 0 <= size <= len(blob) - offset:
             raise MalformedBodyError(
-                f"input {tensor.name!r} has binary_data_size {size!r}, but "
+                f"input {shown(tensor.name)} has binary_data_size {_told(size)}, but "
                 f"{len(blob) - offset} bytes of binary data are left"
             )
         tensor.data = _decode(blob[offset : offset + size], tensor.datatype, tensor.name)
         offset += size
     if offset != len(blob):
         raise MalformedBodyError(f"{len(blob) - offset} bytes of binary data belong to no input")
+
+
+def _told(value: Any) -> str:
+    """A client's value as a message repeats it: a count as written, anything else cut short."""
+    return str(value) if type(value) is int and 0 <= value <= MAX_COUNT else shown(str(value))
 
 
 def _decode(chunk: bytes, datatype: str, name: str) -> list[Any]:
@@ -197,7 +216,7 @@ def _decode(chunk: bytes, datatype: str, name: str) -> list[Any]:
         dtype = np.dtype(_BINARY[datatype])
         if len(chunk) % dtype.itemsize:
             raise MalformedBodyError(
-                f"input {name!r} has {len(chunk)} bytes of {datatype} data, not a multiple of "
+                f"input {shown(name)} has {len(chunk)} bytes of {datatype} data, not a multiple of "
                 f"{dtype.itemsize}"
             )
         values: list[Any] = np.frombuffer(chunk, dtype=dtype).tolist()
@@ -208,11 +227,11 @@ def _decode(chunk: bytes, datatype: str, name: str) -> list[Any]:
     while at < len(chunk):
         (size,) = struct.unpack_from("<I", chunk, at) if at + 4 <= len(chunk) else (-1,)
         if size < 0 or at + 4 + size > len(chunk):
-            raise MalformedBodyError(f"input {name!r} has BYTES data cut short at byte {at}")
+            raise MalformedBodyError(f"input {shown(name)} has BYTES data cut short at byte {at}")
         try:
             items.append(chunk[at + 4 : at + 4 + size].decode("utf-8"))
         except UnicodeDecodeError:
-            raise MalformedBodyError(f"input {name!r} has BYTES that are not UTF-8") from None
+            raise MalformedBodyError(f"input {shown(name)} has BYTES that are not UTF-8") from None
         at += 4 + size
     return items
 
@@ -247,7 +266,7 @@ def _from_tensor(reader: RecordReader, tensor: RequestInput, name: str) -> Colum
     )
     if len(tensor.shape) != 2 or tensor.shape[1] != width:
         raise MalformedBodyError(
-            f"input {tensor.name!r} has shape {tensor.shape}; send either one tensor of shape "
+            f"input {shown(tensor.name)} has shape {tensor.shape}; send either one tensor of shape "
             f"[N, {width}] ({layout}) or one input per feature, named after it"
         )
     takes = frozenset.intersection(*(_TAKES[c.type] for c in reader.columns))
@@ -264,18 +283,25 @@ def _from_tensor(reader: RecordReader, tensor: RequestInput, name: str) -> Colum
 
 def _from_inputs(reader: RecordReader, inputs: list[RequestInput]) -> Columns:
     columns: dict[str, InputColumn] = {c.name: c for c in reader.columns}
-    reader.check_width(len(inputs), "inputs")
+    if reader.ignores_extra:  # else each unknown or repeated input is named below
+        reader.check_names([tensor.name for tensor in inputs], "inputs")
     problems: list[Problem] = []
     table: dict[str, list[Any]] = {}
     for tensor in inputs:
+        if len(problems) >= MAX_PROBLEMS:
+            break
         if tensor.name not in columns and reader.ignores_extra:
             continue  # an input named for no feature, which serve.extra_fields ignores
         if tensor.name in table:
-            problems.append(Problem(tensor.name, "given twice", None, "one input per feature"))
+            problems.append(
+                Problem(clipped(tensor.name), "given twice", None, "one input per feature")
+            )
             continue
         column = columns.get(tensor.name)
         if len(tensor.shape) not in (1, 2) or tensor.shape[1:] not in ([], [1]):
-            problems.append(Problem(tensor.name, "wrong shape", tensor.shape, "[N] or [N, 1]"))
+            problems.append(
+                Problem(clipped(tensor.name), "wrong shape", tensor.shape, "[N] or [N, 1]")
+            )
             continue
         if column is not None and tensor.datatype not in _TAKES[column.type]:
             expected = _takes(_TAKES[column.type])

@@ -25,23 +25,26 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from refit import __version__
-from refit.deploy.pod import LIVE_PATH, READY_PATH
+from refit.deploy.pod import FIRST_LOAD_SECONDS
 from refit.errors import (
     InputError,
-    MalformedBodyError,
     NotFoundError,
     RefitError,
+    RequestError,
     ServiceUnavailableError,
-    TooLargeError,
 )
 from refit.serve._head import HeadMiddleware, allow_head
-from refit.serve._http import PROBE_STATE
+from refit.serve._json import parse_json
+from refit.serve._logging import RequestLog
+from refit.serve._media import JSON_TYPE, content_type, route_path
+from refit.serve._server import ON_DRAIN
 from refit.serve._unexpected import UnexpectedErrors
+from refit.serve.auth import Access, AccessMiddleware, document_access
 from refit.serve.docs import add_docs, openapi_document
 from refit.serve.invocations import invocations_router
 from refit.serve.metrics import CONTENT_TYPE, ServerMetrics
 from refit.serve.predictor import LoadedModel, Predictions
-from refit.serve.records import parse_json
+from refit.serve.redaction import for_clients
 from refit.serve.schemas import Responses, json_response, ref, refit_errors
 from refit.serve.state import ServerState, off_the_loop, read_body
 from refit.serve.v2 import v2_router
@@ -66,13 +69,15 @@ def _error_response(exc: Exception) -> JSONResponse:
     if isinstance(exc, InputError):
         body = error_body(exc.code, exc.message, [asdict(p) for p in exc.problems])
         return ErrorResponse(body, status_code=exc.status)
-    if isinstance(exc, (MalformedBodyError, TooLargeError, ServiceUnavailableError)):
+    if isinstance(exc, (RequestError, ServiceUnavailableError)):
         headers = {"Retry-After": "1"} if isinstance(exc, ServiceUnavailableError) else None
-        return ErrorResponse(error_body(exc.code, exc.message), exc.status, headers=headers)
+        unavailable = isinstance(exc, ServiceUnavailableError)  # may say why a load failed
+        message = for_clients(exc.message) if unavailable else exc.message
+        return ErrorResponse(error_body(exc.code, message), exc.status, headers=headers)
     if isinstance(exc, NotFoundError):
         return ErrorResponse(error_body("not_found", exc.message), status_code=404)
-    if isinstance(exc, RefitError):
-        return ErrorResponse(error_body("error", exc.message), status_code=500)
+    if isinstance(exc, RefitError):  # the server's own failure: where its stores are stays
+        return ErrorResponse(error_body("error", for_clients(exc.message)), status_code=500)
     return ErrorResponse(error_body("internal", "internal server error"), status_code=500)
 
 
@@ -133,33 +138,34 @@ class MetricsMiddleware:
             self.metrics.latency.labels(path).observe(time.perf_counter() - start)
 
 
-def probe(state: ServerState, path: str) -> JSONResponse:
-    """The answer to a health probe: `/health/live` while the process answers, `/health/ready`
-    when a verified model is loaded and the server is not draining."""
-    if path == LIVE_PATH:
-        return JSONResponse({"status": "live"})
-    model = state.follower.current
-    if state.draining:
-        return JSONResponse({"status": "draining"}, status_code=503)
-    if model is None:
-        return JSONResponse({"status": "not ready", "model": state.name}, status_code=503)
-    return JSONResponse({"status": "ready", "model": model.name, "version": model.version})
+def create_app(
+    state: ServerState,
+    on_shutdown: Callable[[], None] | None = None,
+    access: Access | None = None,
+    *,
+    first_load_timeout: float = FIRST_LOAD_SECONDS,
+) -> FastAPI:
+    """The FastAPI app of a server; its lifespan runs the follower of `production`.
 
+    `access` says which keys the routes need and which `Host` names it answers to; without
+    it, every route is open to any Host.
 
-def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None) -> FastAPI:
-    """The FastAPI app of a server; its lifespan runs the follower of `production`, and gives
-    the connection layer (`refit.serve._http`) the health probes' answers, which it sends
-    without waiting behind requests (the routes below answer the same, and document them)."""
+    Its startup waits (at most `first_load_timeout` seconds) for the version in production to
+    be loaded, verified and warmed up: the server takes no connection before its startup ends,
+    so a worker that starts, or restarts beside others, answers no request with 503 "not
+    ready" while it loads. Without a version in production, or with one that fails to load,
+    it starts all the same and answers 503 saying why."""
+    access = access or Access()
 
-    def probe_answer(path: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        response = probe(state, path)
-        return response.status_code, response.raw_headers, bytes(response.body)
+    def drain() -> None:
+        state.draining = True
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         task = asyncio.create_task(state.follower.run(), name="refit-follow-production")
         try:
-            yield {PROBE_STATE: probe_answer}
+            await state.follower.first_look(first_load_timeout)
+            yield {ON_DRAIN: drain}
         finally:
             state.draining = True
             task.cancel()
@@ -179,7 +185,9 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
     )
     app.state.refit = state
     app.add_middleware(UnexpectedErrors, answer=_error_response)  # inside the metrics
+    app.add_middleware(AccessMiddleware, access=access, routes=app.routes)  # metrics count 401s
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.add_middleware(RequestLog, state=state)  # request ids, the access log
     app.add_middleware(HeadMiddleware)  # outermost: the metrics see the route of the GET
     add_docs(app)
 
@@ -205,26 +213,33 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
         return _error_response(exc)
 
     async def predict_one(name: str, request: Request) -> Response:
+        content_type(request.headers.get("content-type"), (JSON_TYPE,), route_path(request))
         model = state.model(name)
         reader = state.reader(model)
         body = await read_body(request, state.max_body_bytes)
-        columns = await off_the_loop(body, lambda b: reader.one_columns(parse_json(b)))
+        columns = await off_the_loop(
+            body, lambda b: reader.one_columns(parse_json(b, reader.max_record_separators))
+        )
         predictions = await state.predict_columns(model, columns)
         return FastJSONResponse(answer(model, predictions, batch=False))
 
     async def predict_many(name: str, request: Request) -> Response:
+        content_type(request.headers.get("content-type"), (JSON_TYPE,), route_path(request))
         model = state.model(name)
         reader = state.reader(model)
         body = await read_body(request, state.max_body_bytes)
-        columns = await off_the_loop(body, lambda b: reader.many_columns(parse_json(b)))
+        columns = await off_the_loop(
+            body, lambda b: reader.many_columns(parse_json(b, reader.max_separators))
+        )
         predictions = await state.predict_columns(model, columns)
         return FastJSONResponse(answer(model, predictions, batch=True))
 
-    errors = refit_errors(400, 405, 413, 422, 500, 503)
+    errors = refit_errors(400, 405, 413, 415, 422, 500, 503)
     named = {**errors, **refit_errors(404)}
     one: Responses = {200: _body("Prediction")}
     many: Responses = {200: _body("Predictions")}
-    record, records = {"requestBody": _body("Record")}, {"requestBody": _body("Records")}
+    record = {"requestBody": {**_body("Record"), "required": True}}
+    records = {"requestBody": {**_body("Records"), "required": True}}
 
     @app.post(
         "/v1/models/{name}/predict",
@@ -290,16 +305,16 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
         return JSONResponse(state.describe())
 
     @app.get(
-        LIVE_PATH,
+        "/health/live",
         tags=["health"],
         summary="The process answers",
         responses={200: json_response(ref("Live"), "Live"), **refit_errors(405)},
     )
     async def live() -> Response:
-        return probe(state, LIVE_PATH)
+        return JSONResponse({"status": "live"})
 
     @app.get(
-        READY_PATH,
+        "/health/ready",
         tags=["health"],
         summary="A verified model is loaded",
         responses={
@@ -309,7 +324,12 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
         },
     )
     async def ready() -> JSONResponse:
-        return probe(state, READY_PATH)
+        model = state.follower.current
+        if state.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        if model is None:
+            return JSONResponse({"status": "not ready", "model": state.name}, status_code=503)
+        return JSONResponse({"status": "ready", "model": model.name, "version": model.version})
 
     @app.get(
         "/metrics",
@@ -329,6 +349,7 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
         if app.openapi_schema is not None and app.state.openapi_version == _version(model):
             return app.openapi_schema
         schema = openapi_document(app, model.signature if model else None)
+        document_access(schema, access)
         app.openapi_schema, app.state.openapi_version = schema, _version(model)
         return schema
 

@@ -7,7 +7,8 @@ Swagger UI (`/docs`) and ReDoc (`/redoc`) load their scripts and styles from `/d
 files of the installed `fastapi-offline` package (Swagger UI 5, ReDoc 2), so the pages work
 on a machine without internet access. The document lists every response each route gives:
 FastAPI's own `{"detail": [...]}` validation error, which no route of refit answers, is taken
-out, and every GET operation has its HEAD twin (the headers of the GET, without the body).
+out, every GET operation has its HEAD twin (the headers of the GET, without the body), and
+every response has its `X-Request-Id` header.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from refit.serve._logging import MAX_REQUEST_ID, REQUEST_ID_HEADER
 from refit.serve.schemas import UNKNOWN_PATH, openapi_components
 from refit.signature import Signature
 
@@ -32,6 +34,12 @@ DOCS, REDOC, STATIC = "/docs", "/redoc", "/docs/static"
 OAUTH2_REDIRECT = "/docs/oauth2-redirect"
 _ASSETS = ("fastapi_offline", "static")
 _FASTAPI_VALIDATION = ("ValidationError", "HTTPValidationError")
+REQUEST_ID = {
+    "description": "The request's id, in its log lines too: the client's own `X-Request-Id` "
+    f"when it is at most {MAX_REQUEST_ID} letters, digits and `._:-`, else a new one.",
+    "required": True,
+    "schema": {"type": "string", "maxLength": MAX_REQUEST_ID},
+}
 
 
 def add_docs(app: FastAPI) -> None:
@@ -83,10 +91,17 @@ def openapi_document(app: FastAPI, signature: Signature | None) -> dict[str, Any
     for name in _FASTAPI_VALIDATION:
         schemas.pop(name, None)
     schemas.update(openapi_components(signature))
-    components.setdefault("responses", {})["UnknownPath"] = UNKNOWN_PATH
+    components.setdefault("responses", {})["UnknownPath"] = dict(UNKNOWN_PATH)
+    components.setdefault("headers", {})["RequestId"] = REQUEST_ID
+    responses = [components["responses"]["UnknownPath"]]
     for item in document["paths"].values():
         for operation in item.values():
             _drop_fastapi_validation(operation["responses"])
+            responses.extend(operation["responses"].values())
+    request_id = {REQUEST_ID_HEADER: {"$ref": "#/components/headers/RequestId"}}
+    for response in responses:  # a new dict: FastAPI shares the declared ones between routes
+        response["headers"] = {**response.get("headers", {}), **request_id}
+    for item in document["paths"].values():
         if "get" in item:
             item["head"] = _head(item["get"])
     return document

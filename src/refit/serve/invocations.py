@@ -24,7 +24,9 @@ text, as MLflow answers.
 from __future__ import annotations
 
 import csv
+import heapq
 import io
+import itertools
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -42,9 +44,19 @@ from refit.errors import (
     RefitError,
     RequestError,
     ServiceUnavailableError,
+    TooLargeError,
 )
+from refit.serve._json import count_outside_quotes, parse_json
+from refit.serve._media import JSON_TYPE, UnsupportedMediaType, content_type
 from refit.serve._routes import AsciiJSONResponse, protocol_route
-from refit.serve.records import Columns, RecordReader, explain, given_twice, parse_json
+from refit.serve.records import (
+    MAX_PROBLEMS,
+    Columns,
+    RecordReader,
+    clipped,
+    explain,
+    given_twice,
+)
 from refit.serve.schemas import json_response, mlflow_errors
 from refit.serve.state import ServerState, off_the_loop, read_body
 
@@ -52,21 +64,13 @@ log = logging.getLogger("refit.serve")
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 CSV_TYPES = ("text/csv", "application/csv")
-JSON_TYPE = "application/json"
-
-
-class UnsupportedMediaType(RequestError):
-    """A content type `/invocations` does not read (MLflow answers these in plain text)."""
-
-    status = 415
-    code = "unsupported_media_type"
 
 
 def error_response(exc: Exception) -> Response:
     """MLflow's answer to anything raised while serving one of its routes."""
     status, code = 500, "INTERNAL_ERROR"
     headers: Mapping[str, str] | None = None
-    if isinstance(exc, UnsupportedMediaType):
+    if isinstance(exc, UnsupportedMediaType):  # MLflow answers these in plain text
         return PlainTextResponse(exc.message, status_code=415)
     if isinstance(exc, InputError):
         status, code, message = 400, "BAD_REQUEST", explain(exc)
@@ -91,32 +95,13 @@ def error_response(exc: Exception) -> Response:
 
 
 def media_type(header: str | None) -> str:
-    """The MIME type of a Content-Type header, refusing what MLflow refuses: a charset other
-    than UTF-8 and any other parameter (such as 1.x's `format=pandas-split`)."""
-    if not header:
-        raise UnsupportedMediaType(
-            f"no Content-Type; /invocations reads {JSON_TYPE} and {' or '.join(CSV_TYPES)}"
-        )
-    mime, *parameters = (part.strip() for part in header.split(";"))
-    values = {
-        key.strip().lower(): value.strip()
-        for key, _, value in (p.partition("=") for p in parameters)
-    }
-    if values.get("charset", "utf-8").strip('"').lower() != "utf-8":
-        raise UnsupportedMediaType("/invocations reads only UTF-8 (charset=utf-8)")
-    others = sorted(values.keys() - {"charset"})
-    if others:
-        raise UnsupportedMediaType(
-            f"unrecognized content type parameters: {', '.join(others)}. The scoring protocol "
-            "changed in MLflow 2.0: send a JSON object with one of the fields "
-            f"{', '.join(FORMATS)} instead of a format parameter"
-        )
-    mime = mime.lower()
-    if mime != JSON_TYPE and mime not in CSV_TYPES:
-        raise UnsupportedMediaType(
-            f"/invocations reads {JSON_TYPE} and {' or '.join(CSV_TYPES)}; got {header!r}"
-        )
-    return mime
+    """The MIME type of a Content-Type header, refusing what MLflow refuses: another type, a
+    charset other than UTF-8 and any other parameter (such as 1.x's `format=pandas-split`)."""
+    hint = (
+        "the scoring protocol changed in MLflow 2.0: send a JSON object with one of the fields "
+        f"{', '.join(FORMATS)} instead of a format parameter"
+    )
+    return content_type(header, (JSON_TYPE, *CSV_TYPES), "/invocations", hint)
 
 
 # --- JSON -----------------------------------------------------------------------------------
@@ -131,9 +116,11 @@ def json_columns(reader: RecordReader, body: Any) -> Columns:
     if not isinstance(body, dict):
         kind = "a list" if isinstance(body, list) else f"a {type(body).__name__}"
         raise MalformedBodyError(f"{required}; received {kind}")
-    fields = sorted(body.keys() - {"params"})
+    fields = heapq.nsmallest(2, body.keys() - {"params"})
     if len(fields) != 1 or fields[0] not in FORMATS:
-        raise MalformedBodyError(f"{required}; received the fields {', '.join(sorted(body))}")
+        named = ", ".join(clipped(key) for key in heapq.nsmallest(MAX_PROBLEMS, body))
+        more = f" and {len(body) - MAX_PROBLEMS} more" if len(body) > MAX_PROBLEMS else ""
+        raise MalformedBodyError(f"{required}; received the fields {named}{more}")
     if not isinstance(body.get("params", {}), dict):
         raise InputError([Problem("params", "wrong type", _kind(body["params"]), "an object")])
     [key] = fields
@@ -161,8 +148,8 @@ def _split(reader: RecordReader, split: Any) -> Columns:
         expected = 'an object {"columns": [...], "data": [[...], ...]}'
         raise InputError([Problem("dataframe_split", "wrong type", _kind(split), expected)])
     problems = [
-        Problem(f"dataframe_split.{key}", "unknown field", None, "columns, data or index")
-        for key in sorted(split.keys() - {"columns", "data", "index"})
+        Problem(f"dataframe_split.{clipped(key)}", "unknown field", None, "columns, data or index")
+        for key in heapq.nsmallest(MAX_PROBLEMS, split.keys() - {"columns", "data", "index"})
     ]
     columns: Any = split.get("columns")  # a list of names, once the checks pass
     data: Any = split.get("data")
@@ -170,9 +157,11 @@ def _split(reader: RecordReader, split: Any) -> Columns:
         received = None if columns is None else _kind(columns)
         problem = "missing" if columns is None else "wrong type"
         problems.append(Problem("dataframe_split.columns", problem, received, "a list of names"))
-    elif len(set(columns)) != len(columns):
-        twice = given_twice(columns)
-        problems.append(Problem("dataframe_split.columns", "names given twice", twice, None))
+    else:
+        reader.check_names(columns, "dataframe_split.columns")
+        if len(set(columns)) != len(columns):
+            twice = given_twice(columns)
+            problems.append(Problem("dataframe_split.columns", "names given twice", twice, None))
     if not isinstance(data, list):
         received = None if data is None else _kind(data)
         problem = "missing" if data is None else "wrong type"
@@ -181,7 +170,7 @@ def _split(reader: RecordReader, split: Any) -> Columns:
         problems.append(Problem("dataframe_split.data", "empty batch", [], "at least one row"))
     if problems:
         raise InputError(problems)
-    reader.check_width(len(columns), "dataframe_split.columns")
+    reader.check_rows(len(data), "rows")
     width = f"{len(columns)} values, one per column"
     _check_rows(data, len(columns), "dataframe_split.data", width)
     table = {name: [row[k] for row in data] for k, name in enumerate(columns)}
@@ -193,6 +182,7 @@ def _split(reader: RecordReader, split: Any) -> Columns:
 
 def _rows(reader: RecordReader, rows: list[list[Any]], key: str) -> Columns:
     """Rows given as lists of the features in signature order."""
+    reader.check_rows(len(rows), "rows")
     width = f"{len(reader.names)} values, the features in order: {', '.join(reader.names)}"
     _check_rows(rows, len(reader.names), key, width)
     table = {name: [row[j] for row in rows] for j, name in enumerate(reader.names)}
@@ -201,20 +191,24 @@ def _rows(reader: RecordReader, rows: list[list[Any]], key: str) -> Columns:
 
 
 def _check_rows(rows: list[Any], width: int, where: str, expected: str) -> None:
+    if all(type(row) is list and len(row) == width for row in rows):
+        return
     problems = []
     for i, row in enumerate(rows):
         if not isinstance(row, list):
             problems.append(Problem(f"{where}[{i}]", "wrong type", _kind(row), "a list"))
         elif len(row) != width:
             problems.append(Problem(f"{where}[{i}]", "wrong length", len(row), expected))
-    if problems:
-        raise InputError(problems[:50])
+        if len(problems) == MAX_PROBLEMS:
+            break
+    raise InputError(problems)
 
 
 def _named(reader: RecordReader, columns: dict[str, Any], key: str) -> Columns:
     """`{"a": [1, 3], "b": [2, 4]}`: each feature's values, by name."""
+    reader.check_names(list(columns), key)
     problems = [
-        Problem(f"{key}.{name}", "wrong type", _kind(values), "a list of values")
+        Problem(f"{key}.{clipped(name)}", "wrong type", _kind(values), "a list of values")
         for name, values in columns.items()
         if not isinstance(values, list)
     ]
@@ -227,7 +221,10 @@ def _named(reader: RecordReader, columns: dict[str, Any], key: str) -> Columns:
 
 
 def csv_columns(reader: RecordReader, body: bytes) -> Columns:
-    """The checked columns of a CSV body: a header row of names, then one row per instance."""
+    """The checked columns of a CSV body: a header row of names, then one row per instance.
+    One of more cells than `serve.max_batch_rows` rows of the model's fields is refused before
+    it is parsed."""
+    _bound_cells(body, reader.max_separators)
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -245,7 +242,7 @@ def csv_columns(reader: RecordReader, body: bytes) -> Columns:
             "instance"
         )
     (_, header), data = rows[0], rows[1:]
-    reader.check_width(len(header), "the CSV header")
+    reader.check_names(header, "the CSV header")
     twice = given_twice(header)
     if twice:
         raise InputError([Problem("the CSV header", "names given twice", twice, None)])
@@ -253,15 +250,30 @@ def csv_columns(reader: RecordReader, body: bytes) -> Columns:
         raise InputError(
             [Problem("the CSV", "empty batch", [], "at least one row after the header")]
         )
+    reader.check_rows(len(data), "rows")
+    ragged = ((line, row) for line, row in data if len(row) != len(header))
     problems = [
         Problem(f"line {line}", "wrong length", len(row), f"{len(header)} values, as in the header")
-        for line, row in data
-        if len(row) != len(header)
+        for line, row in itertools.islice(ragged, MAX_PROBLEMS)
     ]
     if problems:
-        raise InputError(problems[:50])
+        raise InputError(problems)
     table = {name: [_cell(row[k]) for _, row in data] for k, name in enumerate(header)}
     return reader.table_columns(table, lambda name, i: f"line {data[i][0]} ({name})")
+
+
+def _bound_cells(body: bytes, limit: int) -> None:
+    """Refuse a CSV body of more than `limit` separators (commas and line ends outside quoted
+    cells), counted exactly only when the count of all of them is over `limit`."""
+    count = body.count(b",") + body.count(b"\n")
+    if count > limit:
+        # Quotes open and close quoted cells (one inside a cell is doubled: closed, reopened).
+        count = count_outside_quotes(body, b",\n", limit)
+    if count > limit:
+        raise TooLargeError(
+            f"the CSV body holds more than {limit} cells, more than a request to this model "
+            "can (serve.max_batch_rows rows of its fields)"
+        )
 
 
 def _cell(text: str) -> Any:
@@ -338,7 +350,7 @@ def invocations_router(state: ServerState) -> APIRouter:
         def read(body: bytes) -> Columns:
             if mime in CSV_TYPES:
                 return csv_columns(reader, body)
-            return json_columns(reader, parse_json(body))
+            return json_columns(reader, parse_json(body, reader.max_separators))
 
         columns = await off_the_loop(body, read)
         predictions = await state.predict_columns(model, columns)

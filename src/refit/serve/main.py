@@ -9,6 +9,7 @@ usual `REFIT_SERVE__*` spec overrides.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from typing import Any
 
@@ -17,17 +18,32 @@ from uvicorn.config import LOGGING_CONFIG
 
 from refit.project import load_project
 from refit.serve.app import create_app
+from refit.serve.auth import Access
 from refit.serve.state import ServerState
 from refit.services import open_services
+from refit.spec import LogFormat
 
 PROJECT_ENV = "REFIT_PROJECT"
+_LOGGING = "refit.serve._logging"
+
+log = logging.getLogger("refit.serve")
 
 
 def app_from_environment() -> FastAPI:
     """Build a worker's app for the project named by `REFIT_PROJECT` (default: here)."""
     project = load_project(os.environ.get(PROJECT_ENV, "."))
-    services = open_services(project)
+    access = Access.from_spec(project.spec.serve, os.environ)
     serve = project.spec.serve
+    if serve.log_format == "json":
+        logging.captureWarnings(True)  # a warning is a JSON line too, not text on stderr
+    log.info(
+        "worker %d serves %s@production from the registry %s and the artifact store %s",
+        os.getpid(),
+        project.spec.name,
+        project.metadata_url,
+        project.artifacts_url,
+    )
+    services = open_services(project)
     state = ServerState.open(
         services,
         poll_interval=serve.poll_interval,
@@ -42,11 +58,45 @@ def app_from_environment() -> FastAPI:
         state.metrics.close()
         services.close()
 
-    return create_app(state, on_shutdown=shutdown)
+    return create_app(state, on_shutdown=shutdown, access=access)
 
 
-def log_config() -> dict[str, Any]:
-    """uvicorn's logging, with refit's own server messages shown the same way."""
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["refit"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
-    return config
+def log_config(log_format: LogFormat = "text", access_log: bool = True) -> dict[str, Any]:
+    """The `logging.config.dictConfig` of a server process: uvicorn's text lines (and its
+    access log), or JSON lines on stderr with refit's access log; secrets redacted in both."""
+    if log_format == "text":
+        config = copy.deepcopy(LOGGING_CONFIG)
+        config["formatters"]["default"]["()"] = f"{_LOGGING}.TextFormatter"
+        config["loggers"]["refit"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+        quiet = {"handlers": [], "propagate": False}
+        config["loggers"]["refit.access"] = quiet  # uvicorn's access log is the text one
+        if not access_log:
+            config["loggers"]["uvicorn.access"] = quiet
+        return config
+    handler = ["json"]
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": f"{_LOGGING}.JsonFormatter"}},
+        "filters": {"request": {"()": f"{_LOGGING}.RequestContext"}},
+        "handlers": {
+            "json": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "filters": ["request"],
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            "uvicorn": {"handlers": handler, "level": "INFO", "propagate": False},
+            "uvicorn.error": {"level": "INFO"},
+            "uvicorn.access": {"handlers": [], "propagate": False},  # refit's replaces it
+            "refit": {"handlers": handler, "level": "INFO", "propagate": False},
+            "refit.access": {
+                "handlers": handler if access_log else [],
+                "level": "INFO",
+                "propagate": False,
+            },
+        },
+        "root": {"handlers": handler, "level": "WARNING"},
+    }

@@ -64,6 +64,14 @@ class ServerMetrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.production_version = Gauge(
+            "refit_model_production_version",
+            "The version holding production at the last look (0: none); alert when it "
+            "differs from refit_model_version for longer than a load takes.",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.swaps = Counter(
             "refit_model_swaps",
             "Times a newly promoted version was swapped in.",
@@ -72,7 +80,8 @@ class ServerMetrics:
         )
         self.load_failures = Counter(
             "refit_model_load_failures",
-            "Versions refused because a load step failed (fetch, checksum, load, warm-up).",
+            "Versions refused because a load step failed (fetch, checksum, load, warm-up), "
+            "and ONNX artifacts that failed to load (their version served natively).",
             ["model"],
             registry=r,
         )

@@ -23,6 +23,7 @@ from refit.flavors.onnx import OnnxModel
 from refit.registry import ModelVersionRow
 from refit.registry.tables import utcnow
 from refit.serve.records import Columns, columns_of, frame_of
+from refit.serve.redaction import for_clients
 from refit.signature import Signature, sample_frame
 from refit.spec import ArtifactFormat, Task
 
@@ -164,7 +165,9 @@ class LoadedModel:
     artifact_sha256: str
     runtime: str = "native"
     onnx: str | None = None
-    """Why ONNX is not used, when it is not."""
+    """Why ONNX is not used, when it is not (as a client may read it)."""
+    onnx_error: str | None = None
+    """The full error of an ONNX artifact that failed to load, served natively instead."""
     loaded_at: datetime = field(default_factory=utcnow)
 
     def describe(self) -> dict[str, Any]:
@@ -199,6 +202,7 @@ def load_predictor(
             "serve the new schema"
         )
     onnx_note: str | None = None
+    onnx_error: str | None = None
     predictor: SklearnPredictor | OnnxPredictor | None = None
     onnx = row.onnx or {"status": "not converted (registered before ONNX export)"}
     if row.flavor == "onnx":  # the user's own ONNX model: its artifact is the ONNX file
@@ -214,7 +218,12 @@ def load_predictor(
             classes = signature.output.classes
             predictor = OnnxPredictor(OnnxModel(data, signature.names, classes), signature)
         except RefitError as exc:
-            onnx_note = f"its ONNX file could not be loaded ({exc}); serving it natively"
+            # Served natively all the same, but counted and reported like any load failure:
+            # a damaged ONNX file is a damaged artifact.
+            onnx_error = f"{where}'s ONNX artifact failed to load: {exc}"
+            onnx_note = (
+                f"its ONNX artifact failed to load ({for_clients(str(exc))}); served natively"
+            )
     else:
         onnx_note = str(onnx.get("status"))
     if predictor is None:
@@ -247,6 +256,7 @@ def load_predictor(
         artifact_sha256=row.artifact_sha256,
         runtime=predictor.runtime,
         onnx=onnx_note,
+        onnx_error=onnx_error,
     )
 
 

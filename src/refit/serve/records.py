@@ -14,12 +14,10 @@ import heapq
 import itertools
 import json
 import math
-import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
-import orjson
 import pandas as pd
 
 from refit.errors import InputError, MalformedBodyError, Problem, TooLargeError
@@ -34,37 +32,11 @@ _EXPECTED = {
     FeatureType.BOOL: "true or false",
     FeatureType.CATEGORY: "a string",
 }
-_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 MAX_PROBLEMS = 50
 MAX_EXTRA_FIELDS = 1024
 """With `serve.extra_fields: ignore`, how many fields beyond the model's a record (or a table)
 may carry; one with more is refused before any value is read."""
 ExtraFields = Literal["reject", "ignore"]
-
-
-def parse_json(body: bytes) -> Any:
-    """The JSON value of a body; `MalformedBodyError` says where it breaks."""
-    if not body.strip():
-        raise MalformedBodyError("the request body is empty; expected a JSON object")
-    try:
-        return orjson.loads(body)  # the common case, several times faster
-    except orjson.JSONDecodeError:
-        pass  # NaN, huge integers, or broken JSON: the standard parser says which, and where
-    try:
-        return json.loads(body, parse_constant=_NON_FINITE.__getitem__)
-    except UnicodeDecodeError:
-        raise MalformedBodyError("the request body is not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise MalformedBodyError(
-            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno}, "
-            f"column {exc.colno}"
-        ) from None
-    except RecursionError:
-        raise MalformedBodyError("the request body nests arrays or objects too deeply") from None
-    except ValueError:  # an integer literal longer than Python converts
-        raise MalformedBodyError(
-            f"the request body holds an integer of more than {sys.get_int_max_str_digits()} digits"
-        ) from None
 
 
 def explain(error: InputError, limit: int = 10) -> str:
@@ -83,7 +55,18 @@ def explain(error: InputError, limit: int = 10) -> str:
     return f"{count} problem{'s' if count > 1 else ''} with the input: {'; '.join(parts)}{more}"
 
 
+_SHOWN = 200
+"""Characters of a client's text (a value, a field's name) that a problem repeats."""
+
+
+def clipped(text: str) -> str:
+    """`text` as a problem names it: cut to `_SHOWN` characters (an answer stays small)."""
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+
+
 def _show(value: Any) -> Any:
+    if isinstance(value, str):
+        return clipped(value)
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, (dict, list)):
@@ -138,15 +121,35 @@ class RecordReader:
             if self.ignores_extra
             else ", the model's inputs"
         )
+        # A name more than twice as long as every input's resembles none of them (a ratio of
+        # 0.75 needs lengths within 5:3): no did-you-mean, whose cost grows with its length.
+        self._resembles = 2 * max(map(len, self.names), default=0)
+        width = len(self.names) + (len(self.names) + 8 if self.ignores_extra else 1)
+        self.max_separators = (max_rows + 1) * width + 1024
+        """The most commas (outside strings) a body of a batch, a table or tensors may hold:
+        `max_rows` rows of the model's fields and a margin. One with more is refused before it
+        is parsed."""
+        self.max_record_separators = self.max_fields + MAX_EXTRA_FIELDS
+        """The same for a body of one record: room to name a few hundred unknown fields."""
 
-    def check_width(self, fields: int, where: str) -> None:
-        """Refuse a table of more fields than `max_fields` before any of its values is read
-        (the per-field problems of so wide a table would be work out of proportion)."""
-        if fields > self.max_fields and self.ignores_extra:
-            raise InputError([Problem(where, "too many fields", fields, self._too_many)])
+    def check_names(self, names: Sequence[str], where: str) -> None:
+        """Refuse a table of more names than the model's (of more than `max_fields` when extra
+        fields are ignored) before any of its values is read: its first unknown names, or the
+        names it gives twice. The per-value work on so wide a table could never succeed."""
+        if len(names) <= (self.max_fields if self.ignores_extra else len(self.names)):
+            return
+        if self.ignores_extra:
+            raise InputError([Problem(where, "too many fields", len(names), self._too_many)])
+        unknown = itertools.islice((n for n in names if n not in self._known), MAX_PROBLEMS)
+        problems = [Problem(clipped(n), "unknown field", None, self._no(n)) for n in unknown]
+        if not problems:  # only the model's names, some of them more than once
+            problems = [Problem(where, "names given twice", given_twice(names), None)]
+        raise InputError(problems)
 
     def _no(self, name: str) -> str:
         """What is expected instead of an unknown field: nothing, or the name it resembles."""
+        if len(name) > self._resembles:
+            return "no such field"
         close = difflib.get_close_matches(name, self.names, n=1, cutoff=0.75)
         return f"no such field (did you mean {close[0]}?)" if close else "no such field"
 
@@ -164,11 +167,12 @@ class RecordReader:
         """The checked values of `{"records": [...]}`, column by column."""
         if not isinstance(body, dict) or "records" not in body:
             raise MalformedBodyError('expected a JSON object {"records": [{...}, ...]}')
-        if set(body) != {"records"}:
+        if len(body) > 1:
+            others = heapq.nsmallest(MAX_PROBLEMS, body.keys() - {"records"})
             raise InputError(
                 [
-                    Problem(key, "unknown field", _show(body[key]), 'only "records"')
-                    for key in sorted(body.keys() - {"records"})
+                    Problem(clipped(k), "unknown field", _show(body[k]), 'only "records"')
+                    for k in others
                 ]
             )
         records = body["records"]
@@ -195,7 +199,7 @@ class RecordReader:
             raise InputError([Problem(where, "wrong type", _show(records), "a list")])
         if not records:
             raise InputError([Problem(where, "empty batch", [], "at least one record")])
-        self._check_rows(len(records), "records")
+        self.check_rows(len(records), "records")
         return self._columns(records, lambda i, name: f"{where}[{i}].{name}", where + "[{i}]")
 
     def table_columns(
@@ -208,10 +212,10 @@ class RecordReader:
         every value as a record's are; `field(name, i)` names value `i` of column `name` in
         the problems, e.g. `lambda name, i: f"{name}[{i}]"`.
         """
-        self.check_width(len(table), "the body")
+        self.check_names(list(table), "the body")
         unknown = () if self.ignores_extra else (n for n in table if n not in self._known)
         problems = [  # the first few unknown names, each with the name it resembles
-            Problem(name, "unknown field", None, self._no(name))
+            Problem(clipped(name), "unknown field", None, self._no(name))
             for name in itertools.islice(unknown, MAX_PROBLEMS)
         ]
         problems += [
@@ -230,7 +234,7 @@ class RecordReader:
             raise InputError(problems[:MAX_PROBLEMS])
         if rows == 0:
             raise InputError([Problem(self.names[0], "empty batch", [], "at least one value")])
-        self._check_rows(rows, "rows")
+        self.check_rows(rows, "rows")
         values: list[list[Any]] = []
         for j, column in enumerate(self.columns):
             given = table[column.name]
@@ -257,7 +261,8 @@ class RecordReader:
             raise InputError(problems)
         return values
 
-    def _check_rows(self, rows: int, unit: str) -> None:
+    def check_rows(self, rows: int, unit: str) -> None:
+        """Refuse a batch of more than `max_rows` rows (`TooLargeError`)."""
         if rows > self.max_rows:
             raise TooLargeError(
                 f"the batch has {rows} {unit}; this server takes at most "
@@ -272,6 +277,8 @@ class RecordReader:
         problems: list[Problem] = []
         values: list[list[Any]] = [[] for _ in self.columns]
         for i, record in enumerate(records):
+            if len(problems) >= MAX_PROBLEMS:
+                break
             if not isinstance(record, dict):
                 place = where.format(i=i)
                 problems.append(Problem(place, "wrong type", _show(record), "an object of fields"))
@@ -284,17 +291,19 @@ class RecordReader:
                 # The first few in name order, each with the name it resembles: a record of
                 # 10^5 unknown fields costs a sort, not 10^5 did-you-means.
                 for name in heapq.nsmallest(MAX_PROBLEMS - len(problems), unknown):
+                    shown = field(i, clipped(name))
                     problems.append(
-                        Problem(
-                            field(i, name), "unknown field", _show(record[name]), self._no(name)
-                        )
+                        Problem(shown, "unknown field", _show(record[name]), self._no(name))
                     )
+            wide = not self.ignores_extra and len(record) > len(self._known)
             for j, column in enumerate(self.columns):
                 if column.name not in record:
                     problems.append(
                         Problem(field(i, column.name), "missing", None, self._expected[j])
                     )
                     continue
+                if wide:
+                    continue  # more fields than the model's: refused, its values are not read
                 raw = record[column.name]
                 if is_missing(raw):
                     if not column.nullable:
@@ -309,8 +318,6 @@ class RecordReader:
                         Problem(field(i, column.name), problem, _show(raw), self._expected[j])
                     )
                 values[j].append(value)
-            if len(problems) >= MAX_PROBLEMS:
-                break
         if problems:
             raise InputError(problems[:MAX_PROBLEMS])
         return values

@@ -78,7 +78,11 @@ def openapi_components(signature: Signature | None) -> dict[str, Any]:
             "title": "Records",
             "type": "object",
             "properties": {
-                "records": {"type": "array", "items": {"$ref": "#/components/schemas/Record"}}
+                "records": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/Record"},
+                    "minItems": 1,
+                }
             },
             "required": ["records"],
             "additionalProperties": False,
@@ -121,6 +125,19 @@ _STATUS_SCHEMAS = _titled(
                 "name": _STRING,
                 "alias": {**_STRING, "description": "The alias the server follows."},
                 "ready": _BOOLEAN,
+                "production": {
+                    "anyOf": [_INTEGER, {"type": "null"}],
+                    "description": "The version holding the alias at the server's last look.",
+                },
+                "serving": {
+                    "anyOf": [_INTEGER, {"type": "null"}],
+                    "description": "The version this server answers with.",
+                },
+                "reason": {
+                    **_NULLABLE_STRING,
+                    "description": "Why it does not answer with the version holding the alias "
+                    "(null: it does), e.g. `v4 failed to load: artifact corrupt: ...`.",
+                },
                 "served": {"anyOf": [ref("ServedVersion"), {"type": "null"}]},
                 "refused": {
                     "anyOf": [ref("RefusedVersion"), {"type": "null"}],
@@ -144,11 +161,22 @@ _STATUS_SCHEMAS = _titled(
                 "metric": _STRING,
                 "metrics": {"type": "object"},
                 "artifact_sha256": _STRING,
+                "onnx_failed": {
+                    **_BOOLEAN,
+                    "description": "Its ONNX artifact failed to load: it is served natively.",
+                },
                 "signature": {"type": "object", "description": "Its inputs and its output."},
             },
             "required": ["name", "version", "runtime", "loaded_at", "signature"],
         },
-        "RefusedVersion": _object({"version": _INTEGER, "error": _STRING, "attempts": _INTEGER}),
+        "RefusedVersion": _object(
+            {
+                "version": _INTEGER,
+                "error": _STRING,
+                "attempts": _INTEGER,
+                "retry_in": {"type": "number", "description": "Seconds to the next attempt."},
+            }
+        ),
         "Live": _object({"status": {"const": "live"}}),
         "Ready": _object({"status": {"const": "ready"}, "model": _STRING, "version": _INTEGER}),
         "NotReady": _object(
@@ -215,7 +243,8 @@ _WHY = {
     404: "No such model (or version) is served here",
     405: "The path does not take this method; `Allow` lists the ones it takes",
     413: "The body or the batch is over the server's limit",
-    415: "A content type this route does not read (in plain text, as MLflow answers)",
+    415: "A Content-Type this route does not read, none, or a charset other than UTF-8; the "
+    "message says what to send",
     422: "Fields missing, unknown, of the wrong type or out of range, or rows the model "
     "refuses; `problems` names each",
     500: "Predicting failed; the server's log has the cause",
@@ -232,6 +261,7 @@ _CODES = {
     404: "`not_found`",
     405: "`method_not_allowed`",
     413: "`too_large`",
+    415: "`unsupported_media_type`",
     422: "`invalid_input`, or `model_refused` when the model fails on the request's own rows",
     500: "`internal`, or `error` for a failure refit names",
     503: "`unavailable`",
@@ -279,7 +309,8 @@ def mlflow_errors(*statuses: int) -> Responses:
     for status in statuses:
         if status == 415:
             text = {"text/plain": {"schema": _STRING}}
-            responses[status] = {"description": _WHY_STANDARD[status], "content": text}
+            why = f"{_WHY_STANDARD[status]} (in plain text, as MLflow answers)"
+            responses[status] = {"description": why, "content": text}
         else:
             responses[status] = _error(status, "MlflowError", _WHY_STANDARD[status])
     return responses

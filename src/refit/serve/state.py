@@ -21,6 +21,7 @@ from refit.errors import (
     ServiceUnavailableError,
     TooLargeError,
 )
+from refit.serve._numbers import client_count
 from refit.serve.batching import MicroBatcher, ModelFailure
 from refit.serve.follower import LoadFailure, ModelFollower
 from refit.serve.metrics import ServerMetrics
@@ -54,10 +55,14 @@ class ServerState:
         max_batch_size: int = 64,
         max_batch_delay: float = 0.0,
         max_queue_rows: int = 4096,
+        heartbeat: bool = True,
     ) -> ServerState:
+        """The state of a server of `services`' project; with `heartbeat`, it reports what it
+        serves to the registry (see `refit.registry.heartbeats`)."""
         name = services.project.spec.name
         metrics = ServerMetrics()
         metrics.model_version.labels(name).set(0)
+        metrics.production_version.labels(name).set(0)
         metrics.failing_version.labels(name).set(0)
         for counter in (metrics.rows, metrics.swaps, metrics.load_failures):
             counter.labels(name)  # exported as 0 from the start, so rates and alerts work
@@ -66,6 +71,11 @@ class ServerState:
             metrics.model_version.labels(name).set(loaded.version)
             if previous is not None:
                 metrics.swaps.labels(name).inc()
+            if loaded.onnx_error is not None:  # served natively, but a failed artifact
+                metrics.load_failures.labels(name).inc()
+
+        def production(version: int | None) -> None:
+            metrics.production_version.labels(name).set(version or 0)
 
         def refused(failure: LoadFailure | None) -> None:
             metrics.failing_version.labels(name).set(0 if failure is None else failure.version)
@@ -79,6 +89,8 @@ class ServerState:
             poll_interval=poll_interval,
             on_swap=swapped,
             on_failure=refused,
+            on_production=production,
+            heartbeat=heartbeat,
         )
         batcher = MicroBatcher(
             max_batch_size=max_batch_size,
@@ -96,10 +108,7 @@ class ServerState:
             raise NotFoundError(f"no model {name!r} here; this server serves {self.name!r}")
         model = self.follower.current
         if model is None:
-            why = "no version of it holds production yet"
-            if self.follower.failure is not None:
-                why = f"production v{self.follower.failure.version} failed to load"
-            raise ServiceUnavailableError(f"{name} is not ready: {why}")
+            raise ServiceUnavailableError(f"{name} is not ready: {self.follower.waiting()}")
         return model
 
     async def predict_columns(self, model: LoadedModel, columns: Columns) -> Predictions:
@@ -124,15 +133,37 @@ class ServerState:
         return reader
 
     def describe(self) -> dict[str, Any]:
-        model = self.follower.current
-        failure = self.follower.failure
+        """What `/v1/models` shows: the version holding the alias, the one served and, when
+        they differ, why (as a client may read it: see `refit.serve.redaction`)."""
+        follower = self.follower
+        model, failure = follower.current, follower.failure
+        served = None
+        if model is not None:
+            served = model.describe() | {"onnx_failed": model.onnx_error is not None}
         return {
             "name": self.name,
-            "alias": self.follower.alias,
+            "alias": follower.alias,
             "ready": model is not None,
-            "served": model.describe() if model is not None else None,
+            "production": follower.production,
+            "serving": model.version if model is not None else None,
+            "reason": self._not_serving_production(),
+            "served": served,
             "refused": failure.describe() if failure is not None else None,
         }
+
+    def _not_serving_production(self) -> str | None:
+        """Why the served version is not the one holding the alias (None: it is)."""
+        follower = self.follower
+        model, production, failure = follower.current, follower.production, follower.failure
+        if model is None:
+            return follower.waiting()
+        if production is None or production == model.version:
+            return None
+        if failure is not None and failure.version == production:
+            return f"v{production} failed to load: {failure.reason}"
+        if follower.loading == production:
+            return f"loading v{production}"
+        return f"v{production} is not loaded yet"
 
 
 _SHOWN_ROWS = 5
@@ -195,9 +226,10 @@ async def off_the_loop(body: bytes, read: Callable[[bytes], T]) -> T:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
+    """The body of `request`, refused (413) past `limit` bytes before more is read."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise TooLargeError(f"the body has {declared} bytes; the limit is {limit}")
+    if declared is not None and (size := client_count(declared, "Content-Length")) > limit:
+        raise TooLargeError(f"the body has {size} bytes; the limit is {limit}")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)

@@ -53,6 +53,8 @@ from refit.serve._inference import (
     read_request,
     tensor_columns,
 )
+from refit.serve._media import JSON_TYPE, content_type, route_path
+from refit.serve._numbers import shown
 from refit.serve._routes import AsciiJSONResponse as V2Response
 from refit.serve._routes import protocol_route
 from refit.serve.predictor import LoadedModel, Predictions
@@ -64,6 +66,8 @@ from refit.spec import FeatureType, Task
 log = logging.getLogger("refit.serve")
 
 PLATFORM = "refit_sklearn"
+BINARY_TYPE = "application/octet-stream"
+"""The Content-Type a request of the binary tensor data extension may have (or none)."""
 PREDICT, PREDICT_PROBA = "predict", "predict_proba"
 
 _DATATYPE = {
@@ -178,7 +182,7 @@ def _outputs(model: LoadedModel, request: InferenceRequest) -> list[str]:
             )
         if name not in gives:
             raise MalformedBodyError(
-                f"unknown output {name!r}; {model.name} gives {', '.join(map(repr, gives))}"
+                f"unknown output {shown(name)}; {model.name} gives {', '.join(map(repr, gives))}"
             )
     return asked
 
@@ -308,12 +312,18 @@ def v2_router(state: ServerState) -> APIRouter:
         return V2Response(model_metadata(_served(state, name, version)))
 
     async def infer(name: str, version: str | None, request: Request) -> Response:
+        header, given = request.headers.get(BINARY_HEADER), request.headers.get("content-type")
+        if header is None or given is not None:
+            # A request of the binary extension carries a header no cross-site form can set;
+            # its Content-Type may be absent, or name the binary data.
+            accepted = (JSON_TYPE,) if header is None else (JSON_TYPE, BINARY_TYPE)
+            content_type(given, accepted, route_path(request))
         model = _served(state, name, version)
         body = await read_body(request, state.max_body_bytes)
-        reader, header = state.reader(model), request.headers.get(BINARY_HEADER)
+        reader = state.reader(model)
 
         def read(body: bytes) -> tuple[InferenceRequest, list[str], Columns]:
-            inference = read_request(body, header)
+            inference = read_request(body, header, reader)
             outputs = _outputs(model, inference)
             return inference, outputs, tensor_columns(reader, inference, model.name)
 
@@ -338,7 +348,7 @@ def v2_router(state: ServerState) -> APIRouter:
         "summary": "Inference",
         "responses": {
             200: {"model": InferenceResponse},
-            **v2_errors(400, 404, 405, 413, 500, 503),
+            **v2_errors(400, 404, 405, 413, 415, 500, 503),
         },
         "openapi_extra": body,
     }

@@ -1,21 +1,55 @@
 """Moving `production` by hand: promote a chosen version, or roll back to the previous one.
 
 Both are the same compare-and-set as the gate's promotion, recorded as a decision with the
-metric values the versions were registered with.
+metric values the versions were registered with. Every promotion (these and the gate's) first
+reads each of the version's artifacts back from the store and checks its sha256
+(`check_artifacts`): a version no server could load never takes the alias.
 """
 
 from __future__ import annotations
 
-from refit.errors import ConflictError
-from refit.registry import PRODUCTION, DecisionRow, Registry
+from refit.artifacts import ArtifactStore
+from refit.errors import ArtifactError, ConflictError, NotFoundError
+from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow, Registry
 
 
-def promote_version(registry: Registry, name: str, version: int, actor: str) -> DecisionRow:
-    """Point production at `version`."""
+class UnservableVersionError(ArtifactError):
+    """A version's artifact is missing from the store or does not match its sha256: it
+    cannot be promoted, and the alias was not moved."""
+
+
+def artifacts_of(row: ModelVersionRow) -> list[tuple[str, str, str]]:
+    """(what, key, sha256) of every file a server loads for this version."""
+    files = [("artifact", row.artifact_uri, row.artifact_sha256)]
+    onnx = row.onnx or {}
+    if row.flavor != "onnx" and onnx.get("status") == "ok":
+        files.append(("ONNX artifact", str(onnx["uri"]), str(onnx["sha256"])))
+    return files
+
+
+def check_artifacts(store: ArtifactStore, row: ModelVersionRow, alias: str = PRODUCTION) -> None:
+    """Fetch every artifact of `row` and check its sha256; `UnservableVersionError` names the
+    first that is missing or altered."""
+    for what, key, sha256 in artifacts_of(row):
+        try:
+            store.get(key, sha256)
+        except (ArtifactError, NotFoundError) as exc:
+            raise UnservableVersionError(
+                f"{row.name} v{row.version} cannot take {alias}: its {what} {key} cannot be "
+                f"served ({exc}). {alias} was not moved; train or register a new version, or "
+                "promote another one"
+            ) from None
+
+
+def promote_version(
+    registry: Registry, name: str, version: int, actor: str, *, store: ArtifactStore
+) -> DecisionRow:
+    """Point production at `version`, once its artifacts are checked in `store`."""
     target = registry.get_version(name, version)
     current = registry.alias_version(name, PRODUCTION)
     if current == version:
         raise ConflictError(f"{name} v{version} already holds {PRODUCTION}")
+    check_artifacts(store, target)
     champion = registry.get_version(name, current) if current is not None else None
     was = f"v{current}" if current is not None else "nothing"
     return registry.move_alias(
@@ -35,10 +69,12 @@ def promote_version(registry: Registry, name: str, version: int, actor: str) -> 
     )
 
 
-def rollback(registry: Registry, name: str, actor: str) -> DecisionRow:
-    """Point production back at the version it held before the current one was promoted."""
+def rollback(registry: Registry, name: str, actor: str, *, store: ArtifactStore) -> DecisionRow:
+    """Point production back at the version it held before the current one was promoted,
+    once its artifacts are checked in `store`."""
     current, previous = registry.rollback_target(name, PRODUCTION)
     now, before = registry.get_version(name, current), registry.get_version(name, previous)
+    check_artifacts(store, before)
     return registry.move_alias(
         DecisionRow(
             name=name,

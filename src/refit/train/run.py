@@ -49,6 +49,7 @@ from refit.train.pipeline import (
     resolve_function,
     target_array,
 )
+from refit.train.promotion import UnservableVersionError, check_artifacts
 from refit.train.split import Split, split
 
 Step = Callable[[str], None]
@@ -317,6 +318,10 @@ def gate(
 
     if not verdict.promote:
         return registry.record_decision(row(False, verdict.reason + note))
+    try:
+        check_artifacts(store, challenger)
+    except UnservableVersionError as exc:
+        return registry.record_decision(row(False, f"{verdict.reason}, but not promoted: {exc}"))
     try:
         return registry.move_alias(row(True, verdict.reason + note), expected=champion_version)
     except ConflictError as exc:

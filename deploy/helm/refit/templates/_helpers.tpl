@@ -3,7 +3,7 @@ The numbers of a server pod, from refit (src/refit/deploy/pod.py): `refit serve`
 DRAIN_SECONDS after SIGTERM; a preStop sleep keeps the pod answering while its endpoint is
 removed; the grace period covers both, with a margin.
 */}}
-{{- define "refit.drainSeconds" -}}30{{- end }}
+{{- define "refit.drainSeconds" -}}25{{- end }}
 {{- define "refit.preStopSeconds" -}}5{{- end }}
 {{- define "refit.graceSeconds" -}}40{{- end }}
 {{- define "refit.livePath" -}}/health/live{{- end }}
