@@ -52,6 +52,7 @@ from refit.spec import ServeSpec
 
 _PROBES = frozenset({LIVE_PATH, READY_PATH})
 _PROBE_URLS = frozenset(path.encode("ascii") for path in _PROBES)
+_CLOSE = (b"connection", b"close")
 
 LINGER_SECONDS = 1.0
 """How long a refused connection is still read, and dropped, after its answer."""
@@ -398,15 +399,17 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         error = {"code": refusal.code, "message": refusal.message}
         body = json.dumps({"error": error}, separators=(",", ":")).encode("ascii")
         content = [STATUS_LINE[refusal.status]]
-        for name, value in self.server_state.default_headers:
+        headers = self.server_state.default_headers
+        for name, value in headers:
             content.extend([name, b": ", value, b"\r\n"])
+        if _CLOSE not in headers:  # a draining server sends it on every answer already
+            content.append(b"connection: close\r\n")
         if refusal.status == 503:
             content.append(b"retry-after: 1\r\n")  # as every 503 of refit's says
         content.extend(
             [
                 b"content-type: application/json\r\n",
                 b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
-                b"connection: close\r\n",
                 b"\r\n",
                 body,
             ]
