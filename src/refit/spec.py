@@ -311,6 +311,21 @@ class ServeSpec(SpecModel):
     grace_period: float = Field(default=25.0, gt=0, le=3600)
     """Seconds it then waits for the requests in flight before it cancels them and exits."""
 
+    max_header_bytes: int = Field(default=32 * 2**10, ge=1024, le=2**20)
+    """The largest request line and headers together; more is refused with 431."""
+    max_url_bytes: int = Field(default=8 * 2**10, ge=256, le=2**20)
+    """The longest request URL (path and query); longer is refused with 414."""
+    header_timeout: float = Field(default=10.0, gt=0, le=3600)
+    """Seconds from a request's first byte to the end of its headers; later is closed (408)."""
+    body_timeout: float = Field(default=30.0, gt=0, le=3600)
+    """Seconds a request body may pause between two reads; longer is closed (408)."""
+    keep_alive_timeout: float = Field(default=5.0, gt=0, le=3600)
+    """Seconds an open connection may wait for its next (or first) request before it is closed."""
+    max_connections: int = Field(default=512, ge=1, le=1_000_000)
+    """Open connections per worker; past it the one idle longest is closed for a new one."""
+    max_running_requests: int = Field(default=16, ge=1, le=100_000)
+    """Requests per worker run at once; more wait unread in their connections (probes never)."""
+
     @field_validator("keys")
     @classmethod
     def _hash_lines(cls, lines: list[str]) -> list[str]:

@@ -105,6 +105,7 @@ def _serve(
 
 def server_config(settings: ServeSpec) -> DrainingConfig:
     """The uvicorn configuration of `refit serve` with these settings."""
+    from refit.serve._http import uvicorn_options
     from refit.serve._server import DrainingConfig
     from refit.serve.main import log_config
 
@@ -118,6 +119,7 @@ def server_config(settings: ServeSpec) -> DrainingConfig:
         # A worker imports scikit-learn and loads its model before it serves (and answers
         # the supervisor's health check with "started").
         "timeout_worker_healthcheck": WORKER_STARTUP_SECONDS,
+        **uvicorn_options(settings),
     }
     return DrainingConfig(
         "refit.serve.main:app_from_environment",
