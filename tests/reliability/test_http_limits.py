@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from contract import Answer, contract_of
 from serving import Server, make_project, serving
 
 pytestmark = pytest.mark.slow
@@ -97,6 +98,15 @@ def stream_until_answered(sock: socket.socket, start: bytes, filler: bytes) -> i
     return sent
 
 
+def assert_documented(
+    server: Server, method: str, path: str, answer: tuple[int, dict[str, str], bytes]
+) -> None:
+    """The connection layer's answer is one the served OpenAPI document allows."""
+    document = server.http.get("/openapi.json").raise_for_status().json()
+    status, headers, body = answer
+    contract_of(document).check(Answer(method, path, status, headers, body))
+
+
 def error_of(body: bytes) -> dict[str, Any]:
     error: dict[str, Any] = json.loads(body)["error"]
     assert set(error) == {"code", "message"}
@@ -114,6 +124,7 @@ def test_a_huge_header_is_refused_while_it_arrives(server: Server) -> None:
     assert status == 431
     assert headers["connection"] == "close"
     assert error_of(body)["code"] == "headers_too_large"
+    assert_documented(server, "GET", "/health/live", (status, headers, body))
     assert "serve.max_header_bytes" in error_of(body)["message"]
     assert sent < HUGE / 4, "the server read far past the limit before it answered"
     assert grown < 20, "the worker held the header in memory"
@@ -130,6 +141,7 @@ def test_a_huge_url_is_refused_while_it_arrives(server: Server) -> None:
     assert status == 414
     assert headers["connection"] == "close"
     assert error_of(body)["code"] == "uri_too_long"
+    assert_documented(server, "GET", "/health/live", (status, headers, body))
     assert sent < HUGE / 4
     assert grown < 20
 
@@ -163,6 +175,7 @@ def test_a_client_that_does_not_finish_its_headers_is_closed(server: Server) -> 
     assert headers["connection"] == "close"
     assert error_of(body)["code"] == "timeout"
     assert "serve.header_timeout" in error_of(body)["message"]
+    assert_documented(server, "GET", "/health/live", (status, headers, body))
     assert 0.9 < elapsed < 3
     assert closed < 3
 
@@ -180,6 +193,7 @@ def test_a_body_that_stalls_is_closed(server: Server) -> None:
     assert status == 408
     assert headers["connection"] == "close"
     assert "serve.body_timeout" in error_of(body)["message"]
+    assert_documented(server, "POST", "/predict", (status, headers, body))
     assert 0.9 < elapsed < 3
 
 
@@ -273,5 +287,6 @@ def test_with_every_connection_busy_a_new_request_gets_503_and_a_probe_200(crowd
     assert headers["connection"] == "close"
     assert headers["retry-after"] == "1"
     assert error_of(body)["code"] == "unavailable"
+    assert_documented(crowded, "GET", "/v1/models", (status, headers, body))
     with sockets(crowded, MAX_CONNECTIONS, stalled):
         assert probe(crowded)[0] == 200  # a full worker is still alive

@@ -7,8 +7,9 @@ Swagger UI (`/docs`) and ReDoc (`/redoc`) load their scripts and styles from `/d
 files of the installed `fastapi-offline` package (Swagger UI 5, ReDoc 2), so the pages work
 on a machine without internet access. The document lists every response each route gives:
 FastAPI's own `{"detail": [...]}` validation error, which no route of refit answers, is taken
-out, every GET operation has its HEAD twin (the headers of the GET, without the body), and
-every response has its `X-Request-Id` header.
+out, every GET operation has its HEAD twin (the headers of the GET, without the body), every
+response a route gives has its `X-Request-Id` header, and every operation lists what the
+connection layer answers before any route (408, 414, 431, and a 503 where the route has none).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from refit.serve._logging import MAX_REQUEST_ID, REQUEST_ID_HEADER
-from refit.serve.schemas import UNKNOWN_PATH, openapi_components
+from refit.serve.schemas import CONNECTION_REFUSALS, UNKNOWN_PATH, openapi_components
 from refit.signature import Signature
 
 DOCS, REDOC, STATIC = "/docs", "/redoc", "/docs/static"
@@ -101,6 +102,10 @@ def openapi_document(app: FastAPI, signature: Signature | None) -> dict[str, Any
     request_id = {REQUEST_ID_HEADER: {"$ref": "#/components/headers/RequestId"}}
     for response in responses:  # a new dict: FastAPI shares the declared ones between routes
         response["headers"] = {**response.get("headers", {}), **request_id}
+    for item in document["paths"].values():  # no request id here: no request was read
+        for operation in item.values():
+            for status, refusal in CONNECTION_REFUSALS.items():
+                operation["responses"].setdefault(str(status), copy.deepcopy(refusal))
     for item in document["paths"].values():
         if "get" in item:
             item["head"] = _head(item["get"])

@@ -318,3 +318,33 @@ def mlflow_errors(*statuses: int) -> Responses:
 
 UNKNOWN_PATH = _error(404, "Error", "`not_found`: No route has this path")
 """The answer to a path the document does not list: `components.responses.UnknownPath`."""
+
+CONNECTION_REFUSALS = {
+    408: _error(
+        408,
+        "Error",
+        "`timeout`: the request's headers were not complete within `serve.header_timeout`, or "
+        "its body paused longer than `serve.body_timeout`; answered by the connection layer, "
+        "before any route, with `Connection: close`",
+    ),
+    414: _error(
+        414,
+        "Error",
+        "`uri_too_long`: the URL is over `serve.max_url_bytes`; answered by the connection "
+        "layer, before any route, with `Connection: close`",
+    ),
+    431: _error(
+        431,
+        "Error",
+        "`headers_too_large`: the request line and headers are over `serve.max_header_bytes`; "
+        "answered by the connection layer, before any route, with `Connection: close`",
+    ),
+    503: _error(
+        503,
+        "Error",
+        "`unavailable`: every connection of the worker (`serve.max_connections`) has a request "
+        "in progress; answered by the connection layer, with `Connection: close`",
+    ),
+}
+"""What the connection layer (`refit.serve._http`) answers on any path, in refit's error shape
+and before a request id is given; listed on every operation."""
