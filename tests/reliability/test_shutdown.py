@@ -61,6 +61,10 @@ def test_the_pods_shutdown_numbers_are_refit_serves_defaults() -> None:
         "sleep",
         str(pod.PRESTOP_SECONDS),
     ]
+    # Compose has no preStop: docker stop sends SIGTERM at once, and kills after this period.
+    assert pod.STOP_SECONDS > defaults.drain_delay + defaults.grace_period
+    stack = yaml.safe_load((ROOT / "deploy" / "compose" / "compose.yaml").read_text())
+    assert stack["services"]["serve"]["stop_grace_period"] == f"{pod.STOP_SECONDS}s"
 
 
 @pytest.mark.slow

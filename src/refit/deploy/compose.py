@@ -23,6 +23,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
+from refit.deploy.pod import STOP_SECONDS
 from refit.errors import SpecError
 from refit.examples import find_example
 from refit.project import Project
@@ -125,6 +126,7 @@ def render_compose(
         "build": build,
         "spec_mount": spec_mount,
         "spec_config": spec_config,
+        "stop_seconds": str(STOP_SECONDS),
         "data_note": ", the data source's files" if source_path else "",
         "feeder_note": ", and a feeder of new rows" if feed else "",
         "schedule_environment": "".join(

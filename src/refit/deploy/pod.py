@@ -30,6 +30,10 @@ PRESTOP_SECONDS = 5
 GRACE_SECONDS = PRESTOP_SECONDS + DRAIN_DELAY_SECONDS + DRAIN_SECONDS + 5
 """`terminationGracePeriodSeconds`: the preStop sleep, the delay, the drain, and a margin."""
 
+STOP_SECONDS = DRAIN_DELAY_SECONDS + DRAIN_SECONDS + 5
+"""Compose's `stop_grace_period` of a server (docker's default, 10 s, would kill it while it
+drains): the delay, the drain, and a margin."""
+
 LIVE_PATH = "/health/live"
 """200 while the process answers: the liveness probe."""
 
