@@ -62,7 +62,7 @@ def test_the_pods_shutdown_numbers_are_refit_serves_defaults() -> None:
         str(pod.PRESTOP_SECONDS),
     ]
     # Compose has no preStop: docker stop sends SIGTERM at once, and kills after this period.
-    assert pod.STOP_SECONDS > defaults.drain_delay + defaults.grace_period
+    assert defaults.drain_delay + defaults.grace_period < pod.STOP_SECONDS
     stack = yaml.safe_load((ROOT / "deploy" / "compose" / "compose.yaml").read_text())
     assert stack["services"]["serve"]["stop_grace_period"] == f"{pod.STOP_SECONDS}s"
 
