@@ -277,7 +277,7 @@ def test_the_bundled_chart_is_what_rendering_its_project_gives(tmp_path: Path) -
     write_files(out, render_helm(project))
     assert tree(out) == tree(BUNDLED), (
         "deploy/helm/refit/ differs from a new rendering: run `refit deploy helm -p "
-        "deploy/compose/project deploy/helm/refit --image refit --force` and commit it"
+        "deploy/compose/project deploy/helm/refit --force` and commit it"
     )
 
 
@@ -597,7 +597,10 @@ def podman_options(
             options.append(f"--volume={spec_file}:{mount['mountPath']}:ro")
     for variable in container["env"]:
         if "valueFrom" in variable:
-            value = secret[variable["valueFrom"]["secretKeyRef"]["key"]]
+            reference = variable["valueFrom"]["secretKeyRef"]
+            if reference.get("optional") and reference["key"] not in secret:
+                continue  # as Kubernetes does: the variable is left unset
+            value = secret[reference["key"]]
         else:
             value = variable["value"]
         options.append(f"--env={variable['name']}={value}")

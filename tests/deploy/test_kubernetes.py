@@ -28,6 +28,7 @@ from refit.deploy import pod
 from refit.deploy.files import write_files
 from refit.deploy.kubernetes import (
     API_KEYS_SECRET_KEY,
+    SIGNING_SECRET_KEY,
     SPEC_PATH,
     USER_ID,
     WRITABLE,
@@ -295,7 +296,10 @@ def test_the_spec_and_credentials_reach_every_pod(built: dict[Any, Any]) -> None
         assert {r["name"] for r in refs} == {secret["metadata"]["name"]}, name
         # The API keys' hashes are the servers' alone.
         server_only = set() if template is serving else {API_KEYS_SECRET_KEY}
-        assert {r["key"] for r in refs} == set(secret["stringData"]) - server_only, name
+        required = {r["key"] for r in refs if not r.get("optional")}
+        assert required == set(secret["stringData"]) - server_only, name
+        # Signing is optional: without the key in the Secret, the variable is unset.
+        assert {r["key"] for r in refs if r.get("optional")} == {SIGNING_SECRET_KEY}, name
         env = {e["name"] for e in container["env"]}
         assert {"REFIT_STORAGE__METADATA_URL", "AWS_ACCESS_KEY_ID"} <= env, name
 

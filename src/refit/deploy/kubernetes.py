@@ -37,6 +37,7 @@ from refit.deploy.pod import (
 )
 from refit.errors import SpecError
 from refit.project import Project
+from refit.registry.signing import SIGNING_KEY_ENV
 from refit.schedule import cron_expression, parse_schedule
 from refit.spec import SPEC_FILE, SqlSource
 
@@ -74,6 +75,10 @@ PROD_REPLICAS = 3
 
 API_KEYS_SECRET_KEY = "api-key-hashes"
 """The key of the credentials Secret holding the servers' API key hash lines."""
+
+SIGNING_SECRET_KEY = "signing-key"
+"""The key of the credentials Secret holding `REFIT_SIGNING_KEY`, optional: without it, versions
+are neither signed nor checked."""
 
 
 def credentials_secret(name: str) -> str:
@@ -265,6 +270,7 @@ def _pod_parts(prefix: str, pod: int, container: int, name: str) -> dict[str, st
         "AWS_SECRET_ACCESS_KEY": "s3-secret-access-key",
     }
     environment = [_from_secret(name, env, key) for env, key in from_secret.items()]
+    environment.append(_from_secret(name, SIGNING_KEY_ENV, SIGNING_SECRET_KEY, optional=True))
     pod_security = {
         "securityContext": {
             "runAsNonRoot": True,
@@ -302,9 +308,12 @@ def _pod_parts(prefix: str, pod: int, container: int, name: str) -> dict[str, st
     return {f"{prefix}{key}": value for key, value in parts.items()}
 
 
-def _from_secret(name: str, env: str, key: str) -> dict[str, Any]:
-    """An environment variable of a container, from a key of the credentials Secret."""
-    secret = {"name": credentials_secret(name), "key": key}
+def _from_secret(name: str, env: str, key: str, optional: bool = False) -> dict[str, Any]:
+    """An environment variable of a container, from a key of the credentials Secret (unset
+    when an `optional` key is not there)."""
+    secret: dict[str, Any] = {"name": credentials_secret(name), "key": key}
+    if optional:
+        secret["optional"] = True
     return {"name": env, "valueFrom": {"secretKeyRef": secret}}
 
 

@@ -75,6 +75,13 @@ app.kubernetes.io/component: {{ .component }}
       name: {{ include "refit.secretName" $ }}
       key: {{ $key }}
 {{- end }}
+{{- /* Optional: without the key in the Secret, versions are neither signed nor checked. */}}
+- name: REFIT_SIGNING_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "refit.secretName" . }}
+      key: REFIT_SIGNING_KEY
+      optional: true
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
