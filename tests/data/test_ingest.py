@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import update
 
 from refit.artifacts import ArtifactRef, ArtifactStore, open_artifact_store
-from refit.data.ingest import read_snapshot, run_ingest, snapshot_key
-from refit.data.snapshots import from_parquet
+from refit.data.ingest import run_ingest, snapshot_key
 from refit.data.sources import MemorySource
 from refit.errors import ArtifactCorruptError, ArtifactError, SourceError
+from refit.parquet import from_parquet, read_snapshot
 from refit.project import Project
 from refit.registry import IngestBatchRow, Registry, open_registry
 from refit.spec import Spec

@@ -6,8 +6,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from refit.data.snapshots import combine, content_id, from_parquet, to_parquet
+from refit.data.snapshots import combine, content_id
 from refit.errors import DataError
+from refit.parquet import from_parquet, to_parquet
 from refit.spec import SnapshotMode, SnapshotPolicy
 
 

@@ -11,9 +11,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from refit.data.snapshots import from_parquet, to_parquet
 from refit.data.validation import validate
 from refit.errors import DataError
+from refit.parquet import from_parquet, to_parquet
 from refit.spec import DataSpec
 
 

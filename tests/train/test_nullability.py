@@ -19,9 +19,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import refit.train.onnx_export as onnx_export
-from refit.data.ingest import read_snapshot
 from refit.errors import TrainingError
 from refit.flavors.onnx import convert
+from refit.parquet import read_snapshot
 from refit.project import load_project
 from refit.serve.app import create_app
 from refit.serve.state import ServerState

@@ -18,11 +18,12 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from refit.data.ingest import read_snapshot, run_ingest
+from refit.data.ingest import run_ingest
 from refit.errors import ArtifactError, InputError, SpecError
 from refit.examples import create_project
 from refit.flavors import load_model
 from refit.flavors.onnx import OnnxModel
+from refit.parquet import read_snapshot
 from refit.project import load_project
 from refit.registry import PRODUCTION
 from refit.serve.predictor import load_predictor

@@ -16,10 +16,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from refit.data.ingest import read_snapshot, run_ingest
+from refit.data.ingest import run_ingest
 from refit.errors import ConflictError, NotFoundError, SpecError, TrainingError
 from refit.examples import create_project, drop_batch
 from refit.flavors import load_model
+from refit.parquet import read_snapshot
 from refit.project import load_project
 from refit.registry import PRODUCTION, DecisionRow, Registry, SnapshotRow, TrainingRunRow
 from refit.services import Services, open_services

@@ -17,10 +17,11 @@ import pandas as pd
 import pyarrow as pa
 
 from refit.artifacts import ArtifactRef, ArtifactStore
-from refit.data.snapshots import combine, from_parquet, to_parquet
+from refit.data.snapshots import combine
 from refit.data.sources import LINE
 from refit.data.validation import validate
 from refit.errors import DataError
+from refit.parquet import from_parquet, to_parquet
 from refit.registry import IngestBatchRow
 from refit.spec import DataSpec, SnapshotMode
 

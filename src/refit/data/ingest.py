@@ -30,11 +30,12 @@ from refit.data.batches import (
     schema_change,
     too_many_rejects,
 )
-from refit.data.snapshots import combine, content_id, from_parquet, to_parquet
+from refit.data.snapshots import combine, content_id
 from refit.data.sources import LINE, Batch, Source, open_source
 from refit.data.stats import column_stats
 from refit.data.validation import validate
 from refit.errors import DataError
+from refit.parquet import from_parquet, to_parquet
 from refit.project import Project
 from refit.registry import IngestBatchRow, Registry, SnapshotRow
 from refit.spec import SnapshotMode
@@ -360,11 +361,6 @@ def _refuse(
     )
     registry.record_batch(record, batch.marks)
     return IngestResult("refused", f"{batch.description} refused: {error}", record)
-
-
-def read_snapshot(store: ArtifactStore, snapshot: SnapshotRow) -> pd.DataFrame:
-    """The rows of a snapshot, verified against its recorded sha256."""
-    return from_parquet(store.get(snapshot.uri, snapshot.sha256))
 
 
 def read_rejects(store: ArtifactStore, batch: IngestBatchRow) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Pure helpers for snapshots: which rows a new snapshot holds, its id, its Parquet bytes.
+"""Pure helpers for snapshots: which rows a new snapshot holds, and its id.
 
 A snapshot's id is the sha256 of a canonical serialisation of its rows (`content_id`), so the
 same data never makes a second snapshot, whatever pandas index or history produced it. The id
@@ -6,26 +6,19 @@ is computed from the values themselves rather than from Arrow or Parquet bytes: 
 (`Int64`, `boolean`) keep arbitrary values under their missing slots, which Arrow would copy
 into its buffers and Parquet would not, so those bytes differ for equal data.
 
-`to_parquet` writes no pandas metadata (it embeds library versions); it records each column's
-pandas dtype under the schema key `refit.dtypes` instead, which `from_parquet` restores.
+Their bytes are written by `refit.parquet.to_parquet`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from refit.errors import DataError
 from refit.spec import SnapshotMode, SnapshotPolicy
-
-DTYPES_KEY = b"refit.dtypes"
-_MASKED_TYPES = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
 
 
 def combine(
@@ -111,27 +104,3 @@ def _value_bytes(column: pd.Series, missing: np.ndarray) -> list[bytes]:
         return [lengths.tobytes(), "".join(text).encode("utf-8", "surrogatepass")]
     values[missing] = 0
     return [np.ascontiguousarray(values).tobytes()]
-
-
-def to_parquet(frame: pd.DataFrame) -> bytes:
-    """The rows as Parquet (zstd, no index); the same rows always give the same bytes."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    dtypes = {str(name): str(dtype) for name, dtype in frame.dtypes.items()}
-    table = table.replace_schema_metadata({DTYPES_KEY: json.dumps(dtypes).encode()})
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
-    return buffer.getvalue()
-
-
-def from_parquet(data: bytes) -> pd.DataFrame:
-    """Rows written by `to_parquet`, with the pandas dtypes they had."""
-    table = pq.read_table(io.BytesIO(data))
-    metadata = table.schema.metadata or {}
-    frame: pd.DataFrame = table.to_pandas(types_mapper=_MASKED_TYPES.get)
-    if DTYPES_KEY not in metadata:
-        return frame
-    dtypes: dict[str, str] = json.loads(metadata[DTYPES_KEY])
-    for name, dtype in dtypes.items():
-        if str(frame[name].dtype) != dtype:
-            frame[name] = frame[name].astype(pd.api.types.pandas_dtype(dtype))
-    return frame

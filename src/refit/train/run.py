@@ -24,7 +24,6 @@ import pandas as pd
 
 from refit.artifacts import ArtifactStore
 from refit.data.batches import schema_change
-from refit.data.ingest import read_snapshot
 from refit.errors import (
     ConflictError,
     DataError,
@@ -34,6 +33,7 @@ from refit.errors import (
     TrainingError,
 )
 from refit.flavors import DEFAULT_FLAVOR, SUFFIXES, load_model, save_model
+from refit.parquet import read_snapshot
 from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow, SnapshotRow
 from refit.registry.jobs import interrupt_dead_runs
 from refit.registry.signing import check_signed
