@@ -34,7 +34,6 @@ import functools
 import json
 import weakref
 from collections import OrderedDict, deque
-from dataclasses import dataclass
 from typing import Any
 
 import httptools
@@ -58,34 +57,9 @@ LINGER_SECONDS = 1.0
 """How long a refused connection is still read, and dropped, after its answer."""
 
 
-@dataclass(frozen=True)
-class HttpLimits:
-    """What a connection may take; `ServeSpec` documents each field."""
-
-    max_header_bytes: int
-    max_url_bytes: int
-    header_timeout: float
-    body_timeout: float
-    keep_alive_timeout: float
-    max_connections: int
-    max_running_requests: int
-
-    @classmethod
-    def of(cls, settings: ServeSpec) -> HttpLimits:
-        return cls(
-            max_header_bytes=settings.max_header_bytes,
-            max_url_bytes=settings.max_url_bytes,
-            header_timeout=settings.header_timeout,
-            body_timeout=settings.body_timeout,
-            keep_alive_timeout=settings.keep_alive_timeout,
-            max_connections=settings.max_connections,
-            max_running_requests=settings.max_running_requests,
-        )
-
-
 def uvicorn_options(settings: ServeSpec) -> dict[str, Any]:
     """The keyword arguments of uvicorn's `Config` that bound every connection by `settings`."""
-    protocol = functools.partial(BoundedHttpProtocol, limits=HttpLimits.of(settings))
+    protocol = functools.partial(BoundedHttpProtocol, limits=settings)
     return {"http": protocol, "timeout_keep_alive": settings.keep_alive_timeout}
 
 
@@ -163,7 +137,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
         *,
-        limits: HttpLimits,
+        limits: ServeSpec,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits
