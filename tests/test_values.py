@@ -19,8 +19,8 @@ from refit.data.sources import open_source
 from refit.data.validation import validate
 from refit.errors import InputError
 from refit.serve._fast_checks import FAST_ROWS
-from refit.serve._inference import _TAKES, InferenceRequest, RequestInput, tensor_columns
-from refit.serve.invocations import csv_columns, json_columns
+from refit.serve.codecs.mlflow import csv_columns, json_columns
+from refit.serve.codecs.v2 import _TAKES, InferenceRequest, RequestInput, tensor_columns
 from refit.serve.records import RecordReader
 from refit.signature import InputColumn, Output, Signature
 from refit.spec import CsvSource, DataSpec, FeatureType, Task

@@ -15,9 +15,10 @@ from refit.errors import ArtifactError
 from refit.flavors import load_model
 from refit.flavors._onnx_names import input_names, rename_inputs
 from refit.flavors.onnx import OnnxModel, convert
+from refit.flavors.sklearn import SklearnPredictor
+from refit.predictions import columns_of
 from refit.project import load_project
-from refit.serve.predictor import SklearnPredictor, load_predictor
-from refit.serve.records import columns_of
+from refit.serve.predictor import load_predictor
 from refit.services import open_services
 from refit.signature import Signature
 from refit.spec import ArtifactFormat, DataSpec, ModelSpec, Task
@@ -87,9 +88,10 @@ def test_the_wine_features_are_served_by_onnx_and_answer_as_the_model(tmp_path: 
     rows = wine_rows().drop(columns=TARGET)
     columns = columns_of(rows, list(rows.columns))
     served, expected = loaded.predictor.predict(columns), native.predict(columns)
-    assert served.labels == expected.labels
-    assert served.probabilities is not None and expected.probabilities is not None
-    for got, want in zip(served.probabilities, expected.probabilities, strict=True):
+    assert served.label_list() == expected.label_list()
+    served_maps, expected_maps = served.probability_maps(), expected.probability_maps()
+    assert served_maps is not None and expected_maps is not None
+    for got, want in zip(served_maps, expected_maps, strict=True):
         assert got.keys() == want.keys()
         assert max(abs(got[k] - want[k]) for k in got) <= 1e-5
 

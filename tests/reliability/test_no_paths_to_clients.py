@@ -19,10 +19,10 @@ import pytest
 from refit.artifacts import FsspecArtifactStore, LocalArtifactStore, s3_storage_options
 from refit.errors import StoreError
 from refit.project import load_project
+from refit.redaction import for_clients, public_reason
 from refit.registry import ModelVersionRow
 from refit.serve.app import create_app
 from refit.serve.predictor import load_predictor
-from refit.serve.redaction import for_clients, public_reason
 from refit.serve.state import ServerState
 from refit.services import open_services
 from refit.spec import S3Options

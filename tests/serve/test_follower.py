@@ -26,12 +26,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from sklearn.linear_model import LogisticRegression
 
 from refit.flavors import save_model
+from refit.predictions import Predictions, Predictor
 from refit.registry import PRODUCTION
 from refit.registry.heartbeats import list_servers
 from refit.serve import follower
 from refit.serve.app import create_app
 from refit.serve.follower import _settle_heap as settle_heap
-from refit.serve.predictor import Predictions, Predictor
 from refit.serve.state import ServerState
 from refit.services import Services
 from refit.spec import ArtifactFormat

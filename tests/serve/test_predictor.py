@@ -13,8 +13,8 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from refit.serve.predictor import NonFiniteOutputError, SklearnPredictor
-from refit.serve.records import columns_of
+from refit.flavors.sklearn import SklearnPredictor
+from refit.predictions import NonFiniteOutputError, columns_of
 from refit.signature import InputColumn, Output, Signature
 from refit.spec import FeatureType, Task
 
@@ -42,11 +42,12 @@ def test_a_pipeline_answers_its_own_labels_and_probabilities_transforming_once()
     CountingScaler.calls = 0
     answer = predictor.predict(columns_of(rows, list(X.columns)))
     assert CountingScaler.calls == 1
-    assert answer.labels == model.predict(rows).tolist()
-    assert answer.probabilities is not None
-    got = pd.DataFrame(answer.probabilities).to_numpy()
+    assert answer.label_list() == model.predict(rows).tolist()
+    maps = answer.probability_maps()
+    assert maps is not None
+    got = pd.DataFrame(maps).to_numpy()
     assert np.allclose(got, model.predict_proba(rows), atol=1e-6)
-    assert list(answer.probabilities[0]) == ["0", "1", "2"]
+    assert list(maps[0]) == ["0", "1", "2"]
 
 
 def nan_below_zero(y: Any) -> Any:
@@ -71,4 +72,4 @@ def test_a_model_that_answers_nan_for_some_rows_is_refused_for_those_rows() -> N
     assert (
         str(raised.value) == "the model answered NaN or an infinity as its prediction for 2 row(s)"
     )
-    assert len(predictor.predict([[3.0, 5.0]]).labels) == 2
+    assert len(predictor.predict([[3.0, 5.0]])) == 2

@@ -282,7 +282,7 @@ def test_parse_json_says_what_is_wrong_with_a_body(body: bytes, message: str) ->
 
 
 def test_an_all_float_frame_is_built_as_one_block_with_the_same_values() -> None:
-    from refit.serve.records import frame_of
+    from refit.predictions import frame_of
     from refit.signature import InputColumn
     from refit.spec import FeatureType
 

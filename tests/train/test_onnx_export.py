@@ -13,7 +13,7 @@ from sklearn.preprocessing import StandardScaler
 
 import refit.train.onnx_export as onnx_export
 from refit.flavors.onnx import OnnxModel, convert
-from refit.serve.records import columns_of
+from refit.predictions import columns_of
 from refit.spec import DataSpec, ModelSpec, Task
 from refit.train.onnx_export import export_onnx
 from refit.train.pipeline import build_pipeline, feature_frame

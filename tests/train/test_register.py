@@ -24,10 +24,10 @@ from refit.examples import create_project
 from refit.flavors import load_model
 from refit.flavors.onnx import OnnxModel
 from refit.parquet import read_snapshot
+from refit.predictions import columns_of
 from refit.project import load_project
 from refit.registry import PRODUCTION
 from refit.serve.predictor import load_predictor
-from refit.serve.records import columns_of
 from refit.services import Services, open_services
 from refit.signature import Signature
 from refit.spec import SPEC_FILE, ArtifactFormat
@@ -135,9 +135,10 @@ def test_an_onnx_classifier_is_scored_gated_and_served_like_a_trained_model(
         loaded = load_predictor(version, services.store)
     assert loaded.runtime == "onnx" and loaded.onnx is None
     answer = loaded.predictor.predict(columns_of(X, features))
-    assert answer.labels == model.predict(X.to_numpy(np.float64)).tolist()
-    assert answer.probabilities is not None
-    got = np.array([[row["benign"], row["malignant"]] for row in answer.probabilities])
+    assert answer.label_list() == model.predict(X.to_numpy(np.float64)).tolist()
+    maps = answer.probability_maps()
+    assert maps is not None
+    got = np.array([[row["benign"], row["malignant"]] for row in maps])
     assert np.allclose(got, model.predict_proba(X.to_numpy(np.float64)), atol=1e-5)
 
 
@@ -170,7 +171,7 @@ def test_zipmap_outputs_and_double_inputs_are_read(cancer: Path, tmp_path: Path)
             loaded = load_predictor(result.version, services.store)
         rows = parts.holdout[features].head(5)
         answer = loaded.predictor.predict(columns_of(rows, features))
-        assert answer.labels == model.predict(rows.to_numpy(np.float64)).tolist()
+        assert answer.label_list() == model.predict(rows.to_numpy(np.float64)).tolist()
 
 
 def test_one_input_per_feature_named_like_it(cancer: Path, tmp_path: Path) -> None:
@@ -201,7 +202,7 @@ def test_a_classifier_giving_only_probabilities_answers_the_most_probable_class(
     rows = parts.holdout[features]
     answer = loaded.predictor.predict(columns_of(rows, features))
     logits = rows.to_numpy(np.float32) @ weights
-    assert answer.labels == [["benign", "malignant"][i] for i in logits.argmax(axis=1)]
+    assert answer.label_list() == [["benign", "malignant"][i] for i in logits.argmax(axis=1)]
     assert result.version.signature["output"]["probabilities"] is True
 
 
@@ -314,7 +315,7 @@ def test_weights_saved_beside_the_file_are_stored_inside_the_artifact(
     rows = parts.holdout[features]
     answer = loaded.predictor.predict(columns_of(rows, features))
     logits = rows.to_numpy(np.float32) @ weights
-    assert answer.labels == [["benign", "malignant"][i] for i in logits.argmax(axis=1)]
+    assert answer.label_list() == [["benign", "malignant"][i] for i in logits.argmax(axis=1)]
 
 
 def test_what_register_takes_from_the_project(cancer: Path, tmp_path: Path) -> None:
@@ -416,7 +417,7 @@ def test_an_onnx_model_with_a_category_takes_it_as_text(tmp_path: Path) -> None:
     columns = columns_of(rows, features)
     columns[features.index("sex")][0] = None  # a missing category
     answer = loaded.predictor.predict(columns)
-    assert loaded.runtime == "onnx" and len(answer.labels) == 4
+    assert loaded.runtime == "onnx" and len(answer) == 4
 
 
 def test_an_onnx_champion_is_scored_by_the_gate(cancer: Path, tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from refit.cli._output import (
     when,
 )
 from refit.errors import ConflictError, LeaseHeldError
+from refit.flavors import get_flavor
 from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow
 from refit.registry.jobs import holding, job_lease
 from refit.registry.signing import sign_versions, signature_state
@@ -137,8 +138,7 @@ def _print_result(result: TrainResult, aliases: dict[str, int], json: bool) -> N
 def native_reason(row: ModelVersionRow) -> str | None:
     """Why a server runs this version natively rather than by ONNX Runtime (None: it does
     not): its conversion failed or disagreed, and the status says how."""
-    status = str((row.onnx or {}).get("status", "not converted"))
-    return None if row.flavor == "onnx" or status == "ok" else status
+    return get_flavor(row.flavor).native_reason(row)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -15,12 +15,24 @@ from __future__ import annotations
 import io
 import zipfile
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import joblib
+import numpy as np
 
-from refit.errors import ArtifactError
-from refit.spec import ArtifactFormat
+from refit.errors import ArtifactError, ArtifactPathError, RefitError
+from refit.flavors.onnx import RUNTIME as ONNX_RUNTIME
+from refit.flavors.onnx import OnnxModel, OnnxPredictor
+from refit.predictions import Columns, Fetch, Predictions, Ready, check_finite, frame_of
+from refit.redaction import for_clients
+from refit.signature import Signature
+from refit.spec import ArtifactFormat, Task
+
+if TYPE_CHECKING:
+    from refit.registry.tables import ModelVersionRow
+
+NATIVE_RUNTIME = "native"
+"""The runtime of a version served by its own model object."""
 
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
 TRUSTED_TYPES = frozenset(
@@ -133,3 +145,85 @@ def _skops() -> Any:
 def _error(exc: BaseException) -> str:
     message = str(exc).strip()
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+class SklearnPredictor:
+    """A scikit-learn style model: `predict`, and `predict_proba` for classifiers."""
+
+    quick = False  # a millisecond per call: run in a thread, beside the event loop
+
+    def __init__(self, model: Any, signature: Signature) -> None:
+        self.model = model
+        self.inputs = signature.inputs
+        output = signature.output
+        self.proba = output.task is Task.CLASSIFICATION and output.probabilities
+        self.classes = tuple(str(c) for c in output.classes or [])
+        from sklearn.pipeline import Pipeline  # loaded already: the model was unpickled
+
+        self.final, self.head = model, None
+        if isinstance(model, Pipeline) and hasattr(model[-1], "predict_proba"):
+            # The pipeline's own class runs its steps, as its predict would (a subclass may
+            # skip some, as imbalanced-learn's skips samplers).
+            self.final, self.head = model[-1], model[:-1]
+
+    def predict(self, columns: Columns) -> Predictions:
+        frame = frame_of(self.inputs, columns)
+        if not self.proba:
+            values = np.asarray(self.model.predict(frame))
+            check_finite(values, None)
+            return Predictions(values)
+        # A pipeline's steps before the estimator run once for both answers, as each of
+        # Pipeline.predict and Pipeline.predict_proba would run them.
+        final, features = self.final, frame
+        if self.head is not None:
+            features = self.head.transform(features)
+        values = np.asarray(final.predict(features))
+        proba = np.asarray(final.predict_proba(features), dtype=float).round(6)
+        check_finite(values, proba)
+        return Predictions(values, proba, self.classes)
+
+
+def serve(
+    row: ModelVersionRow, signature: Signature, fetch: Fetch, trusted_types: Collection[str]
+) -> Ready:
+    """The predictor of a version refit trained: ONNX Runtime on its converted graph when the
+    conversion passed its parity check, else the model itself (joblib or skops)."""
+    where = f"{row.name} v{row.version}"
+    onnx = row.onnx or {"status": "not converted (registered before ONNX export)"}
+    note, error = str(onnx.get("status")), None
+    if onnx.get("status") == "ok":
+        try:
+            data = fetch(str(onnx["uri"]), str(onnx["sha256"]))
+            model = OnnxModel(data, signature.names, signature.output.classes)
+            return Ready(OnnxPredictor(model, signature), ONNX_RUNTIME)
+        except ArtifactPathError:
+            raise  # a forged path refuses the version, never falls back to the other file
+        except RefitError as exc:
+            # Served natively all the same, but counted and reported like any load failure:
+            # a damaged ONNX file is a damaged artifact.
+            error = f"{where}'s ONNX artifact failed to load: {exc}"
+            note = f"its ONNX artifact failed to load ({for_clients(str(exc))}); served natively"
+    data = fetch(row.artifact_uri, row.artifact_sha256)
+    try:
+        fitted = load(data, ArtifactFormat(row.format), trusted_types)
+    except RefitError:
+        raise
+    except Exception as exc:
+        raise ArtifactError(f"{where} cannot be loaded: {type(exc).__name__}: {exc}") from exc
+    return Ready(SklearnPredictor(fitted, signature), NATIVE_RUNTIME, note, error)
+
+
+def native_reason(row: ModelVersionRow) -> str | None:
+    """Why a server runs this version natively rather than by ONNX Runtime (None: it does
+    not): its conversion failed or disagreed, and the status says how."""
+    status = str((row.onnx or {}).get("status", "not converted"))
+    return None if status == "ok" else status
+
+
+def artifacts(row: ModelVersionRow) -> list[tuple[str, str, str]]:
+    """(what, key, sha256) of every file a server may load for this version."""
+    files = [("artifact", row.artifact_uri, row.artifact_sha256)]
+    onnx = row.onnx or {}
+    if onnx.get("status") == "ok":
+        files.append(("ONNX artifact", str(onnx["uri"]), str(onnx["sha256"])))
+    return files

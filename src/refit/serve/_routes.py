@@ -1,37 +1,50 @@
-"""Routes of a standard protocol, whose errors leave in that protocol's own shape.
+"""Routes of one protocol, answering every error in that protocol's shape; and the hot routes,
+dispatched without FastAPI's request handling.
 
-    router = APIRouter(route_class=protocol_route(v2_error))
+    router = APIRouter(route_class=protocol_route(v2.error))      # documented, any method
+    app.add_middleware(HotRoutes, routes=[CodecRoute("/v2/models/{name}/infer", infer, v2.error)])
 
-refit's own routes answer errors through the app's exception handlers; a standard protocol
-(Open Inference V2, MLflow's `/invocations`) has its own error body, so its routes turn every
-exception, FastAPI's validation errors and Starlette's 405 included, into that body themselves.
+Every route's errors (whatever its endpoint raises, FastAPI's validation errors, Starlette's
+405) are answered by its protocol's codec from the one table of `refit.serve.failures`.
+
+FastAPI's request handling (its router, dependency solving, body validation) costs a few times
+what a plain Starlette route does, and refit's prediction endpoints read their raw request and
+document their bodies by hand. So each is declared twice from the same endpoint: as a FastAPI
+route, for the OpenAPI document (and any other method, answered 405), and as a `CodecRoute`
+that `HotRoutes` matches and calls before the request reaches FastAPI.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Coroutine
+import inspect
+import logging
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
-from starlette.types import Receive, Scope, Send
+from starlette.responses import Response
+from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from refit.serve._head import allow_head
+from refit.serve.failures import UNEXPECTED, Failure, failure_of
 
+log = logging.getLogger("refit.serve")
 
-class AsciiJSONResponse(JSONResponse):
-    """A JSON body escaped to ASCII: it may echo any string a client sent (an id, a name), and
-    JSON lets a client send lone surrogates, which UTF-8 cannot encode."""
-
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+ErrorCodec = Callable[[Failure], Response]
 
 
-def protocol_route(answer: Callable[[Exception], Response]) -> type[APIRoute]:
-    """A route class whose every error is answered by `answer(exception)`."""
+def answer_error(error: ErrorCodec, exc: Exception, scope: Scope) -> Response:
+    """`exc` answered by `error`; a bug (nothing expected it) is logged in full."""
+    failure = failure_of(exc)
+    if failure.code == UNEXPECTED:
+        log.error("unexpected error answering %s %s", scope["method"], scope["path"], exc_info=exc)
+    return error(failure)
+
+
+def protocol_route(error: ErrorCodec) -> type[APIRoute]:
+    """A FastAPI route class whose every error is answered by `error`."""
 
     class ProtocolRoute(APIRoute):
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -41,7 +54,7 @@ def protocol_route(answer: Callable[[Exception], Response]) -> type[APIRoute]:
                 try:
                     return await handler(request)
                 except Exception as exc:
-                    return answer(exc)
+                    return answer_error(error, exc, request.scope)
 
             return handle
 
@@ -49,7 +62,50 @@ def protocol_route(answer: Callable[[Exception], Response]) -> type[APIRoute]:
             try:
                 await super().handle(scope, receive, send)
             except HTTPException as exc:  # a wrong method, raised before the handler runs
-                allowed = HTTPException(exc.status_code, exc.detail, allow_head(exc.headers))
-                await answer(allowed)(scope, receive, send)
+                await error(failure_of(exc))(scope, receive, send)
 
     return ProtocolRoute
+
+
+class CodecRoute(Route):
+    """A POST route calling `endpoint` with the path's parameters (all text) and the
+    `request`, whose errors `error` answers."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], error: ErrorCodec) -> None:
+        super().__init__(path, endpoint, methods=["POST"], include_in_schema=False)
+        takes = set(inspect.signature(endpoint).parameters)
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            arguments = {k: v for k, v in scope["path_params"].items() if k in takes}
+            try:
+                response = await endpoint(request=Request(scope, receive, send), **arguments)
+            except Exception as exc:
+                response = answer_error(error, exc, scope)
+            await response(scope, receive, send)
+
+        self.app = app
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE:
+            child["route"] = self  # as FastAPI's routes do: the metrics count by template
+        return match, child
+
+
+class HotRoutes:
+    """Calls the first of `routes` that fully matches a request (path and method); anything
+    else goes on to the app (FastAPI's router, which answers a wrong method with 405)."""
+
+    def __init__(self, app: ASGIApp, routes: Sequence[Route]) -> None:
+        self.app = app
+        self.routes = list(routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for route in self.routes:
+                match, child = route.matches(scope)
+                if match is Match.FULL:
+                    scope.update(child)
+                    await route.handle(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)

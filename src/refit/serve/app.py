@@ -2,105 +2,49 @@
 
     app = create_app(ServerState.open(services))     # nothing happens at import time
 
-Routes are thin: read the body (bounded), check it against the served signature, predict on
-the `LoadedModel` current when the request started, answer. Every error, whatever raised it,
-leaves as the same JSON shape: `{"error": {"code", "message", "problems"?}}`.
+Routes are thin: each protocol's (refit's own here, Open Inference V2 in `v2`, MLflow's in
+`invocations`) hands its codec (`refit.serve.codecs`) to the one inference path,
+`ServerState.read_and_predict`, and every error is answered by that codec from the one table
+of `refit.serve.failures`. refit's own errors leave as `{"error": {"code", "message",
+"problems"?}}`, and so does whatever no route answers (an unknown path, a middleware's error).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from refit import __version__
 from refit.deploy.pod import FIRST_LOAD_SECONDS
-from refit.errors import (
-    InputError,
-    NotFoundError,
-    RefitError,
-    RequestError,
-    ServiceUnavailableError,
-)
-from refit.serve._head import HeadMiddleware, allow_head
+from refit.predictions import Columns
+from refit.serve._head import HeadMiddleware
 from refit.serve._json import parse_json
 from refit.serve._logging import RequestLog
 from refit.serve._media import JSON_TYPE, content_type, route_path
+from refit.serve._routes import CodecRoute, HotRoutes, protocol_route
 from refit.serve._server import ON_DRAIN
 from refit.serve._unexpected import UnexpectedErrors
 from refit.serve.auth import Access, AccessMiddleware, document_access
+from refit.serve.codecs import JSONBody, refit
 from refit.serve.docs import add_docs, openapi_document
+from refit.serve.failures import failure_of
 from refit.serve.invocations import invocations_router
 from refit.serve.metrics import CONTENT_TYPE, ServerMetrics
-from refit.serve.predictor import LoadedModel, Predictions
-from refit.serve.redaction import for_clients
+from refit.serve.predictor import LoadedModel
+from refit.serve.records import RecordReader
 from refit.serve.schemas import Responses, json_response, ref, refit_errors
-from refit.serve.state import ServerState, off_the_loop, read_body
+from refit.serve.state import ServerState
 from refit.serve.v2 import v2_router
-
-
-def error_body(code: str, message: str, problems: list[Any] | None = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if problems is not None:
-        error["problems"] = problems
-    return {"error": error}
-
-
-class ErrorResponse(JSONResponse):
-    """An error body, escaped to ASCII: it may echo any string a client sent, and JSON lets a
-    client send lone surrogates, which UTF-8 cannot encode."""
-
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
-
-
-def _error_response(exc: Exception) -> JSONResponse:
-    if isinstance(exc, InputError):
-        body = error_body(exc.code, exc.message, [asdict(p) for p in exc.problems])
-        return ErrorResponse(body, status_code=exc.status)
-    if isinstance(exc, (RequestError, ServiceUnavailableError)):
-        headers = {"Retry-After": "1"} if isinstance(exc, ServiceUnavailableError) else None
-        unavailable = isinstance(exc, ServiceUnavailableError)  # may say why a load failed
-        message = for_clients(exc.message) if unavailable else exc.message
-        return ErrorResponse(error_body(exc.code, message), exc.status, headers=headers)
-    if isinstance(exc, NotFoundError):
-        return ErrorResponse(error_body("not_found", exc.message), status_code=404)
-    if isinstance(exc, RefitError):  # the server's own failure: where its stores are stays
-        return ErrorResponse(error_body("error", for_clients(exc.message)), status_code=500)
-    return ErrorResponse(error_body("internal", "internal server error"), status_code=500)
-
-
-def answer(model: LoadedModel, predictions: Predictions, batch: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": model.name, "version": model.version}
-    if batch:
-        body["predictions"] = predictions.labels
-        if predictions.probabilities is not None:
-            body["probabilities"] = predictions.probabilities
-    else:
-        body["prediction"] = predictions.labels[0]
-        if predictions.probabilities is not None:
-            body["probabilities"] = predictions.probabilities[0]
-    return body
-
-
-class FastJSONResponse(Response):
-    """JSON by orjson: several times faster than the standard library for prediction bodies."""
-
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
 
 
 class MetricsResponse(Response):
@@ -115,6 +59,9 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        # Route templates and status codes are few (an unknown path counts as "unmatched").
+        self._counters: dict[tuple[str, int], Any] = {}
+        self._timers: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -134,8 +81,21 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(path, str(status)).inc()
-            self.metrics.latency.labels(path).observe(time.perf_counter() - start)
+            self._counter(path, status).inc()
+            self._timer(path).observe(time.perf_counter() - start)
+
+    def _counter(self, path: str, status: int) -> Any:
+        # A child per (route, status), found once: labels() per request costs microseconds.
+        child = self._counters.get((path, status))
+        if child is None:
+            child = self._counters[path, status] = self.metrics.requests.labels(path, str(status))
+        return child
+
+    def _timer(self, path: str) -> Any:
+        child = self._timers.get(path)
+        if child is None:
+            child = self._timers[path] = self.metrics.latency.labels(path)
+        return child
 
 
 def create_app(
@@ -162,16 +122,24 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        task = asyncio.create_task(state.follower.run(), name="refit-follow-production")
+        tasks = [
+            asyncio.create_task(model.follower.run(), name=f"refit-follow-{model.name}")
+            for model in state.models.values()
+        ]
         try:
-            await state.follower.first_look(first_load_timeout)
+            await asyncio.gather(
+                *(model.follower.first_look(first_load_timeout) for model in state.models.values())
+            )
             yield {ON_DRAIN: drain}
         finally:
             state.draining = True
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await state.batcher.close()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            for model in state.models.values():
+                await model.batcher.close()
             if on_shutdown is not None:
                 on_shutdown()
 
@@ -184,55 +152,38 @@ def create_app(
         redoc_url=None,
     )
     app.state.refit = state
-    app.add_middleware(UnexpectedErrors, answer=_error_response)  # inside the metrics
+    app.router.route_class = protocol_route(refit.error)
+    app.add_middleware(UnexpectedErrors, answer=lambda exc: refit.error(failure_of(exc)))
     app.add_middleware(AccessMiddleware, access=access, routes=app.routes)  # metrics count 401s
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     app.add_middleware(RequestLog, state=state)  # request ids, the access log
     app.add_middleware(HeadMiddleware)  # outermost: the metrics see the route of the GET
     add_docs(app)
 
-    @app.exception_handler(RefitError)
-    async def refit_error(request: Request, exc: RefitError) -> JSONResponse:
-        return _error_response(exc)
+    def answer(exc: Exception) -> Response:
+        return refit.error(failure_of(exc))
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        headers = allow_head(exc.headers)
-        return ErrorResponse(error_body(code, str(exc.detail)), exc.status_code, headers=headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [
-            {"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()
-        ]
-        return JSONResponse(error_body("invalid_input", "invalid request", problems), 422)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        return _error_response(exc)
+    # What no route answers itself: a path no route serves, an error in a middleware.
+    for kind in (HTTPException, RequestValidationError, Exception):
+        app.add_exception_handler(kind, lambda request, exc: answer(exc))
 
     async def predict_one(name: str, request: Request) -> Response:
         content_type(request.headers.get("content-type"), (JSON_TYPE,), route_path(request))
-        model = state.model(name)
-        reader = state.reader(model)
-        body = await read_body(request, state.max_body_bytes)
-        columns = await off_the_loop(
-            body, lambda b: reader.one_columns(parse_json(b, reader.max_record_separators))
-        )
-        predictions = await state.predict_columns(model, columns)
-        return FastJSONResponse(answer(model, predictions, batch=False))
+
+        def read(body: bytes, reader: RecordReader, model: LoadedModel) -> tuple[Columns, None]:
+            return reader.one_columns(parse_json(body, reader.max_record_separators)), None
+
+        model, _, predictions = await state.read_and_predict(request, name, read)
+        return refit.answer(model.name, model.version, predictions, batch=False)
 
     async def predict_many(name: str, request: Request) -> Response:
         content_type(request.headers.get("content-type"), (JSON_TYPE,), route_path(request))
-        model = state.model(name)
-        reader = state.reader(model)
-        body = await read_body(request, state.max_body_bytes)
-        columns = await off_the_loop(
-            body, lambda b: reader.many_columns(parse_json(b, reader.max_separators))
-        )
-        predictions = await state.predict_columns(model, columns)
-        return FastJSONResponse(answer(model, predictions, batch=True))
+
+        def read(body: bytes, reader: RecordReader, model: LoadedModel) -> tuple[Columns, None]:
+            return reader.many_columns(parse_json(body, reader.max_separators)), None
+
+        model, _, predictions = await state.read_and_predict(request, name, read)
+        return refit.answer(model.name, model.version, predictions, batch=True)
 
     errors = refit_errors(400, 405, 413, 415, 422, 500, 503)
     named = {**errors, **refit_errors(404)}
@@ -288,7 +239,7 @@ def create_app(
         responses={200: json_response(ref("ModelList"), "The served model"), **refit_errors(405)},
     )
     async def list_models() -> Response:
-        return JSONResponse({"models": [state.describe()]})
+        return JSONBody({"models": [model.describe() for model in state.models.values()]})
 
     @app.get(
         "/v1/models/{name}",
@@ -300,9 +251,7 @@ def create_app(
         },
     )
     async def get_model(name: str) -> Response:
-        if name != state.name:
-            raise NotFoundError(f"no model {name!r} here; this server serves {state.name!r}")
-        return JSONResponse(state.describe())
+        return JSONBody(state.served(name).describe())
 
     @app.get(
         "/health/live",
@@ -311,7 +260,7 @@ def create_app(
         responses={200: json_response(ref("Live"), "Live"), **refit_errors(405)},
     )
     async def live() -> Response:
-        return JSONResponse({"status": "live"})
+        return JSONBody({"status": "live"})
 
     @app.get(
         "/health/ready",
@@ -323,13 +272,13 @@ def create_app(
             **refit_errors(405),
         },
     )
-    async def ready() -> JSONResponse:
+    async def ready() -> Response:
         model = state.follower.current
         if state.draining:
-            return JSONResponse({"status": "draining"}, status_code=503)
+            return JSONBody({"status": "draining"}, status_code=503)
         if model is None:
-            return JSONResponse({"status": "not ready", "model": state.name}, status_code=503)
-        return JSONResponse({"status": "ready", "model": model.name, "version": model.version})
+            return JSONBody({"status": "not ready", "model": state.name}, status_code=503)
+        return JSONBody({"status": "ready", "model": model.name, "version": model.version})
 
     @app.get(
         "/metrics",
@@ -341,16 +290,30 @@ def create_app(
     async def metrics() -> Response:
         return MetricsResponse(state.metrics.render())
 
-    app.include_router(v2_router(state))
-    app.include_router(invocations_router(state))
+    v2_routes, v2_hot = v2_router(state)
+    mlflow_routes, mlflow_hot = invocations_router(state)
+    app.include_router(v2_routes)
+    app.include_router(mlflow_routes)
+    hot = [
+        CodecRoute("/v1/models/{name}/predict", predict_named, refit.error),
+        CodecRoute("/v1/models/{name}/predict/batch", predict_named_batch, refit.error),
+        CodecRoute("/predict", predict, refit.error),
+        CodecRoute("/predict/batch", predict_batch, refit.error),
+        *v2_hot,
+        *mlflow_hot,
+    ]
+    # Innermost: the metrics, the access checks and the log see every request as before.
+    app.user_middleware.append(Middleware(HotRoutes, routes=hot))
 
     def openapi() -> dict[str, Any]:
-        model = state.follower.current
-        if app.openapi_schema is not None and app.state.openapi_version == _version(model):
+        served = [model.follower.current for model in state.models.values()]
+        versions = [_version(model) for model in served]
+        if app.openapi_schema is not None and app.state.openapi_version == versions:
             return app.openapi_schema
-        schema = openapi_document(app, model.signature if model else None)
+        signatures = [model.signature if model else None for model in served]
+        schema = openapi_document(app, signatures)
         document_access(schema, access)
-        app.openapi_schema, app.state.openapi_version = schema, _version(model)
+        app.openapi_schema, app.state.openapi_version = schema, versions
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -15,11 +15,11 @@ other request gets the answers its own rows get. k failing requests among n cost
 calls.
 
 Items carry the predictor they started with, so a request finishes on the model it began on
-even when a swap happens while it waits; one batcher serves every version of a server. An ONNX
-call of at most `max_inline_rows` rows runs on the event loop (tens of microseconds, less than
-a hop to a thread); a native model's calls and bigger ones run in a thread, so the loop keeps
-answering other connections and health probes meanwhile. Up to `concurrency` calls may be in
-flight, so one slow call does not hold up the requests behind it.
+even when a swap happens while it waits; one batcher serves every version of a server. A quick
+predictor's call (ONNX Runtime: tens of microseconds, less than a hop to a thread) of at most
+`max_inline_rows` rows runs on the event loop; other calls and bigger ones run in a thread, so
+the loop keeps answering other connections and health probes meanwhile. Up to `concurrency`
+calls may be in flight, so one slow call does not hold up the requests behind it.
 """
 
 from __future__ import annotations
@@ -31,8 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from refit.errors import RefitError, ServiceUnavailableError
-from refit.serve.predictor import Predictions, Predictor
-from refit.serve.records import Columns
+from refit.predictions import Columns, Predictions, Predictor
 
 
 @dataclass
@@ -51,11 +50,6 @@ def _merge(items: list[_Item]) -> Columns:
         for column, values in zip(merged, item.columns, strict=True):
             column.extend(values)
     return merged
-
-
-def _slice(predictions: Predictions, start: int, stop: int) -> Predictions:
-    proba = predictions.probabilities
-    return Predictions(predictions.labels[start:stop], None if proba is None else proba[start:stop])
 
 
 class ModelFailure(Exception):
@@ -81,10 +75,12 @@ def predict_apart(predictor: Predictor, items: list[_Item]) -> list[Outcome]:
             return [ModelFailure(exc)]
         middle = len(items) // 2
         return predict_apart(predictor, items[:middle]) + predict_apart(predictor, items[middle:])
+    if len(items) == 1:
+        return [predictions]
     outcomes: list[Outcome] = []
     start = 0
     for item in items:
-        outcomes.append(_slice(predictions, start, start + item.rows))
+        outcomes.append(predictions.rows(start, start + item.rows))
         start += item.rows
     return outcomes
 
@@ -98,7 +94,7 @@ class MicroBatcher:
         max_batch_size: int = 64,
         max_delay: float = 0.0,
         max_queue_rows: int = 4096,
-        inline: Callable[[Predictor], bool] = lambda p: getattr(p, "runtime", "") == "onnx",
+        inline: Callable[[Predictor], bool] = lambda p: getattr(p, "quick", False),
         max_inline_rows: int = 64,
         on_batch: Callable[[int], None] | None = None,
         concurrency: int = 2,

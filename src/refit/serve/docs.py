@@ -1,7 +1,7 @@
 """The API's documentation: its OpenAPI document, and the pages that show it, served offline.
 
     add_docs(app)                                   # /docs, /redoc and their assets
-    document = openapi_document(app, signature)     # what /openapi.json answers
+    document = openapi_document(app, [signature])   # what /openapi.json answers
 
 Swagger UI (`/docs`) and ReDoc (`/redoc`) load their scripts and styles from `/docs/static/`,
 files of the installed `fastapi-offline` package (Swagger UI 5, ReDoc 2), so the pages work
@@ -15,6 +15,7 @@ connection layer answers before any route (408, 414, 431, and a 503 where the ro
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -82,8 +83,9 @@ def add_docs(app: FastAPI) -> None:
         )
 
 
-def openapi_document(app: FastAPI, signature: Signature | None) -> dict[str, Any]:
-    """The OpenAPI document of `app` while it serves a version of `signature` (or none)."""
+def openapi_document(app: FastAPI, signatures: Sequence[Signature | None]) -> dict[str, Any]:
+    """The OpenAPI document of `app` while it serves a version of each of `signatures` (None:
+    none yet), one per model; with several, a record or prediction is any of theirs."""
     document = get_openapi(
         title=app.title, version=app.version, description=app.description, routes=app.routes
     )
@@ -91,7 +93,7 @@ def openapi_document(app: FastAPI, signature: Signature | None) -> dict[str, Any
     schemas = components.setdefault("schemas", {})
     for name in _FASTAPI_VALIDATION:
         schemas.pop(name, None)
-    schemas.update(openapi_components(signature))
+    schemas.update(_components(signatures))
     components.setdefault("responses", {})["UnknownPath"] = dict(UNKNOWN_PATH)
     components.setdefault("headers", {})["RequestId"] = REQUEST_ID
     responses = [components["responses"]["UnknownPath"]]
@@ -110,6 +112,18 @@ def openapi_document(app: FastAPI, signature: Signature | None) -> dict[str, Any
         if "get" in item:
             item["head"] = _head(item["get"])
     return document
+
+
+_PER_MODEL = ("Record", "Records", "Prediction", "Predictions")
+"""The schemas drawn from a model's signature."""
+
+
+def _components(signatures: Sequence[Signature | None]) -> dict[str, Any]:
+    first, *others = [openapi_components(signature) for signature in signatures]
+    for name in _PER_MODEL if others else ():
+        each = [{k: v for k, v in c[name].items() if k != "title"} for c in (first, *others)]
+        first[name] = {"title": name, "anyOf": each}
+    return first
 
 
 def _drop_fastapi_validation(responses: dict[str, Any]) -> None:

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 from refit.artifacts import ArtifactStore
 from refit.errors import RefitError
+from refit.redaction import public_reason
 from refit.registry import PRODUCTION, Registry
 from refit.registry.heartbeats import BEAT_SECONDS, Beat, beat, forget, new_instance
 from refit.serve.predictor import DEFAULT_POLICY, LoadedModel, LoadPolicy, load_predictor
-from refit.serve.redaction import public_reason
 
 log = logging.getLogger("refit.serve")
 
@@ -35,7 +35,7 @@ log = logging.getLogger("refit.serve")
 @dataclass
 class LoadFailure:
     """A version that failed to load: `error` in full (for the log and the heartbeat), and
-    `reason`, what a client may read of it (see `refit.serve.redaction`)."""
+    `reason`, what a client may read of it (see `refit.redaction`)."""
 
     version: int
     error: str

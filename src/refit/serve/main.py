@@ -2,8 +2,8 @@
 
 `refit serve` validates the project, then starts uvicorn with `app_from_environment` as the
 app factory; every worker opens its own registry and artifact store and follows production on
-its own. The project folder reaches the workers as `REFIT_PROJECT`, and option overrides as the
-usual `REFIT_SERVE__*` spec overrides.
+its own. The project folders reach the workers as `REFIT_PROJECT` (joined by `os.pathsep`), and
+option overrides as the usual `REFIT_SERVE__*` spec overrides.
 """
 
 from __future__ import annotations
@@ -30,22 +30,29 @@ log = logging.getLogger("refit.serve")
 
 
 def app_from_environment() -> FastAPI:
-    """Build a worker's app for the project named by `REFIT_PROJECT` (default: here)."""
-    project = load_project(os.environ.get(PROJECT_ENV, "."))
+    """Build a worker's app for the projects named by `REFIT_PROJECT` (default: here): one
+    folder, or several joined by `os.pathsep`, the first giving the default model and the
+    server's settings."""
+    roots = os.environ.get(PROJECT_ENV, ".").split(os.pathsep)
+    projects = [load_project(root) for root in roots]
+    project = projects[0]
     access = Access.from_spec(project.spec.serve, os.environ)
     serve = project.spec.serve
     if serve.log_format == "json":
         logging.captureWarnings(True)  # a warning is a JSON line too, not text on stderr
-    log.info(
-        "worker %d serves %s@production from the registry %s and the artifact store %s",
-        os.getpid(),
-        project.spec.name,
-        project.metadata_url,
-        project.artifacts_url,
-    )
-    services = open_services(project, create=False)  # `refit serve` checked it is there
+    for each in projects:
+        log.info(
+            "worker %d serves %s@production from the registry %s and the artifact store %s",
+            os.getpid(),
+            each.spec.name,
+            each.metadata_url,
+            each.artifacts_url,
+        )
+    # `refit serve` checked that every registry is there.
+    services = [open_services(each, create=False) for each in projects]
     state = ServerState.open(
-        services,
+        services[0],
+        more=services[1:],
         poll_interval=serve.poll_interval,
         max_body_bytes=serve.max_body_bytes,
         max_batch_rows=serve.max_batch_rows,
@@ -56,7 +63,8 @@ def app_from_environment() -> FastAPI:
 
     def shutdown() -> None:
         state.metrics.close()
-        services.close()
+        for each in services:
+            each.close()
 
     return create_app(state, on_shutdown=shutdown, access=access)
 

@@ -96,7 +96,8 @@ class ServerMetrics:
 
         self.batch_rows = Histogram(
             "refit_batch_rows",
-            "Rows per call of the model (micro-batching gathers concurrent requests).",
+            "Rows per call of the model (micro-batching gathers concurrent requests), by model.",
+            ["model"],
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096),
             registry=r,
         )

@@ -17,10 +17,10 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 
 from refit.errors import InputError, MalformedBodyError, Problem, TooLargeError
+from refit.predictions import Columns, frame_of
 from refit.serve._fast_checks import FAST_ROWS, FloatRows, fast_checker
 from refit.signature import InputColumn, Signature
 from refit.spec import FeatureType
@@ -72,11 +72,6 @@ def _show(value: Any) -> Any:
     if isinstance(value, (dict, list)):
         return "an object" if isinstance(value, dict) else "a list"
     return value
-
-
-Columns = list[list[Any]]
-"""Checked input values, one list per signature input (in signature order), one item per row;
-None is a missing value. Cheap to concatenate across requests, which micro-batching does."""
 
 
 def _expected(column: InputColumn) -> str:
@@ -355,27 +350,3 @@ class RecordReader:
                 return None
             columns.append(checked)
         return columns
-
-
-def columns_of(frame: pd.DataFrame, names: list[str]) -> Columns:
-    """The `Columns` of a DataFrame's `names` (pandas' missing values become None)."""
-    return [[None if pd.isna(v) else v for v in frame[name].tolist()] for name in names]
-
-
-def frame_of(inputs: list[InputColumn], columns: Columns) -> pd.DataFrame:
-    """The typed DataFrame of checked `columns` for the signature's `inputs`."""
-    if all(c.type is FeatureType.FLOAT for c in inputs):
-        # One float64 block instead of a Series per column: several times faster per request.
-        matrix = np.array(columns, dtype=np.float64).T.reshape(len(columns[0]), len(inputs))
-        return pd.DataFrame(matrix, columns=[c.name for c in inputs], copy=False)
-    return pd.DataFrame({c.name: _series(c, v) for c, v in zip(inputs, columns, strict=True)})
-
-
-def _series(column: InputColumn, values: list[Any]) -> pd.Series[Any]:
-    if column.type is FeatureType.FLOAT:
-        return pd.Series(values, dtype="float64")
-    if column.type is FeatureType.INT:
-        return pd.Series(values, dtype="Int64" if column.nullable else "int64")
-    if column.type is FeatureType.BOOL:
-        return pd.Series(values, dtype="boolean")
-    return pd.Series([np.nan if v is None else v for v in values], dtype=object)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from refit.flavors import RUNTIMES
+from refit.serve.codecs import mlflow
 from refit.signature import InputColumn, Signature
 from refit.spec import FeatureType
 
@@ -151,7 +153,7 @@ _STATUS_SCHEMAS = _titled(
             "properties": {
                 "name": _STRING,
                 "version": _INTEGER,
-                "runtime": {"enum": ["native", "onnx"]},
+                "runtime": {"enum": list(RUNTIMES)},
                 "onnx": {
                     **_NULLABLE_STRING,
                     "description": "Why ONNX Runtime is not used, if not.",
@@ -218,14 +220,7 @@ _ERROR_SCHEMAS = _titled(
         "V2Error": _object({"error": _STRING}),
         "MlflowError": _object(
             {
-                "error_code": {
-                    "enum": [
-                        "BAD_REQUEST",
-                        "REQUEST_LIMIT_EXCEEDED",
-                        "TEMPORARILY_UNAVAILABLE",
-                        "INTERNAL_ERROR",
-                    ]
-                },
+                "error_code": {"enum": [mlflow.BAD_REQUEST, *mlflow.ERROR_CODES.values()]},
                 "message": _STRING,
             }
         ),

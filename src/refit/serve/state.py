@@ -1,15 +1,17 @@
-"""What a server process holds: the follower of its model, its metrics and its limits.
+"""What a server process holds: its models, each following its own alias, its metrics and its
+limits.
 
-Every protocol's routes (refit's own, Open Inference V2, `/invocations`) reach the model
-through `ServerState`: `model(name)` for the version to answer with (or 404/503), `reader` to
-check records against its signature, and `predict_columns` to run it, micro-batched.
+Every protocol's routes (refit's own, Open Inference V2, `/invocations`) reach a model through
+`ServerState.read_and_predict`, the one inference path: the model by name (or 404/503), the
+body read by the protocol's codec into columns checked against its signature, and the
+predictions, micro-batched per model.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -19,114 +21,52 @@ from refit.errors import (
     NotFoundError,
     Problem,
     ServiceUnavailableError,
+    SpecError,
     TooLargeError,
 )
-from refit.serve._numbers import client_count
+from refit.predictions import Columns, NonFiniteOutputError, Predictions
+from refit.serve._numbers import client_count, shown
 from refit.serve.batching import MicroBatcher, ModelFailure
 from refit.serve.follower import LoadFailure, ModelFollower
 from refit.serve.metrics import ServerMetrics
-from refit.serve.predictor import LoadedModel, LoadPolicy, NonFiniteOutputError, Predictions
-from refit.serve.records import Columns, ExtraFields, RecordReader
+from refit.serve.predictor import LoadedModel, LoadPolicy
+from refit.serve.records import ExtraFields, RecordReader
 from refit.services import Services
 
+T = TypeVar("T")
 
-@dataclass
-class ServerState:
-    """What a server process holds: the follower of its model and its limits."""
 
-    name: str
-    follower: ModelFollower
-    metrics: ServerMetrics
-    max_body_bytes: int = 10 * 2**20
-    max_batch_rows: int = 10_000
-    batcher: MicroBatcher = field(default_factory=MicroBatcher)
-    draining: bool = False
-    extra_fields: ExtraFields = "reject"
-    _reader: RecordReader | None = field(default=None, repr=False)
+class ServedModel:
+    """One model of a server: the follower of its `production` alias, the reader of its
+    records, and its own micro-batcher, so that a slow or failing model holds up no other."""
 
-    @classmethod
-    def open(
-        cls,
-        services: Services,
+    def __init__(
+        self,
+        follower: ModelFollower,
+        metrics: ServerMetrics,
         *,
-        poll_interval: float = 2.0,
-        max_body_bytes: int = 10 * 2**20,
+        batcher: MicroBatcher,
         max_batch_rows: int = 10_000,
-        max_batch_size: int = 64,
-        max_batch_delay: float = 0.0,
-        max_queue_rows: int = 4096,
-        heartbeat: bool = True,
-    ) -> ServerState:
-        """The state of a server of `services`' project; with `heartbeat`, it reports what it
-        serves to the registry (see `refit.registry.heartbeats`)."""
-        name = services.project.spec.name
-        metrics = ServerMetrics()
-        metrics.model_version.labels(name).set(0)
-        metrics.production_version.labels(name).set(0)
-        metrics.failing_version.labels(name).set(0)
-        for counter in (metrics.rows, metrics.swaps, metrics.load_failures):
-            counter.labels(name)  # exported as 0 from the start, so rates and alerts work
+        extra_fields: ExtraFields = "reject",
+    ) -> None:
+        self.name = follower.name
+        self.follower = follower
+        self.batcher = batcher
+        self.max_batch_rows = max_batch_rows
+        self.extra_fields: ExtraFields = extra_fields
+        self._reader: RecordReader | None = None
+        self._rows = metrics.rows.labels(self.name)  # a child per model, not per request
 
-        def swapped(previous: LoadedModel | None, loaded: LoadedModel) -> None:
-            metrics.model_version.labels(name).set(loaded.version)
-            if previous is not None:
-                metrics.swaps.labels(name).inc()
-            if loaded.onnx_error is not None:  # served natively, but a failed artifact
-                metrics.load_failures.labels(name).inc()
-
-        def production(version: int | None) -> None:
-            metrics.production_version.labels(name).set(version or 0)
-
-        def refused(failure: LoadFailure | None) -> None:
-            metrics.failing_version.labels(name).set(0 if failure is None else failure.version)
-            if failure is not None:
-                metrics.load_failures.labels(name).inc()
-
-        follower = ModelFollower(
-            services.registry,
-            services.store,
-            name,
-            poll_interval=poll_interval,
-            on_swap=swapped,
-            on_failure=refused,
-            on_production=production,
-            heartbeat=heartbeat,
-            policy=LoadPolicy(
-                signing_key=services.registry.signing_key,
-                allow_pickle=services.project.spec.serve.allow_pickle,
-                trusted_types=tuple(services.project.spec.model.trusted_types),
-            ),
-        )
-        batcher = MicroBatcher(
-            max_batch_size=max_batch_size,
-            max_delay=max_batch_delay,
-            max_queue_rows=max_queue_rows,
-            on_batch=metrics.batch_rows.observe,
-        )
-        extra = services.project.spec.serve.extra_fields
-        return cls(
-            name, follower, metrics, max_body_bytes, max_batch_rows, batcher, extra_fields=extra
-        )
-
-    def model(self, name: str) -> LoadedModel:
-        if name != self.name:
-            raise NotFoundError(f"no model {name!r} here; this server serves {self.name!r}")
+    def current(self) -> LoadedModel:
+        """The version to answer with; 503 while there is none."""
         model = self.follower.current
         if model is None:
-            raise ServiceUnavailableError(f"{name} is not ready: {self.follower.waiting()}")
+            raise ServiceUnavailableError(f"{self.name} is not ready: {self.follower.waiting()}")
         return model
 
-    async def predict_columns(self, model: LoadedModel, columns: Columns) -> Predictions:
-        """Predict on checked columns with `model`, micro-batched with concurrent requests.
-
-        Rows the model fails on (it raises, or answers NaN) fail their own request alone,
-        with a `ModelRefusedError` naming what is known of the cause."""
-        try:
-            predictions = await self.batcher.predict(model.predictor, columns)
-        except ModelFailure as failure:
-            raise refusal(model.signature.names, columns, failure.error) from None
-        self.metrics.rows.labels(model.name).inc(len(predictions.labels))
-        return predictions
+    @property
+    def ready(self) -> bool:
+        return self.follower.current is not None
 
     def reader(self, model: LoadedModel) -> RecordReader:
         # Every served version has the same inputs (the follower refuses others), so one
@@ -137,9 +77,21 @@ class ServerState:
             self._reader = reader
         return reader
 
+    async def predict(self, model: LoadedModel, columns: Columns) -> Predictions:
+        """Predict on checked columns with `model`, micro-batched with concurrent requests.
+
+        Rows the model fails on (it raises, or answers NaN) fail their own request alone,
+        with a `ModelRefusedError` naming what is known of the cause."""
+        try:
+            predictions = await self.batcher.predict(model.predictor, columns)
+        except ModelFailure as failure:
+            raise refusal(model.signature.names, columns, failure.error) from None
+        self._rows.inc(len(predictions))
+        return predictions
+
     def describe(self) -> dict[str, Any]:
         """What `/v1/models` shows: the version holding the alias, the one served and, when
-        they differ, why (as a client may read it: see `refit.serve.redaction`)."""
+        they differ, why (as a client may read it: see `refit.redaction`)."""
         follower = self.follower
         model, failure = follower.current, follower.failure
         served = None
@@ -169,6 +121,159 @@ class ServerState:
         if follower.loading == production:
             return f"loading v{production}"
         return f"v{production} is not loaded yet"
+
+
+@dataclass
+class ServerState:
+    """What a server process holds: its models by name (the first is the default, which the
+    routes without a model name answer with), its metrics and its limits."""
+
+    models: dict[str, ServedModel]
+    metrics: ServerMetrics
+    max_body_bytes: int = 10 * 2**20
+    draining: bool = False
+
+    @classmethod
+    def open(
+        cls,
+        services: Services,
+        *,
+        more: Sequence[Services] = (),
+        poll_interval: float = 2.0,
+        max_body_bytes: int = 10 * 2**20,
+        max_batch_rows: int = 10_000,
+        max_batch_size: int = 64,
+        max_batch_delay: float = 0.0,
+        max_queue_rows: int = 4096,
+        heartbeat: bool = True,
+    ) -> ServerState:
+        """The state of a server of `services`' project's model (the default) and of each of
+        `more`'s; with `heartbeat`, it reports what it serves to the registry (see
+        `refit.registry.heartbeats`). Every model follows its own registry's alias."""
+        metrics = ServerMetrics()
+        models: dict[str, ServedModel] = {}
+        for each in (services, *more):
+            name = each.project.spec.name
+            if name in models:
+                raise SpecError(f"two of the projects served are named {name!r}")
+            follower = _follower(each, metrics, poll_interval, heartbeat)
+            batcher = MicroBatcher(
+                max_batch_size=max_batch_size,
+                max_delay=max_batch_delay,
+                max_queue_rows=max_queue_rows,
+                on_batch=metrics.batch_rows.labels(name).observe,
+            )
+            models[name] = ServedModel(
+                follower,
+                metrics,
+                batcher=batcher,
+                max_batch_rows=max_batch_rows,
+                extra_fields=each.project.spec.serve.extra_fields,
+            )
+        return cls(models, metrics, max_body_bytes)
+
+    @property
+    def default(self) -> ServedModel:
+        """The model of the routes that name none (`/predict`, `/invocations`)."""
+        return next(iter(self.models.values()))
+
+    @property
+    def name(self) -> str:
+        return self.default.name
+
+    @property
+    def follower(self) -> ModelFollower:
+        return self.default.follower
+
+    @property
+    def batcher(self) -> MicroBatcher:
+        return self.default.batcher
+
+    def served(self, name: str) -> ServedModel:
+        """The model named `name`; 404 when this server serves none of that name."""
+        served = self.models.get(name)
+        if served is None:
+            here = ", ".join(repr(n) for n in self.models)
+            raise NotFoundError(f"no model {shown(name)} here; this server serves {here}")
+        return served
+
+    def model(self, name: str) -> LoadedModel:
+        """The version of model `name` to answer with (404 unknown, 503 not loaded)."""
+        return self.served(name).current()
+
+    def reader(self, model: LoadedModel) -> RecordReader:
+        return self.models[model.name].reader(model)
+
+    async def predict_columns(self, model: LoadedModel, columns: Columns) -> Predictions:
+        """Predict on checked columns with `model` (see `ServedModel.predict`)."""
+        return await self.models[model.name].predict(model, columns)
+
+    def describe(self) -> dict[str, Any]:
+        """The default model's `/v1/models` entry."""
+        return self.default.describe()
+
+    async def read_and_predict(
+        self,
+        request: Request,
+        name: str,
+        read: Callable[[bytes, RecordReader, LoadedModel], tuple[Columns, T]],
+        version: Callable[[LoadedModel], LoadedModel] = lambda model: model,
+    ) -> tuple[LoadedModel, T, Predictions]:
+        """The one inference path of every protocol: the model (404, 503), then the body
+        (bounded), read by the protocol's codec (`read(body, reader, model)` -> the checked
+        columns and what else the codec needs to answer: off the event loop when the body is
+        large), then the predictions, micro-batched."""
+        served = self.served(name)
+        model = version(served.current())
+        body = await read_body(request, self.max_body_bytes)
+        reader = self.reader(model)
+        columns, extra = await off_the_loop(body, lambda b: read(b, reader, model))
+        predictions = await self.predict_columns(model, columns)
+        return model, extra, predictions
+
+
+def _follower(
+    services: Services, metrics: ServerMetrics, poll_interval: float, heartbeat: bool
+) -> ModelFollower:
+    """The follower of `services`' project's production, reporting to `metrics`."""
+    name = services.project.spec.name
+    metrics.model_version.labels(name).set(0)
+    metrics.production_version.labels(name).set(0)
+    metrics.failing_version.labels(name).set(0)
+    for counter in (metrics.rows, metrics.swaps, metrics.load_failures):
+        counter.labels(name)  # exported as 0 from the start, so rates and alerts work
+
+    def swapped(previous: LoadedModel | None, loaded: LoadedModel) -> None:
+        metrics.model_version.labels(name).set(loaded.version)
+        if previous is not None:
+            metrics.swaps.labels(name).inc()
+        if loaded.onnx_error is not None:  # served natively, but a failed artifact
+            metrics.load_failures.labels(name).inc()
+
+    def production(version: int | None) -> None:
+        metrics.production_version.labels(name).set(version or 0)
+
+    def refused(failure: LoadFailure | None) -> None:
+        metrics.failing_version.labels(name).set(0 if failure is None else failure.version)
+        if failure is not None:
+            metrics.load_failures.labels(name).inc()
+
+    spec = services.project.spec
+    return ModelFollower(
+        services.registry,
+        services.store,
+        name,
+        poll_interval=poll_interval,
+        on_swap=swapped,
+        on_failure=refused,
+        on_production=production,
+        heartbeat=heartbeat,
+        policy=LoadPolicy(
+            signing_key=services.registry.signing_key,
+            allow_pickle=spec.serve.allow_pickle,
+            trusted_types=tuple(spec.model.trusted_types),
+        ),
+    )
 
 
 _SHOWN_ROWS = 5
@@ -214,8 +319,6 @@ def refusal(names: list[str], columns: Columns, error: Exception) -> ModelRefuse
         problems,
     )
 
-
-T = TypeVar("T")
 
 LARGE_BODY = 64 * 1024
 """Bodies above this size (about 80 records of 30 numbers) are parsed and checked in a thread:

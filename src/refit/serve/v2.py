@@ -1,6 +1,8 @@
 """The Open Inference Protocol (KServe V2) over REST, for a tabular model.
 
-    app.include_router(v2_router(state))
+    router, hot = v2_router(state)
+    app.include_router(router)
+    app.add_middleware(HotRoutes, routes=hot)
 
     GET  /v2/health/live, /v2/health/ready         200, or 503 while no model is ready
     GET  /v2                                       server metadata
@@ -25,58 +27,27 @@ over the size limits, 503 (with `Retry-After`) before a model is ready, 500 othe
 
 from __future__ import annotations
 
-import logging
 import uuid
-from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
 from pydantic import BaseModel
-from starlette.exceptions import HTTPException
+from starlette.responses import Response
 
 from refit import __version__
-from refit.errors import (
-    InputError,
-    MalformedBodyError,
-    NotFoundError,
-    RefitError,
-    RequestError,
-    ServiceUnavailableError,
-)
-from refit.serve._inference import (
-    BINARY_HEADER,
-    Datatype,
-    InferenceRequest,
-    invalid,
-    read_request,
-    tensor_columns,
-)
+from refit.errors import ServiceUnavailableError
+from refit.predictions import Columns
 from refit.serve._media import JSON_TYPE, content_type, route_path
-from refit.serve._numbers import shown
-from refit.serve._routes import AsciiJSONResponse as V2Response
-from refit.serve._routes import protocol_route
-from refit.serve.predictor import LoadedModel, Predictions
-from refit.serve.records import Columns, explain
+from refit.serve._routes import CodecRoute, protocol_route
+from refit.serve.codecs import JSONBody, v2
+from refit.serve.codecs.v2 import BINARY_HEADER, Datatype
+from refit.serve.predictor import LoadedModel
+from refit.serve.records import RecordReader
 from refit.serve.schemas import json_response, ref, v2_errors
-from refit.serve.state import ServerState, off_the_loop, read_body
-from refit.spec import FeatureType, Task
+from refit.serve.state import ServerState
 
-log = logging.getLogger("refit.serve")
-
-PLATFORM = "refit_sklearn"
 BINARY_TYPE = "application/octet-stream"
 """The Content-Type a request of the binary tensor data extension may have (or none)."""
-PREDICT, PREDICT_PROBA = "predict", "predict_proba"
-
-_DATATYPE = {
-    FeatureType.FLOAT: "FP64",
-    FeatureType.INT: "INT64",
-    FeatureType.BOOL: "BOOL",
-    FeatureType.CATEGORY: "BYTES",
-}
-_LABEL_DATATYPE = {"float": "FP64", "int": "INT64", "bool": "BOOL", "string": "BYTES"}
 
 
 # --- wire objects of the answers (they document the API) --------------------------------------
@@ -122,121 +93,6 @@ class ServerMetadata(BaseModel):
     extensions: list[str]
 
 
-# --- errors ---------------------------------------------------------------------------------
-
-
-def error_response(exc: Exception) -> Response:
-    """The V2 answer to anything raised while serving a V2 route."""
-    status = 500
-    headers: Mapping[str, str] | None = None
-    if isinstance(exc, InputError):
-        status, message = 400, explain(exc)
-    elif isinstance(exc, RequestError):
-        status, message = (400 if exc.status == 422 else exc.status), exc.message
-    elif isinstance(exc, NotFoundError):
-        status, message = 404, exc.message
-    elif isinstance(exc, ServiceUnavailableError):
-        status, message, headers = 503, exc.message, {"Retry-After": "1"}
-    elif isinstance(exc, RequestValidationError):
-        status, message = 400, invalid(exc.errors())
-    elif isinstance(exc, HTTPException):
-        status, message, headers = exc.status_code, str(exc.detail), exc.headers
-    elif isinstance(exc, RefitError):
-        message = exc.message
-    else:
-        log.error("a V2 request failed", exc_info=exc)
-        message = "internal server error"
-    return V2Response({"error": message}, status_code=status, headers=headers)
-
-
-# --- inference ------------------------------------------------------------------------------
-
-
-def _served(state: ServerState, name: str, version: str | None) -> LoadedModel:
-    model = state.model(name)
-    if version is not None and version != str(model.version):
-        raise NotFoundError(
-            f"version {version} of {name} is not served here; this server serves version "
-            f"{model.version}"
-        )
-    return model
-
-
-def _probabilities(model: LoadedModel) -> bool:
-    output = model.signature.output
-    return output.task is Task.CLASSIFICATION and output.probabilities
-
-
-def _outputs(model: LoadedModel, request: InferenceRequest) -> list[str]:
-    """The outputs to answer with, in the order asked (all of them when none is asked)."""
-    gives = [PREDICT, PREDICT_PROBA] if _probabilities(model) else [PREDICT]
-    if not request.outputs:
-        return gives
-    asked = list(dict.fromkeys(output.name for output in request.outputs))
-    for name in asked:
-        if name == PREDICT_PROBA and name not in gives:
-            kind = "a regression" if model.signature.output.task is Task.REGRESSION else "a"
-            raise MalformedBodyError(
-                f"{model.name} is {kind} model without class probabilities: it has no output "
-                f"{PREDICT_PROBA!r}, only {PREDICT!r}"
-            )
-        if name not in gives:
-            raise MalformedBodyError(
-                f"unknown output {shown(name)}; {model.name} gives {', '.join(map(repr, gives))}"
-            )
-    return asked
-
-
-def _answer(
-    model: LoadedModel, request_id: str, outputs: list[str], predictions: Predictions
-) -> dict[str, Any]:
-    rows = len(predictions.labels)
-    answered: list[dict[str, Any]] = []
-    for name in outputs:
-        if name == PREDICT:
-            datatype = _LABEL_DATATYPE[model.signature.output.type]
-            answered.append(
-                {"name": name, "shape": [rows], "datatype": datatype, "data": predictions.labels}
-            )
-            continue
-        probabilities = predictions.probabilities
-        if probabilities is None:
-            raise RefitError(f"{model.name} v{model.version} gave no class probabilities")
-        classes = list(probabilities[0]) if probabilities else []
-        data = [row[c] for row in probabilities for c in classes]
-        answered.append(
-            {"name": name, "shape": [rows, len(classes)], "datatype": "FP64", "data": data}
-        )
-    return {
-        "model_name": model.name,
-        "model_version": str(model.version),
-        "id": request_id,
-        "outputs": answered,
-    }
-
-
-# --- metadata -------------------------------------------------------------------------------
-
-
-def model_metadata(model: LoadedModel) -> dict[str, Any]:
-    output = model.signature.output
-    outputs = [{"name": PREDICT, "datatype": _LABEL_DATATYPE[output.type], "shape": [-1]}]
-    if _probabilities(model):
-        classes = len(output.classes or [])
-        outputs.append({"name": PREDICT_PROBA, "datatype": "FP64", "shape": [-1, classes]})
-    return {
-        "name": model.name,
-        "versions": [str(model.version)],
-        "platform": PLATFORM,
-        "inputs": [
-            {"name": c.name, "datatype": _DATATYPE[c.type], "shape": [-1]}
-            for c in model.signature.inputs
-        ],
-        "outputs": outputs,
-        "parameters": {"content_type": "pd"},
-    }
-
-
 def _inline(schema: dict[str, Any]) -> dict[str, Any]:
     """`schema` with its `$defs` references written in place (for an OpenAPI request body)."""
     defs = schema.pop("$defs", {})
@@ -258,11 +114,9 @@ def _inline(schema: dict[str, Any]) -> dict[str, Any]:
 # --- routes ---------------------------------------------------------------------------------
 
 
-def v2_router(state: ServerState) -> APIRouter:
-    """The V2 routes of a server: `app.include_router(v2_router(state))`."""
-    router = APIRouter(
-        tags=["open inference protocol (v2)"], route_class=protocol_route(error_response)
-    )
+def v2_router(state: ServerState) -> tuple[APIRouter, list[CodecRoute]]:
+    """The V2 routes of a server, and its hot ones (see `refit.serve._routes`)."""
+    router = APIRouter(tags=["open inference protocol (v2)"], route_class=protocol_route(v2.error))
     body = {
         "requestBody": {
             "required": True,
@@ -271,7 +125,10 @@ def v2_router(state: ServerState) -> APIRouter:
     }
 
     def ready() -> bool:
-        return state.follower.current is not None and not state.draining
+        return not state.draining and all(model.ready for model in state.models.values())
+
+    def model_is_ready(name: str) -> bool:
+        return not state.draining and state.served(name).ready
 
     @router.get(
         "/v2/health/live",
@@ -279,7 +136,7 @@ def v2_router(state: ServerState) -> APIRouter:
         responses={200: json_response(ref("V2Live"), "Live"), **v2_errors(405)},
     )
     async def live() -> Response:
-        return V2Response({"live": True})
+        return JSONBody({"live": True})
 
     @router.get(
         "/v2/health/ready",
@@ -291,7 +148,7 @@ def v2_router(state: ServerState) -> APIRouter:
         },
     )
     async def server_ready() -> Response:
-        return V2Response({"ready": ready()}, status_code=200 if ready() else 503)
+        return JSONBody({"ready": ready()}, status_code=200 if ready() else 503)
 
     @router.get(
         "/v2",
@@ -299,17 +156,18 @@ def v2_router(state: ServerState) -> APIRouter:
         responses={200: {"model": ServerMetadata}, **v2_errors(405)},
     )
     async def server_metadata() -> Response:
-        return V2Response({"name": "refit", "version": __version__, "extensions": []})
+        return JSONBody({"name": "refit", "version": __version__, "extensions": []})
 
     async def model_ready(name: str, version: str | None) -> Response:
         try:
-            _served(state, name, version)
+            v2.served(state.model(name), version)
         except ServiceUnavailableError:
-            return V2Response({"name": name, "ready": False}, status_code=503)
-        return V2Response({"name": name, "ready": ready()}, status_code=200 if ready() else 503)
+            return JSONBody({"name": name, "ready": False}, status_code=503)
+        is_ready = model_is_ready(name)
+        return JSONBody({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
 
     async def metadata(name: str, version: str | None) -> Response:
-        return V2Response(model_metadata(_served(state, name, version)))
+        return JSONBody(v2.metadata(v2.served(state.model(name), version)))
 
     async def infer(name: str, version: str | None, request: Request) -> Response:
         header, given = request.headers.get(BINARY_HEADER), request.headers.get("content-type")
@@ -318,19 +176,19 @@ def v2_router(state: ServerState) -> APIRouter:
             # its Content-Type may be absent, or name the binary data.
             accepted = (JSON_TYPE,) if header is None else (JSON_TYPE, BINARY_TYPE)
             content_type(given, accepted, route_path(request))
-        model = _served(state, name, version)
-        body = await read_body(request, state.max_body_bytes)
-        reader = state.reader(model)
 
-        def read(body: bytes) -> tuple[InferenceRequest, list[str], Columns]:
-            inference = read_request(body, header, reader)
-            outputs = _outputs(model, inference)
-            return inference, outputs, tensor_columns(reader, inference, model.name)
+        def read(
+            body: bytes, reader: RecordReader, model: LoadedModel
+        ) -> tuple[Columns, tuple[str | None, list[str]]]:
+            inference = v2.read_request(body, header, reader)
+            outputs = v2.outputs(model, inference)
+            return v2.tensor_columns(reader, inference, model.name), (inference.id, outputs)
 
-        inference, outputs, columns = await off_the_loop(body, read)
-        predictions = await state.predict_columns(model, columns)
-        request_id = inference.id if inference.id is not None else str(uuid.uuid4())
-        return V2Response(_answer(model, request_id, outputs, predictions))
+        model, (given_id, outputs), predictions = await state.read_and_predict(
+            request, name, read, lambda model: v2.served(model, version)
+        )
+        request_id = given_id if given_id is not None else str(uuid.uuid4())
+        return v2.answer(model, request_id, outputs, predictions)
 
     meta = {
         "summary": "Model metadata",
@@ -377,8 +235,12 @@ def v2_router(state: ServerState) -> APIRouter:
     async def post_version_infer(name: str, version: str, request: Request) -> Response:
         return await infer(name, version, request)
 
-    return router
+    hot = [
+        CodecRoute("/v2/models/{name}/infer", post_infer, v2.error),
+        CodecRoute("/v2/models/{name}/versions/{version}/infer", post_version_infer, v2.error),
+    ]
+    return router, hot
 
 
 def _request_schema() -> dict[str, Any]:
-    return InferenceRequest.model_json_schema()
+    return v2.InferenceRequest.model_json_schema()

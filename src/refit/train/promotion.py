@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from refit.artifacts import ArtifactStore
 from refit.errors import ArtifactError, ConflictError, NotFoundError, UntrustedVersionError
+from refit.flavors import get_flavor
 from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow, Registry
 from refit.registry.signing import check_signed
 
@@ -21,11 +22,7 @@ class UnservableVersionError(ArtifactError):
 
 def artifacts_of(row: ModelVersionRow) -> list[tuple[str, str, str]]:
     """(what, key, sha256) of every file a server loads for this version."""
-    files = [("artifact", row.artifact_uri, row.artifact_sha256)]
-    onnx = row.onnx or {}
-    if row.flavor != "onnx" and onnx.get("status") == "ok":
-        files.append(("ONNX artifact", str(onnx["uri"]), str(onnx["sha256"])))
-    return files
+    return get_flavor(row.flavor).artifacts(row)
 
 
 def check_artifacts(

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from refit.errors import ArtifactError, RefitError
-from refit.flavors import DEFAULT_FLAVOR, SUFFIXES, load_model
+from refit.flavors import DEFAULT_FLAVOR, ONNX_FLAVOR, SUFFIXES, load_model
 from refit.flavors.onnx import onnx_estimator
 from refit.services import Services
 from refit.spec import ArtifactFormat, Task
@@ -87,7 +87,7 @@ def register_model_file(
             raise ArtifactError(
                 f"the ONNX model failed on the holdout rows: {type(exc).__name__}: {exc}"
             ) from exc
-        return Candidate(model, "onnx", fmt, params, data)
+        return Candidate(model, ONNX_FLAVOR, fmt, params, data)
 
     return run_and_register(services, load, "model_s", snapshot_id, "register", actor, step)
 

@@ -32,7 +32,7 @@ from refit.errors import (
     SpecError,
     TrainingError,
 )
-from refit.flavors import DEFAULT_FLAVOR, SUFFIXES, load_model, save_model
+from refit.flavors import DEFAULT_FLAVOR, SUFFIXES, get_flavor, load_model, save_model
 from refit.parquet import read_snapshot
 from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow, SnapshotRow
 from refit.registry.jobs import interrupt_dead_runs
@@ -215,7 +215,7 @@ def run_and_register(
                 kind="models",
                 suffix=SUFFIXES[candidate.format],
             )
-        if candidate.flavor == "onnx":
+        if not get_flavor(candidate.flavor).converts:
             onnx: dict[str, Any] = {"status": "the model is ONNX"}
         else:
             with _timed(timings, "onnx_s"):

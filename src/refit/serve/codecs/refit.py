@@ -1,0 +1,45 @@
+"""refit's own wire format: a record or `{"records": [...]}` in, and
+
+    {"model", "version", "prediction", "probabilities"?}          one record
+    {"model", "version", "predictions", "probabilities"?}         a batch
+    {"error": {"code", "message", "problems"?}}                   any error
+
+Records are read and checked by `refit.serve.records.RecordReader`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.responses import Response
+
+from refit.predictions import Predictions
+from refit.serve.codecs import JSONBody
+from refit.serve.failures import Failure
+
+
+def answer(name: str, version: int, predictions: Predictions, batch: bool) -> Response:
+    """The answer to a record (`batch` false) or to a batch of records."""
+    body: dict[str, Any] = {"model": name, "version": version}
+    labels, maps = predictions.label_list(), predictions.probability_maps()
+    if batch:
+        body["predictions"] = labels
+        if maps is not None:
+            body["probabilities"] = maps
+    else:
+        body["prediction"] = labels[0]
+        if maps is not None:
+            body["probabilities"] = maps[0]
+    return JSONBody(body)
+
+
+def error_body(code: str, message: str, problems: list[Any] | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if problems is not None:
+        error["problems"] = problems
+    return {"error": error}
+
+
+def error(failure: Failure) -> Response:
+    body = error_body(failure.code, failure.message, failure.problems)
+    return JSONBody(body, status_code=failure.status, headers=failure.headers)
