@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from refit.apikeys import check_exposure
-from refit.cli._output import ProjectOption, checked_by, err
+from refit.cli._output import checked_by, err
 from refit.cli._server import (
     HostOption,
     PortOption,
@@ -23,6 +23,7 @@ from refit.cli._server import (
     check_address,
 )
 from refit.deploy.pod import WORKER_STARTUP_SECONDS
+from refit.errors import SpecError
 from refit.project import load_project
 from refit.registry.database import require_registry
 from refit.serve._multiprocess import shared_metrics
@@ -32,8 +33,20 @@ if TYPE_CHECKING:
     from refit.serve._server import DrainingConfig
 
 
+ProjectsOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--project",
+        "-p",
+        help="The project folder (holding refit.yaml); repeat it to serve several projects' "
+        "models at once (the first is the default model, and gives the server's settings).",
+        show_default=False,
+    ),
+]
+
+
 def serve(
-    project: ProjectOption = Path("."),
+    project: ProjectsOption = None,
     host: HostOption = None,
     port: PortOption = None,
     workers: WorkersOption = None,
@@ -51,11 +64,11 @@ def serve(
 ) -> None:
     """Serve predictions from the version that holds production, following its promotions."""
     with shared_metrics():  # before prometheus_client is imported, here or in a worker
-        _serve(project, host, port, workers, log_format, access_log)
+        _serve(project or [Path(".")], host, port, workers, log_format, access_log)
 
 
 def _serve(
-    project: Path,
+    projects: list[Path],
     host: str | None,
     port: int | None,
     workers: int | None,
@@ -77,20 +90,30 @@ def _serve(
     for key, value in overrides.items():
         if value is not None:
             os.environ[f"REFIT_SERVE__{key}"] = str(value)
-    loaded = load_project(project)  # a bad spec stops here, before any worker starts
+    # A bad spec stops here, before any worker starts; so does a registry that is not there.
+    served = [load_project(project) for project in projects]
+    loaded = served[0]
+    names = [each.spec.name for each in served]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise SpecError(
+            f"two of the projects served are named {twice[0]!r}: every model of a server "
+            "needs its own name (the `name` of its refit.yaml)"
+        )
     # One math-library thread per worker: workers are the unit of parallelism, and on a few
     # cores scikit-learn's default thread pools slow concurrent requests 2-3x (measured).
     for threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(threads, "1")
-    os.environ[PROJECT_ENV] = str(loaded.root)
+    os.environ[PROJECT_ENV] = os.pathsep.join(str(each.root) for each in served)
     settings = loaded.spec.serve
     check_address(settings.host, settings.port)
     check_exposure(settings, os.environ)  # no keys: loopback only, unless auth: none is said
-    require_registry(loaded.metadata_url)  # a registry that is not there stops it here too
+    for each in served:
+        require_registry(each.metadata_url)
     shown = f"http://{settings.host}:{settings.port}"
     logging_config = log_config(settings.log_format, settings.access_log)
     serving = (
-        f"Serving {loaded.spec.name} (production) on {shown} with {settings.workers} "
+        f"Serving {', '.join(names)} (production) on {shown} with {settings.workers} "
         f"worker(s); API docs at {shown}/docs"
     )
     if settings.log_format == "json":  # every line on stderr is then a JSON object
