@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -197,7 +198,9 @@ def not_in_process(template: str, status: int, response: dict[str, Any]) -> str 
 
 
 def instance(template: str, name: str = NAME, version: str = "1") -> str:
-    return template.replace("{name}", name).replace("{version}", version)
+    """A path of `template`: `{version}` is `version`, any other parameter the model's name."""
+    with_version = template.replace("{version}", version)
+    return re.sub(r"\{[^}]+\}", name, with_version)
 
 
 def valid_body(template: str) -> bytes:
@@ -232,7 +235,7 @@ def bad_requests(template: str, methods: set[str], mount: bool, version: str) ->
     other = next(m for m in METHODS if m not in methods)
     keyed = {**key, **json_type}
     yield "a method the path does not take", other, path, key, None
-    if "{name}" in template:
+    if re.search(r"\{(?!version\})[^}]+\}", template):
         yield "an unknown model", method, instance(template, name="nope"), keyed, body
     if "{version}" in template:
         yield "an unknown version", method, instance(template, version="99"), keyed, body
