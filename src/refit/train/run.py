@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from refit.artifacts import ArtifactStore
-from refit.data.batches import schema_change
+from refit.columns import schema_change
 from refit.errors import (
     ConflictError,
     DataError,
