@@ -54,3 +54,15 @@ def test_no_role_imports_another_and_the_core_imports_no_role() -> None:
             elif other in ROLES:
                 crossings.append(f"{path.relative_to(PACKAGE)} (core) imports {module}")
     assert not crossings, "\n".join(crossings)
+
+
+def test_no_module_of_the_registry_ingest_train_or_run_is_past_400_lines() -> None:
+    # A module that long usually holds two concepts (STYLE.md); migrations are generated.
+    long = [
+        f"{path.relative_to(PACKAGE)}: {lines} lines"
+        for package in ("registry", "data", "train", "run")
+        for path in sorted((PACKAGE / package).rglob("*.py"))
+        if "migrations" not in path.parts
+        and (lines := len(path.read_text(encoding="utf-8").splitlines())) > 400
+    ]
+    assert not long, "\n".join(long)
