@@ -4,9 +4,10 @@ SQLite is set up for several processes at once: WAL journal (readers never block
 a busy timeout, and `BEGIN IMMEDIATE` for transactions that write, so two writers queue on
 the lock instead of failing halfway with "database is locked". PostgreSQL needs none of this.
 
-`Database` gives one session per transaction: `read()`, or `write()` for one that writes;
-a database that fails on the way is a `StoreError`. Migrations run automatically when the
-registry opens. When several processes start at once,
+`Database` gives one session per transaction: `read()`, or `write()` for one that writes; a
+database that fails on the way is a `StoreError`.
+
+Migrations run automatically when the registry opens. When several processes start at once,
 one of them migrates while the others wait on a lock (SQLite's write lock, a PostgreSQL
 advisory lock), then find the schema already at head.
 """
@@ -49,11 +50,14 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
+        """A session in one transaction that only reads."""
         with self._reader() as session, session.begin(), _reachable(self.engine):
             yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:
+        """A session in one transaction that writes (SQLite: `BEGIN IMMEDIATE`), committed
+        when the block ends without an error."""
         with self._writer() as session, session.begin(), _reachable(self.engine):
             yield session
 
