@@ -34,7 +34,7 @@ from refit.cli import app
 from refit.cli._output import run_app
 from refit.deploy.compose import render_compose
 from refit.project import load_project
-from refit.run.demo import create_stack_project
+from stack import create_stack_project
 
 ROOT = Path(__file__).resolve().parents[2]
 SKIPS_FILE = ROOT / "deploy" / "checkov-skips.yaml"

@@ -20,8 +20,8 @@ from refit.deploy.files import write_files
 from refit.errors import SpecError
 from refit.examples import create_project
 from refit.project import load_project
-from refit.run.demo import create_stack_project
 from refit.spec import SPEC_FILE, ServeSpec
+from stack import create_stack_project
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLED = ROOT / "deploy" / "compose"

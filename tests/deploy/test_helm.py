@@ -29,10 +29,10 @@ from refit.deploy.files import write_files
 from refit.deploy.helm import render_helm, split_image
 from refit.examples import create_project
 from refit.project import load_project
-from refit.run.demo import create_stack_project
 from refit.schedule import cron_expression
 from refit.spec import SPEC_FILE
 from servers import PostgresServer, S3Location, free_port
+from stack import create_stack_project
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLED = ROOT / "deploy" / "helm" / "refit"

@@ -37,9 +37,9 @@ from refit.deploy.kubernetes import (
 )
 from refit.examples import create_project
 from refit.project import load_project
-from refit.run.demo import create_stack_project
 from refit.schedule import cron_expression
 from refit.spec import SPEC_FILE
+from stack import create_stack_project
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLED = ROOT / "deploy" / "kubernetes"

@@ -25,7 +25,7 @@ from refit.deploy.compose import render_compose
 from refit.deploy.workflow import CHART_DIR, COMPOSE_DIR, WORKFLOW_FILE
 from refit.examples import INCOMING
 from refit.project import load_project
-from refit.run.demo import create_stack_project
+from stack import create_stack_project
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"

@@ -281,6 +281,7 @@ def test_missed_ticks_run_once_then_wait_for_the_next(services: Services) -> Non
 
 def test_stop_interrupts_the_running_job_and_ends_the_loops(services: Services) -> None:
     jobs = scheduler(services, "s1", tick=0.05)
+    before = set(threading.enumerate())
     jobs.start()
     try:
         wait_until(
@@ -290,10 +291,8 @@ def test_stop_interrupts_the_running_job_and_ends_the_loops(services: Services) 
         wait_until(lambda: state(services, "train") is not None, "train looked for a snapshot")
     finally:
         jobs.stop(timeout=DEADLINE)
-    waiter = threading.Thread(target=jobs.wait)
-    waiter.start()
-    waiter.join(DEADLINE)
-    assert not waiter.is_alive(), "the scheduler's threads did not end"
+    loops = [t.name for t in threading.enumerate() if t not in before]
+    assert not loops, f"the scheduler's threads did not end: {loops}"
     ingested = state(services, "ingest")
     assert ingested is not None and ingested.last_status == "interrupted"
     assert services.registry.list_batches(services.project.spec.name) == []

@@ -68,7 +68,7 @@ def _say(name: str, line: str) -> None:
 def scheduler(project: ProjectOption = Path(".")) -> None:
     """Run the scheduled ingest and train jobs until stopped (refit up runs this for you)."""
     from refit.run.scheduler import Scheduler
-    from refit.train.run import check_model
+    from refit.train.checks import check_model
 
     loaded = load_project(project)
     check_model(loaded.spec, loaded.root)
@@ -93,7 +93,7 @@ def up(
     """Run the whole loop here: the scheduler and the server, restarted if they die."""
     from refit.run.local import run_up
     from refit.run.supervisor import SupervisorError
-    from refit.train.run import check_model
+    from refit.train.checks import check_model
 
     loaded = load_project(project)
     check_model(loaded.spec, loaded.root)

@@ -8,7 +8,7 @@ come from it; the kept rows, validated again under the current spec, can rebuild
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,48 +115,6 @@ def kept_reader(store: ArtifactStore, batch: IngestBatchRow) -> Reader:
     uri, sha256 = batch.rows_uri, batch.rows_sha256
     assert uri is not None and sha256 is not None
     return lambda: from_parquet(store.get(uri, sha256))
-
-
-@dataclass(frozen=True)
-class SchemaChange:
-    """How a snapshot's columns differ from those the spec gives; `str()` tells it, e.g.
-    "added: tenure; retyped: plan (float64 -> str)"."""
-
-    added: list[str]
-    removed: list[str]
-    retyped: list[str]
-    """`name (old dtype -> new dtype)`."""
-
-    @property
-    def missing_columns(self) -> bool:
-        """Whether rows of this snapshot lack what the spec asks (extra columns do no harm)."""
-        return bool(self.added or self.retyped)
-
-    def __str__(self) -> str:
-        parts = (("added", self.added), ("removed", self.removed), ("retyped", self.retyped))
-        return "; ".join(f"{what}: {', '.join(names)}" for what, names in parts if names)
-
-
-def schema_change(columns: Mapping[str, str], data: DataSpec) -> SchemaChange | None:
-    """How a snapshot's columns (name -> dtype) differ from those validation gives under
-    `data`; None if they do not.
-
-    The target's type is left out: it follows the values (numbers or text) of each batch. So is
-    the order: columns are taken by name.
-    """
-    names = [*data.features, data.target] + ([data.time_column] if data.time_column else [])
-    empty = pd.DataFrame({name: pd.Series([], dtype=object) for name in names})
-    wanted = {str(k): str(v) for k, v in validate(empty, data).valid.dtypes.items()}
-    change = SchemaChange(
-        added=[name for name in wanted if name not in columns],
-        removed=[name for name in columns if name not in wanted],
-        retyped=[
-            f"{name} ({columns[name]} -> {dtype})"
-            for name, dtype in wanted.items()
-            if name in columns and name != data.target and columns[name] != dtype
-        ],
-    )
-    return change if change.added or change.removed or change.retyped else None
 
 
 def reconcile(

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from refit.artifacts import ArtifactRef, ArtifactStore
+from refit.columns import schema_change
 from refit.data.batches import (
     Reader,
     duplicate_rows,
@@ -27,7 +28,6 @@ from refit.data.batches import (
     kept_reader,
     reconcile,
     replay,
-    schema_change,
     too_many_rejects,
 )
 from refit.data.snapshots import combine, content_id

@@ -7,7 +7,8 @@ column-wise (typed columns on arrays, text once per distinct value), so a millio
 seconds.
 
 The types of `Validated.valid` are chosen to survive a Parquet round trip unchanged and to be
-consumed by scikit-learn as they are (`SimpleImputer`, `OneHotEncoder`, the estimators):
+consumed by scikit-learn as they are (`SimpleImputer`, `OneHotEncoder`, the estimators); a
+feature's and the time column's come from `refit.columns`:
 
 ======================  ============================================================
 column                  dtype
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from refit.columns import TIME_DTYPE, feature_dtype
 from refit.errors import DataError
 from refit.spec import CsvSource, DataSpec, Feature, FeatureType
 from refit.values import NOT_ALLOWED, WRONG_TYPE, category_text, coerce_column
@@ -142,16 +144,12 @@ def _feature(
         if problem == NOT_ALLOWED:
             text = f"is not one of the allowed values: {_allowed(feature.values or [])}"
         problems.add(~missing & (column.problems == problem), name, raw, text)
-    values = column.values
-    if feature.type is FeatureType.FLOAT:
-        return pd.Series(values, dtype="float64")
-    if feature.type is FeatureType.INT:
-        if not feature.nullable:
-            return pd.Series(values, dtype="int64")
-        return pd.Series(pd.arrays.IntegerArray(values, missing.copy()))
+    values, dtype = column.values, feature_dtype(feature)
+    if feature.type is FeatureType.INT and feature.nullable:
+        return pd.Series(pd.arrays.IntegerArray(values, missing.copy()), dtype=dtype)
     if feature.type is FeatureType.BOOL:
-        return pd.Series(pd.arrays.BooleanArray(values, missing.copy()))
-    return pd.Series(values, dtype="str")
+        return pd.Series(pd.arrays.BooleanArray(values, missing.copy()), dtype=dtype)
+    return pd.Series(values, dtype=dtype)
 
 
 def _allowed(values: list[str]) -> str:
@@ -204,6 +202,6 @@ def _time(name: str, raw: pd.Series, problems: _Problems) -> pd.Series:
         retry = ~missing & times.isna().to_numpy(dtype=bool)
         if retry.any():
             times[retry] = pd.to_datetime(text[retry], utc=True, errors="coerce", format="mixed")
-    utc: pd.Series = times.astype("datetime64[us, UTC]")
+    utc: pd.Series = times.astype(TIME_DTYPE)
     problems.add(~missing & utc.isna().to_numpy(dtype=bool), name, raw, "is not a timestamp")
     return utc

@@ -1,8 +1,11 @@
-"""Opening the registry's database: engines, SQLite settings, and migrations.
+"""The registry's database: engines, SQLite settings, migrations, and transactions.
 
 SQLite is set up for several processes at once: WAL journal (readers never block the writer),
 a busy timeout, and `BEGIN IMMEDIATE` for transactions that write, so two writers queue on
 the lock instead of failing halfway with "database is locked". PostgreSQL needs none of this.
+
+`Database` gives one session per transaction: `read()`, or `write()` for one that writes; a
+database that fails on the way is a `StoreError`.
 
 Migrations run automatically when the registry opens. When several processes start at once,
 one of them migrates while the others wait on a lock (SQLite's write lock, a PostgreSQL
@@ -11,6 +14,8 @@ advisory lock), then find the schema already at head.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -22,6 +27,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
 
 from refit.errors import NoRegistryError, StoreError
 
@@ -29,6 +35,31 @@ BUSY_TIMEOUT_MS = 30_000
 WRITE = {"refit_write": True}
 # Any fixed 64-bit number, the same in every refit process.
 _MIGRATION_LOCK_KEY = 0x7265666974  # "refit"
+
+
+class Database:
+    """Transactions on the registry's database, each in a session of its own."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._reader = sessionmaker(engine, expire_on_commit=False)
+        self._writer = sessionmaker(engine.execution_options(**WRITE), expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session in one transaction that only reads."""
+        with self._reader() as session, session.begin(), _reachable(self.engine):
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A session in one transaction that writes (SQLite: `BEGIN IMMEDIATE`), committed
+        when the block ends without an error."""
+        with self._writer() as session, session.begin(), _reachable(self.engine):
+            yield session
 
 
 def create_registry_engine(url: str, *, create: bool = True) -> Engine:
@@ -127,6 +158,14 @@ def migrate(engine: Engine) -> None:
         raise StoreError(f"cannot open the registry at {_safe(engine)}: {exc.orig}") from None
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot migrate the registry at {_safe(engine)}: {exc}") from None
+
+
+@contextmanager
+def _reachable(engine: Engine) -> Iterator[None]:
+    try:
+        yield
+    except OperationalError as exc:
+        raise StoreError(f"registry database {_safe(engine)} failed: {exc.orig}") from None
 
 
 def _safe(engine: Engine) -> str:

@@ -1,4 +1,5 @@
-"""The registry: snapshots, model versions, aliases, training runs and decisions.
+"""The registry: training runs, model versions, aliases and decisions, and (inherited from
+`SnapshotRecords`) ingest batches and snapshots.
 
 Every method is one transaction. Writes that must not interleave (allocating a version
 number, moving an alias) are compare-and-set operations that either apply whole or raise
@@ -10,24 +11,20 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, func, select, text, update
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from refit.errors import ConflictError, NotFoundError, StoreError
-from refit.registry.database import WRITE, create_registry_engine, migrate
+from refit.errors import ConflictError, NotFoundError
+from refit.registry.database import create_registry_engine, migrate
 from refit.registry.signing import sign
+from refit.registry.snapshots import SnapshotRecords
 from refit.registry.tables import (
     AliasRow,
     DecisionRow,
-    IngestBatchRow,
     ModelVersionRow,
-    SnapshotRow,
-    SourceMarkRow,
     TrainingRunRow,
     utcnow,
 )
@@ -36,131 +33,13 @@ PRODUCTION = "production"
 _VERSION_ATTEMPTS = 5
 
 
-class Registry:
+class Registry(SnapshotRecords):
     """Operations on the metadata store. Open one with `open_registry(url)`."""
 
     def __init__(self, engine: Engine, signing_key: bytes | None = None) -> None:
-        self.engine = engine
+        super().__init__(engine)
         self.signing_key = signing_key
         """Signs each version registered (`refit.registry.signing`); None: versions unsigned."""
-        self._reader = sessionmaker(engine, expire_on_commit=False)
-        self._writer = sessionmaker(engine.execution_options(**WRITE), expire_on_commit=False)
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-    @contextmanager
-    def read(self) -> Iterator[Session]:
-        with self._reader() as session, session.begin(), _reachable(self.engine):
-            yield session
-
-    @contextmanager
-    def write(self) -> Iterator[Session]:
-        with self._writer() as session, session.begin(), _reachable(self.engine):
-            yield session
-
-    # --- ingest and snapshots ---------------------------------------------------------------
-
-    def source_marks(self, project: str) -> dict[str, str]:
-        with self.read() as s:
-            rows = s.scalars(select(SourceMarkRow).where(SourceMarkRow.project == project))
-            return {row.key: row.value for row in rows}
-
-    def record_batch(
-        self,
-        batch: IngestBatchRow,
-        marks: dict[str, str],
-        snapshot: SnapshotRow | None = None,
-    ) -> IngestBatchRow:
-        """Record an ingest batch, its snapshot (unless already known) and the source marks."""
-        with self.write() as s:
-            if snapshot is not None and s.get(SnapshotRow, snapshot.id) is None:
-                s.add(snapshot)
-                s.flush()
-            s.add(batch)
-            s.flush()
-            for key, value in marks.items():
-                s.merge(
-                    SourceMarkRow(
-                        project=batch.project,
-                        key=key,
-                        value=value,
-                        batch_id=batch.id,
-                        updated_at=utcnow(),
-                    )
-                )
-            return batch
-
-    def restate_marks(self, project: str, marks: dict[str, str]) -> None:
-        """Replace the values of marks already recorded (a file's new stamp over the same
-        content); keys not recorded are left alone, and each row keeps its batch."""
-        if not marks:
-            return
-        with self.write() as s:
-            rows = s.scalars(
-                select(SourceMarkRow).where(
-                    SourceMarkRow.project == project, SourceMarkRow.key.in_(list(marks))
-                )
-            )
-            for row in rows:
-                row.value = marks[row.key]
-                row.updated_at = utcnow()
-
-    def get_snapshot(self, snapshot_id: str, project: str | None = None) -> SnapshotRow:
-        """A snapshot by id or by a unique prefix of its id (at least 4 characters)."""
-        with self.read() as s:
-            query = select(SnapshotRow).where(SnapshotRow.id.startswith(snapshot_id.lower()))
-            if project is not None:
-                query = query.where(SnapshotRow.project == project)
-            rows = list(s.scalars(query.limit(2))) if len(snapshot_id) >= 4 else []
-        if not rows:
-            raise NotFoundError(f"no snapshot {snapshot_id!r}; `refit snapshots list` shows them")
-        if len(rows) > 1:
-            raise NotFoundError(f"snapshot id {snapshot_id!r} is ambiguous: give more characters")
-        return rows[0]
-
-    def latest_snapshot(self, project: str) -> SnapshotRow | None:
-        """The snapshot of the newest accepted (or rebuilt) ingest batch."""
-        with self.read() as s:
-            return s.scalar(
-                select(SnapshotRow)
-                .join(IngestBatchRow, IngestBatchRow.snapshot_id == SnapshotRow.id)
-                .where(
-                    IngestBatchRow.project == project,
-                    IngestBatchRow.status.in_(("accepted", "rebuilt")),
-                )
-                .order_by(IngestBatchRow.id.desc())
-                .limit(1)
-            )
-
-    def list_snapshots(self, project: str, limit: int = 50) -> list[SnapshotRow]:
-        with self.read() as s:
-            query = (
-                select(SnapshotRow)
-                .where(SnapshotRow.project == project)
-                .order_by(SnapshotRow.created_at.desc(), SnapshotRow.id)
-                .limit(limit)
-            )
-            return list(s.scalars(query))
-
-    def get_batch(self, project: str, batch_id: int) -> IngestBatchRow:
-        """One ingest batch of a project, by its id."""
-        with self.read() as s:
-            row = s.get(IngestBatchRow, batch_id)
-        if row is None or row.project != project:
-            raise NotFoundError(f"no ingest batch {batch_id}; `refit batches list` shows them")
-        return row
-
-    def list_batches(self, project: str, limit: int | None = 50) -> list[IngestBatchRow]:
-        """The project's ingest batches, newest first (all of them with `limit=None`)."""
-        with self.read() as s:
-            query = (
-                select(IngestBatchRow)
-                .where(IngestBatchRow.project == project)
-                .order_by(IngestBatchRow.id.desc())
-                .limit(limit)
-            )
-            return list(s.scalars(query))
 
     # --- training runs and versions ---------------------------------------------------------
 
@@ -371,15 +250,6 @@ def open_registry(url: str, *, create: bool = True, signing_key: bytes | None = 
     engine = create_registry_engine(url, create=create)
     migrate(engine)
     return Registry(engine, signing_key)
-
-
-@contextmanager
-def _reachable(engine: Engine) -> Iterator[None]:
-    try:
-        yield
-    except OperationalError as exc:
-        where = engine.url.render_as_string(hide_password=True)
-        raise StoreError(f"registry database {where} failed: {exc.orig}") from None
 
 
 def _moved(name: str, alias: str, expected: int | None, s: Session) -> ConflictError:

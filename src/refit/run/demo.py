@@ -43,23 +43,6 @@ def create_demo_project(root: Path, *, ingest: str = "3s", train: str = "5s") ->
 _FEED_FILE = re.compile(r"feed-(\d+)\.csv")
 
 
-STACK_SOURCE = "s3://refit/incoming/"
-"""Where the Compose stack's feeder drops its batches and its scheduler ingests them."""
-
-
-def create_stack_project(root: Path) -> Path:
-    """The demo project of the bundled Compose stack: its data arrives in S3, from the feeder."""
-    create_demo_project(root, ingest="5s", train="10s")
-    path = root / SPEC_FILE
-    text = path.read_text()
-    path.write_text(text.replace(f"path: {INCOMING}\n", f"path: {STACK_SOURCE}\n", 1))
-    for batch in (root / INCOMING).iterdir():
-        batch.unlink()
-    (root / INCOMING).rmdir()
-    (root / INCOMING.parent).rmdir()
-    return root
-
-
 class Feed:
     """New batches of rows, arriving as files `feed-0001.csv`, ..., drawn from a drifting world.
 

@@ -100,10 +100,6 @@ class Scheduler:
         for thread in self._threads:
             thread.join(timeout)
 
-    def wait(self) -> None:
-        for thread in self._threads:
-            thread.join()
-
     def _loop(self, job: str) -> None:
         while not self._stop.is_set():
             try:

@@ -19,17 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 from refit.artifacts import ArtifactStore
-from refit.data.batches import schema_change
+from refit.columns import schema_change
 from refit.errors import (
     ConflictError,
     DataError,
     NotFoundError,
     RefitError,
-    SpecError,
     TrainingError,
 )
 from refit.flavors import DEFAULT_FLAVOR, SUFFIXES, get_flavor, load_model, save_model
@@ -39,23 +35,17 @@ from refit.registry.jobs import interrupt_dead_runs
 from refit.registry.signing import check_signed
 from refit.services import Services
 from refit.signature import Signature, signature_for
-from refit.spec import ArtifactFormat, Spec, Task
+from refit.spec import ArtifactFormat, Spec
+from refit.train.checks import check_model_spec, check_target
 from refit.train.gate import decide
 from refit.train.metrics import evaluate, score
 from refit.train.nullability import truthful
 from refit.train.onnx_export import export_onnx
-from refit.train.pipeline import (
-    fit_model,
-    resolve_estimator,
-    resolve_function,
-    target_array,
-)
+from refit.train.pipeline import fit_model, target_array
 from refit.train.promotion import UnservableVersionError, check_artifacts
 from refit.train.split import Split, split
 
 Step = Callable[[str], None]
-MAX_CLASSES = 1000
-"""The most distinct values a numeric target of a classification may hold."""
 
 
 @dataclass(frozen=True)
@@ -72,51 +62,6 @@ class TrainResult:
     @property
     def promoted(self) -> bool:
         return self.decision.promoted
-
-
-def check_model_spec(spec: Spec, root: Path) -> None:
-    """What `refit train` checks before any work: that it may train, then `check_model`."""
-    if spec.model.trained_elsewhere:
-        raise SpecError(
-            "model.trained_elsewhere is true: this project's versions come from "
-            "`refit models register FILE`, not from `refit train`"
-        )
-    check_model(spec, root)
-
-
-def check_model(spec: Spec, root: Path) -> None:
-    """Resolve the estimator with its params (or the function) now, so that every command
-    that will train (`refit train`, `refit up`, `refit scheduler`) refuses a bad one first."""
-    if spec.model.estimator is not None:
-        resolve_estimator(spec.model.estimator, spec.model.params, spec.model.task)
-    elif spec.model.function is not None:
-        resolve_function(spec.model.function, root)
-
-
-def check_target(frame: pd.DataFrame, spec: Spec) -> None:
-    """Refuse a target that the task cannot learn: text for regression; for classification,
-    numbers that are not whole, or more than `MAX_CLASSES` distinct ones (a quantity)."""
-    name, task = spec.data.target, spec.model.task
-    y = frame[name].dropna()
-    numeric = pd.api.types.is_numeric_dtype(y.dtype) and not pd.api.types.is_bool_dtype(y.dtype)
-    if task is Task.REGRESSION and not numeric:
-        shown = ", ".join(repr(str(v)) for v in y.unique()[:3])
-        raise SpecError(
-            f"data.target {name!r} holds text ({shown}, ...), but model.task is regression, "
-            "which predicts numbers: set model.task: classification, or give a numeric target"
-        )
-    if task is Task.CLASSIFICATION and numeric:
-        values = y.to_numpy(dtype=np.float64)
-        distinct = np.unique(values)
-        fractions = distinct[distinct != np.floor(distinct)]
-        if len(fractions) or len(distinct) > MAX_CLASSES:
-            shown = ", ".join(f"{v:g}" for v in (fractions if len(fractions) else distinct)[:3])
-            whole = ", not all whole" if len(fractions) else ""
-            raise SpecError(
-                f"data.target {name!r} holds {len(distinct):,} distinct numbers{whole} "
-                f"({shown}, ...), but model.task is classification, which learns one class per "
-                f"value (at most {MAX_CLASSES:,}): set model.task: regression"
-            )
 
 
 @dataclass(frozen=True)
