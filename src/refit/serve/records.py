@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from refit.errors import InputError, MalformedBodyError, Problem, TooLargeError
-from refit.serve._fast_checks import FAST_ROWS, FloatRows, fast_checker
+from refit.serve._fast_checks import FAST_MATRIX_ROWS, FAST_ROWS, FloatRows, fast_checker
 from refit.signature import InputColumn, Signature
 from refit.spec import FeatureType
 from refit.values import coercer, is_missing
@@ -77,6 +77,22 @@ def _show(value: Any) -> Any:
 Columns = list[list[Any]]
 """Checked input values, one list per signature input (in signature order), one item per row;
 None is a missing value. Cheap to concatenate across requests, which micro-batching does."""
+
+
+class MatrixColumns(list[list[Any]]):
+    """`Columns` of float features that were checked as one matrix, and keep it: `matrix`,
+    the read-only float64 `[rows, features]` array (C order) of the same values, none
+    missing. A predictor that feeds its model a matrix takes this one rather than building
+    it again from the lists, e.g.
+    `matrix = getattr(columns, "matrix", None)`, then `onnx.run(matrix)` when it is not None.
+    """
+
+    __slots__ = ("matrix",)
+
+    def __init__(self, matrix: np.ndarray[Any, Any]) -> None:
+        super().__init__(matrix.T.tolist())
+        matrix.flags.writeable = False  # what was checked is what the model gets
+        self.matrix = matrix
 
 
 def _expected(column: InputColumn) -> str:
@@ -270,7 +286,8 @@ class RecordReader:
             )
 
     def _columns(self, records: list[Any], field: Callable[[int, str], str], where: str) -> Columns:
-        if len(records) >= FAST_ROWS:
+        as_matrix = self._floats is not None and len(records) >= FAST_MATRIX_ROWS
+        if as_matrix or len(records) >= FAST_ROWS:
             fast = self._fast_columns(records)
             if fast is not None:
                 return fast
@@ -324,8 +341,9 @@ class RecordReader:
 
     def _fast_columns(self, records: list[Any]) -> Columns | None:
         """The checked columns of records that are all objects with exactly the signature's
-        fields and valid values, checked column by column; None when any is not (the
-        per-value path then names every problem)."""
+        fields and valid values, checked as one matrix (float features only) or, from
+        `FAST_ROWS` records on, column by column; None when any is not (the per-value path
+        then names every problem)."""
         # Objects of as many fields as the signature's, each of them found: exactly its fields
         # (or, when extra fields are ignored, at least its fields and at most max_fields).
         if set(map(type, records)) != {dict}:
@@ -336,18 +354,18 @@ class RecordReader:
                 return None
         elif sizes != {len(self._known)}:
             return None
-        if self._floats is not None:
+        if self._floats is not None and len(records) >= FAST_MATRIX_ROWS:
             try:
                 rows = list(map(self._floats.getter, records))
             except KeyError:
                 return None
             matrix = self._floats.check(rows)
             if matrix is not None:
-                columns: Columns = matrix.T.tolist()
-                return columns
-        if any(not self._known <= record.keys() for record in records):
+                return MatrixColumns(matrix)
+        # Fewer rows than FAST_ROWS: the per-value checks are quicker than these.
+        if len(records) < FAST_ROWS or any(not self._known <= r.keys() for r in records):
             return None
-        columns = []
+        columns: Columns = []
         for column, fast in zip(self.columns, self._fast, strict=True):
             name = column.name
             checked = fast([record[name] for record in records])
@@ -366,7 +384,10 @@ def frame_of(inputs: list[InputColumn], columns: Columns) -> pd.DataFrame:
     """The typed DataFrame of checked `columns` for the signature's `inputs`."""
     if all(c.type is FeatureType.FLOAT for c in inputs):
         # One float64 block instead of a Series per column: several times faster per request.
-        matrix = np.array(columns, dtype=np.float64).T.reshape(len(columns[0]), len(inputs))
+        if isinstance(columns, MatrixColumns):  # a copy: the model may write to its input
+            matrix = columns.matrix.copy()
+        else:
+            matrix = np.array(columns, dtype=np.float64).T.reshape(len(columns[0]), len(inputs))
         return pd.DataFrame(matrix, columns=[c.name for c in inputs], copy=False)
     return pd.DataFrame({c.name: _series(c, v) for c, v in zip(inputs, columns, strict=True)})
 
