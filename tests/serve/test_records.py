@@ -504,3 +504,18 @@ def test_float_columns_checked_as_a_matrix_keep_it_for_the_model() -> None:
     assert frame.iloc[1:].equals(reader.frame([list(c) for c in columns]).iloc[1:])
     with_gap = reader.one_columns({"a": 1.0, "b": None})  # a missing value: no matrix
     assert with_gap == [[1.0], [None]] and not isinstance(with_gap, records.MatrixColumns)
+
+
+def test_joined_columns_keep_the_rows_in_order_and_the_matrix_when_every_part_has_one() -> None:
+    reader = RecordReader(FLOATS, max_rows=100)
+    first = reader.many_columns({"records": [{"a": 1.0, "b": 2.0}, {"a": 3.0, "b": 4.0}]})
+    second = reader.one_columns({"a": 5.0, "b": 6.0})
+    gap = reader.one_columns({"a": 7.0, "b": None})
+    both = records.joined([first, second])
+    assert both == [[1.0, 3.0, 5.0], [2.0, 4.0, 6.0]]
+    assert isinstance(both, records.MatrixColumns)
+    assert both.matrix.tolist() == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+    mixed = records.joined([first, gap])
+    assert mixed == [[1.0, 3.0, 7.0], [2.0, 4.0, None]]
+    assert not isinstance(mixed, records.MatrixColumns)
+    assert records.joined([gap]) is gap

@@ -375,6 +375,21 @@ class RecordReader:
         return columns
 
 
+def joined(parts: Sequence[Columns]) -> Columns:
+    """The `Columns` of several requests' rows, `parts` one after the other (as micro-batching
+    predicts them): a single part as it is; `MatrixColumns` when every part is one."""
+    if len(parts) == 1:
+        return parts[0]
+    matrices = [part.matrix for part in parts if isinstance(part, MatrixColumns)]
+    if len(matrices) == len(parts):
+        return MatrixColumns(np.concatenate(matrices))
+    merged: Columns = [[] for _ in parts[0]]
+    for part in parts:
+        for column, values in zip(merged, part, strict=True):
+            column.extend(values)
+    return merged
+
+
 def columns_of(frame: pd.DataFrame, names: list[str]) -> Columns:
     """The `Columns` of a DataFrame's `names` (pandas' missing values become None)."""
     return [[None if pd.isna(v) else v for v in frame[name].tolist()] for name in names]
