@@ -11,7 +11,7 @@ Flavors (`refit.flavors`) make the predictors; the server runs them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,7 +28,36 @@ None is a missing value. Cheap to concatenate across requests, which micro-batch
 Array = np.ndarray[Any, Any]
 
 
-@dataclass(frozen=True)
+class MatrixColumns(list[list[Any]]):
+    """`Columns` of float features that were checked as one matrix, and keep it: `matrix`,
+    the read-only float64 `[rows, features]` array (C order) of the same values, none
+    missing. A predictor that feeds its model a matrix takes this one rather than building
+    it again from the lists."""
+
+    __slots__ = ("matrix",)
+
+    def __init__(self, matrix: Array) -> None:
+        super().__init__(matrix.T.tolist())
+        matrix.flags.writeable = False  # what was checked is what the model gets
+        self.matrix = matrix
+
+
+def joined(parts: Sequence[Columns]) -> Columns:
+    """The `Columns` of several requests' rows, `parts` one after the other (as micro-batching
+    predicts them): a single part as it is; `MatrixColumns` when every part is one."""
+    if len(parts) == 1:
+        return parts[0]
+    matrices = [part.matrix for part in parts if isinstance(part, MatrixColumns)]
+    if len(matrices) == len(parts):
+        return MatrixColumns(np.concatenate(matrices))
+    merged: Columns = [[] for _ in parts[0]]
+    for part in parts:
+        for column, values in zip(merged, part, strict=True):
+            column.extend(values)
+    return merged
+
+
+@dataclass(frozen=True, eq=False)
 class Predictions:
     """A batch's answers in row order: `labels` ([N]: classes, or values for a regressor) and,
     for a classifier with probabilities, `probabilities` ([N, C] float64, rounded to 6
@@ -40,6 +69,17 @@ class Predictions:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Predictions):
+            return NotImplemented
+        mine, theirs = self.probabilities, other.probabilities
+        same_proba = (mine is None) == (theirs is None) and (
+            mine is None or theirs is None or np.array_equal(mine, theirs)
+        )
+        return (
+            self.classes == other.classes and self.label_list() == other.label_list() and same_proba
+        )
 
     def rows(self, start: int, stop: int) -> Predictions:
         """The answers of rows `start` to `stop` (views, not copies)."""
@@ -131,7 +171,10 @@ def frame_of(inputs: list[InputColumn], columns: Columns) -> pd.DataFrame:
     """The typed DataFrame of checked `columns` for the signature's `inputs`."""
     if all(c.type is FeatureType.FLOAT for c in inputs):
         # One float64 block instead of a Series per column: several times faster per request.
-        matrix = np.array(columns, dtype=np.float64).T.reshape(len(columns[0]), len(inputs))
+        if isinstance(columns, MatrixColumns):  # a copy: the model may write to its input
+            matrix = columns.matrix.copy()
+        else:
+            matrix = np.array(columns, dtype=np.float64).T.reshape(len(columns[0]), len(inputs))
         return pd.DataFrame(matrix, columns=[c.name for c in inputs], copy=False)
     return pd.DataFrame({c.name: _series(c, v) for c, v in zip(inputs, columns, strict=True)})
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 
+from refit import predictions
 from refit.errors import InputError, MalformedBodyError, Problem, TooLargeError
 from refit.serve import records
 from refit.serve._json import parse_json
-from refit.serve.records import MAX_PROBLEMS, RecordReader
+from refit.serve.records import MAX_PROBLEMS, ExtraFields, RecordReader
 from refit.signature import InputColumn, Output, Signature
 from refit.spec import FeatureType, Task
 
@@ -336,10 +338,13 @@ CHANGES: list[tuple[str, Any]] = [
 ]
 
 
-def slow_reader(signature: Signature, monkeypatch: pytest.MonkeyPatch) -> RecordReader:
+def slow_reader(
+    signature: Signature, monkeypatch: pytest.MonkeyPatch, extra_fields: ExtraFields = "reject"
+) -> RecordReader:
     """A reader that checks every value on its own (the fast paths never apply)."""
     monkeypatch.setattr(records, "FAST_ROWS", 10**9)
-    return RecordReader(signature, max_rows=100)
+    monkeypatch.setattr(records, "FAST_MATRIX_ROWS", 10**9)
+    return RecordReader(signature, max_rows=100, extra_fields=extra_fields)
 
 
 def verdict(read: Any, *args: Any) -> Any:
@@ -420,3 +425,98 @@ def test_a_huge_integer_is_compared_with_its_bound_exactly(monkeypatch: pytest.M
     fast = verdict(RecordReader(counts, max_rows=100).many_columns, body)
     assert fast[0] == "refused"
     assert fast == verdict(slow_reader(counts, monkeypatch).many_columns, body)
+
+
+FLOAT_VALUES = [7, 100.0, 100.5, -1.0, -0.0, True, "1.5", None, math.nan, -math.inf, 10**400, {}]
+
+
+@pytest.mark.parametrize("value", FLOAT_VALUES, ids=short)
+@pytest.mark.parametrize("field", ["a", "b", "c"])
+@pytest.mark.parametrize("extra_fields", ["reject", "ignore"])
+def test_single_float_records_get_the_same_verdict_checked_as_a_matrix_or_by_value(
+    monkeypatch: pytest.MonkeyPatch, field: str, value: Any, extra_fields: ExtraFields
+) -> None:
+    record = {**FLOAT_ROW, field: value}  # "c" is no feature: an unknown field
+    reader = RecordReader(FLOATS, max_rows=100, extra_fields=extra_fields)
+    fast = verdict(reader.one_columns, record)
+    slow = slow_reader(FLOATS, monkeypatch, extra_fields)
+    assert fast == verdict(slow.one_columns, record)
+    few = {"records": [FLOAT_ROW, record, FLOAT_ROW]}  # fewer than FAST_ROWS records
+    assert verdict(reader.many_columns, few) == verdict(slow.many_columns, few)
+
+
+@pytest.mark.parametrize(("field", "value"), CHANGES, ids=[f"{f}={short(v)}" for f, v in CHANGES])
+def test_single_records_of_every_type_get_the_same_verdict_as_before(
+    monkeypatch: pytest.MonkeyPatch, field: str, value: Any
+) -> None:
+    record = {**VALID, field: value}
+    fast = verdict(RecordReader(SIGNATURE, max_rows=100).one_columns, record)
+    assert fast == verdict(slow_reader(SIGNATURE, monkeypatch).one_columns, record)
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_a_valid_float_record_never_reaches_the_per_value_checks(rows: int) -> None:
+    def per_value(value: Any) -> Any:
+        raise AssertionError("checked value by value")
+
+    reader = RecordReader(FLOATS, max_rows=100)
+    reader._checks = [per_value] * len(FLOATS.inputs)
+    record = {"a": 3, "b": -2.5}
+    assert reader.one_columns(record) == [[3.0], [-2.5]]
+    assert reader.many_columns({"records": [record] * rows}) == [[3.0] * rows, [-2.5] * rows]
+
+
+@pytest.mark.parametrize("rows", [1, 10])
+def test_a_huge_integer_for_a_float_is_compared_with_its_bound_exactly(
+    monkeypatch: pytest.MonkeyPatch, rows: int
+) -> None:
+    bounded = Signature(
+        inputs=[
+            InputColumn("x", FeatureType.FLOAT, nullable=False, max=float(2**53)),
+            InputColumn("y", FeatureType.FLOAT, nullable=True),
+        ],
+        output=Output(Task.REGRESSION, "float"),
+    )
+    # As a float, 2**53 + 1 equals the bound; as the integer it is, it lies above it.
+    body = {"records": [{"x": 1.0, "y": 0.0}] * (rows - 1) + [{"x": 2**53 + 1, "y": 0.0}]}
+    fast = verdict(RecordReader(bounded, max_rows=100).many_columns, body)
+    assert fast[0] == "refused"
+    assert fast == verdict(slow_reader(bounded, monkeypatch).many_columns, body)
+    body["records"][0] = {"x": 2**53 + 1, "y": None}  # the column checks, a missing value beside
+    fast = verdict(RecordReader(bounded, max_rows=100).many_columns, body)
+    assert fast[0] == "refused"
+    assert fast == verdict(slow_reader(bounded, monkeypatch).many_columns, body)
+
+
+def test_float_columns_checked_as_a_matrix_keep_it_for_the_model() -> None:
+    reader = RecordReader(FLOATS, max_rows=100)
+    rows = [{"a": float(i), "b": -i} for i in range(5)]
+    columns = reader.many_columns({"records": rows})
+    assert isinstance(columns, predictions.MatrixColumns)
+    assert columns == [[float(i) for i in range(5)], [float(-i) for i in range(5)]]
+    matrix = columns.matrix
+    assert matrix.dtype == np.float64 and matrix.flags.c_contiguous
+    assert matrix.tolist() == [[float(i), float(-i)] for i in range(5)]
+    with pytest.raises(ValueError, match="read-only"):
+        matrix[0, 0] = 1.0
+    frame = reader.frame(columns)
+    frame.iloc[0, 0] = 99.0  # the frame is the model's own: the matrix stays as checked
+    assert matrix[0, 0] == 0.0
+    assert frame.iloc[1:].equals(reader.frame([list(c) for c in columns]).iloc[1:])
+    with_gap = reader.one_columns({"a": 1.0, "b": None})  # a missing value: no matrix
+    assert with_gap == [[1.0], [None]] and not isinstance(with_gap, predictions.MatrixColumns)
+
+
+def test_joined_columns_keep_the_rows_in_order_and_the_matrix_when_every_part_has_one() -> None:
+    reader = RecordReader(FLOATS, max_rows=100)
+    first = reader.many_columns({"records": [{"a": 1.0, "b": 2.0}, {"a": 3.0, "b": 4.0}]})
+    second = reader.one_columns({"a": 5.0, "b": 6.0})
+    gap = reader.one_columns({"a": 7.0, "b": None})
+    both = predictions.joined([first, second])
+    assert both == [[1.0, 3.0, 5.0], [2.0, 4.0, 6.0]]
+    assert isinstance(both, predictions.MatrixColumns)
+    assert both.matrix.tolist() == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+    mixed = predictions.joined([first, gap])
+    assert mixed == [[1.0, 3.0, 7.0], [2.0, 4.0, None]]
+    assert not isinstance(mixed, predictions.MatrixColumns)
+    assert predictions.joined([gap]) is gap

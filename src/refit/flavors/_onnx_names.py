@@ -51,15 +51,20 @@ def rename_inputs(model: Any, names: Sequence[str]) -> None:
     mapping = {o: n for o, n in zip(old, names, strict=True) if o != n}
     if not mapping:
         return
-    used = set(_names(graph)) - set(old)
+    used = set(value_names(graph)) - set(old)
     wanted = set(mapping.values())
     for clash in sorted(wanted & used):
-        fresh, n = f"{clash}_", 2
-        while fresh in used or fresh in wanted:
-            fresh, n = f"{clash}_{n}", n + 1
-        mapping[clash] = fresh
-        used.add(fresh)
-    _apply(graph, mapping)
+        mapping[clash] = fresh_name(clash, used | wanted)
+        used.add(mapping[clash])
+    rename_values(graph, mapping)
+
+
+def fresh_name(base: str, taken: set[str]) -> str:
+    """A name like `base` that is not in `taken`: `base_`, then `base_2`, `base_3`, ..."""
+    fresh, n = f"{base}_", 2
+    while fresh in taken:  # at most len(taken) steps
+        fresh, n = f"{base}_{n}", n + 1
+    return fresh
 
 
 def _subgraphs(node: Any) -> Iterator[Any]:
@@ -69,7 +74,8 @@ def _subgraphs(node: Any) -> Iterator[Any]:
         yield from attribute.graphs
 
 
-def _names(graph: Any) -> Iterator[str]:
+def value_names(graph: Any) -> Iterator[str]:
+    """Every name a value has in `graph` (a GraphProto) and its subgraphs, with repeats."""
     for value in (*graph.input, *graph.output, *graph.value_info):
         yield value.name
     for tensor in graph.initializer:
@@ -78,10 +84,11 @@ def _names(graph: Any) -> Iterator[str]:
         yield from node.input
         yield from node.output
         for subgraph in _subgraphs(node):
-            yield from _names(subgraph)
+            yield from value_names(subgraph)
 
 
-def _apply(graph: Any, mapping: Mapping[str, str]) -> None:
+def rename_values(graph: Any, mapping: Mapping[str, str]) -> None:
+    """Rename the values of `graph` (and of its subgraphs) named in `mapping`, everywhere."""
     for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
         value.name = mapping.get(value.name, value.name)
     for node in graph.node:
@@ -90,4 +97,4 @@ def _apply(graph: Any, mapping: Mapping[str, str]) -> None:
         for i, name in enumerate(node.output):
             node.output[i] = mapping.get(name, name)
         for subgraph in _subgraphs(node):
-            _apply(subgraph, mapping)
+            rename_values(subgraph, mapping)

@@ -1,6 +1,6 @@
 """Checks of a whole request at once, for the common case where everything in it is valid.
 
-`refit.serve.records` checks a batch with these first: each returns the checked values, or
+`refit.serve.records` checks a request with these first: each returns the checked values, or
 None when anything needs a closer look, and the per-value checks then name every problem. They
 accept what the per-value checks accept, or less (tests/serve/test_records.py compares the two
 on the same bodies).
@@ -29,6 +29,7 @@ def fast_checker(column: InputColumn) -> Fast:
     name the problem). It accepts exactly what the per-value check accepts, or less."""
     nullable = {_NONE} if column.nullable else set()
     low, high = column.min, column.max
+    bounded = low is not None or high is not None
 
     def in_range(array: np.ndarray[Any, Any]) -> bool:  # NaN (a missing value) compares False
         return not (low is not None and (array < low).any()) and not (
@@ -51,6 +52,8 @@ def fast_checker(column: InputColumn) -> Fast:
                 return None  # a NaN or an infinity the fallback JSON parser let through
             if not in_range(array):
                 return None
+            if int in types and bounded and not _exact(array):
+                return None  # an integer past 2**53, rounded, compared with a bound
             if int in types:
                 return [None if v is None else float(v) for v in values]
             return values
@@ -65,7 +68,7 @@ def fast_checker(column: InputColumn) -> Fast:
                 array = np.array(values, dtype=np.int64)
             except OverflowError:
                 return None
-            if (low is not None or high is not None) and np.abs(array).max() > 2**53:
+            if bounded and np.abs(array).max() > 2**53:
                 return None  # compared with a float bound, it would be rounded first
             return values if in_range(array) else None
 
@@ -106,7 +109,8 @@ class FloatRows:
     def check(self, rows: list[tuple[Any, ...]]) -> np.ndarray[Any, Any] | None:
         """The [rows, columns] float matrix when every value is a finite number in range;
         None otherwise (a missing value included: the column checks handle those)."""
-        if not set(map(type, itertools.chain.from_iterable(rows))) <= {float, int}:
+        types = set(map(type, itertools.chain.from_iterable(rows)))
+        if not types <= {float, int}:
             return None
         try:
             matrix = np.array(rows, dtype=np.float64)
@@ -114,11 +118,24 @@ class FloatRows:
             return None
         if not np.isfinite(matrix).all():
             return None
-        if self.bounded and ((matrix < self.low).any() or (matrix > self.high).any()):
-            return None
+        if self.bounded:
+            if (matrix < self.low).any() or (matrix > self.high).any():
+                return None
+            if int in types and not _exact(matrix):
+                return None  # an integer past 2**53, rounded, compared with a bound
         return matrix
+
+
+def _exact(array: np.ndarray[Any, Any]) -> bool:
+    """Whether no value of a float `array` is 2**53 or more in magnitude: below, an integer
+    converted to a float is exact, so compares with a bound as the per-value check compares
+    it (NaN, a missing value, compares False)."""
+    return not (np.abs(array) >= 2**53).any()
 
 
 FAST_ROWS = 8
 """From this many rows on, a request's columns are checked whole (`fast_checker`) before
 value by value: for a single row, the per-value checks are quicker."""
+FAST_MATRIX_ROWS = 1
+"""From this many rows on, a request of float features only is checked as one matrix
+(`FloatRows`) before value by value: for one record of 30 floats ~5 µs instead of ~14 µs."""

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from refit.errors import RefitError, ServiceUnavailableError
-from refit.predictions import Columns, Predictions, Predictor
+from refit.predictions import Columns, Predictions, Predictor, joined
 
 
 @dataclass
@@ -40,16 +40,6 @@ class _Item:
     columns: Columns
     rows: int
     future: asyncio.Future[Predictions]
-
-
-def _merge(items: list[_Item]) -> Columns:
-    if len(items) == 1:
-        return items[0].columns
-    merged: Columns = [[] for _ in items[0].columns]
-    for item in items:
-        for column, values in zip(merged, item.columns, strict=True):
-            column.extend(values)
-    return merged
 
 
 class ModelFailure(Exception):
@@ -69,7 +59,7 @@ def predict_apart(predictor: Predictor, items: list[_Item]) -> list[Outcome]:
     of the items is predicted on its own, recursively (depth log2 of the items), so an item
     fails only when its own rows fail."""
     try:
-        predictions = predictor.predict(_merge(items))
+        predictions = predictor.predict(joined([item.columns for item in items]))
     except Exception as exc:
         if len(items) == 1:
             return [ModelFailure(exc)]

@@ -20,8 +20,8 @@ from typing import Any, Literal
 import pandas as pd
 
 from refit.errors import InputError, MalformedBodyError, Problem, TooLargeError
-from refit.predictions import Columns, frame_of
-from refit.serve._fast_checks import FAST_ROWS, FloatRows, fast_checker
+from refit.predictions import Columns, MatrixColumns, frame_of
+from refit.serve._fast_checks import FAST_MATRIX_ROWS, FAST_ROWS, FloatRows, fast_checker
 from refit.signature import InputColumn, Signature
 from refit.spec import FeatureType
 from refit.values import coercer, is_missing
@@ -265,7 +265,8 @@ class RecordReader:
             )
 
     def _columns(self, records: list[Any], field: Callable[[int, str], str], where: str) -> Columns:
-        if len(records) >= FAST_ROWS:
+        as_matrix = self._floats is not None and len(records) >= FAST_MATRIX_ROWS
+        if as_matrix or len(records) >= FAST_ROWS:
             fast = self._fast_columns(records)
             if fast is not None:
                 return fast
@@ -319,8 +320,9 @@ class RecordReader:
 
     def _fast_columns(self, records: list[Any]) -> Columns | None:
         """The checked columns of records that are all objects with exactly the signature's
-        fields and valid values, checked column by column; None when any is not (the
-        per-value path then names every problem)."""
+        fields and valid values, checked as one matrix (float features only) or, from
+        `FAST_ROWS` records on, column by column; None when any is not (the per-value path
+        then names every problem)."""
         # Objects of as many fields as the signature's, each of them found: exactly its fields
         # (or, when extra fields are ignored, at least its fields and at most max_fields).
         if set(map(type, records)) != {dict}:
@@ -331,18 +333,18 @@ class RecordReader:
                 return None
         elif sizes != {len(self._known)}:
             return None
-        if self._floats is not None:
+        if self._floats is not None and len(records) >= FAST_MATRIX_ROWS:
             try:
                 rows = list(map(self._floats.getter, records))
             except KeyError:
                 return None
             matrix = self._floats.check(rows)
             if matrix is not None:
-                columns: Columns = matrix.T.tolist()
-                return columns
-        if any(not self._known <= record.keys() for record in records):
+                return MatrixColumns(matrix)
+        # Fewer rows than FAST_ROWS: the per-value checks are quicker than these.
+        if len(records) < FAST_ROWS or any(not self._known <= r.keys() for r in records):
             return None
-        columns = []
+        columns: Columns = []
         for column, fast in zip(self.columns, self._fast, strict=True):
             name = column.name
             checked = fast([record[name] for record in records])
