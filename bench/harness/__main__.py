@@ -230,7 +230,13 @@ def main(argv: list[str]) -> int:
         say(f"setup failed: {exc}")
         return 2
     if args.profile:
-        return profile(envs, work, out)
+        shown = profile(envs, work, out)
+        if shown is None:
+            return 1
+        with contextlib.suppress(OSError):
+            print(shown, end="", flush=True)
+        say(f"done; the profile is in {out / 'profile.md'}")
+        return 0
 
     servers = make_servers(envs, args.servers)
     bodies: dict[str, dict[str, bytes]] = {}
@@ -319,6 +325,11 @@ def main(argv: list[str]) -> int:
             if server.process is not None:
                 server.process.stop()
         say("stopped the servers")
+    profiled = None
+    if not args.quick and not failures:  # on the machine the servers left quiet
+        profiled = profile(envs, work, out)
+        if profiled is None:
+            failures.append("bench/profile.py failed (logs/profile.log)")
 
     versions = {name: env.versions() for name, env in envs.items()}
     versions["wrk"] = {"wrk": wrk_version(wrk)}
@@ -354,6 +365,8 @@ def main(argv: list[str]) -> int:
     (out / "results.json").write_text(json.dumps(report, indent=2))
     if summaries:
         text = render(report, summaries, args.cells)
+        if profiled is not None:
+            text += f"\nWhere one request's time goes (bench/profile.py):\n\n{profiled}"
         (out / "results.md").write_text(text)
         with contextlib.suppress(OSError):
             print(text, flush=True)
@@ -370,8 +383,9 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def profile(envs: dict, work: Path, out: Path) -> int:
-    """Run bench/profile.py in refit's environment on the model just trained."""
+def profile(envs: dict, work: Path, out: Path) -> str | None:
+    """Run bench/profile.py in refit's environment on the model just trained: its Markdown
+    (also in `profile.md`), or None when it failed."""
     say("profiling one request through refit's app and the fastapi-onnx app, in process")
     done = subprocess.run(
         [str(envs["refit"].python), str(BENCH / "profile.py"), str(work)],
@@ -383,12 +397,9 @@ def profile(envs: dict, work: Path, out: Path) -> int:
     (out / "logs" / "profile.log").write_text(done.stderr)
     if done.returncode != 0:
         say(f"the profile failed:\n{done.stderr[-3000:]}")
-        return 1
+        return None
     (out / "profile.md").write_text(done.stdout)
-    with contextlib.suppress(OSError):
-        print(done.stdout, flush=True)
-    say(f"done; the profile is in {out / 'profile.md'}")
-    return 0
+    return done.stdout
 
 
 def render(report: dict, summaries: list, cells: list[Cell]) -> str:
