@@ -70,6 +70,7 @@ class Server:
     read: Callable[[Any, Shape, list[str]], Answer]
     launch: Callable[[Server, Path, int], Launch]
     answers: str = "model"
+    """One of `ANSWERS`."""
     batches: bool = True
     """Whether it is measured in the cells of many records (not the floor: no model)."""
     port: int = 0
