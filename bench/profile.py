@@ -212,6 +212,10 @@ def layer_of(key: Key, peer_file: str) -> str | None:
             if needle in name:
                 return owner
         return None
+    if filename.startswith("<frozen "):  # the standard library's frozen modules: os, ...
+        return f"stdlib {filename[len('<frozen ') : -1].split('.')[0].lstrip('_')}"
+    if filename.startswith("<"):
+        return "generated code (<string>)"  # dataclasses' and namedtuples' methods
     if os.path.realpath(filename) == peer_file:
         return "the app's own code (app.py)"
     module = module_of(filename)
