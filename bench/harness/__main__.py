@@ -3,9 +3,13 @@
     setup    environments (bench/.venvs), wrk, the model trained once through refit
     start    every server on a free 127.0.0.1 port, same workers and thread settings
     check    each answers one record and a 100-record batch exactly as the model does
+             (the ASGI floors, which answer a constant: a 2xx status only)
     measure  for each round, for each cell, each server in turn (the order rotates per
              round): a warm-up, then wrk for the cell's duration while /proc is sampled
-    report   medians over rounds, refit's ratio to the best peer; files in bench/results/
+    report   medians over rounds; refit's ratio to the best scikit-learn peer, to the
+             hand-written FastAPI + ONNX Runtime peer and to the floor of Python HTTP;
+             granian against uvicorn; files in bench/results/
+    --profile  instead of servers: where one request's time goes (bench/profile.py)
 
 Exit status: 0 when every server started and answered right; 1 when one did not (or wrk got
 no good answer at all in a cell); 2 when the setup failed. Throughput never fails a run.
@@ -35,8 +39,15 @@ from harness.load import (
     wait_quiet,
     wait_ready,
 )
-from harness.peers import BATCH, ENV_OF, SINGLE, make_servers
-from harness.report import Cell, ratio_table, results_table, summarise
+from harness.peers import BATCH, ENV_OF, QUICK_SERVERS, SERVERS, SINGLE, Server, make_servers
+from harness.report import (
+    Cell,
+    granian_table,
+    hand_written_table,
+    ratio_table,
+    results_table,
+    summarise,
+)
 from harness.servers import base_environment
 
 CELLS = [
@@ -87,8 +98,14 @@ def options(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--servers",
-        default="refit,refit-noop,tutorial,mlserver,bentoml",
-        help="comma-separated subset of the servers (default: all five)",
+        help=f"comma-separated subset of the servers: {', '.join(SERVERS)} "
+        "(default: all; quick: all but the granian ones)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="no servers: profile one request through refit's app and the fastapi-onnx peer's "
+        "app in process (bench/profile.py), after the same setup",
     )
     parser.add_argument(
         "--out", type=Path, help="folder for this run's files (default bench/results/<UTC time>)"
@@ -100,7 +117,9 @@ def options(argv: list[str]) -> argparse.Namespace:
     if args.quiet_wait is None:
         args.quiet_wait = 0 if args.quick else 15
     args.cells = QUICK_CELLS if args.quick else CELLS
-    args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    default = QUICK_SERVERS if args.quick else SERVERS
+    chosen = args.servers.split(",") if args.servers else default
+    args.servers = [s.strip() for s in chosen if s.strip()]
     unknown = [s for s in args.servers if s not in ENV_OF]
     if unknown:
         parser.error(f"unknown server {', '.join(unknown)}; expected some of {', '.join(ENV_OF)}")
@@ -129,6 +148,14 @@ def prepare_model(envs: dict, work: Path, logs: Path) -> tuple[dict, Expected, l
 def noop_expected(expected: Expected, n: int) -> Expected:
     k = len(expected.classes)
     return Expected(expected.classes, [expected.classes[0]] * n, [[1.0] + [0.0] * (k - 1)] * n)
+
+
+def expected_of(server: Server, expected: Expected) -> Expected | None:
+    """What `server` must answer: the model's predictions, the no-op model's, or (the floor's
+    constant answer) nothing but a 2xx status."""
+    if server.answers == "noop":
+        return noop_expected(expected, BATCH.rows)
+    return expected if server.answers == "model" else None
 
 
 def git_state() -> dict[str, str]:
@@ -194,12 +221,22 @@ def main(argv: list[str]) -> int:
 
     try:
         wrk = ensure_wrk(say)
-        env_names = sorted({ENV_OF[s] for s in args.servers} | {"refit"})
+        env_names = (
+            ["refit"] if args.profile else sorted({ENV_OF[s] for s in args.servers} | {"refit"})
+        )
         envs = ensure_envs(env_names, logs, say)
         info, expected, records = prepare_model(envs, work, logs)
     except SetupError as exc:
         say(f"setup failed: {exc}")
         return 2
+    if args.profile:
+        shown = profile(envs, work, out)
+        if shown is None:
+            return 1
+        with contextlib.suppress(OSError):
+            print(shown, end="", flush=True)
+        say(f"done; the profile is in {out / 'profile.md'}")
+        return 0
 
     servers = make_servers(envs, args.servers)
     bodies: dict[str, dict[str, bytes]] = {}
@@ -222,14 +259,17 @@ def main(argv: list[str]) -> int:
         deadline = time.monotonic() + 300
         for server in servers:
             took = wait_ready(server, bodies[server.name]["single"], deadline)
-            want = noop_expected(expected, BATCH.rows) if server.name == "refit-noop" else expected
+            want = expected_of(server, expected)
             verify(server, bodies[server.name], want)
+            what = "answers right" if want else "answers 2xx (a constant, not checked)"
             say(
-                f"{server.name} ready on port {server.port} and answers right "
+                f"{server.name} ready on port {server.port} and {what} "
                 f"(one record and {BATCH.rows}; waited {took:.1f} s)"
             )
 
-        total = len(args.cells) * len(servers) * args.rounds
+        total = args.rounds * sum(
+            1 for cell in args.cells for s in servers if s.batches or cell.shape != "batch"
+        )
         say(
             f"measuring {total} runs of {args.warmup} + {args.duration} s "
             f"(about {total * (args.warmup + args.duration + 0.5) / 60:.1f} min)"
@@ -241,6 +281,8 @@ def main(argv: list[str]) -> int:
             for cell in args.cells:
                 shape = SHAPES[cell.shape]
                 for server in order:
+                    if shape.batch and not server.batches:
+                        continue
                     if args.quiet_wait and quiet_budget > 0:
                         waited = time.monotonic()
                         wait_quiet(servers, QUIET_LIMIT, min(args.quiet_wait, quiet_budget))
@@ -260,7 +302,7 @@ def main(argv: list[str]) -> int:
                     measures.append(m)
                     errors = f", {m.errors} errors {m.error_kinds}" if m.errors else ""
                     say(
-                        f"round {round_ + 1} {cell.name:14} {server.name:10} "
+                        f"round {round_ + 1} {cell.name:14} {server.name:18} "
                         f"{m.rps:8,.0f} req/s  p50 {m.p50_ms:7.2f} ms  p99 {m.p99_ms:7.2f} ms  "
                         f"RSS {m.peak_rss_mb:5,.0f} MB  CPU {m.server_cpu:.2f} "
                         f"(others {m.other_cpu:.2f}){errors}"
@@ -273,12 +315,7 @@ def main(argv: list[str]) -> int:
                         )
                 # Every server still answers right after the load.
                 for server in servers:
-                    want = (
-                        noop_expected(expected, BATCH.rows)
-                        if server.name == "refit-noop"
-                        else expected
-                    )
-                    verify(server, bodies[server.name], want)
+                    verify(server, bodies[server.name], expected_of(server, expected))
     except ServerFailure as exc:
         failures.append(str(exc))
     except KeyboardInterrupt:
@@ -288,6 +325,11 @@ def main(argv: list[str]) -> int:
             if server.process is not None:
                 server.process.stop()
         say("stopped the servers")
+    profiled = None
+    if not args.quick and not failures:  # on the machine the servers left quiet
+        profiled = profile(envs, work, out)
+        if profiled is None:
+            failures.append("bench/profile.py failed (logs/profile.log)")
 
     versions = {name: env.versions() for name, env in envs.items()}
     versions["wrk"] = {"wrk": wrk_version(wrk)}
@@ -302,6 +344,7 @@ def main(argv: list[str]) -> int:
             "warmup_s": args.warmup,
             "workers": args.workers,
             "servers": args.servers,
+            "answers_checked_against": {s.name: s.answers for s in servers},
             "quiet_wait_s": args.quiet_wait,
             "quiet_limit_cores": QUIET_LIMIT,
             "threads": {
@@ -322,6 +365,8 @@ def main(argv: list[str]) -> int:
     (out / "results.json").write_text(json.dumps(report, indent=2))
     if summaries:
         text = render(report, summaries, args.cells)
+        if profiled is not None:
+            text += f"\nWhere one request's time goes (bench/profile.py):\n\n{profiled}"
         (out / "results.md").write_text(text)
         with contextlib.suppress(OSError):
             print(text, flush=True)
@@ -336,6 +381,25 @@ def main(argv: list[str]) -> int:
         return 1
     say(f"done; files in {out}")
     return 0
+
+
+def profile(envs: dict, work: Path, out: Path) -> str | None:
+    """Run bench/profile.py in refit's environment on the model just trained: its Markdown
+    (also in `profile.md`), or None when it failed."""
+    say("profiling one request through refit's app and the fastapi-onnx app, in process")
+    done = subprocess.run(
+        [str(envs["refit"].python), str(BENCH / "profile.py"), str(work)],
+        env=base_environment(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    (out / "logs" / "profile.log").write_text(done.stderr)
+    if done.returncode != 0:
+        say(f"the profile failed:\n{done.stderr[-3000:]}")
+        return None
+    (out / "profile.md").write_text(done.stdout)
+    return done.stdout
 
 
 def render(report: dict, summaries: list, cells: list[Cell]) -> str:
@@ -355,13 +419,26 @@ def render(report: dict, summaries: list, cells: list[Cell]) -> str:
             for name, vs in versions.items()
         )
         + ".",
-        "",
-        results_table(summaries),
-        "",
-        ratio_table(summaries, cells),
-        "",
     ]
-    return "\n".join(lines)
+    tables = [
+        ("Every server", results_table(summaries)),
+        (
+            "refit against the best peer that runs the scikit-learn pipeline",
+            ratio_table(summaries, cells),
+        ),
+        (
+            "refit against the hand-written FastAPI + ONNX Runtime server (same ONNX graph; "
+            "throughput ratios above 1 and latency ratios below 1 favour refit), and against "
+            "the floor of Python HTTP (a bare ASGI app under the same uvicorn; its constant "
+            "answers are not checked against the model)",
+            hand_written_table(summaries, cells),
+        ),
+        ("The same app under granian and under uvicorn", granian_table(summaries, cells)),
+    ]
+    for title, table in tables:
+        if table:
+            lines += ["", f"{title}:", "", table]
+    return "\n".join([*lines, ""])
 
 
 if __name__ == "__main__":

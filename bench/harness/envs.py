@@ -42,7 +42,20 @@ SHOWN = {
         "scikit-learn",
         "numpy",
         "pandas",
+        "granian",
     ],
+    "fastapi_onnx": [
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "uvloop",
+        "httptools",
+        "pydantic",
+        "orjson",
+        "onnxruntime",
+        "numpy",
+    ],
+    "asgi_floor": ["uvicorn", "uvloop", "httptools", "granian"],
     "tutorial": [
         "fastapi",
         "starlette",
@@ -88,12 +101,24 @@ class Env:
         if self.name == ".uv":
             return [UV_PIN]
         if self.name == "refit":
-            return [PEERS / "refit" / "constraints.txt", REPO / "pyproject.toml"]
+            return [
+                PEERS / "refit" / "constraints.txt",
+                PEERS / "refit" / "granian.txt",
+                REPO / "pyproject.toml",
+            ]
         return [PEERS / self.name / "requirements.txt"]
 
     def install_args(self) -> list[str]:
         if self.name == "refit":
-            return ["-e", str(REPO), "-c", str(PEERS / "refit" / "constraints.txt")]
+            refit = PEERS / "refit"
+            return [
+                "-e",
+                str(REPO),
+                "-r",
+                str(refit / "granian.txt"),
+                "-c",
+                str(refit / "constraints.txt"),
+            ]
         return ["-r", str(PEERS / self.name / "requirements.txt")]
 
     def digest(self) -> str:

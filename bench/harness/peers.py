@@ -6,7 +6,8 @@ class probabilities.
 |------------|---------------------------------------|-----------------------------------------|
 | refit      | POST /predict {feature: value}        | POST /predict/batch {"records": [...]}  |
 | refit-noop | the same, on a model that does nothing                                          |
-| tutorial   | POST /predict {feature: value}        | POST /predict/batch {"records": [...]}  |
+| fastapi-onnx, tutorial: the same as refit                                                     |
+| asgi-floor | any POST: a constant JSON answer (not checked against the model)               |
 | mlserver   | POST /v2/models/NAME/infer, V2 inference protocol, one input per feature,     |
 |            | content type "pd" (shape [1] or [N]), outputs predict and predict_proba        |
 | bentoml    | POST /predict {"records": [[30 values]]} | {"records": [[...], ...]} (N rows)   |
@@ -15,6 +16,7 @@ class probabilities.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,11 @@ SINGLE = Shape("single", 1)
 BATCH = Shape("batch", 100)
 
 
+ANSWERS = ("model", "noop", "constant")
+"""What a server's answers are checked against: the model's own predictions, those of the
+no-op model, or nothing (a constant answer: only its status counts)."""
+
+
 @dataclass
 class Server:
     """A server under test, once `start` has given it a port and a process."""
@@ -62,6 +69,10 @@ class Server:
     body: Callable[[Records, Shape], bytes]
     read: Callable[[Any, Shape, list[str]], Answer]
     launch: Callable[[Server, Path, int], Launch]
+    answers: str = "model"
+    """One of `ANSWERS`."""
+    batches: bool = True
+    """Whether it is measured in the cells of many records (not the floor: no model)."""
     port: int = 0
     process: Process | None = None
     workers: int = 2
@@ -175,6 +186,98 @@ def launch_tutorial(server: Server, work: Path, workers: int) -> Launch:
     return command, work, {"MODEL_PATH": str(work / "model.joblib")}
 
 
+def launch_fastapi_onnx(server: Server, work: Path, workers: int) -> Launch:
+    command = [
+        server.env.bin("uvicorn"),
+        "app:app",
+        "--app-dir",
+        str(PEERS / "fastapi_onnx"),
+        *_uvicorn_options(server, workers),
+    ]
+    classes = json.loads((work / "expected.json").read_text())["classes"]
+    return command, work, {"MODEL_PATH": str(work / "model.onnx"), "CLASSES": json.dumps(classes)}
+
+
+def _uvicorn_options(server: Server, workers: int) -> list[str]:
+    """uvicorn as refit runs it: uvloop, httptools, no access log."""
+    return [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(server.port),
+        "--workers",
+        str(workers),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+    ]
+
+
+def launch_asgi_floor(server: Server, work: Path, workers: int) -> Launch:
+    command = [
+        server.env.bin("uvicorn"),
+        "app:app",
+        "--app-dir",
+        str(PEERS / "asgi_floor"),
+        *_uvicorn_options(server, workers),
+    ]
+    return command, work, {}
+
+
+def _granian(server: Server, target: str, workers: int, *extra: str) -> list[str]:
+    """granian 2.x serving the ASGI app `target`: uvloop (its default loop measured slower
+    here), a single-threaded Rust runtime per worker (as fast as the multi-threaded one at 64
+    connections, faster at 1), HTTP/1.1, no websockets, access log off (its default)."""
+    return [
+        server.env.bin("granian"),
+        "--interface",
+        "asgi",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(server.port),
+        "--workers",
+        str(workers),
+        "--loop",
+        "uvloop",
+        "--runtime-mode",
+        "st",
+        "--http",
+        "1",
+        "--no-ws",
+        "--log-level",
+        "warning",
+        *extra,
+        target,
+    ]
+
+
+def launch_asgi_floor_granian(server: Server, work: Path, workers: int) -> Launch:
+    command = _granian(server, "app:app", workers, "--working-dir", str(PEERS / "asgi_floor"))
+    return command, work, {}
+
+
+def launch_refit_granian(project: str) -> Callable[[Server, Path, int], Launch]:
+    """refit's own app factory under granian, with the environment `refit serve` gives its
+    workers: the project, a fresh folder for the workers' shared metrics, no access log."""
+
+    def launch(server: Server, work: Path, workers: int) -> Launch:
+        metrics = work / f"metrics-{server.name}"
+        shutil.rmtree(metrics, ignore_errors=True)
+        metrics.mkdir(parents=True)
+        command = _granian(server, "refit.serve.main:app_from_environment", workers, "--factory")
+        env = {
+            "REFIT_PROJECT": str(work / project),
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+            "REFIT_SERVE__ACCESS_LOG": "false",
+        }
+        return command, work, env
+
+    return launch
+
+
 def launch_mlserver(server: Server, work: Path, workers: int) -> Launch:
     root = work / "mlserver"
     model = root / MODEL_NAME
@@ -225,7 +328,7 @@ def _refit_route(shape: Shape) -> str:
 
 def make_servers(envs: dict[str, Env], names: list[str]) -> list[Server]:
     """The servers named, in the order of `SERVERS`: refit first; the no-op refit is the floor
-    of refit's own stack."""
+    of refit's own stack, the ASGI floor that of Python HTTP."""
     made = {
         "refit": lambda: Server(
             "refit",
@@ -242,6 +345,25 @@ def make_servers(envs: dict[str, Env], names: list[str]) -> list[Server]:
             records_body,
             read_records_answer,
             launch_refit("noop"),
+            answers="noop",
+        ),
+        "fastapi-onnx": lambda: Server(
+            "fastapi-onnx",
+            envs["fastapi_onnx"],
+            _refit_route,
+            records_body,
+            read_records_answer,
+            launch_fastapi_onnx,
+        ),
+        "asgi-floor": lambda: Server(
+            "asgi-floor",
+            envs["asgi_floor"],
+            _refit_route,
+            records_body,
+            read_records_answer,
+            launch_asgi_floor,
+            answers="constant",
+            batches=False,
         ),
         "tutorial": lambda: Server(
             "tutorial",
@@ -267,16 +389,57 @@ def make_servers(envs: dict[str, Env], names: list[str]) -> list[Server]:
             read_rows_answer,
             launch_bentoml,
         ),
+        "refit-granian": lambda: Server(
+            "refit-granian",
+            envs["refit"],
+            _refit_route,
+            records_body,
+            read_records_answer,
+            launch_refit_granian("model"),
+        ),
+        "asgi-floor-granian": lambda: Server(
+            "asgi-floor-granian",
+            envs["asgi_floor"],
+            _refit_route,
+            records_body,
+            read_records_answer,
+            launch_asgi_floor_granian,
+            answers="constant",
+            batches=False,
+        ),
     }
     return [made[name]() for name in SERVERS if name in names]
 
 
-SERVERS = ("refit", "refit-noop", "tutorial", "mlserver", "bentoml")
+SERVERS = (
+    "refit",
+    "refit-noop",
+    "fastapi-onnx",
+    "asgi-floor",
+    "tutorial",
+    "mlserver",
+    "bentoml",
+    "refit-granian",
+    "asgi-floor-granian",
+)
+QUICK_SERVERS = SERVERS[:7]
+"""The servers of `--quick`: all but the granian ones, which only the full run measures."""
 ENV_OF = {
     "refit": "refit",
     "refit-noop": "refit",
+    "fastapi-onnx": "fastapi_onnx",
+    "asgi-floor": "asgi_floor",
     "tutorial": "tutorial",
     "mlserver": "mlserver",
     "bentoml": "bentoml",
+    "refit-granian": "refit",
+    "asgi-floor-granian": "asgi_floor",
 }
 PEER_NAMES = ("tutorial", "mlserver", "bentoml")
+"""The peers that run the scikit-learn pipeline: the "best peer" of each cell is one of them."""
+HAND_WRITTEN = "fastapi-onnx"
+"""The strongest hand-written peer: the same ONNX graph as refit, under FastAPI."""
+FLOOR = "asgi-floor"
+"""The floor of Python HTTP on refit's server stack (uvicorn, uvloop, httptools)."""
+COUNTERPARTS = {"refit-granian": "refit", "asgi-floor-granian": "asgi-floor"}
+"""The servers run under granian, and the same app under uvicorn."""

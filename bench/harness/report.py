@@ -1,5 +1,6 @@
-"""From measures to tables: the median over rounds of each server in each cell, and refit's
-ratio to the best peer."""
+"""From measures to tables: the median over rounds of each server in each cell; refit's ratio
+to the best scikit-learn peer, to the hand-written FastAPI + ONNX Runtime peer and to the floor
+of Python HTTP; and each app under granian against the same app under uvicorn."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import statistics
 from dataclasses import dataclass
 
 from harness.load import Measure
-from harness.peers import PEER_NAMES
+from harness.peers import COUNTERPARTS, FLOOR, HAND_WRITTEN, PEER_NAMES
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ def ratio_table(summaries: list[Summary], cells: list[Cell]) -> str:
         "| refit-noop req/s | refit ÷ refit-noop |",
         "|---|--:|---|--:|--:|--:|--:|--:|",
     ]
+    rows = 0
     for cell in cells:
         here = {s.server: s for s in summaries if s.cell == cell.name}
         refit = here.get("refit")
@@ -101,10 +103,73 @@ def ratio_table(summaries: list[Summary], cells: list[Cell]) -> str:
         best = max(peers, key=lambda s: s.rps)
         noop = here.get("refit-noop")
         p99 = refit.p99_ms / best.p99_ms if best.p99_ms else float("nan")
+        rows += 1
         lines.append(
             f"| {cell.name} | {_num(refit.rps)} | {best.server} | {_num(best.rps)} | "
             f"{refit.rps / best.rps:.2f}x | {p99:.2f}x | "
             f"{_num(noop.rps) if noop else '-'} | "
             f"{f'{refit.rps / noop.rps:.0%}' if noop and noop.rps else '-'} |"
         )
-    return "\n".join(lines)
+    return "\n".join(lines) if rows else ""
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "-"
+
+
+def hand_written_table(summaries: list[Summary], cells: list[Cell]) -> str:
+    """refit against the FastAPI + ONNX Runtime peer (throughput: above 1 is better for refit;
+    latency: below 1 is), and refit's and refit-noop's requests/s as a share of the floor's."""
+    lines = [
+        f"| cell | refit req/s | refit rows/s | {HAND_WRITTEN} req/s | its rows/s "
+        f"| refit ÷ {HAND_WRITTEN} (req/s, rows/s) | p50 ÷ its p50 | p99 ÷ its p99 "
+        f"| {FLOOR} req/s | refit ÷ {FLOOR} | refit-noop ÷ {FLOOR} |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    rows = 0
+    for cell in cells:
+        here = {s.server: s for s in summaries if s.cell == cell.name}
+        refit, peer, floor = here.get("refit"), here.get(HAND_WRITTEN), here.get(FLOOR)
+        noop = here.get("refit-noop")
+        if refit is None or (peer is None and floor is None):
+            continue
+        rows += 1
+        lines.append(
+            f"| {cell.name} | {_num(refit.rps)} | {_num(refit.rows_per_s)} | "
+            + (
+                f"{_num(peer.rps)} | {_num(peer.rows_per_s)} | {_ratio(refit.rps, peer.rps)} | "
+                f"{_ratio(refit.p50_ms, peer.p50_ms)} | {_ratio(refit.p99_ms, peer.p99_ms)} | "
+                if peer
+                else "- | - | - | - | - | "
+            )
+            + (
+                f"{_num(floor.rps)} | {refit.rps / floor.rps:.0%} | "
+                f"{f'{noop.rps / floor.rps:.0%}' if noop else '-'} |"
+                if floor and floor.rps
+                else "- | - | - |"
+            )
+        )
+    return "\n".join(lines) if rows else ""
+
+
+def granian_table(summaries: list[Summary], cells: list[Cell]) -> str:
+    """Each app served by granian against the same app served by uvicorn."""
+    lines = [
+        "| cell | app | uvicorn req/s | p50 ms | p99 ms | granian req/s | p50 ms | p99 ms "
+        "| granian ÷ uvicorn |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    rows = 0
+    for cell in cells:
+        here = {s.server: s for s in summaries if s.cell == cell.name}
+        for granian, uvicorn in COUNTERPARTS.items():
+            g, u = here.get(granian), here.get(uvicorn)
+            if g is None or u is None:
+                continue
+            rows += 1
+            lines.append(
+                f"| {cell.name} | {uvicorn} | {_num(u.rps)} | {_num(u.p50_ms)} | "
+                f"{_num(u.p99_ms)} | {_num(g.rps)} | {_num(g.p50_ms)} | {_num(g.p99_ms)} | "
+                f"{_ratio(g.rps, u.rps)} |"
+            )
+    return "\n".join(lines) if rows else ""

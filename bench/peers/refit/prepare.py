@@ -4,13 +4,16 @@ its artifact for the peers, and compute the predictions every server must give.
     python prepare.py WORKDIR     # prints a JSON summary on stdout
 
 WORKDIR gets `model/` (the refit project of the real model), `noop/` (the project of the no-op
-model, `noop.py`), `model.joblib` (the same fitted pipeline, for the peers), `records.json` (100 records
-from the dataset) and `expected.json` (labels and class probabilities for them).
+model, `noop.py`), `model.joblib` (the same fitted pipeline, for the peers that run
+scikit-learn), `model.onnx` (the ONNX graph refit serves for that version, for the peer that
+runs ONNX Runtime), `records.json` (100 records from the dataset) and `expected.json` (labels
+and class probabilities for them).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -81,6 +84,12 @@ def main() -> None:
     shown = train_model(work / "model")
     artifact = work / "model" / ".refit" / "artifacts" / shown["artifact_uri"]
     shutil.copyfile(artifact, work / "model.joblib")
+    onnx = shown.get("onnx") or {}
+    if onnx.get("status") != "ok":
+        sys.exit(f"refit did not export the model to ONNX ({onnx.get('status')}), which it serves")
+    shutil.copyfile(work / "model" / ".refit" / "artifacts" / onnx["uri"], work / "model.onnx")
+    if hashlib.sha256((work / "model.onnx").read_bytes()).hexdigest() != onnx["sha256"]:
+        sys.exit("the ONNX file in the artifact store does not match its recorded sha256")
     model = joblib.load(work / "model.joblib")
     features = [c["name"] for c in shown["signature"]["inputs"]]
     noop = register_noop(work / "noop", len(features), len(model.classes_))
@@ -102,6 +111,7 @@ def main() -> None:
             "features": features,
             "model_version": shown["version"],
             "artifact_sha256": shown["artifact_sha256"],
+            "onnx_sha256": onnx["sha256"],
             "noop_classes": noop["signature"]["output"]["classes"],
         },
         sys.stdout,
