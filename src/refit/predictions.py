@@ -11,6 +11,7 @@ Flavors (`refit.flavors`) make the predictors; the server runs them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -141,6 +142,15 @@ def check_finite(labels: Array, proba: Array | None) -> None:
     """Raise `NonFiniteOutputError` unless every row's label and probabilities are values."""
     rows = len(labels)
     if not rows:
+        return
+    kind = labels.dtype.kind
+    if kind in "fc":
+        fine = bool(np.isfinite(labels).all())
+    else:
+        fine = kind != "O" or not any(map(_null, labels.flat))
+    # One pass when all is well (NaN and infinities make the sum of probabilities NaN or
+    # infinite); the rows at fault are found only when something is not.
+    if fine and (proba is None or math.isfinite(proba.sum())):
         return
     bad = np.zeros(rows, dtype=bool)
     what = "NaN or an infinity as its prediction"

@@ -60,4 +60,5 @@ def content_type(
 def route_path(request: Request) -> str:
     """The path template of the route `request` reached (`/v1/models/{name}/predict`): what a
     message names, rather than the client's own path."""
-    return str(getattr(request.scope.get("route"), "path", request.url.path))
+    route = request.scope.get("route")
+    return str(route.path) if route is not None else request.url.path

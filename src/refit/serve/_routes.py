@@ -23,6 +23,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.routing import APIRoute
+from starlette._utils import get_route_path
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.routing import Match, Route
@@ -99,13 +100,22 @@ class HotRoutes:
     def __init__(self, app: ASGIApp, routes: Sequence[Route]) -> None:
         self.app = app
         self.routes = list(routes)
+        # A path of no parameter is found by a lookup, not by trying each route's pattern.
+        self.fixed = {route.path: route for route in self.routes if not route.param_convertors}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and scope["method"] == "POST":
+            route = self.fixed.get(get_route_path(scope))
+            if route is not None:
+                scope["path_params"] = {}
+                scope["endpoint"] = route.endpoint
+                scope["route"] = route
+                await route.app(scope, receive, send)
+                return
             for route in self.routes:
                 match, child = route.matches(scope)
                 if match is Match.FULL:
                     scope.update(child)
-                    await route.handle(scope, receive, send)
+                    await route.app(scope, receive, send)
                     return
         await self.app(scope, receive, send)

@@ -20,7 +20,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -104,7 +103,7 @@ def create_app(
     access: Access | None = None,
     *,
     first_load_timeout: float = FIRST_LOAD_SECONDS,
-) -> FastAPI:
+) -> ServerApp:
     """The FastAPI app of a server; its lifespan runs the follower of `production`.
 
     `access` says which keys the routes need and which `Host` names it answers to; without
@@ -153,11 +152,6 @@ def create_app(
     )
     app.state.refit = state
     app.router.route_class = protocol_route(refit.error)
-    app.add_middleware(UnexpectedErrors, answer=lambda exc: refit.error(failure_of(exc)))
-    app.add_middleware(AccessMiddleware, access=access, routes=app.routes)  # metrics count 401s
-    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
-    app.add_middleware(RequestLog, state=state)  # request ids, the access log
-    app.add_middleware(HeadMiddleware)  # outermost: the metrics see the route of the GET
     add_docs(app)
 
     def answer(exc: Exception) -> Response:
@@ -302,8 +296,14 @@ def create_app(
         *v2_hot,
         *mlflow_hot,
     ]
-    # Innermost: the metrics, the access checks and the log see every request as before.
-    app.user_middleware.append(Middleware(HotRoutes, routes=hot))
+    # In front of FastAPI (its own middleware and router cost several times a plain
+    # route's): the hot routes, then whatever they do not take goes on to FastAPI.
+    stack: ASGIApp = HotRoutes(app, routes=hot)
+    stack = UnexpectedErrors(stack, answer=lambda exc: refit.error(failure_of(exc)))
+    stack = AccessMiddleware(stack, access=access, routes=app.routes)  # metrics count 401s
+    stack = MetricsMiddleware(stack, metrics=state.metrics)
+    stack = RequestLog(stack, state=state)  # request ids, the access log
+    stack = HeadMiddleware(stack)  # outermost: the metrics see the route of the GET
 
     def openapi() -> dict[str, Any]:
         served = [model.follower.current for model in state.models.values()]
@@ -317,7 +317,27 @@ def create_app(
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    return app
+    return ServerApp(app, stack)
+
+
+class ServerApp:
+    """A server's ASGI app: refit's middleware and hot routes (`stack`) in front of the FastAPI
+    app (`api`) that runs the lifespan, documents every route and answers the others. Reads
+    of anything else (`routes`, `openapi()`, `state`, ...) are the FastAPI app's."""
+
+    def __init__(self, api: FastAPI, stack: ASGIApp) -> None:
+        self.api = api
+        self.stack = stack
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope["app"] = self.api  # as Starlette sets it, for what reads `request.app`
+            await self.stack(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.api, name)
 
 
 def _version(model: LoadedModel | None) -> int | None:

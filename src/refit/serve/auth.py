@@ -129,6 +129,10 @@ def _host_name(host: str) -> str:
     return host
 
 
+_SEEN_PATHS = 1024
+"""Paths whose guard is remembered (the routes' own, and the models' names in them)."""
+
+
 class AccessMiddleware:
     """Refuses a request whose `Host` is not allowed (421), that carries a key in its URL or
     none (401), or whose key lacks the route's scope (403), before any route runs."""
@@ -138,6 +142,7 @@ class AccessMiddleware:
         self.access = access
         self.routes = routes  # the app's list, complete once the first request comes
         self._guards: tuple[re.Pattern[str], list[Guard]] | None = None
+        self._seen: dict[str, Guard] = {}  # the guard of each path met, up to _SEEN_PATHS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -199,13 +204,19 @@ class AccessMiddleware:
         return None
 
     def _guard(self, path: str) -> Guard:
+        known = self._seen.get(path)
+        if known is not None:
+            return known
         if self._guards is None:
             self._guards = _compile(self.routes)
         pattern, guards = self._guards
         match = pattern.match(path)
-        if match is None or match.lastgroup is None:
-            return "open"  # no route serves it: the router answers 404
-        return guards[int(match.lastgroup[1:])]
+        guard = (
+            "open" if match is None or match.lastgroup is None else guards[int(match.lastgroup[1:])]
+        )
+        if len(self._seen) < _SEEN_PATHS:  # bounded: a path is the client's to choose
+            self._seen[path] = guard
+        return guard
 
 
 def _compile(routes: Sequence[BaseRoute]) -> tuple[re.Pattern[str], list[Guard]]:

@@ -4,7 +4,9 @@ One call on 64 rows costs about what one call on a single row costs, so under lo
 server gathers what is waiting into one call. It never waits for company by default: the rows
 that arrived while the previous call ran make the next batch, so a lone request is answered
 at once and a crowd is answered in batches (`max_delay` adds a bounded wait, if measured to
-help). Every caller gets exactly its own rows' answers. The queue is bounded: past
+help). An idle batcher answers the first request of a turn of the event loop with a quick
+predictor in place, with no hop to its task: the cost of one request alone is the model's call.
+Every caller gets exactly its own rows' answers. The queue is bounded: past
 `max_queue_rows` waiting rows a request is refused at once with 503 and Retry-After rather than
 left to wait without limit.
 
@@ -39,7 +41,7 @@ class _Item:
     predictor: Predictor
     columns: Columns
     rows: int
-    future: asyncio.Future[Predictions]
+    future: asyncio.Future[Predictions] | None
 
 
 class ModelFailure(Exception):
@@ -101,6 +103,10 @@ class MicroBatcher:
         self._task: asyncio.Task[None] | None = None
         self._slots = asyncio.Semaphore(concurrency)
         self._calls: set[asyncio.Task[None]] = set()
+        self._burst = False  # a request was answered at once in this turn of the event loop
+
+    def _end_burst(self) -> None:
+        self._burst = False
 
     async def predict(self, predictor: Predictor, columns: Columns) -> Predictions:
         rows = len(columns[0]) if columns else 0
@@ -109,7 +115,27 @@ class MicroBatcher:
             raise ServiceUnavailableError(
                 f"the server is at capacity ({self._waiting_rows} rows waiting); retry shortly"
             )
-        future: asyncio.Future[Predictions] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if (
+            not self._queue
+            and not self._calls
+            and not self._burst
+            and self.max_delay == 0
+            and rows <= self.max_inline_rows
+            and self._inline(predictor)
+        ):
+            # Idle, and the first request of this turn of the event loop: answered here and
+            # now, with no hop to the batching task. The requests that come in the same turn
+            # queue behind it and make a batch, as they would behind any call.
+            self._burst = True
+            loop.call_soon(self._end_burst)
+            if self._on_batch is not None:
+                self._on_batch(rows)
+            [outcome] = predict_apart(predictor, [_Item(predictor, columns, rows, None)])
+            if isinstance(outcome, ModelFailure):
+                raise outcome
+            return outcome
+        future: asyncio.Future[Predictions] = loop.create_future()
         self._queue.append(_Item(predictor, columns, rows, future))
         self._waiting_rows += rows
         if self._task is None or self._task.done():
@@ -149,27 +175,31 @@ class MicroBatcher:
                 if not self._queue:
                     self._slots.release()
                     break
-                batch = self._take()
-                rows = sum(item.rows for item in batch)
-                self._waiting_rows -= rows
-                if self._on_batch is not None:
-                    self._on_batch(rows)
-                if rows <= self.max_inline_rows and self._inline(batch[0].predictor):
-                    try:
-                        self._settle(batch, predict_apart(batch[0].predictor, batch))
-                    finally:
-                        self._slots.release()
-                else:
-                    call = asyncio.create_task(self._in_thread(batch))
-                    self._calls.add(call)
-                    call.add_done_callback(self._calls.discard)
+                self._start(self._take())
+
+    def _start(self, batch: list[_Item]) -> None:
+        """Predict `batch`, here or in a thread: in a method of its own, so that no frame of
+        `_run`'s holds on to its items (and their model) while it waits for the next."""
+        rows = sum(item.rows for item in batch)
+        self._waiting_rows -= rows
+        if self._on_batch is not None:
+            self._on_batch(rows)
+        if rows <= self.max_inline_rows and self._inline(batch[0].predictor):
+            try:
+                self._settle(batch, predict_apart(batch[0].predictor, batch))
+            finally:
+                self._slots.release()
+        else:
+            call = asyncio.create_task(self._in_thread(batch))
+            self._calls.add(call)
+            call.add_done_callback(self._calls.discard)
 
     async def _in_thread(self, batch: list[_Item]) -> None:
         try:
             outcomes = await asyncio.to_thread(predict_apart, batch[0].predictor, batch)
         except Exception as exc:  # not the model's: the thread pool itself failed
             for item in batch:
-                if not item.future.done():
+                if item.future is not None and not item.future.done():
                     item.future.set_exception(RefitError(f"the prediction did not run: {exc}"))
         else:
             self._settle(batch, outcomes)
@@ -179,7 +209,7 @@ class MicroBatcher:
     @staticmethod
     def _settle(batch: list[_Item], outcomes: list[Outcome]) -> None:
         for item, outcome in zip(batch, outcomes, strict=True):
-            if item.future.done():  # a caller that went away has a cancelled future
+            if item.future is None or item.future.done():  # a caller that went away
                 continue
             if isinstance(outcome, ModelFailure):
                 item.future.set_exception(outcome)

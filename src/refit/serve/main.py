@@ -13,11 +13,10 @@ import logging
 import os
 from typing import Any
 
-from fastapi import FastAPI
 from uvicorn.config import LOGGING_CONFIG
 
 from refit.project import load_project
-from refit.serve.app import create_app
+from refit.serve.app import ServerApp, create_app
 from refit.serve.auth import Access
 from refit.serve.state import ServerState
 from refit.services import open_services
@@ -29,7 +28,7 @@ _LOGGING = "refit.serve._logging"
 log = logging.getLogger("refit.serve")
 
 
-def app_from_environment() -> FastAPI:
+def app_from_environment() -> ServerApp:
     """Build a worker's app for the projects named by `REFIT_PROJECT` (default: here): one
     folder, or several joined by `os.pathsep`, the first giving the default model and the
     server's settings."""
