@@ -49,7 +49,7 @@ def parse_json(body: bytes, max_separators: int | None = None) -> Any:
         value = orjson.loads(body)  # the common case, several times faster
     except orjson.JSONDecodeError:
         return _parse_slowly(body)  # NaN, huge integers, or broken JSON: it says which
-    keys = _keys(value)
+    keys = _keys(value, body.count(b"{") + body.count(b"["))
     if body.count(b":") != keys and count_outside_quotes(_unescaped(body), b":") != keys:
         # Colons outside strings are keys: more of them than the parsed objects have keys
         # means an object gave one twice (orjson keeps the last). Find and name it.
@@ -91,14 +91,19 @@ def _unescaped(body: bytes) -> bytes:
     return body.replace(b"\\\\", b"").replace(b'\\"', b"")
 
 
-def _keys(value: Any) -> int:
+def _keys(value: Any, containers: int) -> int:
     """How many keys the objects of a parsed JSON value have, all nesting levels together:
-    one level at a time, each in a few C-speed passes (records of scalars take one)."""
-    keys, level = 0, [value]
+    one level at a time, each in a few C-speed passes. `containers` is at least the number of
+    its objects and arrays (the body's `{` and `[`, some maybe inside strings): once that many
+    are counted, no level below is looked at (records of scalars take no pass over values)."""
+    keys, level, seen = 0, [value], 0
     while level:
         dicts = [item for item in level if type(item) is dict]
         keys += sum(map(len, dicts))
         lists = [item for item in level if type(item) is list]
+        seen += len(dicts) + len(lists)
+        if seen >= containers:  # every container is counted: none lies deeper
+            break
         types = set(map(type, _inner(dicts, lists)))
         if dict not in types and list not in types:
             break

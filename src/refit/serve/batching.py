@@ -87,7 +87,7 @@ class MicroBatcher:
         max_delay: float = 0.0,
         max_queue_rows: int = 4096,
         inline: Callable[[Predictor], bool] = lambda p: getattr(p, "quick", False),
-        max_inline_rows: int = 64,
+        max_inline_rows: int = 128,
         on_batch: Callable[[int], None] | None = None,
         concurrency: int = 2,
     ) -> None:
