@@ -38,6 +38,7 @@ ProjectsOption = Annotated[
     typer.Option(
         "--project",
         "-p",
+        metavar="DIR",
         help="The project folder (holding refit.yaml); repeat it to serve several projects' "
         "models at once (the first is the default model, and gives the server's settings).",
         show_default=False,
