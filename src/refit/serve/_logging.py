@@ -90,7 +90,6 @@ class RequestLog:
             return
         given = next((value for name, value in scope["headers"] if name == _HEADER), None)
         request = _Request(request_id(None if given is None else given.decode("latin-1")), scope)
-        served = self.state.follower.current
         start = time.perf_counter()
         status = 500
         header = (_HEADER, request.id.encode("ascii"))
@@ -110,6 +109,11 @@ class RequestLog:
             if access.hasHandlers():
                 duration = round((time.perf_counter() - start) * 1000, 3)
                 route = request.route
+                # The model the request named, if this server serves it; else the default.
+                name = scope.get("path_params", {}).get("name")
+                model = self.state.models.get(name) if name is not None else None
+                model = model or self.state.default
+                served = model.follower.current
                 method = scope["method"]
                 access.info(
                     "%s %s %d",
@@ -122,7 +126,7 @@ class RequestLog:
                         "route": route,
                         "status": status,
                         "duration_ms": duration,
-                        "model": self.state.name,
+                        "model": model.name,
                         "version": None if served is None else served.version,
                     },
                 )

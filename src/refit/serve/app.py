@@ -104,7 +104,8 @@ def create_app(
     *,
     first_load_timeout: float = FIRST_LOAD_SECONDS,
 ) -> ServerApp:
-    """The FastAPI app of a server; its lifespan runs the follower of `production`.
+    """The ASGI app of a server (see `ServerApp`); its lifespan runs the follower of each
+    model's `production`.
 
     `access` says which keys the routes need and which `Host` names it answers to; without
     it, every route is open to any Host.
@@ -154,12 +155,12 @@ def create_app(
     app.router.route_class = protocol_route(refit.error)
     add_docs(app)
 
-    def answer(exc: Exception) -> Response:
-        return refit.error(failure_of(exc))
+    async def answer(request: Request, exc: Exception) -> Response:
+        return refit.error(failure_of(exc))  # async: Starlette runs a plain function in a thread
 
     # What no route answers itself: a path no route serves, an error in a middleware.
     for kind in (HTTPException, RequestValidationError, Exception):
-        app.add_exception_handler(kind, lambda request, exc: answer(exc))
+        app.add_exception_handler(kind, answer)
 
     async def predict_one(name: str, request: Request) -> Response:
         content_type(request.headers.get("content-type"), (JSON_TYPE,), route_path(request))

@@ -27,12 +27,14 @@ from typing import Any, Literal
 from urllib.parse import unquote_plus
 
 from fastapi.routing import iter_route_contexts
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from refit.apikeys import HELD, KeyHash, hash_key, is_loopback, server_keys
 from refit.apikeys import Scope as KeyScope
+from refit.serve.codecs import refit
+from refit.serve.failures import Failure
 from refit.spec import ServeSpec
 
 Guard = Literal["open", "metrics", "docs", "predict", "admin"]
@@ -154,7 +156,7 @@ class AccessMiddleware:
         else:
             await refusal(scope, receive, send)
 
-    def _refusal(self, scope: Scope) -> JSONResponse | None:
+    def _refusal(self, scope: Scope) -> Response | None:
         headers = _headers(scope)
         hosts = self.access.allowed_hosts
         host = headers.get(b"host")
@@ -211,9 +213,10 @@ class AccessMiddleware:
             self._guards = _compile(self.routes)
         pattern, guards = self._guards
         match = pattern.match(path)
-        guard = (
-            "open" if match is None or match.lastgroup is None else guards[int(match.lastgroup[1:])]
-        )
+        if match is None or match.lastgroup is None:
+            guard: Guard = "open"  # no route serves it: the router answers 404
+        else:
+            guard = guards[int(match.lastgroup[1:])]
         if len(self._seen) < _SEEN_PATHS:  # bounded: a path is the client's to choose
             self._seen[path] = guard
         return guard
@@ -285,8 +288,8 @@ def _text(value: bytes) -> str:
 
 def _refused(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
+) -> Response:
+    return refit.error(Failure(status, code, message, headers=headers))
 
 
 def document_access(document: dict[str, Any], access: Access) -> None:

@@ -209,10 +209,6 @@ class ServerState:
         """Predict on checked columns with `model` (see `ServedModel.predict`)."""
         return await self.models[model.name].predict(model, columns)
 
-    def describe(self) -> dict[str, Any]:
-        """The default model's `/v1/models` entry."""
-        return self.default.describe()
-
     async def read_and_predict(
         self,
         request: Request,
