@@ -20,7 +20,7 @@ from refit.data.validation import validate
 from refit.errors import InputError
 from refit.serve._fast_checks import FAST_ROWS
 from refit.serve.codecs.mlflow import csv_columns, json_columns
-from refit.serve.codecs.v2 import _TAKES, InferenceRequest, RequestInput, tensor_columns
+from refit.serve.codecs.v2_request import _TAKES, InferenceRequest, RequestInput, tensor_columns
 from refit.serve.records import RecordReader
 from refit.signature import InputColumn, Output, Signature
 from refit.spec import CsvSource, DataSpec, FeatureType, Task

@@ -40,7 +40,13 @@ from refit.predictions import Columns
 from refit.serve._media import JSON_TYPE, content_type, route_path
 from refit.serve._routes import CodecRoute, protocol_route
 from refit.serve.codecs import JSONBody, v2
-from refit.serve.codecs.v2 import BINARY_HEADER, Datatype
+from refit.serve.codecs.v2_request import (
+    BINARY_HEADER,
+    Datatype,
+    InferenceRequest,
+    read_request,
+    tensor_columns,
+)
 from refit.serve.predictor import LoadedModel
 from refit.serve.records import RecordReader
 from refit.serve.schemas import json_response, ref, v2_errors
@@ -180,9 +186,9 @@ def v2_router(state: ServerState) -> tuple[APIRouter, list[CodecRoute]]:
         def read(
             body: bytes, reader: RecordReader, model: LoadedModel
         ) -> tuple[Columns, tuple[str | None, list[str]]]:
-            inference = v2.read_request(body, header, reader)
+            inference = read_request(body, header, reader)
             outputs = v2.outputs(model, inference)
-            return v2.tensor_columns(reader, inference, model.name), (inference.id, outputs)
+            return tensor_columns(reader, inference, model.name), (inference.id, outputs)
 
         model, (given_id, outputs), predictions = await state.read_and_predict(
             request, name, read, lambda model: v2.served(model, version)
@@ -243,4 +249,4 @@ def v2_router(state: ServerState) -> tuple[APIRouter, list[CodecRoute]]:
 
 
 def _request_schema() -> dict[str, Any]:
-    return v2.InferenceRequest.model_json_schema()
+    return InferenceRequest.model_json_schema()
