@@ -94,3 +94,10 @@ def test_a_damaged_copy_is_rewritten_by_the_next_put(tmp_path: Path) -> None:
     corrupt(store, ref.uri, b"the fake content")  # same size, other bytes
     assert store.put(b"the real content", kind="models", suffix=".joblib") == ref
     assert store.get(ref.uri, ref.sha256) == b"the real content"
+
+
+def test_delete_removes_a_file_and_a_missing_one_is_no_error(store: ArtifactStore) -> None:
+    ref = store.put(b"old log", kind="logs", suffix=".parquet")
+    store.delete(ref.uri)
+    assert not store.exists(ref.uri)
+    store.delete(ref.uri)

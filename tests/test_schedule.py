@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from refit.schedule import EXPECTED, parse_schedule
+from refit.schedule import EXPECTED, parse_duration, parse_schedule
 
 NOON = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -107,3 +107,14 @@ def test_what_is_no_schedule_says_what_is_expected(text: str, problem: str) -> N
 def test_29_february_comes_round() -> None:
     schedule = parse_schedule("0 0 29 2 *")
     assert schedule.next_after(NOON) == datetime(2028, 2, 29, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("5m", 300), ("7d", 604800)])
+def test_a_duration_has_the_grammar_of_an_interval(text: str, seconds: int) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["0s", "5 minutes", "*/5 * * * *", ""])
+def test_anything_else_is_no_duration(text: str) -> None:
+    with pytest.raises(ValueError, match="expected a duration"):
+        parse_duration(text)

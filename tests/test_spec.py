@@ -100,7 +100,10 @@ def test_a_minimal_spec_loads_with_the_documented_defaults(tmp_path: Path) -> No
     assert spec.model.params == {}
     assert (spec.gate.min, spec.gate.max, spec.gate.min_improvement) == (None, None, 0.0)
     assert spec.gate.promote_ties is False
-    assert (spec.schedule.ingest, spec.schedule.train, spec.schedule.monitor) == ("1m", "5m", None)
+    assert (spec.schedule.ingest, spec.schedule.train, spec.schedule.monitor) == ("1m", "5m", "5m")
+    assert spec.schedule.metrics_port == 9464
+    assert (spec.monitor.sample, spec.monitor.retention, spec.monitor.window) == (1.0, "30d", "1h")
+    assert spec.monitor.retrain_on_drift is False
     assert spec.schedule.lease_timeout == 30.0
     assert spec.storage.metadata_url == "sqlite:///.refit/refit.db"
     assert project.metadata_url == f"sqlite:///{tmp_path.resolve()}/.refit/refit.db"

@@ -49,6 +49,10 @@ class ArtifactStore(Protocol):
 
     def exists(self, uri: str) -> bool: ...
 
+    def delete(self, uri: str) -> None:
+        """Remove a file (one the registry no longer names); a missing one is not an error."""
+        ...
+
 
 def content_key(sha256: str, kind: str, suffix: str) -> str:
     if not kind.isidentifier():
@@ -139,6 +143,13 @@ class LocalArtifactStore:
     def exists(self, uri: str) -> bool:
         return self._inside(uri).is_file()
 
+    def delete(self, uri: str) -> None:
+        path = self._inside(uri)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise ArtifactError(f"cannot delete artifact {path}: {exc.strerror}") from None
+
 
 def write_atomically(path: Path, data: bytes, mode: int | None = None, what: str = "") -> None:
     """Write `data` to `path` in full or not at all: into a temporary file beside it, synced,
@@ -213,6 +224,14 @@ class FsspecArtifactStore:
             return bool(self.fs.exists(path))
         except Exception as exc:
             raise ArtifactError(f"cannot reach artifact store {self.url}: {exc}") from None
+
+    def delete(self, uri: str) -> None:
+        path = self._path(uri)
+        try:
+            if self.fs.exists(path):
+                self.fs.rm_file(path)
+        except Exception as exc:
+            raise ArtifactError(f"cannot delete artifact {path}: {exc}") from None
 
 
 def s3_storage_options(s3: S3Options | None = None) -> dict[str, Any]:

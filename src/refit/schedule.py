@@ -66,6 +66,15 @@ def parse_schedule(text: str) -> Schedule:
     return schedule
 
 
+def parse_duration(text: str) -> float:
+    """The seconds a duration (`30s`, `5m`, `1h`, `7d`: an interval's grammar) means; a
+    `ValueError` saying what is expected if it means none."""
+    match = _INTERVAL.match(text.strip())
+    if match is None:
+        raise ValueError("expected a duration such as 30s, 5m, 1h or 7d")
+    return float(int(match[1]) * _UNITS[match[2]])
+
+
 # Intervals a cron expression keeps exactly, in minutes: those that divide an hour or a day.
 
 

@@ -30,6 +30,7 @@ from refit._spec_data import (
     SpecModel,
     SqlSource,
 )
+from refit._spec_monitor import MonitorSpec
 from refit._spec_problems import FieldProblem
 from refit.apikeys import MAX_KEYS, parse_key_line
 from refit.schedule import parse_schedule
@@ -43,6 +44,7 @@ __all__ = [
     "DataSpec",
     "Feature",
     "FeatureType",
+    "MonitorSpec",
     "ParquetSource",
     "SnapshotMode",
     "SnapshotPolicy",
@@ -227,8 +229,10 @@ def _check_schedule(value: str | None) -> str | None:
 class Schedule(SpecModel):
     ingest: str | None = "1m"
     train: str | None = "5m"
-    monitor: str | None = None
-    """Kept for the monitor role, which is not built yet: checked, but nothing runs it."""
+    monitor: str | None = "5m"
+    """How often `refit monitor` judges the logged predictions (drift, live quality)."""
+    metrics_port: int | None = Field(default=9464, ge=0, le=65535)
+    """Where `refit scheduler` serves its Prometheus `/metrics` (None: nowhere)."""
     lease_timeout: float = Field(default=30.0, ge=1.0, le=86400.0)
     """Seconds a scheduler's hold on a running job outlives it: a scheduler killed mid-job
     blocks that job this long before another scheduler takes it over (renewed every third)."""
@@ -357,6 +361,7 @@ class Spec(SpecModel):
     gate: GateSpec = GateSpec()
     schedule: Schedule = Schedule()
     serve: ServeSpec = ServeSpec()
+    monitor: MonitorSpec = MonitorSpec()
     storage: Storage = Storage()
 
     @field_validator("name")

@@ -142,6 +142,8 @@ class TrainingRunRow(Base):
     version: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    cause: Mapped[str | None] = mapped_column(Text, default=None)
+    """Why it ran beyond its trigger: the drift or the quality drop that asked for it."""
 
 
 class ModelVersionRow(Base):
@@ -175,6 +177,10 @@ class ModelVersionRow(Base):
     when ok the second artifact's `uri`, `sha256`, `size` and the parity check's figures."""
     manifest_signature: Mapped[str | None] = mapped_column(String(64), default=None)
     """HMAC-SHA256 (hex) of the version's manifest, when the registry signs versions."""
+    reference: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    """What the version answered on its holdout, the monitor's reference for the predictions:
+    `labels` (the true values), `predictions` and, for classifiers, `classes` and `scores`
+    (each row's probabilities), at most `REFERENCE_ROWS` rows."""
 
 
 class AliasRow(Base):
@@ -251,3 +257,69 @@ class JobStateRow(Base):
     """running, succeeded, failed or skipped."""
     last_message: Mapped[str | None] = mapped_column(Text)
     holder: Mapped[str] = mapped_column(String(255))
+
+
+class PredictionLogRow(Base):
+    """One Parquet file a server wrote to the artifact store: predictions it answered (with
+    their inputs and request ids), or feedback (request ids with their true values)."""
+
+    __tablename__ = "prediction_logs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(63), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    """predictions or feedback."""
+    version: Mapped[int | None] = mapped_column(Integer)
+    """The version that answered (None for feedback)."""
+    instance: Mapped[str] = mapped_column(String(64))
+    """The server process that wrote it (`refit.registry.heartbeats.new_instance`)."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    first_at: Mapped[datetime] = mapped_column()
+    last_at: Mapped[datetime] = mapped_column(index=True)
+    rows: Mapped[int] = mapped_column(Integer)
+    uri: Mapped[str] = mapped_column(String(512))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class MonitorReportRow(Base):
+    """One run of the monitor: drift of the logged inputs and predictions against the
+    training data, and live quality from feedback, per version."""
+
+    __tablename__ = "monitor_reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(63), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    window_start: Mapped[datetime | None] = mapped_column()
+    window_end: Mapped[datetime | None] = mapped_column()
+    rows: Mapped[int] = mapped_column(Integer)
+    """Logged rows judged."""
+    versions: Mapped[list[Any]] = mapped_column()
+    """The versions that answered them."""
+    drifted: Mapped[list[Any]] = mapped_column()
+    """The features (and `prediction`) flagged, most drifted first."""
+    drift: Mapped[dict[str, Any]] = mapped_column()
+    """Per feature: kind, statistics, verdict, reasons, reference and live histograms."""
+    quality: Mapped[dict[str, Any]] = mapped_column()
+    """Per version: live metrics from feedback, labelled rows, the estimate before labels."""
+    cause: Mapped[str | None] = mapped_column(Text)
+    """Why it asked for a training run (None: it did not)."""
+
+
+class TrainRequestRow(Base):
+    """A training run asked for by the monitor (drift, a drop in live quality), answered by
+    the next training run that has a new snapshot to train on."""
+
+    __tablename__ = "train_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(63), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    trigger: Mapped[str] = mapped_column(String(32))
+    """drift or quality."""
+    cause: Mapped[str] = mapped_column(Text)
+    report_id: Mapped[int | None] = mapped_column(ForeignKey("monitor_reports.id"))
+    run_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    """The run that answered it (None: still open)."""
+    handled_at: Mapped[datetime | None] = mapped_column(default=None)
