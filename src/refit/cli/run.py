@@ -37,7 +37,7 @@ from refit.cli._server import (
     listen_error,
 )
 from refit.cli._server import metrics_port as chosen_metrics_port
-from refit.cli._serving import server_dicts, serving_line
+from refit.cli._serving import SERVER_COLUMNS, server_dicts, server_rows, serving_line
 from refit.errors import DataError, RefitError
 from refit.project import load_project
 from refit.registry import PRODUCTION
@@ -342,7 +342,8 @@ def _ask(url: str, request: Path, stop: threading.Event) -> None:
 
 
 def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None:
-    """What is served, the last runs and decisions, and when the jobs run next."""
+    """What is served (and by which servers), the last runs and decisions, and when the jobs
+    run next."""
     loaded = load_project(project)
     name = loaded.spec.name
     with open_project_services(loaded, "status") as services:
@@ -395,6 +396,8 @@ def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None
     else:
         out.print(f"{name}@production: not set yet")
     out.print(f"serving: {serving_line(production, servers)}", markup=False)
+    if servers:
+        print_table(SERVER_COLUMNS, server_rows(servers), title="servers")
     out.print(f"latest snapshot: {latest.id[:12] if latest else '-'}")
     print_table(
         ["job", "schedule", "last run", "status", "next", "message"],
