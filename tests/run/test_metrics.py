@@ -201,9 +201,21 @@ def fill(registry: Registry) -> None:
             },
             quality={
                 "2": {
+                    "rows": 500,
+                    "labelled": 120,
+                    "metric": "roc_auc",
+                    "holdout": 0.95,
                     "live": {"accuracy": 0.8, "f1": 0.75, "rows": 120},
                     "estimated": {"accuracy": 0.86, "rows": 500},
-                }
+                },
+                "1": {
+                    "rows": 20,
+                    "labelled": 7,
+                    "metric": "roc_auc",
+                    "holdout": 0.91,
+                    "live": None,  # fewer labelled rows than monitor.min_labels
+                    "estimated": None,
+                },
             },
             cause="drift in tenure",
         ),
@@ -273,6 +285,8 @@ def test_every_value_comes_from_the_registry(registry: Registry) -> None:
     assert value(found, "refit_live_quality", version="2", metric="f1") == 0.75
     assert value(found, "refit_estimated_quality", version="2", metric="accuracy") == 0.86
     assert value(found, "refit_labelled_rows", version="2") == 120
+    assert value(found, "refit_labelled_rows", version="1") == 7
+    assert not any(dict(labels).get("version") == "1" for n, labels in found if "quality" in n)
     assert value(found, "refit_monitor_report_rows") == 500
     assert value(found, "refit_training_requests_open") == 1
     assert found[("refit_scheduler_scrape_error", frozenset())] == 0

@@ -281,9 +281,10 @@ class RegistryCollector(Collector):
                 measured = _mapping(quality.get("live"))
                 for metric, value in _numbers(measured, skip=("rows",)):
                     live.add_metric([*labels, metric], value)
-                if isinstance(rows := measured.get("rows"), (int, float)):
+                rows = quality.get("labelled", measured.get("rows"))
+                if isinstance(rows, (int, float)) and not isinstance(rows, bool):
                     labelled.add_metric(labels, float(rows))
-                guessed = _mapping(quality.get("estimated", quality.get("estimate")))
+                guessed = _mapping(quality.get("estimated"))
                 for metric, value in _numbers(guessed, skip=("rows",)):
                     estimated.add_metric([*labels, metric], value)
         yield from (score, flagged, live, estimated, labelled)
