@@ -95,6 +95,10 @@ def test_the_numeric_statistics_are_scipys() -> None:
     ks = stats.ks_2samp(reference, live, method="asymp")
     assert report["statistic"] == pytest.approx(ks.statistic)
     assert report["p_value"] == pytest.approx(ks.pvalue)
+    large = rng.normal(size=30_000), rng.normal(loc=0.02, size=30_000)
+    assert feature_drift(numbers(large[0]), numbers(large[1]), True, RULE)["p_value"] == (
+        pytest.approx(stats.ks_2samp(*large, method="asymp").pvalue, rel=0.01)
+    )
     q1, q3 = np.quantile(reference, [0.25, 0.75])
     assert report["effect_size"] == pytest.approx(
         stats.wasserstein_distance(reference, live) / ((q3 - q1) / 1.349)

@@ -189,6 +189,13 @@ def test_a_small_holdout_calibrates_by_platt_scaling(
     )
 
 
+def test_a_small_holdout_that_scores_separate_perfectly_is_estimated_near_perfect() -> None:
+    positive = np.linspace(0.01, 0.99, 200)
+    scores = np.column_stack([1 - positive, positive])
+    estimate = estimated_quality(scores, [0, 1], scores, (positive > 0.5).astype(int))
+    assert estimate["accuracy"] > 0.99 and estimate["roc_auc"] > 0.99
+
+
 def test_a_miscalibrated_model_is_estimated_after_calibration() -> None:
     world = World(seed=3)
     model = LogisticRegression().fit(*world.rows(20_000))

@@ -154,7 +154,7 @@ def _calibrated(
     if len(reference) >= ISOTONIC_ROWS:
         isotonic = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
         return np.asarray(isotonic.fit(reference, hits).predict(scores), dtype=np.float64)
-    platt = LogisticRegression(C=1e4).fit(_logit(reference), hits)
+    platt = LogisticRegression(C=1e4).fit(_logit(reference), hits)  # all but unregularised
     return np.asarray(platt.predict_proba(_logit(scores))[:, 1], dtype=np.float64)
 
 
