@@ -43,7 +43,7 @@ HISTOGRAM_BINS = 20
 TOP_CATEGORIES = 20
 EPSILON = 1e-4
 """The share given to an empty bin in the PSI, whose logarithm would be infinite."""
-_KS_EXACT_ROWS = 10_000
+_KSTWO_MAX_ROWS = 10_000
 _IQR_TO_SD = 1.349
 """The interquartile range of a normal distribution, in standard deviations."""
 
@@ -166,9 +166,9 @@ def _numeric(ref: np.ndarray[Any, Any], now: np.ndarray[Any, Any]) -> dict[str, 
 
 def _ks_p_value(statistic: float, rows: float) -> float:
     """The two-sample Kolmogorov-Smirnov p-value of `statistic` at `rows` effective rows."""
-    if rows < _KS_EXACT_ROWS:
+    if rows < _KSTWO_MAX_ROWS:
         return float(stats.kstwo.sf(statistic, np.round(rows)))  # ks_2samp's "asymp" method
-    # kstwo's cost grows with the rows (a second at 500,000); past a few thousand rows
+    # kstwo's cost grows with the rows (a second at 500,000); past 10,000 effective rows
     # Stephens' approximation of the limiting distribution agrees with it to a fraction of a
     # percent, at constant cost.
     root = math.sqrt(rows)
