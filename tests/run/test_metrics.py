@@ -395,7 +395,7 @@ def test_the_spec_says_where_or_off(project: Path, written: str, port: int | Non
     spec = project / "refit.yaml"
     if written:
         spec.write_text(spec.read_text() + f"schedule:\n  metrics_port: {written}\n")
-    assert load_project(project).spec.schedule.metrics_port == port
+    assert load_project(project, {}).spec.schedule.metrics_port == port
     environ = {"REFIT_SCHEDULE__METRICS_PORT": "off"}
     assert load_project(project, environ).spec.schedule.metrics_port is None
 
