@@ -17,6 +17,7 @@ import yaml
 from refit.apikeys import Scope, check_exposure, key_line, new_key
 from refit.deploy.compose import render_compose
 from refit.deploy.files import write_files
+from refit.deploy.roles import SCHEDULER_ARGS
 from refit.errors import SpecError
 from refit.examples import create_project
 from refit.project import load_project
@@ -125,7 +126,7 @@ def test_compose_reads_the_bundled_stack_as_intended() -> None:
     assert published["proxy"][0]["published"] == "8000"
     assert services["serve"]["command"] == ["serve"]
     assert services["serve"]["healthcheck"]["interval"] == "5s"
-    assert services["scheduler"]["command"] == ["scheduler"]
+    assert services["scheduler"]["command"] == list(SCHEDULER_ARGS)
     assert services["scheduler"]["environment"]["REFIT_SCHEDULE__INGEST"] == "5s"
     assert services["scheduler"]["build"] == {"context": str(ROOT), "dockerfile": "Dockerfile"}
     assert services["scheduler"]["pull_policy"] == "build"
@@ -140,6 +141,48 @@ def test_compose_reads_the_bundled_stack_as_intended() -> None:
     assert "identities" in json.loads(config["configs"]["s3-identities"]["content"])
     spec = yaml.safe_load((BUNDLED / "project" / SPEC_FILE).read_text())
     assert spec["data"]["source"] == {"kind": "csv", "path": "s3://refit/incoming/"}
+
+
+def test_the_scheduler_runs_the_monitor_and_serves_metrics_on_the_stacks_network() -> None:
+    scheduler = resolved(BUNDLED)["services"]["scheduler"]
+    spec = load_project(BUNDLED / "project").spec
+    environment = scheduler["environment"]
+    # Every job, the monitor's included, on refit.yaml's schedule (from .env).
+    assert spec.schedule.monitor is not None
+    assert environment["REFIT_SCHEDULE__MONITOR"] == spec.schedule.monitor
+    env_file = (BUNDLED / ".env").read_text().splitlines()
+    assert f"MONITOR_SCHEDULE={spec.schedule.monitor}" in env_file
+    # /metrics on every address of the container, its port on the network, not the host's.
+    assert scheduler["command"] == ["scheduler", "--metrics-host", "0.0.0.0"]
+    assert environment["REFIT_SCHEDULE__METRICS_PORT"] == "9464"
+    assert scheduler["expose"] == ["9464"]
+    assert "ports" not in scheduler
+    assert scheduler["labels"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "9464",
+        "prometheus.io/path": "/metrics",
+    }
+
+
+def test_a_stack_without_a_monitor_or_metrics_runs_neither(tmp_path: Path) -> None:
+    root = create_stack_project(tmp_path / "project")
+    spec = root / SPEC_FILE
+    spec.write_text(
+        spec.read_text().replace(
+            "train: 10s\n", "train: 10s\n  monitor: null\n  metrics_port: null\n"
+        )
+    )
+    out = tmp_path / "stack"
+    write_files(out, render_compose(load_project(root), out))
+    assert compose(out, "config", "--quiet").returncode == 0
+    scheduler = resolved(out)["services"]["scheduler"]
+    assert scheduler["command"] == ["scheduler"]
+    assert not {"expose", "labels", "ports"} & set(scheduler)
+    assert not {"REFIT_SCHEDULE__MONITOR", "REFIT_SCHEDULE__METRICS_PORT"} & set(
+        scheduler["environment"]
+    )
+    assert "MONITOR_SCHEDULE" not in (out / ".env").read_text()
+    assert "the scheduler\n# (ingest and train)" in (out / "compose.yaml").read_text()
 
 
 def test_a_project_renders_a_stack_beside_it_that_compose_accepts(tmp_path: Path) -> None:
@@ -224,6 +267,11 @@ def test_rendering_again_keeps_what_is_the_same_and_refuses_what_differs(tmp_pat
             "with a bucket name",
         ),
         (None, ["--refit-source", "."], "no Dockerfile in .: give the folder of a refit checkout"),
+        (
+            ("train: 10s", "train: 10s\n  metrics_port: 0"),
+            [],
+            "schedule.metrics_port: got 0: Prometheus finds the scheduler's /metrics on a port",
+        ),
         (
             ("estimator: sklearn.ensemble.HistGradientBoostingClassifier", "function: mine:fit"),
             ["--refit-source", str(ROOT)],

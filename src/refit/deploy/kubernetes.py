@@ -36,7 +36,7 @@ from refit.deploy.pod import (
     READY_PATH,
     WORKER_STARTUP_SECONDS,
 )
-from refit.deploy.roles import JOB_ARGS, cron_schedules, job_schedules
+from refit.deploy.roles import JOB_ARGS, cron_schedules, job_schedules, listed
 from refit.errors import SpecError
 from refit.project import Project
 from refit.registry.signing import SIGNING_KEY_ENV
@@ -192,7 +192,7 @@ def render_kubernetes(project: Project, *, image: str | None = None) -> dict[str
         "serve_memory_request": "512Mi",
         "serve_memory": "1Gi",
         "prod_replicas": str(PROD_REPLICAS),
-        "job_list": _listed(list(schedules)) or "no job",
+        "job_list": listed(schedules),
         "job_resources": "".join(f"  - {job}.yaml\n" for job in schedules),
         "dev_job_patches": "".join(_dev_job_patch(spec.name, job) for job in schedules),
         "secret": credentials_secret(spec.name),
@@ -238,11 +238,6 @@ def render_kubernetes(project: Project, *, image: str | None = None) -> dict[str
         }
         files[f"base/{job}.yaml"] = _fill("cronjob.yaml", job_values)
     return dict(sorted(files.items()))
-
-
-def _listed(names: list[str]) -> str:
-    """`a`, `a and b`, `a, b and c`."""
-    return " and ".join(filter(None, (", ".join(names[:-1]), *names[-1:])))
 
 
 def _bucket(project: Project) -> str:

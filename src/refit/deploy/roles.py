@@ -9,6 +9,8 @@ is a CronJob of its own, and the monitor's runs the training it asks for itself 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from refit.errors import SpecError
 from refit.project import Project
 from refit.schedule import cron_expression
@@ -68,3 +70,10 @@ def metrics_port(project: Project) -> int | None:
             "from 1 to 65535, or null for no metrics"
         )
     return port
+
+
+def listed(jobs: Iterable[str]) -> str:
+    """Jobs as a sentence says them: `ingest`, `ingest and train`, `ingest, train and monitor`;
+    `no job` for none."""
+    names = list(jobs)
+    return " and ".join(filter(None, (", ".join(names[:-1]), *names[-1:]))) or "no job"
