@@ -153,7 +153,7 @@ def test_the_scheduler_runs_the_monitor_and_serves_metrics_on_the_stacks_network
     env_file = (BUNDLED / ".env").read_text().splitlines()
     assert f"MONITOR_SCHEDULE={spec.schedule.monitor}" in env_file
     # /metrics on every address of the container, its port on the network, not the host's.
-    assert scheduler["command"] == ["scheduler", "--metrics-host", "0.0.0.0"]
+    assert scheduler["command"] == ["scheduler", "--host", "0.0.0.0"]
     assert environment["REFIT_SCHEDULE__METRICS_PORT"] == "9464"
     assert scheduler["expose"] == ["9464"]
     assert "ports" not in scheduler

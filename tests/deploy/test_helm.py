@@ -27,7 +27,7 @@ from refit.apikeys import Scope, key_line, new_key
 from refit.deploy import pod
 from refit.deploy.files import write_files
 from refit.deploy.helm import render_helm, split_image
-from refit.deploy.roles import JOB_ARGS, SCHEDULER_ARGS
+from refit.deploy.roles import JOB_ARGS, METRICS_OFF, SCHEDULER_ARGS
 from refit.examples import create_project
 from refit.project import load_project
 from refit.schedule import cron_expression
@@ -465,7 +465,7 @@ def test_the_scheduler_serves_its_metrics_for_prometheus_and_runs_the_monitor(
 
     pod = scheduler()
     [container] = pod["spec"]["containers"]
-    assert container["args"] == ["scheduler", "--metrics-host", "0.0.0.0"]
+    assert container["args"] == ["scheduler", "--host", "0.0.0.0"]
     assert container["ports"] == [{"name": "metrics", "containerPort": 9464}]
     annotations = pod["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
@@ -475,22 +475,20 @@ def test_the_scheduler_serves_its_metrics_for_prometheus_and_runs_the_monitor(
     )
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["REFIT_SCHEDULE__METRICS_PORT"] == "9464"  # the port it serves is the pod's
-    assert "REFIT_SCHEDULE__MONITOR" not in env  # refit.yaml's schedule
+    # The monitor runs on refit.yaml's schedule, whatever the CronJob's values say.
+    assert not [name for name in env if name.startswith("REFIT_SCHEDULE__") and "PORT" not in name]
 
     other = scheduler("--set", "schedule.metricsPort=9100")
     assert other["spec"]["containers"][0]["ports"][0]["containerPort"] == 9100
     assert other["metadata"]["annotations"]["prometheus.io/port"] == "9100"
 
-    quiet = scheduler("--set", "schedule.metricsPort=null", "--set", "monitor.enabled=false")
+    quiet = scheduler("--set", "schedule.metricsPort=null")
     [container] = quiet["spec"]["containers"]
     assert container["args"] == ["scheduler"] and "ports" not in container
     assert not {k for k in quiet["metadata"]["annotations"] if k.startswith("prometheus.io/")}
     env = {e["name"]: e.get("value") for e in container["env"]}
-    # refit.yaml's own settings are overridden, as the values say: no metrics, no monitor.
-    assert (env["REFIT_SCHEDULE__METRICS_PORT"], env["REFIT_SCHEDULE__MONITOR"]) == (
-        "null",
-        "null",
-    )
+    # refit.yaml's port is overridden, as the value says: no metrics.
+    assert env["REFIT_SCHEDULE__METRICS_PORT"] == METRICS_OFF
     assert (
         kubernetes_validate(
             template(
@@ -606,6 +604,16 @@ def test_a_project_with_no_monitor_or_metrics_renders_them_off(helm: Path, tmp_p
     on = ["--set", "monitor.enabled=true", "--set", "monitor.schedule=*/10 * * * *"]
     monitor = by_name(template(helm, out, *on))["CronJob/refit-monitor"]
     assert monitor["spec"]["schedule"] == "*/10 * * * *"
+    # Nor does the scheduler run one: refit.yaml has no schedule.monitor.
+    scheduled = run(
+        helm,
+        "install",
+        "churn",
+        out,
+        "--dry-run=client",
+        *VARIATIONS["scheduler instead of CronJobs"],
+    )
+    assert scheduled.returncode == 0 and "The monitor" not in scheduled.stdout
     refused = run(helm, "template", "refit", out, "--set", "monitor.enabled=true")
     assert refused.returncode != 0
     assert "at '/monitor/schedule': minLength: got 0, want 1" in refused.stderr

@@ -27,6 +27,7 @@ from refit.deploy.kubernetes import check_tagged_image, pod_image
 from refit.deploy.roles import (
     JOB_ARGS,
     JOBS,
+    METRICS_OFF,
     METRICS_PATH,
     SCHEDULER_ARGS,
     cron_schedules,
@@ -75,6 +76,7 @@ def render_helm(project: Project, *, image: str | None = None) -> dict[str, str]
         "job_args": args,
         "metrics_port": json.dumps(port),
         "metrics_path": METRICS_PATH,
+        "metrics_off": METRICS_OFF,
         "scheduler_args": json.dumps(list(SCHEDULER_ARGS)),
         "drain_seconds": str(pod.DRAIN_SECONDS),
         "prestop_seconds": str(pod.PRESTOP_SECONDS),

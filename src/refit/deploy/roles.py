@@ -30,10 +30,13 @@ JOB_ARGS = {
 
 METRICS_HOST = "0.0.0.0"
 """Where a scheduler in a container serves `/metrics`: every address of the container, for a
-Prometheus on its network (on a machine of its own it binds loopback, as `refit serve` does)."""
+Prometheus on its network (elsewhere it binds `serve.host`, loopback by default)."""
 
-SCHEDULER_ARGS = ("scheduler", "--metrics-host", METRICS_HOST)
+SCHEDULER_ARGS = ("scheduler", "--host", METRICS_HOST)
 """`refit scheduler` in a container whose metrics are on (`schedule.metrics_port` set)."""
+
+METRICS_OFF = "off"
+"""`schedule.metrics_port` as an environment variable says "no metrics"."""
 
 METRICS_PATH = "/metrics"
 
