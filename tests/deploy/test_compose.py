@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from deploy_specs import set_schedule
 
 from refit.apikeys import Scope, check_exposure, key_line, new_key
 from refit.deploy.compose import render_compose
@@ -166,12 +167,7 @@ def test_the_scheduler_runs_the_monitor_and_serves_metrics_on_the_stacks_network
 
 def test_a_stack_without_a_monitor_or_metrics_runs_neither(tmp_path: Path) -> None:
     root = create_stack_project(tmp_path / "project")
-    spec = root / SPEC_FILE
-    spec.write_text(
-        spec.read_text().replace(
-            "train: 10s\n", "train: 10s\n  monitor: null\n  metrics_port: null\n"
-        )
-    )
+    set_schedule(root, monitor=None, metrics_port=None)
     out = tmp_path / "stack"
     write_files(out, render_compose(load_project(root), out))
     assert compose(out, "config", "--quiet").returncode == 0
@@ -268,11 +264,6 @@ def test_rendering_again_keeps_what_is_the_same_and_refuses_what_differs(tmp_pat
         ),
         (None, ["--refit-source", "."], "no Dockerfile in .: give the folder of a refit checkout"),
         (
-            ("train: 10s", "train: 10s\n  metrics_port: 0"),
-            [],
-            "schedule.metrics_port: got 0: Prometheus finds the scheduler's /metrics on a port",
-        ),
-        (
             ("estimator: sklearn.ensemble.HistGradientBoostingClassifier", "function: mine:fit"),
             ["--refit-source", str(ROOT)],
             "model.function: got 'mine:fit': its modules must be in the image",
@@ -290,6 +281,17 @@ def test_a_stack_that_could_not_work_is_refused_before_anything_is_written(
     assert result.returncode == 2
     assert message in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "stack").exists()
+
+
+def test_a_metrics_port_prometheus_could_not_find_is_refused(tmp_path: Path) -> None:
+    root = create_stack_project(tmp_path / "project")
+    set_schedule(root, metrics_port=0)  # a free port, chosen when the scheduler starts
+    result = refit("deploy", "compose", "-p", str(root), "stack", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "schedule.metrics_port: got 0: Prometheus finds the scheduler's /metrics on a port" in (
+        " ".join(result.stderr.split())
+    )
     assert not (tmp_path / "stack").exists()
 
 

@@ -21,6 +21,7 @@ import fsspec
 import httpx
 import pytest
 import yaml
+from deploy_specs import set_schedule
 
 from containers import BUILD_TIMEOUT, PodmanNotInstalled, build_image, podman
 from refit.apikeys import Scope, key_line, new_key
@@ -577,12 +578,7 @@ def test_a_project_renders_a_chart_of_its_own(helm: Path, tmp_path: Path) -> Non
 
 def test_a_project_with_no_monitor_or_metrics_renders_them_off(helm: Path, tmp_path: Path) -> None:
     root = create_stack_project(tmp_path / "project")
-    spec = root / SPEC_FILE
-    spec.write_text(
-        spec.read_text().replace(
-            "train: 10s\n", "train: 10s\n  monitor: null\n  metrics_port: null\n"
-        )
-    )
+    set_schedule(root, monitor=None, metrics_port=None)
     out = tmp_path / "chart"
     write_files(out, render_helm(load_project(root)))
     values = yaml.safe_load((out / "values.yaml").read_text())
@@ -623,7 +619,8 @@ def test_the_notes_say_where_the_monitor_runs_and_the_scheduler_serves_metrics(
     helm: Path,
 ) -> None:
     default = notes(helm)
-    assert 'the CronJob churn-monitor, "*/5 * * * *"' in default
+    schedule = yaml.safe_load((BUNDLED / "values.yaml").read_text())["monitor"]["schedule"]
+    assert f'the CronJob churn-monitor, "{schedule}"' in default
     assert "kubectl exec deploy/churn-server -- refit drift" in default
     assert "metrics" not in default.split("Reach the API")[0]
     scheduled = notes(helm, *VARIATIONS["scheduler instead of CronJobs"])
@@ -661,16 +658,6 @@ def test_rendering_again_leaves_the_same_and_refuses_what_differs(tmp_path: Path
             [],
             "schedule.train: got '2d': a CronJob runs on clock times",
         ),
-        (
-            ("train: 10s", "train: 10s\n  monitor: 7m"),
-            [],
-            "schedule.monitor: got '7m': a CronJob runs on clock times",
-        ),
-        (
-            ("train: 10s", "train: 10s\n  metrics_port: 0"),
-            [],
-            "schedule.metrics_port: got 0: Prometheus finds the scheduler's /metrics on a port",
-        ),
     ],
 )
 def test_a_chart_that_could_not_work_is_refused_before_anything_is_written(
@@ -681,6 +668,29 @@ def test_a_chart_that_could_not_work_is_refused_before_anything_is_written(
         text = (root / SPEC_FILE).read_text()
         (root / SPEC_FILE).write_text(text.replace(*change))
     result = refit("deploy", "helm", "-p", str(root), "chart", *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "chart").exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("monitor", "7m", "schedule.monitor: got '7m': a CronJob runs on clock times"),
+        (
+            "metrics_port",
+            0,
+            "schedule.metrics_port: got 0: Prometheus finds the scheduler's /metrics on a port",
+        ),
+    ],
+)
+def test_a_monitor_or_metrics_setting_the_chart_cannot_keep_is_refused(
+    tmp_path: Path, field: str, value: object, message: str
+) -> None:
+    root = create_stack_project(tmp_path / "project")
+    set_schedule(root, **{field: value})
+    result = refit("deploy", "helm", "-p", str(root), "chart", cwd=tmp_path)
     assert result.returncode == 2
     assert message in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr

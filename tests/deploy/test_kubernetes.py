@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import typer
 import yaml
+from deploy_specs import set_schedule
 
 from refit.cli import app
 from refit.deploy import pod
@@ -414,8 +415,7 @@ def test_the_dev_overlay_runs_every_job_as_the_node_has_it_with_small_requests(
 
 def test_a_monitor_schedule_of_null_renders_no_monitor(tmp_path: Path, kubectl: Path) -> None:
     root = create_stack_project(tmp_path / "project")
-    spec = root / SPEC_FILE
-    spec.write_text(spec.read_text().replace("train: 10s\n", "train: 10s\n  monitor: null\n"))
+    set_schedule(root, monitor=None)
     out = tmp_path / "kubernetes"
     write_files(out, render_kubernetes(load_project(root)))
     assert not (out / "base" / "monitor.yaml").exists()
@@ -450,9 +450,8 @@ def test_a_user_project_renders_manifests_that_validate(tmp_path: Path, kubectl:
     text = spec.read_text().replace("path: data/incoming", "path: s3://ml-data/diabetes/")
     schedule = "schedule:\n  ingest: 10s\n  train: 20s\n"
     assert schedule in text
-    spec.write_text(
-        text.replace(schedule, "schedule:\n  ingest: 10m\n  train: null\n  monitor: 15m\n")
-    )
+    spec.write_text(text.replace(schedule, "schedule:\n  ingest: 10m\n  train: null\n"))
+    set_schedule(root, monitor="15m")
     shutil.rmtree(root / "data")
     out = tmp_path / "manifests"
     image = "registry.example.com/ml/diabetes:1.2"
@@ -516,11 +515,6 @@ def test_a_user_project_renders_manifests_that_validate(tmp_path: Path, kubectl:
             "schedule.train: got '7m': a CronJob runs on clock times: expected an interval",
         ),
         (
-            ("train: 10s", "train: 10s\n  monitor: 90m"),
-            [],
-            "schedule.monitor: got '90m': a CronJob runs on clock times: expected an interval",
-        ),
-        (
             ("estimator: sklearn.ensemble.HistGradientBoostingClassifier", "function: mine:fit"),
             [],
             "model.function: got 'mine:fit': its modules must be in the image",
@@ -539,6 +533,17 @@ def test_manifests_that_could_not_work_are_refused_before_anything_is_written(
     assert result.returncode == 2
     assert message in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_monitor_schedule_no_cronjob_keeps_is_refused(tmp_path: Path) -> None:
+    root = create_stack_project(tmp_path / "project")
+    set_schedule(root, monitor="90m")
+    result = refit("deploy", "kubernetes", "-p", str(root), "out", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "schedule.monitor: got '90m': a CronJob runs on clock times: expected an interval" in (
+        " ".join(result.stderr.split())
+    )
     assert not (tmp_path / "out").exists()
 
 
