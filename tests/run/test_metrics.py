@@ -1,10 +1,17 @@
 """The scheduler's `/metrics`: every value read from the registry at the scrape (so any process's
 work counts, and two schedulers agree), in Prometheus' text format; a registry that cannot be
-read answers `refit_scheduler_scrape_error 1`; the port is chosen, refused when busy, or off."""
+read answers `refit_scheduler_scrape_error 1`; the port is chosen, refused when busy, or off.
+`refit metrics` serves the same endpoint alone, with no job, where no scheduler runs."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +27,7 @@ from refit.cli._output import run_app
 from refit.examples import create_blank_project
 from refit.project import load_project
 from refit.registry import PRODUCTION, Registry
+from refit.registry.jobs import job_states
 from refit.registry.monitoring import add_report, request_training
 from refit.registry.tables import (
     AliasRow,
@@ -33,6 +41,7 @@ from refit.registry.tables import (
 )
 from refit.run.local import children
 from refit.run.metrics import MetricsServer, render
+from refit.services import open_services
 
 NAME = "churn"
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -404,3 +413,110 @@ def test_refit_up_hands_its_host_and_metrics_port_to_the_scheduler(project: Path
     scheduler, serve = children(load_project(project), host="::1", metrics_port="off")
     assert scheduler.args[-4:] == ["--host", "::1", "--metrics-port", "off"]
     assert serve.args[serve.args.index("--host") + 1] == "::1"
+
+
+# --- refit metrics: the endpoint alone ------------------------------------------------------
+
+
+@pytest.fixture
+def filled(tmp_path: Path) -> Path:
+    """A project named `NAME` whose SQLite registry holds `fill`'s history; its spec
+    schedules ingest and train, as a new project's does."""
+    root = create_blank_project(tmp_path / NAME)
+    with open_services(load_project(root, {})) as services:
+        fill(services.registry)
+    return root
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        missing = "promtool is not installed: apt-get install prometheus (.ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{missing}; CI must run this test, not skip it")
+        pytest.skip(missing)
+    return found
+
+
+def test_refit_metrics_serves_the_registrys_figures_alone_until_sigterm(filled: Path) -> None:
+    checker = promtool()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFIT_")}
+    args = [sys.executable, "-m", "refit", "metrics", "-p", str(filled), "--port", "0"]
+    log = filled.parent / "metrics.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while "metrics: http://127.0.0.1:" not in (said := log.read_text()):
+            assert process.poll() is None and time.monotonic() < deadline, said
+            time.sleep(0.1)
+        url = said.split("metrics: ", 1)[1].split()[0]
+        answer = httpx.get(url, timeout=10)
+        assert answer.status_code == 200
+        found = samples(answer.content)
+        assert value(found, "refit_snapshots_total") == 2
+        assert value(found, "refit_model_production_version") == 2
+        assert value(found, "refit_drift_flagged", feature="tenure") == 1
+        assert found[("refit_scheduler_scrape_error", frozenset())] == 0
+        checked = subprocess.run(
+            [checker, "check", "metrics"], input=answer.content, capture_output=True, timeout=60
+        )
+        assert checked.returncode == 0, (checked.stdout + checked.stderr).decode()
+        assert not (checked.stdout + checked.stderr).strip(), checked.stdout + checked.stderr
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+    assert code == 0, log.read_text()
+    # No job ran: the spec's ingest and train schedules are the scheduler's, not its.
+    with open_services(load_project(filled, {})) as services:
+        assert job_states(services.registry, NAME) == {}
+    assert said.strip().splitlines() == [f"metrics: {url}"]
+
+
+def test_refit_metrics_on_a_port_in_use_exits_10_naming_its_flag(
+    capsys: pytest.CaptureFixture[str], filled: Path, busy_port: int
+) -> None:
+    assert run_app(app, ["metrics", "-p", str(filled), "--port", str(busy_port)]) == 10
+    printed = capsys.readouterr().err
+    assert f"port {busy_port} on 127.0.0.1 is in use" in printed
+    assert "--port (or schedule.metrics_port)" in printed
+
+
+def test_refit_metrics_listens_on_schedule_metrics_port_by_default(
+    capsys: pytest.CaptureFixture[str],
+    filled: Path,
+    busy_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("REFIT_SCHEDULE__METRICS_PORT")  # the tests' own free port
+    spec = filled / "refit.yaml"
+    spec.write_text(spec.read_text() + f"schedule:\n  metrics_port: {busy_port}\n")
+    assert run_app(app, ["metrics", "-p", str(filled), "--host", "127.0.0.1"]) == 10
+    assert f"port {busy_port} on 127.0.0.1 is in use" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("given", "problem"),
+    [
+        ("70000", "Input should be less than or equal to 65535"),
+        ("-1", "Input should be greater than or equal to 0"),
+        ("off", "Input should be a valid integer"),
+    ],
+)
+def test_a_bad_port_of_refit_metrics_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], filled: Path, given: str, problem: str
+) -> None:
+    assert run_app(app, ["metrics", "-p", str(filled), "--port", given]) == 2
+    assert f"Invalid value for '--port': {problem}" in capsys.readouterr().err
+
+
+def test_refit_metrics_with_the_metrics_port_off_asks_for_one(
+    capsys: pytest.CaptureFixture[str], filled: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REFIT_SCHEDULE__METRICS_PORT", "off")
+    assert run_app(app, ["metrics", "-p", str(filled)]) == 2
+    printed = " ".join(capsys.readouterr().err.split())
+    assert "schedule.metrics_port: got off" in printed
+    assert "give its port with --port" in printed
+    assert "Traceback" not in printed

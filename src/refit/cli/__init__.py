@@ -12,7 +12,7 @@ from refit.cli.data import batches_app, ingest, init, snapshots_app
 from refit.cli.deploy import deploy_app
 from refit.cli.keys import keys_app
 from refit.cli.models import models_app, train
-from refit.cli.run import demo, feed, scheduler, status, up
+from refit.cli.run import demo, feed, metrics, scheduler, status, up
 from refit.cli.serve import serve
 
 app = typer.Typer(
@@ -31,6 +31,7 @@ app.command()(status)
 app.command()(demo)
 app.command()(feed)
 app.command()(scheduler)
+app.command()(metrics)
 app.add_typer(models_app, name="models")
 app.add_typer(snapshots_app, name="snapshots")
 app.add_typer(batches_app, name="batches")

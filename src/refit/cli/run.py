@@ -1,5 +1,5 @@
-"""`refit up`, `refit scheduler`, `refit status`, `refit demo` and `refit feed`: the loop on one
-machine, and the demo's data feed on its own."""
+"""`refit up`, `refit scheduler`, `refit metrics`, `refit status`, `refit demo` and `refit feed`:
+the loop on one machine, the registry's Prometheus figures alone, and the demo's data feed."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from refit.cli._server import (
 )
 from refit.cli._server import metrics_port as chosen_metrics_port
 from refit.cli._serving import SERVER_COLUMNS, server_dicts, server_rows, serving_line
-from refit.errors import DataError, RefitError
+from refit.errors import DataError, RefitError, SpecError
 from refit.project import load_project
 from refit.registry import PRODUCTION
 from refit.registry.heartbeats import list_servers
@@ -49,7 +49,11 @@ from refit.services import Services
 from refit.spec import SPEC_FILE, Schedule, ServeSpec
 
 if TYPE_CHECKING:
+    from refit.run.metrics import MetricsServer
     from refit.run.supervisor import SupervisorError
+
+EXPORTER_PORT = "--port (or schedule.metrics_port)"
+"""Where `refit metrics` has its port chosen, for `listen_error`."""
 
 
 @contextmanager
@@ -81,7 +85,6 @@ def scheduler(
 ) -> None:
     """Run the scheduled ingest and train jobs until stopped, and serve their Prometheus
     /metrics (refit up runs this for you)."""
-    from refit.run.metrics import MetricsServer
     from refit.run.scheduler import Scheduler
     from refit.train.checks import check_model
 
@@ -94,11 +97,7 @@ def scheduler(
     with open_project_services(loaded, "scheduler") as services, _until_signalled() as stop:
         metrics = None
         if port is not None:
-            try:
-                metrics = MetricsServer(services.registry, loaded.spec.name, host, port)
-            except OSError as exc:
-                raise listen_error(host, port, exc, METRICS_PORT) from None
-            print(f"metrics: {metrics.url}", flush=True)
+            metrics = _serve_metrics(services, host, port, METRICS_PORT)
         jobs = Scheduler(
             loaded,
             services.registry,
@@ -110,6 +109,50 @@ def scheduler(
         jobs.stop()
         if metrics is not None:
             metrics.close()
+
+
+def metrics(
+    project: ProjectOption = Path("."),
+    host: HostOption = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            metavar="PORT",
+            help="Port to listen on (default schedule.metrics_port, 9464; 0: a free port).",
+            callback=checked_by(Schedule, "metrics_port"),
+        ),
+    ] = None,
+) -> None:
+    """Serve the registry's Prometheus /metrics alone, until stopped: the scheduler's figures
+    where no scheduler runs (CronJobs on Kubernetes)."""
+    loaded = load_project(project)
+    host = loaded.spec.serve.host if host is None else host
+    if port is None:
+        port = loaded.spec.schedule.metrics_port
+    if port is None:
+        raise SpecError(
+            f"{loaded.root / SPEC_FILE}: schedule.metrics_port: got off (or "
+            "REFIT_SCHEDULE__METRICS_PORT=off): refit metrics serves /metrics and nothing else: "
+            "give its port with --port, or set schedule.metrics_port (default 9464)"
+        )
+    check_address(host, port, EXPORTER_PORT)  # before the registry is opened: at once
+    with open_project_services(loaded, "metrics") as services, _until_signalled() as stop:
+        endpoint = _serve_metrics(services, host, port, EXPORTER_PORT)
+        stop.wait()
+        endpoint.close()
+
+
+def _serve_metrics(services: Services, host: str, port: int, port_flag: str) -> MetricsServer:
+    """Start the registry's `/metrics` on `host:port` and say where; a `ListenError` naming
+    `port_flag` when it cannot listen there."""
+    from refit.run.metrics import MetricsServer
+
+    try:
+        endpoint = MetricsServer(services.registry, services.project.spec.name, host, port)
+    except OSError as exc:
+        raise listen_error(host, port, exc, port_flag) from None
+    print(f"metrics: {endpoint.url}", flush=True)
+    return endpoint
 
 
 def up(
