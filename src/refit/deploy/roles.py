@@ -4,7 +4,8 @@ scheduler serves its metrics, written once for all of them.
 
 Where a scheduler runs (Compose, the chart's `schedule.cronJobs=false`), it runs every job of
 `JOBS` on `refit.yaml`'s schedules and serves `/metrics`; where it does not (CronJobs), each job
-is a CronJob of its own, and the monitor's runs the training it asks for itself (`--train`).
+is a CronJob of its own, the monitor's runs the training it asks for itself (`--train`), and
+`refit metrics` serves the same `/metrics` in a pod of its own.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ Prometheus on its network (elsewhere it binds `serve.host`, loopback by default)
 SCHEDULER_ARGS = ("scheduler", "--host", METRICS_HOST)
 """`refit scheduler` in a container whose metrics are on (`schedule.metrics_port` set)."""
 
+EXPORTER_ARGS = ("metrics", "--host", METRICS_HOST)
+"""`refit metrics` in a container, where no scheduler runs (Kubernetes' CronJobs): the same
+`/metrics` alone, on every address; `--port` and the port follow."""
+
 METRICS_OFF = "off"
 """`schedule.metrics_port` as an environment variable says "no metrics"."""
 
@@ -63,8 +68,9 @@ def cron_schedules(project: Project) -> dict[str, str]:
 
 
 def metrics_port(project: Project) -> int | None:
-    """The port of the scheduler's `/metrics` in a container, None when `refit.yaml` turns
-    them off; a SpecError for port 0, which no Prometheus could be pointed at."""
+    """The port of the scheduler's (or `refit metrics`') `/metrics` in a container, None when
+    `refit.yaml` turns them off; a SpecError for port 0, which no Prometheus could be pointed
+    at."""
     port = project.spec.schedule.metrics_port
     if port == 0:
         raise SpecError(
