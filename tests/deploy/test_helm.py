@@ -28,7 +28,7 @@ from refit.apikeys import Scope, key_line, new_key
 from refit.deploy import pod
 from refit.deploy.files import write_files
 from refit.deploy.helm import render_helm, split_image
-from refit.deploy.roles import JOB_ARGS, METRICS_OFF, SCHEDULER_ARGS
+from refit.deploy.roles import EXPORTER_ARGS, JOB_ARGS, METRICS_OFF, SCHEDULER_ARGS
 from refit.examples import create_project
 from refit.project import load_project
 from refit.schedule import cron_expression
@@ -55,6 +55,7 @@ VARIATIONS = {
     "existing secret": ["--set", "secret.existingSecret=refit-credentials"],
     "scheduler instead of CronJobs": ["--set", "schedule.cronJobs=false"],
     "monitor off": ["--set", "monitor.enabled=false"],
+    "metrics off": ["--set", "metrics.enabled=false"],
     "two workers on 2500m": [
         "--set",
         "server.workers=2",
@@ -336,6 +337,8 @@ def test_the_defaults_render_the_production_shape(helm: Path) -> None:
         "CronJob/refit-ingest",
         "CronJob/refit-train",
         "CronJob/refit-monitor",
+        "Deployment/refit-metrics",
+        "Service/refit-metrics",
     }
     spec = rendered["ConfigMap/refit-spec"]["data"]["refit.yaml"]
     assert spec == (BUNDLED / "files" / "refit.yaml").read_text()
@@ -505,6 +508,56 @@ def test_the_scheduler_serves_its_metrics_for_prometheus_and_runs_the_monitor(
     )
 
 
+def test_the_registrys_metrics_are_served_beside_the_cronjobs(helm: Path) -> None:
+    values = yaml.safe_load((BUNDLED / "values.yaml").read_text())
+    assert values["metrics"]["enabled"] is True
+    port = values["schedule"]["metricsPort"]
+    assert port == load_project(BUNDLED / "files").spec.schedule.metrics_port == 9464
+    rendered = by_name(template(helm, BUNDLED))
+    deployment = rendered["Deployment/refit-metrics"]["spec"]
+    assert deployment["replicas"] == 1
+    pod = deployment["template"]
+    assert deployment["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    annotations = pod["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert (annotations["prometheus.io/port"], annotations["prometheus.io/path"]) == (
+        str(port),
+        "/metrics",
+    )
+    [container] = pod["spec"]["containers"]
+    # refit metrics, not the scheduler: the CronJobs run the jobs.
+    assert container["args"] == [*EXPORTER_ARGS, "--port", str(port)]
+    assert container["args"][:3] == ["metrics", "--host", "0.0.0.0"]
+    assert container["ports"] == [{"name": "metrics", "containerPort": port, "protocol": "TCP"}]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}, probe
+    assert container["resources"] == values["metrics"]["resources"]
+    assert "REFIT_API_KEY_HASHES" not in {e["name"] for e in container["env"]}
+    service = rendered["Service/refit-metrics"]["spec"]
+    assert service["selector"].items() <= pod["metadata"]["labels"].items()
+    assert service["ports"][0]["port"] == port and service["ports"][0]["targetPort"] == "metrics"
+    server = rendered["Deployment/refit-server"]["spec"]["template"]["metadata"]["labels"]
+    assert not service["selector"].items() <= server.items()
+    assert (
+        not rendered["Service/refit"]["spec"]["selector"].items()
+        <= pod["metadata"]["labels"].items()
+    )
+
+    moved = by_name(template(helm, BUNDLED, "--set", "schedule.metricsPort=9100"))
+    [container] = moved["Deployment/refit-metrics"]["spec"]["template"]["spec"]["containers"]
+    assert container["args"][-2:] == ["--port", "9100"]
+    assert container["ports"][0]["containerPort"] == 9100
+    assert moved["Service/refit-metrics"]["spec"]["ports"][0]["port"] == 9100
+    # Off by its value; and where the scheduler runs, its own endpoint is the one.
+    for variation in ("metrics off", "scheduler instead of CronJobs"):
+        found = by_name(template(helm, BUNDLED, *VARIATIONS[variation]))
+        assert not [name for name in found if name.endswith("/refit-metrics")], variation
+    # Enabled with no port is refused, not rendered as nothing.
+    refused = run(helm, "template", "refit", BUNDLED, "--set", "schedule.metricsPort=null")
+    assert refused.returncode != 0
+    assert "at '/schedule': missing property 'metricsPort'" in refused.stderr
+
+
 @pytest.mark.parametrize(
     ("value", "refusal"),
     [
@@ -584,6 +637,7 @@ def test_a_project_with_no_monitor_or_metrics_renders_them_off(helm: Path, tmp_p
     values = yaml.safe_load((out / "values.yaml").read_text())
     assert (values["monitor"]["enabled"], values["monitor"]["schedule"]) == (False, "")
     assert values["schedule"]["metricsPort"] is None
+    assert values["metrics"]["enabled"] is False
     assert run(helm, "lint", "--strict", out).returncode == 0
     for variation in ([], ["--set", "schedule.cronJobs=false"]):
         rendered = template(helm, out, *variation)
@@ -591,6 +645,7 @@ def test_a_project_with_no_monitor_or_metrics_renders_them_off(helm: Path, tmp_p
         assert broken_rules(objects(rendered)) == []
         found = by_name(rendered)
         assert "CronJob/refit-monitor" not in found
+        assert "Deployment/refit-metrics" not in found
         if variation:
             [container] = found["Deployment/refit-scheduler"]["spec"]["template"]["spec"][
                 "containers"
@@ -622,9 +677,13 @@ def test_the_notes_say_where_the_monitor_runs_and_the_scheduler_serves_metrics(
     schedule = yaml.safe_load((BUNDLED / "values.yaml").read_text())["monitor"]["schedule"]
     assert f'the CronJob churn-monitor, "{schedule}"' in default
     assert "kubectl exec deploy/churn-server -- refit drift" in default
-    assert "metrics" not in default.split("Reach the API")[0]
+    said = " ".join(default.split("Reach the API")[0].split())
+    assert "`refit metrics` (the Deployment and Service churn-metrics)" in said
+    assert "/metrics on port 9464" in said and "The scheduler" not in said
+    assert "refit metrics" not in notes(helm, *VARIATIONS["metrics off"])
     scheduled = notes(helm, *VARIATIONS["scheduler instead of CronJobs"])
     assert "The monitor (run by the scheduler)" in scheduled
+    assert "refit metrics" not in scheduled
     assert "/metrics on its pod's port\n9464" in scheduled
     assert "The monitor" not in notes(helm, *VARIATIONS["monitor off"])
 

@@ -4,8 +4,9 @@ The chart runs the loop on Kubernetes with roles that share nothing but two stor
 every pod by `REFIT_STORAGE__*` variables: PostgreSQL (the registry, its URL in a Secret) and
 S3-compatible object storage (artifacts, and the data source's files). The server is a
 Deployment behind a Service, with an autoscaler, a disruption budget and an optional Ingress;
-ingest, train and the monitor are CronJobs, or `refit scheduler` is a one-pod Deployment that
-runs them and serves its Prometheus metrics. The project's
+ingest, train and the monitor are CronJobs, with `refit metrics` serving the registry's Prometheus
+figures in a one-pod Deployment, or `refit scheduler` is a one-pod Deployment that runs them and
+serves those metrics itself. The project's
 `refit.yaml` is a ConfigMap mounted into every pod, so refit's own image serves a project that
 is only its spec, and a project image (built `FROM refit`) gets the spec it was rendered with.
 
@@ -23,8 +24,15 @@ from importlib.abc import Traversable
 from refit import __version__
 from refit.deploy import pod
 from refit.deploy.compose import data_location
-from refit.deploy.kubernetes import check_tagged_image, pod_image
+from refit.deploy.kubernetes import (
+    METRICS_CPU,
+    METRICS_MEMORY,
+    METRICS_REQUESTS,
+    check_tagged_image,
+    pod_image,
+)
 from refit.deploy.roles import (
+    EXPORTER_ARGS,
     JOB_ARGS,
     JOBS,
     METRICS_OFF,
@@ -78,6 +86,12 @@ def render_helm(project: Project, *, image: str | None = None) -> dict[str, str]
         "metrics_path": METRICS_PATH,
         "metrics_off": METRICS_OFF,
         "scheduler_args": json.dumps(list(SCHEDULER_ARGS)),
+        "metrics_enabled": json.dumps(port is not None),
+        "exporter_args": ", ".join(json.dumps(arg) for arg in EXPORTER_ARGS),
+        "metrics_cpu": str(METRICS_CPU),
+        "metrics_cpu_request": METRICS_REQUESTS[0],
+        "metrics_memory_request": METRICS_REQUESTS[1],
+        "metrics_memory": METRICS_MEMORY,
         "drain_seconds": str(pod.DRAIN_SECONDS),
         "prestop_seconds": str(pod.PRESTOP_SECONDS),
         "grace_seconds": str(pod.GRACE_SECONDS),
