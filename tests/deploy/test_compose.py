@@ -18,7 +18,7 @@ from deploy_specs import set_schedule
 from refit.apikeys import Scope, check_exposure, key_line, new_key
 from refit.deploy.compose import render_compose
 from refit.deploy.files import write_files
-from refit.deploy.roles import SCHEDULER_ARGS
+from refit.deploy.roles import EXPORTER_ARGS, SCHEDULER_ARGS
 from refit.errors import SpecError
 from refit.examples import create_project
 from refit.project import load_project
@@ -163,6 +163,14 @@ def test_the_scheduler_runs_the_monitor_and_serves_metrics_on_the_stacks_network
         "prometheus.io/port": "9464",
         "prometheus.io/path": "/metrics",
     }
+    # The scheduler's endpoint is the stack's only one: no `refit metrics` beside it.
+    services = resolved(BUNDLED)["services"]
+    commands = {name: s.get("command") or [] for name, s in services.items()}
+    assert [name for name, command in commands.items() if command[:1] == [EXPORTER_ARGS[0]]] == []
+    scraped = [
+        name for name, s in services.items() if "prometheus.io/scrape" in s.get("labels", {})
+    ]
+    assert scraped == ["scheduler"]
 
 
 def test_a_stack_without_a_monitor_or_metrics_runs_neither(tmp_path: Path) -> None:
