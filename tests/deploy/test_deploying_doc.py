@@ -37,3 +37,13 @@ def test_the_page_names_every_service_of_the_bundled_stack_and_every_option() ->
     for option in options:
         assert f"`{option}" in DOC, option
         assert option in README, option
+
+
+def test_the_page_says_where_prometheus_finds_the_registrys_figures_on_kubernetes() -> None:
+    [row] = [line for line in DOC.splitlines() if line.startswith("| **Prometheus** |")]
+    kubernetes = row.split(" | ")[-1]
+    assert "`refit metrics --host 0.0.0.0 --port 9464`" in kubernetes
+    assert "`NAME-metrics`" in kubernetes and "`metrics.enabled`" in kubernetes
+    assert "nowhere" not in row
+    for objects in ("Deployment and Service `NAME-metrics`", "`metrics.enabled`"):
+        assert objects in DOC.split("\n## Helm\n", 1)[1], objects
