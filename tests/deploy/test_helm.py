@@ -846,6 +846,23 @@ def podman_options(
     return options
 
 
+def _scraped(engine: Any, name: str, port: int, probe: dict[str, Any]) -> str:
+    """The body of the container's `/metrics` once its readiness probe's path answers 200."""
+    url = f"http://127.0.0.1:{port}{probe['httpGet']['path']}"
+    deadline = time.monotonic() + READY_WITHIN
+    while time.monotonic() < deadline:
+        try:
+            answer = httpx.get(url, timeout=probe["timeoutSeconds"])
+            if answer.status_code == 200:
+                return answer.text
+        except httpx.HTTPError:
+            pass
+        state = engine("inspect", "--format={{.State.Running}}", name).stdout
+        assert state.strip() == "true", engine("logs", name, check=False).stderr
+        time.sleep(0.5)
+    raise AssertionError(engine("logs", name, check=False).stderr)
+
+
 @pytest.mark.container
 @pytest.mark.slow
 @pytest.mark.timeout(BUILD_TIMEOUT + 900)
@@ -889,6 +906,7 @@ def test_the_charts_pods_run_with_its_security_on_postgres_and_s3(
     spec_file = tmp_path / "configmap-refit.yaml"
     spec_file.write_text(rendered["ConfigMap/refit-spec"]["data"]["refit.yaml"])
     server_name = f"refit-chart-test-{os.getpid()}"
+    metrics_name = f"refit-chart-metrics-{os.getpid()}"
     try:
         for job, says in (("ingest", "snapshot"), ("train", "promoted to production")):
             cron = rendered[f"CronJob/refit-{job}"]["spec"]["jobTemplate"]["spec"]["template"]
@@ -903,6 +921,29 @@ def test_the_charts_pods_run_with_its_security_on_postgres_and_s3(
                 timeout=ROLE_TIMEOUT,
             )
             assert says in ran.stdout + ran.stderr, job
+
+        # The metrics pod, as its Deployment says, on a free port of the shared host network.
+        exporter = rendered["Deployment/refit-metrics"]["spec"]["template"]["spec"]
+        [container] = exporter["containers"]
+        assert container["args"][-2] == "--port"
+        port = free_port()
+        engine(
+            "run",
+            "--detach",
+            f"--name={metrics_name}",
+            "--network=host",
+            *podman_options(exporter, container, secret, spec_file),
+            container["image"],
+            *container["args"][:-1],
+            str(port),
+        )
+        scraped = _scraped(engine, metrics_name, port, container["readinessProbe"])
+        assert "refit_scheduler_scrape_error 0.0" in scraped
+        assert 'refit_snapshots_total{model="breast-cancer"} 1.0' in scraped
+        assert 'refit_model_production_version{model="breast-cancer"} 1.0' in scraped
+        engine("stop", "--time=30", metrics_name, timeout=60)
+        exit_code = engine("inspect", "--format={{.State.ExitCode}}", metrics_name).stdout
+        assert exit_code.strip() == "0", engine("logs", metrics_name, check=False).stderr
 
         deployment = rendered["Deployment/refit-server"]["spec"]["template"]["spec"]
         container = deployment["containers"][0]
@@ -943,4 +984,5 @@ def test_the_charts_pods_run_with_its_security_on_postgres_and_s3(
         assert exit_code.strip() == "0", engine("logs", server_name, check=False).stderr
     finally:
         engine("rm", "--force", server_name, check=False)
+        engine("rm", "--force", metrics_name, check=False)
         postgres_server.drop_database(database)
