@@ -43,6 +43,7 @@ from refit.train.nullability import truthful
 from refit.train.onnx_export import export_onnx
 from refit.train.pipeline import fit_model, target_array
 from refit.train.promotion import UnservableVersionError, check_artifacts
+from refit.train.reference import holdout_reference
 from refit.train.split import Split, split
 
 Step = Callable[[str], None]
@@ -150,6 +151,7 @@ def run_and_register(
             step(f"evaluating on {len(parts.holdout)} holdout rows")
             metrics = evaluate(model, X, y, spec.model.task)
             value = score(model, X, y, spec.model.task, spec.model.metric_name)
+            reference = holdout_reference(model, X, y)
         with _timed(timings, "save_s"):
             step("saving the artifact")
             data = candidate.data
@@ -190,6 +192,7 @@ def run_and_register(
                     "holdout_rows": len(parts.holdout),
                     "split": parts.method.value,
                 },
+                reference=reference,
             ),
         )
     except RefitError as exc:
