@@ -29,11 +29,13 @@ from refit.cli._output import (
 )
 from refit.cli._server import HostOption, PortOption, WorkersOption, check_address
 from refit.cli._serving import server_dicts, serving_line
+from refit.cli.monitor import status_line
 from refit.errors import DataError, RefitError
 from refit.project import load_project
 from refit.registry import PRODUCTION
 from refit.registry.heartbeats import list_servers
 from refit.registry.jobs import job_states
+from refit.registry.monitoring import latest_report
 from refit.registry.tables import utcnow
 from refit.schedule import parse_schedule
 from refit.services import Services
@@ -59,7 +61,7 @@ def _until_signalled() -> Iterator[threading.Event]:
 
 def _say(name: str, line: str) -> None:
     job, _, rest = line.partition(": ")
-    if name == "scheduler" and job in ("ingest", "train"):
+    if name == "scheduler" and job in ("ingest", "train", "monitor"):
         name, line = job, rest
     stamp = datetime.now().strftime("%H:%M:%S")
     out.print(f"[dim]{stamp}[/] [bold]{name:<9}[/] {line}", markup=True, highlight=False)
@@ -312,6 +314,7 @@ def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None
         decisions = registry.list_decisions(name, limit=5)
         states = job_states(registry, name)
         servers = list_servers(registry, name)
+        report = latest_report(registry, name)
     jobs: list[dict[str, Any]] = []
     for job in ("ingest", "train"):
         text = getattr(loaded.spec.schedule, job)
@@ -341,6 +344,7 @@ def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None
                 "runs": [r.to_dict() for r in runs],
                 "decisions": [d.to_dict() for d in decisions],
                 "jobs": jobs,
+                "monitor": status_line(report),
             }
         )
         return
@@ -354,6 +358,7 @@ def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None
         out.print(f"{name}@production: not set yet")
     out.print(f"serving: {serving_line(production, servers)}", markup=False)
     out.print(f"latest snapshot: {latest.id[:12] if latest else '-'}")
+    out.print(status_line(report), markup=False)
     print_table(
         ["job", "schedule", "last run", "status", "next", "message"],
         [
@@ -370,9 +375,16 @@ def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None
         title="jobs",
     )
     print_table(
-        ["started", "status", "snapshot", "version", "error"],
+        ["started", "status", "trigger", "snapshot", "version", "error or cause"],
         [
-            (when(r.started_at), r.status, r.snapshot_id[:12], r.version or "", r.error or "")
+            (
+                when(r.started_at),
+                r.status,
+                r.trigger,
+                r.snapshot_id[:12],
+                r.version or "",
+                r.error or r.cause or "",
+            )
             for r in runs
         ],
         title="last training runs",
