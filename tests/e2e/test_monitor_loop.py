@@ -71,8 +71,9 @@ class Up:
 
     def _read(self) -> None:
         assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
+        with self.process.stdout:  # closed at the end, not left to the garbage collector
+            for line in self.process.stdout:
+                self.lines.append(line.rstrip("\n"))
 
     @property
     def output(self) -> str:
