@@ -89,7 +89,7 @@ def test_monitor_then_drift_show_the_flagged_feature_first(
     data: dict[str, Any] = json.loads(refit(capsys, "monitor", "-p", str(root), "--json")[0])
     assert data["status"] == "judged" and "mean_texture" in data["report"]["drifted"]
     assert data["request"]["trigger"] == "drift"
-    assert "asked for training: drift in" in data["line"]
+    assert data["line"].endswith(f"; asked for training by drift (report {data['report']['id']})")
 
     out, _ = refit(capsys, "drift", "-p", str(root))
     lines = out.splitlines()

@@ -42,6 +42,7 @@ from refit.services import Services
 from refit.spec import SPEC_FILE, Schedule, ServeSpec
 
 if TYPE_CHECKING:
+    from refit.run.demo import Feed
     from refit.run.supervisor import SupervisorError
 
 
@@ -154,8 +155,12 @@ def demo(
     train: Annotated[
         str, typer.Option(help="Train schedule.", callback=checked_by(Schedule, "train"))
     ] = "5s",
+    monitor: Annotated[
+        str, typer.Option(help="Monitor schedule.", callback=checked_by(Schedule, "monitor"))
+    ] = "5s",
 ) -> None:
-    """Create an example project and run the loop on it with a simulated data feed."""
+    """Create an example project and run the loop on it with a simulated data feed, and
+    requests from the same drifting world, which the monitor flags."""
     from refit.run.demo import Feed, create_demo_project
     from refit.run.local import run_up
     from refit.run.supervisor import SupervisorError
@@ -166,7 +171,7 @@ def demo(
     port = settings.port if port is None else port
     check_address(settings.host, port)  # before anything is created
     if not exists:
-        create_demo_project(directory, ingest=ingest, train=train)
+        create_demo_project(directory, ingest=ingest, train=train, monitor=monitor)
     loaded = load_project(directory)
     services = open_project_services(loaded, "demo")
     url = f"http://{settings.host}:{port}"
@@ -198,6 +203,8 @@ def demo(
         watcher.start()
         asker = threading.Thread(target=_ask, args=(url, loaded.root / "request.json", stop))
         asker.start()
+        traffic = threading.Thread(target=_traffic, args=(url, feed, stop))
+        traffic.start()
         try:
             run_up(loaded, stop, _say, port=port, workers=workers)
         except SupervisorError as exc:
@@ -206,6 +213,7 @@ def demo(
             stop.set()
             watcher.join(5)
             asker.join(5)
+            traffic.join(5)
             services.close()
     err.print("refit demo: stopped; `refit status -p DIR` shows what happened")
 
@@ -299,6 +307,19 @@ def _ask(url: str, request: Path, stop: threading.Event) -> None:
                 "client",
                 f"POST /predict with request.json -> {data['prediction']!r} from v{seen}",
             )
+
+
+def _traffic(url: str, feed: Feed, stop: threading.Event) -> None:
+    """Requests from the feed's drifting world, a batch of 20 records twice a second: what
+    the server logs and the monitor judges."""
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=5) as client:
+        while not stop.wait(0.5):
+            try:
+                client.post("/predict/batch", json={"records": feed.requests(20)})
+            except httpx.HTTPError:
+                continue
 
 
 def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None:

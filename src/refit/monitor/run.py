@@ -160,8 +160,8 @@ def run_monitor(services: Services, now: datetime | None = None) -> MonitorResul
     else:
         request = add_report_asking(registry, report, *ask)
     line = describe(report, spec, status)
-    if request is not None:
-        line += f"; asked for training: {report.cause}"
+    if ask is not None:
+        line += f"; asked for training by {ask[0]} (report {report.id})"
     return MonitorResult(report, request, len(forgotten), status, line)
 
 
@@ -337,7 +337,7 @@ def _asking(
     first, then a live metric of it past its bounds."""
     monitor = spec.monitor
     if drifted and monitor.retrain_on_drift:
-        return DRIFT, f"drift in {', '.join(drifted)}"
+        return DRIFT, f"drift in {named(drifted)}"
     if quality is None or quality["live"] is None:
         return None
     metric = quality["metric"]
@@ -381,11 +381,17 @@ def describe(report: MonitorReportRow, spec: Spec, status: str | None = None) ->
             f"{monitor.min_rows}: no verdict on drift"
         )
     elif report.drifted:
-        head += f": drift in {', '.join(report.drifted)}"
+        head += f": drift in {named(report.drifted)}"
     else:
         head += f": no drift in {len(report.drift)} checked"
     parts = [head, *_quality_words(report.quality.get(str(newest["version"])))]
     return "; ".join(parts)
+
+
+def named(features: list[str], most: int = 5) -> str:
+    """The first `most` features, and how many more: `a, b, c and 4 more`."""
+    shown = ", ".join(features[:most])
+    return shown if len(features) <= most else f"{shown} and {len(features) - most} more"
 
 
 def _quality_words(quality: dict[str, Any] | None) -> Iterator[str]:
