@@ -13,7 +13,7 @@ import pytest
 from logged import log_feedback, log_predictions, predict
 from refit.data.ingest import run_ingest
 from refit.examples import create_project, drop_batch
-from refit.monitor.run import run_monitor
+from refit.monitor.run import named, run_monitor
 from refit.parquet import read_snapshot
 from refit.project import load_project
 from refit.registry.monitoring import (
@@ -235,3 +235,8 @@ def test_an_open_request_is_kept_with_its_first_cause(root: Path) -> None:
         assert result.request is not None and result.request.id == first.id
         assert open_request(services.registry, NAME).cause == "by hand"  # type: ignore[union-attr]
         assert len(list_reports(services.registry, NAME)) == 1
+
+
+def test_a_long_list_of_drifted_features_names_the_first_five() -> None:
+    assert named(["a", "b"]) == "a, b"
+    assert named(list("abcdefgh")) == "a, b, c, d, e and 3 more"

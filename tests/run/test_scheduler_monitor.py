@@ -126,3 +126,17 @@ def test_describe_a_monitor_run(status: str, expected: str) -> None:
     assert describe("monitor", 0, monitor_output(status, "one line"), "") == JobResult(
         "monitor", expected, "one line"
     )
+
+
+def test_a_run_asked_for_by_the_monitor_left_by_a_stopped_scheduler_is_interrupted(
+    services: Services,
+) -> None:
+    snapshot = services.registry.latest_snapshot(NAME)
+    assert snapshot is not None
+    services.registry.start_run("orphan", NAME, snapshot.id, "drift")  # its scheduler died
+    jobs, seen = scheduler(services)
+    result = jobs.run_if_due("train")
+    assert result is not None and result.status == "succeeded", result
+    runs = {run.id: run for run in services.registry.list_runs(NAME)}
+    assert runs["orphan"].status == "interrupted"
+    assert ("train", "1 run(s) left by a stopped scheduler: interrupted") in seen
