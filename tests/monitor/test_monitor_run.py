@@ -240,3 +240,24 @@ def test_an_open_request_is_kept_with_its_first_cause(root: Path) -> None:
 def test_a_long_list_of_drifted_features_names_the_first_five() -> None:
     assert named(["a", "b"]) == "a, b"
     assert named(list("abcdefgh")) == "a, b, c, d, e and 3 more"
+
+
+def test_a_report_and_its_request_are_stored_alike_in_postgresql(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REFIT_STORAGE__METADATA_URL", postgres_url)
+    root = create_project(tmp_path / "pg", NAME)
+    with opened(root, retrain_on_drift="true") as services:
+        assert run_ingest(services.project, services.registry, services.store).snapshot
+        run_training(services)
+        rows = training_rows(services, v(services), 300, 14)
+        rows["mean_texture"] = rows["mean_texture"] * 2
+        rows.loc[:9, "mean_radius"] = float("nan")  # a missing rate of its own, and no NaN stored
+        log_predictions(services, v(services), rows)
+        result = run_monitor(services)
+        stored = latest_report(services.registry, NAME)
+        assert stored is not None and stored.id == result.report.id
+        assert list(stored.drift) == list(result.report.drift)  # the order is kept
+        assert "mean_texture" in stored.drifted
+        request = open_request(services.registry, NAME)
+        assert request is not None and request.report_id == stored.id

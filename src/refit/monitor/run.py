@@ -149,8 +149,8 @@ def run_monitor(services: Services, now: datetime | None = None) -> MonitorResul
         rows=len(window),
         versions=versions,
         drifted=drifted,
-        drift=drift,
-        quality=quality,
+        drift=_finite(drift),
+        quality=_finite(quality),
         cause=None,
     )
     ask = _asking(spec, drifted, quality.get(str(newest)) if newest is not None else None)
@@ -163,6 +163,18 @@ def run_monitor(services: Services, now: datetime | None = None) -> MonitorResul
     if ask is not None:
         line += f"; asked for training by {ask[0]} (report {report.id})"
     return MonitorResult(report, request, len(forgotten), status, line)
+
+
+def _finite(value: Any) -> Any:
+    """`value` with NaN and infinities as None: JSON that every registry takes (PostgreSQL's
+    refuses NaN)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float | np.floating) and not np.isfinite(value):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _window(
