@@ -30,17 +30,12 @@ import numpy as np
 import pandas as pd
 
 from refit.monitor.drift import DriftRule, feature_drift, prediction_drift
-from refit.monitor.quality import estimated_quality, live_quality
+from refit.monitor.live import served_rows, version_quality
 from refit.parquet import read_snapshot
 from refit.prediction_logs import (
     AT,
     PREDICTION,
-    PROBABILITIES,
-    REQUEST_ID,
-    ROW,
-    VALUE,
     VERSION,
-    from_label_text,
     input_column,
     label_text,
     read_logs,
@@ -48,7 +43,6 @@ from refit.prediction_logs import (
 from refit.registry import ModelVersionRow
 from refit.registry.monitoring import (
     DRIFT,
-    FEEDBACK,
     PREDICTIONS,
     QUALITY,
     add_report,
@@ -60,13 +54,11 @@ from refit.registry.tables import MonitorReportRow, TrainRequestRow, utcnow
 from refit.schedule import parse_duration
 from refit.services import Services
 from refit.signature import Signature
-from refit.spec import METRICS, FeatureType, Spec, Task
+from refit.spec import METRICS, FeatureType, Spec
 
 PREDICTION_KEY = "prediction"
 """The entry of a report's drift that judges the predictions, beside the features'."""
 NUMERIC = frozenset({FeatureType.FLOAT, FeatureType.INT})
-FALLBACK_METRIC = {Task.CLASSIFICATION: "accuracy", Task.REGRESSION: "rmse"}
-"""The live metric judged when live quality cannot measure the spec's `model.metric`."""
 
 NOTHING_LOGGED = "nothing_logged"
 TOO_FEW_ROWS = "too_few_rows"
@@ -113,12 +105,7 @@ def run_monitor(services: Services, now: datetime | None = None) -> MonitorResul
         monitor.window_rows,
     )
     rule = DriftRule.of(monitor)
-    counts = window[VERSION].astype("int64").value_counts() if len(window) else None
-    rows = (
-        {}
-        if counts is None
-        else {int(v): int(n) for v, n in zip(counts.index, counts, strict=True)}
-    )
+    rows = served_rows(window)
     newest = int(window[VERSION].iloc[-1]) if len(window) else None
     rows_of = {v: registry.get_version(name, v) for v in rows}
     snapshots: dict[str, pd.DataFrame] = {}
@@ -138,7 +125,7 @@ def run_monitor(services: Services, now: datetime | None = None) -> MonitorResul
                 drift = judged
         versions.append(entry)
     drifted = [f for f, d in drift.items() if d["drifted"]]
-    quality = _quality(services, window, rows_of, now, since)
+    quality = version_quality(services, window, rows_of, now, since)
 
     status = NOTHING_LOGGED if not len(window) else JUDGED if drift else TOO_FEW_ROWS
     report = MonitorReportRow(
@@ -237,106 +224,6 @@ def _series(values: pd.Series[Any], numeric: bool) -> pd.Series[Any]:
     if numeric:
         return pd.to_numeric(values, errors="coerce").astype("float64")
     return values.astype(object).where(values.notna(), None)
-
-
-# --- live quality --------------------------------------------------------------------------
-
-
-def _quality(
-    services: Services,
-    window: pd.DataFrame,
-    versions: dict[int, ModelVersionRow],
-    now: datetime,
-    since: datetime,
-) -> dict[str, Any]:
-    """Per version: the rows it served in the window, its labelled rows, its live metrics
-    (with at least `min_labels` of them), the estimate before labels, and its holdout metric."""
-    spec, registry = services.project.spec, services.registry
-    joined = _labelled(services, now, since)
-    served = window[VERSION].value_counts() if len(window) else pd.Series(dtype=int)
-    labelled = joined[VERSION].value_counts() if len(joined) else pd.Series(dtype=int)
-    numbers = sorted({int(v) for v in [*served.index, *labelled.index]})
-    task = spec.model.task
-    quality: dict[str, Any] = {}
-    for number in numbers:
-        row = versions.get(number) or registry.get_version(spec.name, number)
-        signature = Signature.from_dict(row.signature)
-        classes = signature.output.classes
-        mine = joined[joined[VERSION] == number] if len(joined) else joined
-        live = None
-        if len(mine) >= spec.monitor.min_labels:
-            truth = [from_label_text(v) for v in mine[VALUE]]
-            if task is Task.CLASSIFICATION:
-                predicted: list[Any] = [from_label_text(v) for v in mine[PREDICTION]]
-            else:
-                truth = [float(v) for v in truth]
-                predicted = mine[PREDICTION].astype("float64").tolist()
-            live = live_quality(task, truth, predicted, _scores(mine, classes), classes)
-        rows = window[window[VERSION] == number] if len(window) else window
-        estimate = _estimate(rows, row, classes)
-        metric = _metric(spec, live or estimate or {})
-        quality[str(number)] = {
-            "rows": int(served.get(number, 0)),
-            "labelled": len(mine),
-            "metric": metric,
-            "holdout": row.metrics.get(metric),
-            "live": live,
-            "estimated": estimate,
-        }
-    return quality
-
-
-def _labelled(services: Services, now: datetime, since: datetime) -> pd.DataFrame:
-    """The feedback of the window joined by (request id, row) to the predictions logged
-    within the retention period: one row per labelled prediction, the latest value sent."""
-    spec, registry, store = services.project.spec, services.registry, services.store
-    feedback = read_logs(store, list_logs(registry, spec.name, FEEDBACK, since=since, until=now))
-    if feedback.empty:
-        return feedback
-    feedback = feedback[feedback[AT] >= pd.Timestamp(since)]
-    if feedback.empty:
-        return feedback
-    kept = now - timedelta(seconds=parse_duration(spec.monitor.retention))
-    latest = feedback[AT].max().to_pydatetime()
-    logged = read_logs(store, list_logs(registry, spec.name, PREDICTIONS, since=kept, until=latest))
-    if logged.empty:
-        return logged
-    keys = [REQUEST_ID, ROW]
-    feedback = feedback.sort_values(AT, kind="stable").drop_duplicates(keys, keep="last")
-    columns = [*keys, VERSION, PREDICTION, *([PROBABILITIES] if PROBABILITIES in logged else [])]
-    logged = logged.sort_values(AT, kind="stable").drop_duplicates(keys, keep="last")[columns]
-    return feedback[[*keys, VALUE]].merge(logged, on=keys, how="inner", validate="one_to_one")
-
-
-def _scores(rows: pd.DataFrame, classes: list[Any] | None) -> np.ndarray[Any, Any] | None:
-    """The rows' probabilities as a matrix, when every row has them for every class."""
-    if classes is None or PROBABILITIES not in rows or not len(rows):
-        return None
-    values = rows[PROBABILITIES].tolist()
-    if any(v is None or len(v) != len(classes) for v in values):
-        return None
-    return np.asarray(values, dtype=np.float64)
-
-
-def _estimate(
-    rows: pd.DataFrame, version: ModelVersionRow, classes: list[Any] | None
-) -> dict[str, Any] | None:
-    """The estimate of a classifier's quality on rows without labels, calibrated on its
-    holdout's probabilities and true labels."""
-    reference = version.reference
-    scores = _scores(rows, classes)
-    if scores is None or classes is None or reference is None or "scores" not in reference:
-        return None
-    if reference.get("classes") != classes:
-        return None
-    return estimated_quality(
-        scores, classes, np.asarray(reference["scores"], dtype=np.float64), reference["labels"]
-    )
-
-
-def _metric(spec: Spec, measured: dict[str, Any]) -> str:
-    metric = spec.model.metric_name
-    return metric if metric in measured else FALLBACK_METRIC[spec.model.task]
 
 
 # --- asking for training -------------------------------------------------------------------
