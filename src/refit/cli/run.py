@@ -27,8 +27,17 @@ from refit.cli._output import (
     print_table,
     when,
 )
-from refit.cli._server import HostOption, PortOption, WorkersOption, check_address
-from refit.cli._serving import server_dicts, serving_line
+from refit.cli._server import (
+    METRICS_PORT,
+    HostOption,
+    MetricsPortOption,
+    PortOption,
+    WorkersOption,
+    check_address,
+    listen_error,
+)
+from refit.cli._server import metrics_port as chosen_metrics_port
+from refit.cli._serving import SERVER_COLUMNS, server_dicts, server_rows, serving_line
 from refit.cli.monitor import status_line
 from refit.errors import DataError, RefitError
 from refit.project import load_project
@@ -68,14 +77,31 @@ def _say(name: str, line: str) -> None:
     out.print(f"[dim]{stamp}[/] [bold]{name:<9}[/] {line}", markup=True, highlight=False)
 
 
-def scheduler(project: ProjectOption = Path(".")) -> None:
-    """Run the scheduled ingest and train jobs until stopped (refit up runs this for you)."""
+def scheduler(
+    project: ProjectOption = Path("."),
+    host: HostOption = None,
+    metrics_port: MetricsPortOption = None,
+) -> None:
+    """Run the scheduled ingest and train jobs until stopped, and serve their Prometheus
+    /metrics (refit up runs this for you)."""
+    from refit.run.metrics import MetricsServer
     from refit.run.scheduler import Scheduler
     from refit.train.checks import check_model
 
     loaded = load_project(project)
+    host = loaded.spec.serve.host if host is None else host
+    port = chosen_metrics_port(loaded.spec.schedule, metrics_port)
+    if port:
+        check_address(host, port, METRICS_PORT)  # before the model is built: at once
     check_model(loaded.spec, loaded.root)
     with open_project_services(loaded, "scheduler") as services, _until_signalled() as stop:
+        metrics = None
+        if port is not None:
+            try:
+                metrics = MetricsServer(services.registry, loaded.spec.name, host, port)
+            except OSError as exc:
+                raise listen_error(host, port, exc, METRICS_PORT) from None
+            print(f"metrics: {metrics.url}", flush=True)
         jobs = Scheduler(
             loaded,
             services.registry,
@@ -85,6 +111,8 @@ def scheduler(project: ProjectOption = Path(".")) -> None:
         jobs.start()
         stop.wait()
         jobs.stop()
+        if metrics is not None:
+            metrics.close()
 
 
 def up(
@@ -92,6 +120,7 @@ def up(
     host: HostOption = None,
     port: PortOption = None,
     workers: WorkersOption = None,
+    metrics_port: MetricsPortOption = None,
 ) -> None:
     """Run the whole loop here: the scheduler and the server, restarted if they die."""
     from refit.run.local import run_up
@@ -103,16 +132,29 @@ def up(
     settings = loaded.spec.serve
     host = settings.host if host is None else host
     port = settings.port if port is None else port
+    metrics = chosen_metrics_port(loaded.spec.schedule, metrics_port)
     check_address(host, port)  # a port in use stops refit up here, not in a restart loop
+    if metrics:
+        check_address(host, metrics, METRICS_PORT)
     check_exposure(settings.model_copy(update={"host": host}), os.environ)
     with open_project_services(loaded, "up"):
         pass  # migrate the registry once, before the children race to
     url = f"http://{host}:{port}"
     err.print(f"refit up: {loaded.spec.name} in {loaded.root}; API {url}, docs {url}/docs")
+    if metrics:
+        err.print(f"scheduler metrics: http://{host}:{metrics}/metrics")
     err.print("Ctrl-C stops everything cleanly.")
     with _until_signalled() as stop:
         try:
-            run_up(loaded, stop, _say, host=host, port=port, workers=workers)
+            run_up(
+                loaded,
+                stop,
+                _say,
+                host=host,
+                port=port,
+                workers=workers,
+                metrics_port="off" if metrics is None else str(metrics),
+            )
         except SupervisorError as exc:
             raise _stopped("refit up", exc) from None
     err.print("refit up: stopped")
@@ -323,7 +365,8 @@ def _traffic(url: str, feed: Feed, stop: threading.Event) -> None:
 
 
 def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None:
-    """What is served, the last runs and decisions, and when the jobs run next."""
+    """What is served (and by which servers), the last runs and decisions, and when the jobs
+    run next."""
     loaded = load_project(project)
     name = loaded.spec.name
     with open_project_services(loaded, "status") as services:
@@ -378,6 +421,8 @@ def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None
     else:
         out.print(f"{name}@production: not set yet")
     out.print(f"serving: {serving_line(production, servers)}", markup=False)
+    if servers:
+        print_table(SERVER_COLUMNS, server_rows(servers), title="servers")
     out.print(f"latest snapshot: {latest.id[:12] if latest else '-'}")
     out.print(status_line(report), markup=False)
     print_table(
