@@ -33,23 +33,26 @@ EXAMPLE = "breast-cancer"
 
 
 def create_demo_project(
-    root: Path, *, ingest: str = "3s", train: str = "5s", monitor: str = "5s"
+    root: Path, *, ingest: str = "3s", train: str = "5s", monitor: str | None = None
 ) -> Path:
-    """The breast-cancer example, on fast schedules and a sliding window of rows, its
-    monitor judging the last 30 s of requests and asking for training when they drift."""
+    """The breast-cancer example, on fast schedules and a sliding window of rows; with
+    `monitor` (as `refit demo` makes it), its monitor on that schedule judges the last 30 s of
+    requests and asks for training when they drift."""
     create_project(root, EXAMPLE)
     path = root / SPEC_FILE
     header = "".join(line for line in path.read_text().splitlines(True) if line.startswith("#"))
     spec = yaml.safe_load(path.read_text())
     spec["data"]["snapshot"] = {"mode": "window", "rows": 400}
     spec["gate"] = {"min": 0.85, "min_improvement": 0.0}
-    spec["schedule"] = {"ingest": ingest, "train": train, "monitor": monitor}
-    spec["monitor"] = {
-        "flush_seconds": 1.0,
-        "window": "30s",
-        "min_rows": 100,
-        "retrain_on_drift": True,
-    }
+    spec["schedule"] = {"ingest": ingest, "train": train}
+    if monitor is not None:
+        spec["schedule"]["monitor"] = monitor
+        spec["monitor"] = {
+            "flush_seconds": 1.0,
+            "window": "30s",
+            "min_rows": 100,
+            "retrain_on_drift": True,
+        }
     path.write_text(header + yaml.safe_dump(spec, sort_keys=False))
     return root
 
