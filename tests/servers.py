@@ -66,8 +66,7 @@ def isolated_environment(environ: Mapping[str, str]) -> tuple[list[str], dict[st
     """The variables to remove and to set so a test never reads the developer's settings.
 
     Removes every `REFIT_*`, libpq `PG*` and `AWS_*` variable (but `AWS_CA_BUNDLE`), sets dummy
-    AWS credentials and a free port for the scheduler's metrics, and keeps 127.0.0.1 off any
-    HTTP proxy.
+    AWS credentials, and keeps 127.0.0.1 off any HTTP proxy.
     """
     remove = [
         name
@@ -76,9 +75,6 @@ def isolated_environment(environ: Mapping[str, str]) -> tuple[list[str], dict[st
         or (name.startswith("AWS_") and name not in _AWS_KEEP and name not in AWS_ENVIRONMENT)
     ]
     put = dict(AWS_ENVIRONMENT)
-    # Every scheduler a test starts serves its metrics on a free port, not on the default one
-    # (which anything else on the machine, or a scheduler still stopping, may hold).
-    put["REFIT_SCHEDULE__METRICS_PORT"] = "0"
     for name in ("NO_PROXY", "no_proxy"):
         hosts = [h for h in environ.get(name, "").split(",") if h]
         put[name] = ",".join([*hosts, *(h for h in ("127.0.0.1", "localhost") if h not in hosts)])

@@ -114,6 +114,8 @@ def _print_result(result: TrainResult, aliases: dict[str, int], json: bool) -> N
                 "version": version_dict(version, aliases),
                 "decision": decision.to_dict(),
                 "nullable_note": result.nullable_note or None,
+                "trigger": result.trigger,
+                "cause": result.cause,
             }
         )
         return
@@ -132,6 +134,8 @@ def _print_result(result: TrainResult, aliases: dict[str, int], json: bool) -> N
         out.print(f"  served natively, not by ONNX Runtime: {reason}", markup=False)
     if result.nullable_note:
         out.print(f"  note: {result.nullable_note}", markup=False)
+    if result.cause is not None:
+        out.print(f"  asked for by {result.trigger}: {result.cause}", markup=False)
     verdict = "[green]promoted to production[/]" if decision.promoted else "[yellow]not promoted[/]"
     out.print(f"{verdict}: {decision.reason}")
 

@@ -38,17 +38,20 @@ from refit.cli._server import (
 )
 from refit.cli._server import metrics_port as chosen_metrics_port
 from refit.cli._serving import SERVER_COLUMNS, server_dicts, server_rows, serving_line
+from refit.cli.monitor import status_line
 from refit.errors import DataError, RefitError, SpecError
 from refit.project import load_project
 from refit.registry import PRODUCTION
 from refit.registry.heartbeats import list_servers
 from refit.registry.jobs import job_states
+from refit.registry.monitoring import latest_report
 from refit.registry.tables import utcnow
 from refit.schedule import parse_schedule
 from refit.services import Services
 from refit.spec import SPEC_FILE, Schedule, ServeSpec
 
 if TYPE_CHECKING:
+    from refit.run.demo import Feed
     from refit.run.metrics import MetricsServer
     from refit.run.supervisor import SupervisorError
 
@@ -72,7 +75,7 @@ def _until_signalled() -> Iterator[threading.Event]:
 
 def _say(name: str, line: str) -> None:
     job, _, rest = line.partition(": ")
-    if name == "scheduler" and job in ("ingest", "train"):
+    if name == "scheduler" and job in ("ingest", "train", "monitor"):
         name, line = job, rest
     stamp = datetime.now().strftime("%H:%M:%S")
     out.print(f"[dim]{stamp}[/] [bold]{name:<9}[/] {line}", markup=True, highlight=False)
@@ -237,8 +240,12 @@ def demo(
     train: Annotated[
         str, typer.Option(help="Train schedule.", callback=checked_by(Schedule, "train"))
     ] = "5s",
+    monitor: Annotated[
+        str, typer.Option(help="Monitor schedule.", callback=checked_by(Schedule, "monitor"))
+    ] = "5s",
 ) -> None:
-    """Create an example project and run the loop on it with a simulated data feed."""
+    """Create an example project and run the loop on it with a simulated data feed, and
+    requests from the same drifting world, which the monitor flags."""
     from refit.run.demo import Feed, create_demo_project
     from refit.run.local import run_up
     from refit.run.supervisor import SupervisorError
@@ -249,7 +256,7 @@ def demo(
     port = settings.port if port is None else port
     check_address(settings.host, port)  # before anything is created
     if not exists:
-        create_demo_project(directory, ingest=ingest, train=train)
+        create_demo_project(directory, ingest=ingest, train=train, monitor=monitor)
     loaded = load_project(directory)
     services = open_project_services(loaded, "demo")
     url = f"http://{settings.host}:{port}"
@@ -281,6 +288,8 @@ def demo(
         watcher.start()
         asker = threading.Thread(target=_ask, args=(url, loaded.root / "request.json", stop))
         asker.start()
+        traffic = threading.Thread(target=_traffic, args=(url, feed, stop))
+        traffic.start()
         try:
             run_up(loaded, stop, _say, port=port, workers=workers)
         except SupervisorError as exc:
@@ -289,6 +298,7 @@ def demo(
             stop.set()
             watcher.join(5)
             asker.join(5)
+            traffic.join(5)
             services.close()
     err.print("refit demo: stopped; `refit status -p DIR` shows what happened")
 
@@ -384,6 +394,19 @@ def _ask(url: str, request: Path, stop: threading.Event) -> None:
             )
 
 
+def _traffic(url: str, feed: Feed, stop: threading.Event) -> None:
+    """Requests from the feed's drifting world, a batch of 20 records twice a second: what
+    the server logs and the monitor judges."""
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=5) as client:
+        while not stop.wait(0.5):
+            try:
+                client.post("/predict/batch", json={"records": feed.requests(20)})
+            except httpx.HTTPError:
+                continue
+
+
 def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None:
     """What is served (and by which servers), the last runs and decisions, and when the jobs
     run next."""
@@ -398,6 +421,7 @@ def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None
         decisions = registry.list_decisions(name, limit=5)
         states = job_states(registry, name)
         servers = list_servers(registry, name)
+        report = latest_report(registry, name)
     jobs: list[dict[str, Any]] = []
     for job in ("ingest", "train"):
         text = getattr(loaded.spec.schedule, job)
@@ -427,6 +451,7 @@ def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None
                 "runs": [r.to_dict() for r in runs],
                 "decisions": [d.to_dict() for d in decisions],
                 "jobs": jobs,
+                "monitor": status_line(report),
             }
         )
         return
@@ -442,6 +467,7 @@ def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None
     if servers:
         print_table(SERVER_COLUMNS, server_rows(servers), title="servers")
     out.print(f"latest snapshot: {latest.id[:12] if latest else '-'}")
+    out.print(status_line(report), markup=False)
     print_table(
         ["job", "schedule", "last run", "status", "next", "message"],
         [
@@ -458,9 +484,16 @@ def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None
         title="jobs",
     )
     print_table(
-        ["started", "status", "snapshot", "version", "error"],
+        ["started", "status", "trigger", "snapshot", "version", "error or cause"],
         [
-            (when(r.started_at), r.status, r.snapshot_id[:12], r.version or "", r.error or "")
+            (
+                when(r.started_at),
+                r.status,
+                r.trigger,
+                r.snapshot_id[:12],
+                r.version or "",
+                r.error or r.cause or "",
+            )
             for r in runs
         ],
         title="last training runs",

@@ -484,12 +484,8 @@ def test_refit_metrics_on_a_port_in_use_exits_10_naming_its_flag(
 
 
 def test_refit_metrics_listens_on_schedule_metrics_port_by_default(
-    capsys: pytest.CaptureFixture[str],
-    filled: Path,
-    busy_port: int,
-    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], filled: Path, busy_port: int
 ) -> None:
-    monkeypatch.delenv("REFIT_SCHEDULE__METRICS_PORT")  # the tests' own free port
     spec = filled / "refit.yaml"
     spec.write_text(spec.read_text() + f"schedule:\n  metrics_port: {busy_port}\n")
     assert run_app(app, ["metrics", "-p", str(filled), "--host", "127.0.0.1"]) == 10
