@@ -74,11 +74,11 @@ def test_demo_refuses_bad_arguments_before_creating_anything(
 
 
 def test_up_ends_with_the_code_of_a_child_that_cannot_be_restarted() -> None:
-    from refit.cli.run import _stopped
+    from refit.cli.run import supervisor_stopped
     from refit.run.supervisor import CrashLoopError, FatalExitError
 
-    fatal = _stopped("refit up", FatalExitError("serve exited with code 10", "serve", 10))
+    fatal = supervisor_stopped("refit up", FatalExitError("serve exited with code 10", "serve", 10))
     assert fatal.exit_code == errors.ListenError.exit_code
     assert fatal.message == "refit up stopped: serve exited with code 10"
-    looping = _stopped("refit up", CrashLoopError("serve exited 6 times", "serve", 1))
+    looping = supervisor_stopped("refit up", CrashLoopError("serve exited 6 times", "serve", 1))
     assert looping.exit_code == errors.RefitError.exit_code == 1
