@@ -19,6 +19,9 @@ A feedback file has one row per true value a client sent:
     row          int32      the row within it (0 for a single record)
     at           timestamp  when the feedback arrived
     value        string     the true label or value as JSON text (`label_text`)
+
+A server builds them with `predictions_table` and `feedback_table` from what it answered and
+what it was told, gathered in memory (`Answered`, `Told`), then writes them with `to_parquet`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from itertools import chain
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -35,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from refit.artifacts import ArtifactStore
+from refit.predictions import Columns, MatrixColumns, Predictions
 from refit.registry.tables import PredictionLogRow
 from refit.signature import Signature
 from refit.spec import FeatureType
@@ -100,6 +105,104 @@ FEEDBACK_SCHEMA = pa.schema(
         pa.field(VALUE, pa.string(), nullable=False),
     ]
 )
+
+
+class Answered(NamedTuple):
+    """One request's rows as a server answered them: references only, taken on the request
+    path (a tuple costs next to nothing to make); `predictions_table` converts them later."""
+
+    request_id: str
+    at: float
+    """`time.time()` of the answer."""
+    version: int
+    columns: Columns
+    predictions: Predictions
+
+    @property
+    def size(self) -> int:
+        """Its rows."""
+        return len(self.predictions)
+
+
+class Told(NamedTuple):
+    """One feedback request's items: request ids, rows and true values (`label_text`)."""
+
+    at: float
+    request_ids: list[str]
+    rows: list[int]
+    values: list[str]
+
+    @property
+    def size(self) -> int:
+        """Its items."""
+        return len(self.request_ids)
+
+
+def _microseconds(moments: Sequence[float], counts: Any) -> pa.Array:
+    stamps = np.fromiter((round(m * 1e6) for m in moments), np.int64, len(moments))
+    return pa.array(np.repeat(stamps, counts), TIMESTAMP)
+
+
+def predictions_table(signature: Signature, answered: Sequence[Answered]) -> pa.Table:
+    """The rows of `answered` (requests answered by one version of a model of `signature`) in
+    the columns of `predictions_schema(signature)`: work per request and per column, the
+    values converted by Arrow and numpy."""
+    schema = predictions_schema(signature)
+    counts = np.fromiter((len(a.predictions) for a in answered), np.int64, len(answered))
+    total = int(counts.sum())
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    ids = np.repeat(np.array([a.request_id for a in answered], dtype=object), counts)
+    columns: list[pa.Array] = [
+        pa.array(ids, pa.string()),
+        pa.array((np.arange(total) - starts).astype(np.int32), pa.int32()),
+        _microseconds([a.at for a in answered], counts),
+        pa.array(np.repeat(np.array([a.version for a in answered], np.int32), counts)),
+    ]
+    parts = [a.columns for a in answered]
+    matrix = None
+    if all(isinstance(part, MatrixColumns) for part in parts):
+        matrix = np.concatenate([part.matrix for part in parts if isinstance(part, MatrixColumns)])
+    for j, column in enumerate(signature.inputs):
+        kind = _INPUT_TYPES[column.type]
+        if matrix is not None:
+            columns.append(pa.array(matrix[:, j], kind))
+        else:
+            columns.append(pa.array(list(chain.from_iterable(p[j] for p in parts)), kind))
+    labels = np.concatenate([a.predictions.labels for a in answered])
+    classifier = signature.output.classes is not None
+    if classifier:
+        found, where = np.unique(labels, return_inverse=True)
+        texts = np.array([label_text(label) for label in found.tolist()], dtype=object)
+        columns.append(pa.array(texts[where.reshape(-1)], pa.string()))
+    else:
+        columns.append(pa.array(labels.astype(np.float64), pa.float64()))
+    if classifier and signature.output.probabilities:
+        columns.append(_probabilities(answered, total))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _probabilities(answered: Sequence[Answered], total: int) -> pa.Array:
+    parts = [a.predictions.probabilities for a in answered]
+    if any(part is None for part in parts):  # a classifier that gave none: no value
+        return pa.nulls(total, pa.list_(pa.float64()))
+    matrix = np.concatenate([part for part in parts if part is not None]).astype(np.float64)
+    width = matrix.shape[1]
+    offsets = pa.array(np.arange(0, total * width + 1, width, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1)))
+
+
+def feedback_table(told: Sequence[Told]) -> pa.Table:
+    """The items of `told` in the columns of `FEEDBACK_SCHEMA`."""
+    counts = np.fromiter((len(t.request_ids) for t in told), np.int64, len(told))
+    return pa.Table.from_arrays(
+        [
+            pa.array(list(chain.from_iterable(t.request_ids for t in told)), pa.string()),
+            pa.array(list(chain.from_iterable(t.rows for t in told)), pa.int32()),
+            _microseconds([t.at for t in told], counts),
+            pa.array(list(chain.from_iterable(t.values for t in told)), pa.string()),
+        ],
+        schema=FEEDBACK_SCHEMA,
+    )
 
 
 def to_parquet(table: pa.Table) -> bytes:

@@ -114,7 +114,7 @@ def openapi_document(app: FastAPI, signatures: Sequence[Signature | None]) -> di
     return document
 
 
-_PER_MODEL = ("Record", "Records", "Prediction", "Predictions")
+_PER_MODEL = ("Record", "Records", "Prediction", "Predictions", "FeedbackItem")
 """The schemas drawn from a model's signature."""
 
 

@@ -1,0 +1,306 @@
+"""Prediction logging: what a server answers (and the feedback it is told), kept off the
+request path and written in batches to the artifact store, indexed in the registry.
+
+    log = LogBuffer(name, "predictions", ...)      # one per served model and kind
+    log.add(Answered(request_id, at, version, columns, predictions), rows)   # on the loop
+    writer = LogWriter([log, ...]); writer.start() ... writer.close()         # a thread
+
+On the request path a request's rows cost one append of references to a bounded buffer (no
+per-row work: the rows are converted to Arrow later, by the writer). A full buffer refuses the
+new rows and counts them (`buffer_full`): logging never slows or fails a prediction. The
+writer thread writes a buffer when `flush_rows` rows wait in it, or `flush_seconds` after the
+oldest of them arrived, and everything at `close()` (the server's shutdown): one Parquet file
+per model and version (`refit.prediction_logs`), put in the artifact store in full, then
+indexed by one registry transaction (`refit.registry.monitoring.add_log`). When the store or
+the registry fails, the rows go back to the buffer as far as it has room (the rest are dropped
+and counted, `write_failed`), the writer tries again `flush_seconds` later, and the error is
+logged once per streak of failures.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import pyarrow as pa
+
+from refit.artifacts import ArtifactStore
+from refit.prediction_logs import (
+    Answered,
+    Told,
+    feedback_table,
+    predictions_table,
+    to_parquet,
+    utc,
+)
+from refit.registry import Registry
+from refit.registry.monitoring import add_log
+from refit.registry.tables import PredictionLogRow
+from refit.serve.metrics import ServerMetrics
+from refit.signature import Signature
+
+log = logging.getLogger("refit.serve")
+
+Entry = Answered | Told
+
+BUFFER_FULL, WRITE_FAILED = "buffer_full", "write_failed"
+"""Why logged rows were dropped (the `reason` of `refit_prediction_log_dropped_rows_total`)."""
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a model's logs go: its registry and artifact store, and the id of the server
+    process writing them (its heartbeat's)."""
+
+    registry: Registry
+    store: ArtifactStore
+    instance: str
+
+
+class LogBuffer:
+    """The bounded buffer of one model's log of one kind (predictions: `Answered` entries;
+    feedback: `Told` ones), at most `capacity` rows; its writer is woken when it should
+    write (the first rows, and `flush_rows` rows)."""
+
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        destination: Destination,
+        metrics: ServerMetrics,
+        *,
+        capacity: int,
+        flush_rows: int,
+        flush_seconds: float,
+        sample: float = 1.0,
+        signatures: Callable[[int], Signature] | None = None,
+    ) -> None:
+        """`signatures(version)` gives the signature of a served version (predictions)."""
+        self.name = name
+        self.kind = kind
+        self.destination = destination
+        self.capacity = capacity
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self.sample = sample
+        self.signatures = signatures
+        self.wake: threading.Event = threading.Event()
+        """Set when the buffer needs its writer's attention (`LogWriter` shares one)."""
+        self._lock = threading.Lock()
+        self._entries: deque[Entry] = deque()
+        self._rows = 0
+        self._oldest = 0.0  # time.monotonic() of the oldest entry waiting
+        self._not_before = 0.0  # after a failed write: when to try again
+        self._failing = False
+        self._random = random.random
+        self._buffered = metrics.log_buffered.labels(name, kind)
+        self._dropped_full = metrics.log_dropped.labels(name, kind, BUFFER_FULL)
+        self._dropped_failed = metrics.log_dropped.labels(name, kind, WRITE_FAILED)
+        self._written = metrics.log_written.labels(name, kind)
+        self._files = metrics.log_files.labels(name, kind)
+        metrics.log_capacity.labels(name, kind).set(capacity)
+        self._buffered.set(0)
+
+    def sampled(self) -> bool:
+        """Whether to log the request being answered (`sample` of them, each wholly or not)."""
+        return self.sample >= 1.0 or self._random() < self.sample
+
+    def add(self, entry: Entry, rows: int) -> bool:
+        """Keep `entry` (of `rows` rows) for the writer; False when the buffer has no room for
+        it, then its rows are dropped and counted. O(1), and never blocks for long: the lock
+        is held by the writer only to take the entries out."""
+        with self._lock:
+            waiting = self._rows
+            if waiting + rows > self.capacity:
+                full = True
+            else:
+                full = False
+                self._entries.append(entry)
+                self._rows = waiting + rows
+                if not waiting:
+                    self._oldest = time.monotonic()
+        if full:
+            self._dropped_full.inc(rows)
+            return False
+        self._buffered.inc(rows)
+        if not waiting or (waiting < self.flush_rows <= waiting + rows):
+            self.wake.set()
+        return True
+
+    @property
+    def rows(self) -> int:
+        return self._rows
+
+    def due_in(self, now: float) -> float | None:
+        """Seconds until this buffer should be written (0: now), None when it holds nothing."""
+        if not self._rows:
+            return None
+        if now < self._not_before:
+            return self._not_before - now
+        if self._rows >= self.flush_rows:
+            return 0.0
+        return max(0.0, self._oldest + self.flush_seconds - now)
+
+    def take(self) -> list[Entry]:
+        with self._lock:
+            entries, self._entries = list(self._entries), deque()
+            rows, self._rows = self._rows, 0
+        self._buffered.dec(rows)
+        return entries
+
+    def write(self, last: bool = False) -> None:
+        """Write what the buffer holds, one file per version; with `last` (shutdown), what
+        fails is dropped rather than kept."""
+        entries = self.take()
+        if not entries:
+            return
+        failed: list[Entry] = []
+        for version, group in self._groups(entries):
+            rows = _rows(group)
+            try:
+                table = self._table(version, group)
+            except Exception:  # a bug: trying again would fail again
+                log.exception("cannot convert %d logged rows of %s", rows, self.name)
+                self._dropped_failed.inc(rows)
+                continue
+            try:
+                self._put(version, group, table)
+            except Exception as exc:
+                if not self._failing:
+                    log.error("cannot write the %s log of %s: %s", self.kind, self.name, exc)
+                self._failing = True
+                failed.extend(group)
+            else:
+                if self._failing:
+                    log.info("the %s log of %s is written again", self.kind, self.name)
+                self._failing = False
+                self._written.inc(rows)
+                self._files.inc()
+        if failed:
+            self._not_before = time.monotonic() + self.flush_seconds
+            if last:
+                self._dropped_failed.inc(_rows(failed))
+            else:
+                self._put_back(failed)
+
+    @staticmethod
+    def _groups(entries: list[Entry]) -> list[tuple[int | None, list[Entry]]]:
+        """The entries by version (feedback has none): one file each."""
+        groups: dict[int | None, list[Entry]] = {}
+        for entry in entries:
+            version = entry.version if isinstance(entry, Answered) else None
+            groups.setdefault(version, []).append(entry)
+        return list(groups.items())
+
+    def _table(self, version: int | None, group: list[Entry]) -> pa.Table:
+        if version is None:
+            return feedback_table(cast(list[Told], group))
+        assert self.signatures is not None
+        return predictions_table(self.signatures(version), cast(list[Answered], group))
+
+    def _put(self, version: int | None, group: list[Entry], table: pa.Table) -> None:
+        where = self.destination
+        ref = where.store.put(to_parquet(table), kind=self.kind, suffix=".parquet")
+        row = PredictionLogRow(
+            name=self.name,
+            kind=self.kind,
+            version=version,
+            instance=where.instance,
+            first_at=utc(min(entry.at for entry in group)),
+            last_at=utc(max(entry.at for entry in group)),
+            rows=table.num_rows,
+            uri=ref.uri,
+            sha256=ref.sha256,
+            size_bytes=ref.size,
+        )
+        add_log(where.registry, row)
+
+    def _put_back(self, failed: list[Entry]) -> None:
+        """Return failed entries to the front of the buffer as far as it has room."""
+        with self._lock:
+            room = self.capacity - self._rows
+            kept: list[Entry] = []
+            for entry in failed:
+                rows = entry.size
+                if rows > room:
+                    break
+                kept.append(entry)
+                room -= rows
+            self._entries.extendleft(reversed(kept))
+            back = _rows(kept)
+            if back:
+                self._rows += back
+                self._oldest = time.monotonic()
+        self._buffered.inc(back)
+        dropped = _rows(failed) - back
+        if dropped:
+            self._dropped_failed.inc(dropped)
+
+
+def _rows(entries: Sequence[Entry]) -> int:
+    return sum(entry.size for entry in entries)
+
+
+class LogWriter:
+    """The thread that writes a server's log buffers when each is due, and all of them at
+    `close()`."""
+
+    def __init__(self, buffers: Sequence[LogBuffer]) -> None:
+        self.buffers = list(buffers)
+        self.wake = threading.Event()
+        for buffer in self.buffers:
+            buffer.wake = self.wake
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None and self.buffers:
+            self._thread = threading.Thread(target=self._run, name="refit-log-writer", daemon=True)
+            self._thread.start()
+
+    def close(self, timeout: float = 20.0) -> bool:
+        """Write what every buffer holds and stop; False when that did not end within
+        `timeout` seconds (a store that hangs: the thread is left to end with the process)."""
+        self._stopping = True
+        self.wake.set()
+        thread = self._thread
+        if thread is None:
+            for buffer in self.buffers:  # never started: write here
+                buffer.write(last=True)
+            return True
+        thread.join(timeout)
+        if thread.is_alive():
+            waiting = sum(buffer.rows for buffer in self.buffers)
+            log.error("the log writer did not finish within %.0f s; %d rows", timeout, waiting)
+            return False
+        return True
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self.wake.clear()
+            now = time.monotonic()
+            waits = []
+            for buffer in self.buffers:
+                due = buffer.due_in(now)
+                if due == 0.0:
+                    self._write(buffer)
+                elif due is not None:
+                    waits.append(due)
+            if self._stopping:
+                break
+            self.wake.wait(min(waits) if waits else None)
+        for buffer in self.buffers:
+            self._write(buffer, last=True)
+
+    @staticmethod
+    def _write(buffer: LogBuffer, last: bool = False) -> None:
+        try:
+            buffer.write(last)
+        except Exception:  # never let the writer end: the buffers would fill for good
+            log.exception("writing the %s log of %s failed", buffer.kind, buffer.name)
