@@ -285,16 +285,15 @@ class LogWriter:
         while not self._stopping:
             self.wake.clear()
             now = time.monotonic()
-            waits = []
             for buffer in self.buffers:
-                due = buffer.due_in(now)
-                if due == 0.0:
+                if buffer.due_in(now) == 0.0:
                     self._write(buffer)
-                elif due is not None:
-                    waits.append(due)
+            now = time.monotonic()  # what is due next, after those writes
+            waits = [due for b in self.buffers if (due := b.due_in(now)) is not None]
             if self._stopping:
                 break
-            self.wake.wait(min(waits) if waits else None)
+            if not waits or min(waits) > 0:
+                self.wake.wait(min(waits) if waits else None)
         for buffer in self.buffers:
             self._write(buffer, last=True)
 
