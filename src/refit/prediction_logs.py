@@ -21,7 +21,7 @@ A feedback file has one row per true value a client sent:
     value        string     the true label or value as JSON text (`label_text`)
 
 A server builds them with `predictions_table` and `feedback_table` from what it answered and
-what it was told, gathered in memory (`Answered`, `Told`), then writes them with `to_parquet`.
+what it was told, gathered in memory (`answered`, `Told`), then writes them with `to_parquet`.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ from refit.predictions import Columns, MatrixColumns, Predictions
 from refit.registry.tables import PredictionLogRow
 from refit.signature import Signature
 from refit.spec import FeatureType
+
+Array = np.ndarray[Any, Any]
 
 REQUEST_ID = "request_id"
 ROW = "row"
@@ -107,21 +109,26 @@ FEEDBACK_SCHEMA = pa.schema(
 )
 
 
-class Answered(NamedTuple):
-    """One request's rows as a server answered them: references only, taken on the request
-    path (a tuple costs next to nothing to make); `predictions_table` converts them later."""
+Answered = tuple[str, float, int, Any, "Array", "Array | None"]
+"""One request's answers as a server keeps them until they are written: its request id, the
+`time.time()` of the answer, the version, its checked inputs (their float matrix, or the
+`Columns`), its labels and its probabilities (or None). Made by `answered`."""
 
-    request_id: str
-    at: float
-    """`time.time()` of the answer."""
-    version: int
-    columns: Columns
-    predictions: Predictions
 
-    @property
-    def size(self) -> int:
-        """Its rows."""
-        return len(self.predictions)
+def answered(
+    request_id: str, at: float, version: int, columns: Columns, predictions: Predictions
+) -> Answered:
+    """What a server keeps of a request it answered: references only, taken on the request
+    path. A plain tuple, made in a fraction of a microsecond; when the inputs were checked as
+    a matrix it holds only arrays and text, which the garbage collector does not track (the
+    per-value lists of the request are freed with it), so thousands of buffered requests add
+    nothing to what a collection scans."""
+    inputs = columns.matrix if isinstance(columns, MatrixColumns) else columns
+    return (request_id, at, version, inputs, predictions.labels, predictions.probabilities)
+
+
+def answered_rows(entry: Answered) -> int:
+    return len(entry[4])
 
 
 class Told(NamedTuple):
@@ -143,32 +150,33 @@ def _microseconds(moments: Sequence[float], counts: Any) -> pa.Array:
     return pa.array(np.repeat(stamps, counts), TIMESTAMP)
 
 
-def predictions_table(signature: Signature, answered: Sequence[Answered]) -> pa.Table:
-    """The rows of `answered` (requests answered by one version of a model of `signature`) in
+def predictions_table(signature: Signature, answers: Sequence[Answered]) -> pa.Table:
+    """The rows of `answers` (requests answered by one version of a model of `signature`) in
     the columns of `predictions_schema(signature)`: work per request and per column, the
     values converted by Arrow and numpy."""
     schema = predictions_schema(signature)
-    counts = np.fromiter((len(a.predictions) for a in answered), np.int64, len(answered))
+    counts = np.fromiter((len(a[4]) for a in answers), np.int64, len(answers))
     total = int(counts.sum())
     starts = np.repeat(np.cumsum(counts) - counts, counts)
-    ids = np.repeat(np.array([a.request_id for a in answered], dtype=object), counts)
+    ids = np.repeat(np.array([a[0] for a in answers], dtype=object), counts)
     columns: list[pa.Array] = [
         pa.array(ids, pa.string()),
         pa.array((np.arange(total) - starts).astype(np.int32), pa.int32()),
-        _microseconds([a.at for a in answered], counts),
-        pa.array(np.repeat(np.array([a.version for a in answered], np.int32), counts)),
+        _microseconds([a[1] for a in answers], counts),
+        pa.array(np.repeat(np.array([a[2] for a in answers], np.int32), counts)),
     ]
-    parts = [a.columns for a in answered]
+    parts = [a[3] for a in answers]
     matrix = None
-    if all(isinstance(part, MatrixColumns) for part in parts):
-        matrix = np.concatenate([part.matrix for part in parts if isinstance(part, MatrixColumns)])
+    if all(isinstance(part, np.ndarray) for part in parts):
+        matrix = np.concatenate(parts)
     for j, column in enumerate(signature.inputs):
         kind = _INPUT_TYPES[column.type]
         if matrix is not None:
             columns.append(pa.array(matrix[:, j], kind))
         else:
-            columns.append(pa.array(list(chain.from_iterable(p[j] for p in parts)), kind))
-    labels = np.concatenate([a.predictions.labels for a in answered])
+            values = (p[:, j].tolist() if isinstance(p, np.ndarray) else p[j] for p in parts)
+            columns.append(pa.array(list(chain.from_iterable(values)), kind))
+    labels = np.concatenate([a[4] for a in answers])
     classifier = signature.output.classes is not None
     if classifier:
         found, where = np.unique(labels, return_inverse=True)
@@ -177,12 +185,12 @@ def predictions_table(signature: Signature, answered: Sequence[Answered]) -> pa.
     else:
         columns.append(pa.array(labels.astype(np.float64), pa.float64()))
     if classifier and signature.output.probabilities:
-        columns.append(_probabilities(answered, total))
+        columns.append(_probabilities(answers, total))
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _probabilities(answered: Sequence[Answered], total: int) -> pa.Array:
-    parts = [a.predictions.probabilities for a in answered]
+def _probabilities(answers: Sequence[Answered], total: int) -> pa.Array:
+    parts = [a[5] for a in answers]
     if any(part is None for part in parts):  # a classifier that gave none: no value
         return pa.nulls(total, pa.list_(pa.float64()))
     matrix = np.concatenate([part for part in parts if part is not None]).astype(np.float64)

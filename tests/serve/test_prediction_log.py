@@ -347,3 +347,40 @@ async def test_each_file_is_valid_parquet_of_the_documented_schema(services: Ser
     assert table.schema.equals(predictions_schema(_signature(services)))
     assert log.size_bytes == len(services.store.get(log.uri, log.sha256))
     assert log.instance and log.rows == 3 and np.all(table.column(ROW).to_numpy() == [0, 1, 2])
+
+
+async def test_every_protocols_answers_are_logged_in_one_file_per_version(
+    services: Services,
+) -> None:
+    record = inputs()[0]
+    tensor = {"name": "x", "shape": [1, 30], "datatype": "FP64", "data": list(record.values())}
+    columns = {"columns": list(record), "data": [list(record.values())] * 2}
+    async with running(with_monitor(services)) as (_, client):
+        await predict(client, 0, 1)
+        v2 = await client.post(
+            f"/v2/models/{NAME}/infer", json={"inputs": [tensor]}, headers={"X-Request-Id": "v2"}
+        )
+        mlflow = await client.post(
+            "/invocations", json={"dataframe_split": columns}, headers={"X-Request-Id": "mlflow"}
+        )
+        assert v2.status_code == mlflow.status_code == 200
+    [log] = list_logs(services.registry, NAME, PREDICTIONS)
+    frame = logged(services)
+    assert log.rows == len(frame) == 4
+    assert sorted(frame[REQUEST_ID]) == ["client-0", "mlflow", "mlflow", "v2"]
+    radius = input_column("mean_radius")
+    assert frame[radius].tolist() == [record["mean_radius"]] * 4
+
+
+async def test_a_regressors_answers_and_category_inputs_are_logged(regressor: Services) -> None:
+    name = regressor.project.spec.name
+    rows = example_rows(name).drop(columns="progression").iloc[:3]
+    records = [dict(row) for row in rows.to_dict("records")]
+    async with running(with_monitor(regressor)) as (_, client):
+        answer = await client.post("/predict/batch", json={"records": records})
+        assert answer.status_code == 200, answer.text
+    frame = read_logs(regressor.store, list_logs(regressor.registry, name, PREDICTIONS))
+    assert frame[PREDICTION].tolist() == pytest.approx(answer.json()["predictions"])
+    assert frame[input_column("sex")].tolist() == [str(r["sex"]) for r in records]
+    assert PROBABILITIES not in frame.columns
+    assert frame[REQUEST_ID].tolist() == [answer.json()["id"]] * 3

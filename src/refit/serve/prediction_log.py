@@ -2,7 +2,7 @@
 request path and written in batches to the artifact store, indexed in the registry.
 
     log = LogBuffer(name, "predictions", ...)      # one per served model and kind
-    log.add(Answered(request_id, at, version, columns, predictions), rows)   # on the loop
+    log.add(answered(request_id, at, version, columns, predictions), rows)   # on the loop
     writer = LogWriter([log, ...]); writer.start() ... writer.close()         # a thread
 
 On the request path a request's rows cost one append of references to a bounded buffer (no
@@ -34,6 +34,7 @@ from refit.artifacts import ArtifactStore
 from refit.prediction_logs import (
     Answered,
     Told,
+    answered_rows,
     feedback_table,
     predictions_table,
     to_parquet,
@@ -48,6 +49,15 @@ from refit.signature import Signature
 log = logging.getLogger("refit.serve")
 
 Entry = Answered | Told
+
+
+def _size(entry: Entry) -> int:
+    return entry.size if isinstance(entry, Told) else answered_rows(entry)
+
+
+def _at(entry: Entry) -> float:
+    return entry.at if isinstance(entry, Told) else entry[1]
+
 
 BUFFER_FULL, WRITE_FAILED = "buffer_full", "write_failed"
 """Why logged rows were dropped (the `reason` of `refit_prediction_log_dropped_rows_total`)."""
@@ -64,7 +74,7 @@ class Destination:
 
 
 class LogBuffer:
-    """The bounded buffer of one model's log of one kind (predictions: `Answered` entries;
+    """The bounded buffer of one model's log of one kind (predictions: `answered` entries;
     feedback: `Told` ones), at most `capacity` rows; its writer is woken when it should
     write (the first rows, and `flush_rows` rows)."""
 
@@ -194,7 +204,7 @@ class LogBuffer:
         """The entries by version (feedback has none): one file each."""
         groups: dict[int | None, list[Entry]] = {}
         for entry in entries:
-            version = entry.version if isinstance(entry, Answered) else None
+            version = None if isinstance(entry, Told) else entry[2]
             groups.setdefault(version, []).append(entry)
         return list(groups.items())
 
@@ -212,8 +222,8 @@ class LogBuffer:
             kind=self.kind,
             version=version,
             instance=where.instance,
-            first_at=utc(min(entry.at for entry in group)),
-            last_at=utc(max(entry.at for entry in group)),
+            first_at=utc(min(_at(entry) for entry in group)),
+            last_at=utc(max(_at(entry) for entry in group)),
             rows=table.num_rows,
             uri=ref.uri,
             sha256=ref.sha256,
@@ -227,7 +237,7 @@ class LogBuffer:
             room = self.capacity - self._rows
             kept: list[Entry] = []
             for entry in failed:
-                rows = entry.size
+                rows = _size(entry)
                 if rows > room:
                     break
                 kept.append(entry)
@@ -244,7 +254,7 @@ class LogBuffer:
 
 
 def _rows(entries: Sequence[Entry]) -> int:
-    return sum(entry.size for entry in entries)
+    return sum(_size(entry) for entry in entries)
 
 
 class LogWriter:

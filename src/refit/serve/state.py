@@ -27,7 +27,7 @@ from refit.errors import (
     SpecError,
     TooLargeError,
 )
-from refit.prediction_logs import Answered
+from refit.prediction_logs import answered
 from refit.predictions import Columns, NonFiniteOutputError, Predictions
 from refit.registry.heartbeats import new_instance
 from refit.registry.monitoring import FEEDBACK, PREDICTIONS
@@ -105,7 +105,7 @@ class ServedModel:
         self._rows.inc(rows)
         log = self.log
         if log is not None and log.sampled():
-            entry = Answered(current_request_id(), time.time(), model.version, columns, predictions)
+            entry = answered(current_request_id(), time.time(), model.version, columns, predictions)
             log.add(entry, rows)
         return predictions
 
