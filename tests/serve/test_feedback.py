@@ -206,3 +206,17 @@ async def test_a_full_feedback_buffer_is_503_and_keeps_nothing_of_the_request(
         assert app.state.refit.served(name).feedback.rows == 2
     _, frame = feedback_of(services)
     assert sorted(frame[REQUEST_ID]) == ["a", "b"]
+
+
+async def test_a_row_is_any_integer_json_schema_allows_below_the_batch_limit(
+    services: Services,
+) -> None:
+    name = services.project.spec.name
+    async with running(services) as (_, client):
+        taken = await send(client, name, {"id": "r", "row": 3.0, "value": "benign"})
+        assert taken.status_code == 202, taken.text
+        document = (await client.get("/openapi.json")).json()
+    row = document["components"]["schemas"]["FeedbackItem"]["properties"]["row"]
+    assert (row["type"], row["minimum"], row["maximum"]) == ("integer", 0, MAX_ROWS - 1)
+    _, frame = feedback_of(services)
+    assert frame[ROW].tolist() == [3]

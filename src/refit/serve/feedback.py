@@ -123,6 +123,8 @@ class FeedbackReader:
             if k not in FIELDS
         ][:MAX_PROBLEMS]
         given_id, row, value = item.get("id"), item.get("row", 0), item.get("value")
+        if isinstance(row, float) and row.is_integer():  # an integer to JSON Schema: 3.0
+            row = int(row)
         if "id" not in item:
             problems.append(Problem(place + "id", "missing", None, "a request id"))
         elif not isinstance(given_id, str) or not is_request_id(given_id):

@@ -59,6 +59,10 @@ def _at(entry: Entry) -> float:
     return entry.at if isinstance(entry, Told) else entry[1]
 
 
+CLOSE_SECONDS = 10.0
+"""How long a server's shutdown waits for its last writes (within Kubernetes' 30 s between
+SIGTERM and SIGKILL, after the drain and the requests in flight)."""
+
 BUFFER_FULL, WRITE_FAILED = "buffer_full", "write_failed"
 """Why logged rows were dropped (the `reason` of `refit_prediction_log_dropped_rows_total`)."""
 
@@ -274,7 +278,7 @@ class LogWriter:
             self._thread = threading.Thread(target=self._run, name="refit-log-writer", daemon=True)
             self._thread.start()
 
-    def close(self, timeout: float = 20.0) -> bool:
+    def close(self, timeout: float = CLOSE_SECONDS) -> bool:
         """Write what every buffer holds and stop; False when that did not end within
         `timeout` seconds (a store that hangs: the thread is left to end with the process)."""
         self._stopping = True

@@ -40,9 +40,10 @@ def _field(column: InputColumn) -> dict[str, Any]:
     return schema
 
 
-def openapi_components(signature: Signature | None) -> dict[str, Any]:
-    """`components.schemas` entries: Record, Records, Prediction, Predictions from the
-    signature, and the fixed schemas that the routes' responses refer to."""
+def openapi_components(signature: Signature | None, max_rows: int | None = None) -> dict[str, Any]:
+    """`components.schemas` entries: Record, Records, Prediction, Predictions and FeedbackItem
+    from the signature, and the fixed schemas that the routes' responses refer to; `max_rows`
+    is the server's `serve.max_batch_rows`, which bounds a feedback's row number."""
     if signature is None:
         record: dict[str, Any] = {
             "type": "object",
@@ -104,7 +105,7 @@ def openapi_components(signature: Signature | None) -> dict[str, Any]:
             "properties": many,
             "required": [k for k in many if k != "probabilities"],
         },
-        **_feedback_schemas(label),
+        **_feedback_schemas(label, max_rows),
         **_STATUS_SCHEMAS,
         **_ERROR_SCHEMAS,
     }
@@ -117,7 +118,7 @@ _ANSWER_ID = {
 }
 
 
-def _feedback_schemas(label: dict[str, Any]) -> dict[str, Any]:
+def _feedback_schemas(label: dict[str, Any], max_rows: int | None) -> dict[str, Any]:
     """`FeedbackItem`, `Feedback` (one item, or a batch of them) and `FeedbackAccepted`; a
     value is of the type of the model's predictions (`label`)."""
     if label.get("type") == "number":
@@ -135,6 +136,7 @@ def _feedback_schemas(label: dict[str, Any]) -> dict[str, Any]:
             "row": {
                 "type": "integer",
                 "minimum": 0,
+                **({"maximum": max_rows - 1} if max_rows is not None else {}),
                 "default": 0,
                 "description": "The row within that request (a batch's), from 0.",
             },
