@@ -32,13 +32,17 @@ from refit.prediction_logs import (
     REQUEST_ID,
     ROW,
     VERSION,
+    answered,
     input_column,
     predictions_schema,
     read_logs,
 )
+from refit.predictions import MatrixColumns, Predictions
 from refit.project import load_project
 from refit.registry.monitoring import PREDICTIONS, list_logs
 from refit.serve.app import ServerApp, create_app
+from refit.serve.metrics import ServerMetrics
+from refit.serve.prediction_log import Destination, LogBuffer
 from refit.serve.state import ServerState
 from refit.services import Services
 from refit.signature import Signature
@@ -384,3 +388,45 @@ async def test_a_regressors_answers_and_category_inputs_are_logged(regressor: Se
     assert frame[input_column("sex")].tolist() == [str(r["sex"]) for r in records]
     assert PROBABILITIES not in frame.columns
     assert frame[REQUEST_ID].tolist() == [answer.json()["id"]] * 3
+
+
+def test_a_failed_write_keeps_the_oldest_rows_that_fit_beside_the_new_ones(
+    services: Services,
+) -> None:
+    metrics = ServerMetrics()
+    store = FailingStore(services.store, failures=1)
+    signature = _signature(services)
+    buffer = LogBuffer(
+        NAME,
+        PREDICTIONS,
+        Destination(services.registry, store, "test"),
+        metrics,
+        capacity=5,
+        flush_rows=4,
+        flush_seconds=3600,
+        signatures={1: signature}.__getitem__,
+    )
+    matrix = np.array([list(inputs()[0].values())] * 2)
+
+    def entry(request_id: str) -> Any:
+        labels = np.array(["benign", "benign"], dtype=object)
+        predictions = Predictions(labels, np.array([[0.9, 0.1]] * 2), ("benign", "malignant"))
+        return answered(request_id, 1.0, 1, MatrixColumns(matrix.copy()), predictions)
+
+    assert buffer.add(entry("a"), 2) and buffer.add(entry("b"), 2)
+    assert not buffer.add(entry("c"), 2)  # 6 rows: past the capacity
+    taken = buffer.take()
+    assert buffer.add(entry("d"), 2)  # arrives while "a" and "b" are being written
+    buffer._put_back(taken)  # as a failed write does: room for "a" only
+    text = metrics.render().decode()
+    labels = {"model": NAME, "kind": PREDICTIONS}
+    dropped = "refit_prediction_log_dropped_rows_total"
+    assert metric(text, dropped, reason="write_failed", **labels) == 2
+    assert metric(text, dropped, reason="buffer_full", **labels) == 2
+    assert metric(text, "refit_prediction_log_buffered_rows", **labels) == 4
+    buffer.write()
+    frame = read_logs(services.store, list_logs(services.registry, NAME, PREDICTIONS))
+    assert frame.empty  # the store failed once
+    buffer.write()
+    frame = read_logs(services.store, list_logs(services.registry, NAME, PREDICTIONS))
+    assert frame[REQUEST_ID].tolist() == ["a", "a", "d", "d"]

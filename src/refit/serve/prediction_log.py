@@ -19,6 +19,8 @@ logged once per streak of failures.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 import random
 import threading
@@ -236,25 +238,20 @@ class LogBuffer:
         add_log(where.registry, row)
 
     def _put_back(self, failed: list[Entry]) -> None:
-        """Return failed entries to the front of the buffer as far as it has room."""
+        """Return failed entries, oldest first, to the front of the buffer as far as it has
+        room; the rest are dropped and counted. The sizes are added up before the lock is
+        taken: under it, only a search and one C-speed extend."""
+        ends = list(itertools.accumulate(_size(entry) for entry in failed))
         with self._lock:
-            room = self.capacity - self._rows
-            kept: list[Entry] = []
-            for entry in failed:
-                rows = _size(entry)
-                if rows > room:
-                    break
-                kept.append(entry)
-                room -= rows
-            self._entries.extendleft(reversed(kept))
-            back = _rows(kept)
+            kept = bisect.bisect_right(ends, self.capacity - self._rows)
+            self._entries.extendleft(reversed(failed[:kept]))
+            back = ends[kept - 1] if kept else 0
+            self._rows += back
             if back:
-                self._rows += back
                 self._oldest = time.monotonic()
         self._buffered.inc(back)
-        dropped = _rows(failed) - back
-        if dropped:
-            self._dropped_failed.inc(dropped)
+        if ends and ends[-1] > back:
+            self._dropped_failed.inc(ends[-1] - back)
 
 
 def _rows(entries: Sequence[Entry]) -> int:
