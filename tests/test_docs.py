@@ -7,11 +7,7 @@ import re
 import tomllib
 from pathlib import Path
 
-import yaml
-
-from refit.examples import EXAMPLES, create_project
-from refit.run.demo import create_demo_project
-from refit.spec import SPEC_FILE
+from refit.spec import MonitorSpec
 
 ROOT = Path(__file__).parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -36,15 +32,31 @@ def test_every_gate_verdict_in_the_readme_agrees_with_its_numbers() -> None:
     assert reaches and beats and not_better, "the sample output shows each kind of verdict"
 
 
-def test_no_example_or_sketch_shows_a_monitor_schedule_that_nothing_runs(
-    tmp_path: Path,
-) -> None:
+def test_the_readme_documents_the_monitor_schedule_and_every_monitor_setting() -> None:
     sketch = README.split("## The spec (`refit.yaml`)", 1)[1].split("```", 2)[1]
-    assert "monitor: 5m" not in sketch and "coming with drift detection" in sketch
-    roots = [create_project(tmp_path / name, name) for name in EXAMPLES]
-    for root in [*roots, create_demo_project(tmp_path / "demo")]:
-        spec = yaml.safe_load((root / SPEC_FILE).read_text(encoding="utf-8"))
-        assert "monitor" not in spec["schedule"], root.name
+    assert "monitor: 5m" in sketch and "\nmonitor:" in sketch
+    monitoring = README.split("\n## Monitoring\n", 1)[1].split("\n## ", 1)[0]
+    assert "`schedule.monitor`" in monitoring
+    documented = set(re.findall(r"^\| `(\w+)` \|", monitoring, flags=re.MULTILINE))
+    mentioned = set(re.findall(r"`(\w+)`", monitoring))
+    for field in MonitorSpec.model_fields:
+        assert field in documented or field in mentioned, f"monitor.{field} is not documented"
+    judging = set(MonitorSpec.model_fields) - {
+        "log",
+        "sample",
+        "buffer_rows",
+        "flush_rows",
+        "flush_seconds",
+    }
+    assert judging <= documented, sorted(judging - documented)
+    for name, field in MonitorSpec.model_fields.items():
+        if name in judging:
+            row = re.search(rf"^\| `{name}` \| ([^|]+) \|", monitoring, flags=re.MULTILINE)
+            assert row is not None
+            shown = row[1].strip().strip("`")
+            default = field.default
+            expected = "none" if default is None else str(default).lower()
+            assert shown == expected, f"monitor.{name}: README says {shown}, the spec {default}"
 
 
 def test_the_license_is_the_apache_license_pyproject_declares() -> None:

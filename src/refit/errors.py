@@ -21,6 +21,7 @@ Nothing here knows about HTTP or the terminal::
     │   └── NoRegistryError         a reading command pointed at a registry that does not exist
     ├── AlreadyExistsError          what a command would create is there already
     ├── ListenError                 the server cannot listen on its address (a port in use)
+    ├── WaitTimedOutError           what a command waits for did not happen within its timeout
     └── RequestError                a prediction request is at fault (the server answers 4xx)
         ├── InputError              fields missing, unknown, of the wrong type, out of range
         │   └── ModelRefusedError   the model failed on a request's own rows
@@ -133,6 +134,13 @@ class ListenError(RefitError):
     """The server cannot listen on its address: the port is in use, or the host is not local."""
 
     exit_code = 10
+
+
+class WaitTimedOutError(RefitError):
+    """What a command waits for did not happen in time: a promoted version not yet served by
+    every live server (`refit models promote --wait`)."""
+
+    exit_code = 11
 
 
 class RequestError(RefitError):

@@ -232,12 +232,23 @@ class Schedule(SpecModel):
     monitor: str | None = "5m"
     """How often `refit monitor` judges the logged predictions (drift, live quality)."""
     metrics_port: int | None = Field(default=9464, ge=0, le=65535)
-    """Where `refit scheduler` serves its Prometheus `/metrics` (None: nowhere)."""
+    """Where `refit scheduler` serves its Prometheus `/metrics`, on `serve.host` (0: a free
+    port the system chooses; `off` or None: nowhere)."""
     lease_timeout: float = Field(default=30.0, ge=1.0, le=86400.0)
     """Seconds a scheduler's hold on a running job outlives it: a scheduler killed mid-job
     blocks that job this long before another scheduler takes it over (renewed every third)."""
 
     _checked = field_validator("ingest", "train", "monitor")(_check_schedule)
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _port_or_off(cls, value: Any) -> Any:
+        # YAML reads `off` (and `no`, `false`) as False, which would pass for port 0.
+        if value is False or value == "off":
+            return None
+        if value is True or (isinstance(value, str) and not value.strip().isdigit()):
+            raise ValueError("expected a port number (0 to 65535) or off")
+        return value
 
 
 class S3Options(SpecModel):

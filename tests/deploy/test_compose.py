@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 import yaml
+from deploy_specs import set_schedule
 
 from refit.apikeys import Scope, check_exposure, key_line, new_key
 from refit.deploy.compose import render_compose
 from refit.deploy.files import write_files
+from refit.deploy.roles import SCHEDULER_ARGS
 from refit.errors import SpecError
 from refit.examples import create_project
 from refit.project import load_project
@@ -125,7 +127,7 @@ def test_compose_reads_the_bundled_stack_as_intended() -> None:
     assert published["proxy"][0]["published"] == "8000"
     assert services["serve"]["command"] == ["serve"]
     assert services["serve"]["healthcheck"]["interval"] == "5s"
-    assert services["scheduler"]["command"] == ["scheduler"]
+    assert services["scheduler"]["command"] == list(SCHEDULER_ARGS)
     assert services["scheduler"]["environment"]["REFIT_SCHEDULE__INGEST"] == "5s"
     assert services["scheduler"]["build"] == {"context": str(ROOT), "dockerfile": "Dockerfile"}
     assert services["scheduler"]["pull_policy"] == "build"
@@ -140,6 +142,43 @@ def test_compose_reads_the_bundled_stack_as_intended() -> None:
     assert "identities" in json.loads(config["configs"]["s3-identities"]["content"])
     spec = yaml.safe_load((BUNDLED / "project" / SPEC_FILE).read_text())
     assert spec["data"]["source"] == {"kind": "csv", "path": "s3://refit/incoming/"}
+
+
+def test_the_scheduler_runs_the_monitor_and_serves_metrics_on_the_stacks_network() -> None:
+    scheduler = resolved(BUNDLED)["services"]["scheduler"]
+    spec = load_project(BUNDLED / "project").spec
+    environment = scheduler["environment"]
+    # Every job, the monitor's included, on refit.yaml's schedule (from .env).
+    assert spec.schedule.monitor is not None
+    assert environment["REFIT_SCHEDULE__MONITOR"] == spec.schedule.monitor
+    env_file = (BUNDLED / ".env").read_text().splitlines()
+    assert f"MONITOR_SCHEDULE={spec.schedule.monitor}" in env_file
+    # /metrics on every address of the container, its port on the network, not the host's.
+    assert scheduler["command"] == ["scheduler", "--host", "0.0.0.0"]
+    assert environment["REFIT_SCHEDULE__METRICS_PORT"] == "9464"
+    assert scheduler["expose"] == ["9464"]
+    assert "ports" not in scheduler
+    assert scheduler["labels"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "9464",
+        "prometheus.io/path": "/metrics",
+    }
+
+
+def test_a_stack_without_a_monitor_or_metrics_runs_neither(tmp_path: Path) -> None:
+    root = create_stack_project(tmp_path / "project")
+    set_schedule(root, monitor=None, metrics_port=None)
+    out = tmp_path / "stack"
+    write_files(out, render_compose(load_project(root), out))
+    assert compose(out, "config", "--quiet").returncode == 0
+    scheduler = resolved(out)["services"]["scheduler"]
+    assert scheduler["command"] == ["scheduler"]
+    assert not {"expose", "labels", "ports"} & set(scheduler)
+    assert not {"REFIT_SCHEDULE__MONITOR", "REFIT_SCHEDULE__METRICS_PORT"} & set(
+        scheduler["environment"]
+    )
+    assert "MONITOR_SCHEDULE" not in (out / ".env").read_text()
+    assert "the scheduler\n# (ingest and train)" in (out / "compose.yaml").read_text()
 
 
 def test_a_project_renders_a_stack_beside_it_that_compose_accepts(tmp_path: Path) -> None:
@@ -242,6 +281,17 @@ def test_a_stack_that_could_not_work_is_refused_before_anything_is_written(
     assert result.returncode == 2
     assert message in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "stack").exists()
+
+
+def test_a_metrics_port_prometheus_could_not_find_is_refused(tmp_path: Path) -> None:
+    root = create_stack_project(tmp_path / "project")
+    set_schedule(root, metrics_port=0)  # a free port, chosen when the scheduler starts
+    result = refit("deploy", "compose", "-p", str(root), "stack", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "schedule.metrics_port: got 0: Prometheus finds the scheduler's /metrics on a port" in (
+        " ".join(result.stderr.split())
+    )
     assert not (tmp_path / "stack").exists()
 
 

@@ -21,12 +21,14 @@ import fsspec
 import httpx
 import pytest
 import yaml
+from deploy_specs import set_schedule
 
 from containers import BUILD_TIMEOUT, PodmanNotInstalled, build_image, podman
 from refit.apikeys import Scope, key_line, new_key
 from refit.deploy import pod
 from refit.deploy.files import write_files
 from refit.deploy.helm import render_helm, split_image
+from refit.deploy.roles import JOB_ARGS, METRICS_OFF, SCHEDULER_ARGS
 from refit.examples import create_project
 from refit.project import load_project
 from refit.schedule import cron_expression
@@ -52,6 +54,7 @@ VARIATIONS = {
     ],
     "existing secret": ["--set", "secret.existingSecret=refit-credentials"],
     "scheduler instead of CronJobs": ["--set", "schedule.cronJobs=false"],
+    "monitor off": ["--set", "monitor.enabled=false"],
     "two workers on 2500m": [
         "--set",
         "server.workers=2",
@@ -332,6 +335,7 @@ def test_the_defaults_render_the_production_shape(helm: Path) -> None:
         "PodDisruptionBudget/refit-server",
         "CronJob/refit-ingest",
         "CronJob/refit-train",
+        "CronJob/refit-monitor",
     }
     spec = rendered["ConfigMap/refit-spec"]["data"]["refit.yaml"]
     assert spec == (BUNDLED / "files" / "refit.yaml").read_text()
@@ -370,7 +374,7 @@ def test_the_servers_take_their_api_keys_from_the_secret(helm: Path) -> None:
         assert keys["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "REFIT_API_KEY_HASHES"}
         if secret == "refit":
             assert rendered["Secret/refit"]["stringData"]["REFIT_API_KEY_HASHES"] == line
-        for job in ("ingest", "train"):
+        for job in ("ingest", "train", "monitor"):
             cron = rendered[f"CronJob/refit-{job}"]["spec"]["jobTemplate"]["spec"]["template"]
             names = {e["name"] for e in cron["spec"]["containers"][0]["env"]}
             assert "REFIT_API_KEY_HASHES" not in names, job
@@ -402,7 +406,103 @@ def test_the_variations_change_what_they_say(helm: Path) -> None:
     assert not [name for name in scheduled if name.startswith("CronJob/")]
     scheduler = scheduled["Deployment/refit-scheduler"]["spec"]
     assert (scheduler["replicas"], scheduler["strategy"]["type"]) == (1, "Recreate")
-    assert scheduler["template"]["spec"]["containers"][0]["args"] == ["scheduler"]
+    assert scheduler["template"]["spec"]["containers"][0]["args"] == list(SCHEDULER_ARGS)
+
+    assert "CronJob/refit-monitor" not in render("monitor off")
+
+
+def by_name(rendered: str) -> dict[str, dict[str, Any]]:
+    return {f"{o['kind']}/{o['metadata']['name']}": o for o in objects(rendered)}
+
+
+def job_container(cron: dict[str, Any]) -> dict[str, Any]:
+    [container] = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_the_monitor_is_a_cronjob_on_refit_yamls_schedule_that_trains(helm: Path) -> None:
+    values = yaml.safe_load((BUNDLED / "values.yaml").read_text())
+    spec = load_project(BUNDLED / "files").spec  # the chart's refit.yaml
+    assert spec.schedule.monitor is not None
+    assert values["monitor"]["enabled"] is True
+    assert values["monitor"]["schedule"] == cron_expression(spec.schedule.monitor)
+    monitor = by_name(template(helm, BUNDLED))["CronJob/refit-monitor"]
+    assert monitor["spec"]["schedule"] == values["monitor"]["schedule"]
+    assert monitor["spec"]["concurrencyPolicy"] == "Forbid"
+    container = job_container(monitor)
+    # No scheduler beside a CronJob: the monitor's run trains what drift or quality asked for.
+    assert container["args"] == list(JOB_ARGS["monitor"]) == ["monitor", "--json", "--train"]
+    assert container["resources"] == values["monitor"]["resources"]
+    assert {e["name"]: e.get("value") for e in container["env"]}["OMP_NUM_THREADS"] == "2"
+
+    changed = by_name(
+        template(
+            helm,
+            BUNDLED,
+            "--set",
+            "monitor.schedule=0 * * * *",
+            "--set",
+            "monitor.resources.limits.cpu=3",
+        )
+    )["CronJob/refit-monitor"]
+    assert changed["spec"]["schedule"] == "0 * * * *"
+    limits = job_container(changed)["resources"]["limits"]
+    assert limits["cpu"] == 3
+    env = {e["name"]: e.get("value") for e in job_container(changed)["env"]}
+    assert env["OMP_NUM_THREADS"] == "3"
+    # The other jobs keep the resources of schedule.resources.
+    train = job_container(by_name(template(helm, BUNDLED))["CronJob/refit-train"])
+    assert train["resources"] == values["schedule"]["resources"]
+
+
+def test_the_scheduler_serves_its_metrics_for_prometheus_and_runs_the_monitor(
+    helm: Path,
+) -> None:
+    def scheduler(*values: str) -> dict[str, Any]:
+        rendered = by_name(template(helm, BUNDLED, "--set", "schedule.cronJobs=false", *values))
+        assert not [name for name in rendered if name.startswith("CronJob/")]
+        pod: dict[str, Any] = rendered["Deployment/refit-scheduler"]["spec"]["template"]
+        return pod
+
+    pod = scheduler()
+    [container] = pod["spec"]["containers"]
+    assert container["args"] == ["scheduler", "--host", "0.0.0.0"]
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9464}]
+    annotations = pod["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert (annotations["prometheus.io/port"], annotations["prometheus.io/path"]) == (
+        "9464",
+        "/metrics",
+    )
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["REFIT_SCHEDULE__METRICS_PORT"] == "9464"  # the port it serves is the pod's
+    # The monitor runs on refit.yaml's schedule, whatever the CronJob's values say.
+    assert not [name for name in env if name.startswith("REFIT_SCHEDULE__") and "PORT" not in name]
+
+    other = scheduler("--set", "schedule.metricsPort=9100")
+    assert other["spec"]["containers"][0]["ports"][0]["containerPort"] == 9100
+    assert other["metadata"]["annotations"]["prometheus.io/port"] == "9100"
+
+    quiet = scheduler("--set", "schedule.metricsPort=null")
+    [container] = quiet["spec"]["containers"]
+    assert container["args"] == ["scheduler"] and "ports" not in container
+    assert not {k for k in quiet["metadata"]["annotations"] if k.startswith("prometheus.io/")}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    # refit.yaml's port is overridden, as the value says: no metrics.
+    assert env["REFIT_SCHEDULE__METRICS_PORT"] == METRICS_OFF
+    assert (
+        kubernetes_validate(
+            template(
+                helm,
+                BUNDLED,
+                "--set",
+                "schedule.cronJobs=false",
+                "--set",
+                "schedule.metricsPort=null",
+            )
+        ).returncode
+        == 0
+    )
 
 
 @pytest.mark.parametrize(
@@ -416,6 +516,10 @@ def test_the_variations_change_what_they_say(helm: Path) -> None:
         ("storage.artifactsUrl=/data", "at '/storage/artifactsUrl': '/data' does not match"),
         ("servre.replicas=2", "additional properties 'servre' not allowed"),
         ("secret.metadataUrl=null", "at '/secret': missing property 'metadataUrl'"),
+        ("monitor.enabled=yes", "at '/monitor/enabled': got string, want boolean"),
+        ("monitor.schedule=", "at '/monitor/schedule': minLength: got 0, want 1"),
+        ("monitor.schedule=5m", "at '/monitor/schedule': '5m' does not match"),
+        ("schedule.metricsPort=0", "at '/schedule/metricsPort': minimum"),
     ],
 )
 def test_a_wrong_value_is_refused_by_the_schema(helm: Path, value: str, refusal: str) -> None:
@@ -472,6 +576,59 @@ def test_a_project_renders_a_chart_of_its_own(helm: Path, tmp_path: Path) -> Non
     assert kubernetes_validate(rendered).returncode == 0
 
 
+def test_a_project_with_no_monitor_or_metrics_renders_them_off(helm: Path, tmp_path: Path) -> None:
+    root = create_stack_project(tmp_path / "project")
+    set_schedule(root, monitor=None, metrics_port=None)
+    out = tmp_path / "chart"
+    write_files(out, render_helm(load_project(root)))
+    values = yaml.safe_load((out / "values.yaml").read_text())
+    assert (values["monitor"]["enabled"], values["monitor"]["schedule"]) == (False, "")
+    assert values["schedule"]["metricsPort"] is None
+    assert run(helm, "lint", "--strict", out).returncode == 0
+    for variation in ([], ["--set", "schedule.cronJobs=false"]):
+        rendered = template(helm, out, *variation)
+        assert kubernetes_validate(rendered).returncode == 0
+        assert broken_rules(objects(rendered)) == []
+        found = by_name(rendered)
+        assert "CronJob/refit-monitor" not in found
+        if variation:
+            [container] = found["Deployment/refit-scheduler"]["spec"]["template"]["spec"][
+                "containers"
+            ]
+            assert container["args"] == ["scheduler"] and "ports" not in container
+    # Turned on by a value, with a schedule of its own.
+    on = ["--set", "monitor.enabled=true", "--set", "monitor.schedule=*/10 * * * *"]
+    monitor = by_name(template(helm, out, *on))["CronJob/refit-monitor"]
+    assert monitor["spec"]["schedule"] == "*/10 * * * *"
+    # Nor does the scheduler run one: refit.yaml has no schedule.monitor.
+    scheduled = run(
+        helm,
+        "install",
+        "churn",
+        out,
+        "--dry-run=client",
+        *VARIATIONS["scheduler instead of CronJobs"],
+    )
+    assert scheduled.returncode == 0 and "The monitor" not in scheduled.stdout
+    refused = run(helm, "template", "refit", out, "--set", "monitor.enabled=true")
+    assert refused.returncode != 0
+    assert "at '/monitor/schedule': minLength: got 0, want 1" in refused.stderr
+
+
+def test_the_notes_say_where_the_monitor_runs_and_the_scheduler_serves_metrics(
+    helm: Path,
+) -> None:
+    default = notes(helm)
+    schedule = yaml.safe_load((BUNDLED / "values.yaml").read_text())["monitor"]["schedule"]
+    assert f'the CronJob churn-monitor, "{schedule}"' in default
+    assert "kubectl exec deploy/churn-server -- refit drift" in default
+    assert "metrics" not in default.split("Reach the API")[0]
+    scheduled = notes(helm, *VARIATIONS["scheduler instead of CronJobs"])
+    assert "The monitor (run by the scheduler)" in scheduled
+    assert "/metrics on its pod's port\n9464" in scheduled
+    assert "The monitor" not in notes(helm, *VARIATIONS["monitor off"])
+
+
 def test_rendering_again_leaves_the_same_and_refuses_what_differs(tmp_path: Path) -> None:
     root = create_stack_project(tmp_path / "project")
     out = tmp_path / "chart"
@@ -511,6 +668,29 @@ def test_a_chart_that_could_not_work_is_refused_before_anything_is_written(
         text = (root / SPEC_FILE).read_text()
         (root / SPEC_FILE).write_text(text.replace(*change))
     result = refit("deploy", "helm", "-p", str(root), "chart", *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "chart").exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("monitor", "7m", "schedule.monitor: got '7m': a CronJob runs on clock times"),
+        (
+            "metrics_port",
+            0,
+            "schedule.metrics_port: got 0: Prometheus finds the scheduler's /metrics on a port",
+        ),
+    ],
+)
+def test_a_monitor_or_metrics_setting_the_chart_cannot_keep_is_refused(
+    tmp_path: Path, field: str, value: object, message: str
+) -> None:
+    root = create_stack_project(tmp_path / "project")
+    set_schedule(root, **{field: value})
+    result = refit("deploy", "helm", "-p", str(root), "chart", cwd=tmp_path)
     assert result.returncode == 2
     assert message in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr

@@ -22,12 +22,14 @@ from typing import Any
 import pytest
 import typer
 import yaml
+from deploy_specs import set_schedule
 
 from refit.cli import app
 from refit.deploy import pod
 from refit.deploy.files import write_files
 from refit.deploy.kubernetes import (
     API_KEYS_SECRET_KEY,
+    JOB_CPU,
     SIGNING_SECRET_KEY,
     SPEC_PATH,
     USER_ID,
@@ -35,6 +37,7 @@ from refit.deploy.kubernetes import (
     default_image,
     render_kubernetes,
 )
+from refit.deploy.roles import JOB_ARGS
 from refit.examples import create_project
 from refit.project import load_project
 from refit.schedule import cron_expression
@@ -228,7 +231,12 @@ def test_the_servers_shutdown_takes_its_numbers_from_refit_serve(built: dict[Any
 
 def test_every_pod_is_locked_down(built: dict[Any, Any]) -> None:
     pods = pod_specs(built)
-    assert set(pods) == {"breast-cancer-serve", "breast-cancer-ingest", "breast-cancer-train"}
+    assert set(pods) == {
+        "breast-cancer-serve",
+        "breast-cancer-ingest",
+        "breast-cancer-train",
+        "breast-cancer-monitor",
+    }
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert f"USER {USER_ID}:{USER_ID}" in dockerfile
     for name, template in pods.items():
@@ -330,13 +338,15 @@ def test_the_server_is_reachable_scraped_and_spread(built: dict[Any, Any]) -> No
         assert not service["spec"]["selector"].items() <= job_labels.items()
 
 
-def test_ingest_and_train_are_cronjobs_that_never_overlap(built: dict[Any, Any]) -> None:
+def test_ingest_train_and_monitor_are_cronjobs_that_never_overlap(built: dict[Any, Any]) -> None:
     jobs = {job["metadata"]["name"]: job for job in by_kind(built, "CronJob")}
-    assert set(jobs) == {"breast-cancer-ingest", "breast-cancer-train"}
+    assert set(jobs) == {"breast-cancer-ingest", "breast-cancer-train", "breast-cancer-monitor"}
+    schedule = load_project(BUNDLED / "base").spec.schedule
     for name, job in jobs.items():
         spec = job["spec"]
-        # The example's 5s and 10s: as often as a CronJob runs.
-        assert spec["schedule"] == "* * * * *", name
+        role = name.removeprefix("breast-cancer-")
+        # The example's 5s and 10s: as often as a CronJob runs; the monitor's own schedule.
+        assert spec["schedule"] == cron_expression(getattr(schedule, role)), name
         assert spec["timeZone"] == "Etc/UTC"  # refit's cron schedules are in UTC
         assert spec["concurrencyPolicy"] == "Forbid", name
         assert spec["startingDeadlineSeconds"] > 10, name
@@ -347,8 +357,14 @@ def test_ingest_and_train_are_cronjobs_that_never_overlap(built: dict[Any, Any])
         template = run["template"]
         assert template["spec"]["restartPolicy"] == "Never", name
         [container] = template["spec"]["containers"]
-        assert container["args"] == [name.removeprefix("breast-cancer-")], name
+        assert container["args"] == list(JOB_ARGS[role]), name
         assert "livenessProbe" not in container  # a run that ends is not a server
+    # A CronJob has no scheduler: the monitor's run trains what drift or quality asked for,
+    # with the CPU a training needs.
+    run = jobs["breast-cancer-monitor"]["spec"]["jobTemplate"]["spec"]
+    [monitor] = run["template"]["spec"]["containers"]
+    assert monitor["args"] == ["monitor", "--json", "--train"]
+    assert cores(monitor["resources"]["limits"]["cpu"]) == JOB_CPU["train"]
 
 
 def test_the_overlays_differ_as_documented(kubectl: Path) -> None:
@@ -385,6 +401,32 @@ def test_the_overlays_differ_as_documented(kubectl: Path) -> None:
         } == {"breast-cancer"}
 
 
+def test_the_dev_overlay_runs_every_job_as_the_node_has_it_with_small_requests(
+    kubectl: Path,
+) -> None:
+    dev = objects(build(kubectl, BUNDLED / "overlays" / "dev"))
+    jobs = by_kind(dev, "CronJob")
+    assert len(jobs) == 3
+    for job in jobs:
+        [container] = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+        assert container["imagePullPolicy"] == "IfNotPresent", job["metadata"]["name"]
+        assert container["resources"]["requests"] == {"cpu": "100m", "memory": "256Mi"}
+
+
+def test_a_monitor_schedule_of_null_renders_no_monitor(tmp_path: Path, kubectl: Path) -> None:
+    root = create_stack_project(tmp_path / "project")
+    set_schedule(root, monitor=None)
+    out = tmp_path / "kubernetes"
+    write_files(out, render_kubernetes(load_project(root)))
+    assert not (out / "base" / "monitor.yaml").exists()
+    assert "monitor" not in (out / "base" / "kustomization.yaml").read_text()
+    for overlay in OVERLAYS:
+        manifests = build(kubectl, out / "overlays" / overlay)
+        validate(manifests)
+        jobs = {job["metadata"]["name"] for job in by_kind(objects(manifests), "CronJob")}
+        assert jobs == {"breast-cancer-ingest", "breast-cancer-train"}, overlay
+
+
 @pytest.mark.parametrize(
     ("schedule", "cron"),
     [
@@ -409,6 +451,7 @@ def test_a_user_project_renders_manifests_that_validate(tmp_path: Path, kubectl:
     schedule = "schedule:\n  ingest: 10s\n  train: 20s\n"
     assert schedule in text
     spec.write_text(text.replace(schedule, "schedule:\n  ingest: 10m\n  train: null\n"))
+    set_schedule(root, monitor="15m")
     shutil.rmtree(root / "data")
     out = tmp_path / "manifests"
     image = "registry.example.com/ml/diabetes:1.2"
@@ -419,11 +462,13 @@ def test_a_user_project_renders_manifests_that_validate(tmp_path: Path, kubectl:
         manifests = build(kubectl, out / "overlays" / overlay)
         validate(manifests)
         built = objects(manifests)
-        [job] = by_kind(built, "CronJob")  # train has no schedule: no CronJob
-        assert (job["metadata"]["name"], job["spec"]["schedule"]) == (
-            "diabetes-ingest",
-            "*/10 * * * *",
-        )
+        # train has no schedule: no CronJob
+        assert {
+            job["metadata"]["name"]: job["spec"]["schedule"] for job in by_kind(built, "CronJob")
+        } == {
+            "diabetes-ingest": "*/10 * * * *",
+            "diabetes-monitor": "*/15 * * * *",
+        }
         for template in pod_specs(built).values():
             assert template["spec"]["containers"][0]["image"] == image
         settings = next(
@@ -488,6 +533,17 @@ def test_manifests_that_could_not_work_are_refused_before_anything_is_written(
     assert result.returncode == 2
     assert message in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_monitor_schedule_no_cronjob_keeps_is_refused(tmp_path: Path) -> None:
+    root = create_stack_project(tmp_path / "project")
+    set_schedule(root, monitor="90m")
+    result = refit("deploy", "kubernetes", "-p", str(root), "out", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "schedule.monitor: got '90m': a CronJob runs on clock times: expected an interval" in (
+        " ".join(result.stderr.split())
+    )
     assert not (tmp_path / "out").exists()
 
 

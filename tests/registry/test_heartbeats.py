@@ -71,3 +71,23 @@ def test_rows_not_seen_for_a_while_are_stale_then_forgotten(registry: Registry) 
     rows = {r.instance: is_stale(r) for r in list_servers(registry, "churn")}
     assert rows == {"live": False, "stuck": True}
     assert [r.instance for r in list_servers(registry, "other")] == ["other-model"]
+
+
+def test_a_row_keeps_since_when_its_server_serves_its_version(registry: Registry) -> None:
+    beat(registry, "a", "churn", Beat(None))
+    (loading,) = list_servers(registry, "churn")
+    assert loading.serving_since is None  # nothing served yet
+
+    beat(registry, "a", "churn", Beat(3))
+    (first,) = list_servers(registry, "churn")
+    assert first.serving_since is not None and first.serving_since >= loading.seen_at
+
+    beat(registry, "a", "churn", Beat(3, refused_version=4, refused_error="v4 is corrupt"))
+    (same,) = list_servers(registry, "churn")
+    assert same.serving_since == first.serving_since  # still v3, whatever else it says
+    assert same.seen_at >= first.serving_since
+
+    beat(registry, "a", "churn", Beat(4))
+    (swapped,) = list_servers(registry, "churn")
+    assert swapped.serving_since is not None and swapped.serving_since > same.serving_since
+    assert swapped.serving_since == swapped.seen_at

@@ -12,6 +12,7 @@ from refit.cli.data import batches_app, ingest, init, snapshots_app
 from refit.cli.deploy import deploy_app
 from refit.cli.keys import keys_app
 from refit.cli.models import models_app, train
+from refit.cli.monitor import drift, monitor
 from refit.cli.run import demo, feed, scheduler, status, up
 from refit.cli.serve import serve
 
@@ -26,6 +27,8 @@ app.command()(init)
 app.command()(ingest)
 app.command()(train)
 app.command()(serve)
+app.command()(monitor)
+app.command()(drift)
 app.command()(up)
 app.command()(status)
 app.command()(demo)

@@ -28,6 +28,7 @@ from refit.errors import (
     RefitError,
     StoreError,
     TrainingError,
+    WaitTimedOutError,
 )
 from refit.project import Project, load_project
 from refit.services import Services, open_services
@@ -61,8 +62,10 @@ EXIT_CODES: dict[int, str] = {
     "registry at `storage.metadata_url`, for a command that does not make one",
     AlreadyExistsError.exit_code: "`refit init` on a folder that already holds a project or "
     "other files; `refit deploy` over files that hold other content, without `--force`",
-    ListenError.exit_code: "the server cannot listen on its address: the port is in use, or the "
-    "host is not this machine's",
+    ListenError.exit_code: "the server, or the scheduler's `/metrics`, cannot listen on its "
+    "address: the port is in use, or the host is not this machine's",
+    WaitTimedOutError.exit_code: "`refit models promote --wait`: not every live server serves "
+    "the version within `--timeout` (production holds it all the same)",
     INTERNAL: "an internal error, a bug in refit (`REFIT_DEBUG=1` shows the traceback)",
     INTERRUPTED: "interrupted (Ctrl-C)",
 }

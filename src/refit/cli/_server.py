@@ -1,4 +1,5 @@
-"""The server's flags and address, as `refit serve`, `refit up` and `refit demo` take them.
+"""The server's flags and address, as `refit serve`, `refit up` and `refit demo` take them, and
+the port of the scheduler's `/metrics` (`refit scheduler`, `refit up`).
 
 Each flag is checked by the rule of its field in the spec (`--port` by `serve.port`'s), when the
 command line is read: a bad value is a usage error that names the flag. The address is tried
@@ -19,7 +20,7 @@ import typer
 
 from refit.cli._output import checked_by
 from refit.errors import ListenError
-from refit.spec import ServeSpec
+from refit.spec import Schedule, ServeSpec
 
 HostOption = Annotated[
     str | None,
@@ -33,6 +34,15 @@ PortOption = Annotated[
         help="Port to listen on (default serve.port, 8000).", callback=checked_by(ServeSpec, "port")
     ),
 ]
+MetricsPortOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="PORT|off",
+        help="Port of the scheduler's Prometheus /metrics, on --host (default "
+        "schedule.metrics_port, 9464; 0: a free port; off: none).",
+        callback=checked_by(Schedule, "metrics_port"),
+    ),
+]
 WorkersOption = Annotated[
     int | None,
     typer.Option(
@@ -42,21 +52,35 @@ WorkersOption = Annotated[
 ]
 
 
-def listen_error(host: str, port: int, exc: OSError) -> ListenError:
-    """What a failed bind means to the person who chose the address."""
+SERVE_PORT = "--port (or serve.port)"
+METRICS_PORT = "--metrics-port (or schedule.metrics_port)"
+"""Where the scheduler's `/metrics` port is chosen, for `listen_error`."""
+
+
+def metrics_port(schedule: Schedule, flag: str | None) -> int | None:
+    """The scheduler's metrics port: `--metrics-port` read by the rule of
+    `schedule.metrics_port`, or that field when the flag is not given (None: no `/metrics`)."""
+    if flag is None:
+        return schedule.metrics_port
+    return Schedule.model_validate({"metrics_port": flag}).metrics_port
+
+
+def listen_error(host: str, port: int, exc: OSError, port_flag: str = SERVE_PORT) -> ListenError:
+    """What a failed bind means to the person who chose the address (the port by
+    `port_flag`)."""
     if exc.errno == errno.EADDRINUSE:
         return ListenError(
             f"port {port} on {host} is in use by another process: stop it, or choose another "
-            "port with --port (or serve.port)"
+            f"port with {port_flag}"
         )
     reason = exc.strerror or str(exc)
     return ListenError(
         f"cannot listen on {host}:{port}: {reason}; give an address of this machine with "
-        "--host (or serve.host) and a free port with --port (or serve.port)"
+        f"--host (or serve.host) and a free port with {port_flag}"
     )
 
 
-def check_address(host: str, port: int) -> None:
+def check_address(host: str, port: int, port_flag: str = SERVE_PORT) -> None:
     """Raise `ListenError` unless a server could listen on `host:port` now.
 
     The socket is bound as uvicorn binds it (SO_REUSEADDR, so a port left in TIME_WAIT by a
@@ -68,7 +92,7 @@ def check_address(host: str, port: int) -> None:
         try:
             sock.bind((host, port))
         except OSError as exc:
-            raise listen_error(host, port, exc) from None
+            raise listen_error(host, port, exc, port_flag) from None
 
 
 class _BindFailure(logging.Filter):

@@ -34,6 +34,7 @@ from refit.registry.signing import sign_versions, signature_state
 from refit.train.promotion import promote_version, rollback
 
 if TYPE_CHECKING:
+    from refit.cli._serving import Rollout
     from refit.services import Services
     from refit.train.run import TrainResult
 
@@ -113,6 +114,8 @@ def _print_result(result: TrainResult, aliases: dict[str, int], json: bool) -> N
                 "version": version_dict(version, aliases),
                 "decision": decision.to_dict(),
                 "nullable_note": result.nullable_note or None,
+                "trigger": result.trigger,
+                "cause": result.cause,
             }
         )
         return
@@ -131,6 +134,8 @@ def _print_result(result: TrainResult, aliases: dict[str, int], json: bool) -> N
         out.print(f"  served natively, not by ONNX Runtime: {reason}", markup=False)
     if result.nullable_note:
         out.print(f"  note: {result.nullable_note}", markup=False)
+    if result.cause is not None:
+        out.print(f"  asked for by {result.trigger}: {result.cause}", markup=False)
     verdict = "[green]promoted to production[/]" if decision.promoted else "[yellow]not promoted[/]"
     out.print(f"{verdict}: {decision.reason}")
 
@@ -320,29 +325,67 @@ def _print_decision(decision: DecisionRow, json: bool) -> None:
         )
 
 
+def _seconds(value: float) -> float:
+    if not value > 0:
+        raise typer.BadParameter(f"{value:g} is not a number of seconds above 0")
+    return value
+
+
 @models_app.command("promote")
 def promote(
     version: Annotated[int, typer.Argument(help="The version to put in production.")],
     project: ProjectOption = Path("."),
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Return once every live server serves the version.")
+    ] = False,
+    timeout: Annotated[
+        float,
+        typer.Option(help="Seconds --wait waits at most (then exit 11).", callback=_seconds),
+    ] = 120.0,
     json: JsonOption = False,
 ) -> None:
-    """Point production at a version, whatever the gate said (a success if it is there already)."""
+    """Point production at a version, whatever the gate said (a success if it is there already);
+    with --wait, return once every live server serves it."""
     with services_for(project, "models promote") as services:
         name = services.project.spec.name
         try:
             decision = promote_version(
                 services.registry, name, version, actor(), store=services.store
             )
+            said: dict[str, Any] = decision.to_dict()
+            message = (
+                f"{decision.name}@{decision.alias} -> v{decision.candidate_version}: "
+                f"{decision.reason}"
+            )
         except ConflictError:
             if services.registry.alias_version(name, PRODUCTION) != version:
                 raise  # someone else moved production first
             message = f"{name} v{version} already holds {PRODUCTION}: nothing to change"
-            if json:
-                print_json({"name": name, "version": version, "changed": False, "message": message})
-            else:
-                out.print(message)
-            return
-    _print_decision(decision, json)
+            said = {"name": name, "version": version, "changed": False, "message": message}
+        if not json:
+            out.print(message, markup=False)
+        if wait:
+            served = _wait_until_served(services, name, version, timeout)
+            said["served"] = {"version": version, "serving": served.serving, "live": served.live}
+    if json:
+        print_json(said)
+
+
+def _wait_until_served(services: Services, name: str, version: int, timeout: float) -> Rollout:
+    from refit.cli._serving import wait_until_served
+
+    served = wait_until_served(
+        services.registry,
+        name,
+        version,
+        timeout,
+        lambda state: err.print(f"waiting: {state}", markup=False) if state.live else None,
+    )
+    if served.live:
+        err.print(f"{name} v{version} is served by every live server ({served.live})")
+    else:
+        err.print(f"no live server of {name} has reported: nothing to wait for", markup=False)
+    return served
 
 
 @models_app.command("rollback")

@@ -27,19 +27,31 @@ from refit.cli._output import (
     print_table,
     when,
 )
-from refit.cli._server import HostOption, PortOption, WorkersOption, check_address
-from refit.cli._serving import server_dicts, serving_line
+from refit.cli._server import (
+    METRICS_PORT,
+    HostOption,
+    MetricsPortOption,
+    PortOption,
+    WorkersOption,
+    check_address,
+    listen_error,
+)
+from refit.cli._server import metrics_port as chosen_metrics_port
+from refit.cli._serving import SERVER_COLUMNS, server_dicts, server_rows, serving_line
+from refit.cli.monitor import status_line
 from refit.errors import DataError, RefitError
 from refit.project import load_project
 from refit.registry import PRODUCTION
 from refit.registry.heartbeats import list_servers
 from refit.registry.jobs import job_states
+from refit.registry.monitoring import latest_report
 from refit.registry.tables import utcnow
 from refit.schedule import parse_schedule
 from refit.services import Services
 from refit.spec import SPEC_FILE, Schedule, ServeSpec
 
 if TYPE_CHECKING:
+    from refit.run.demo import Feed
     from refit.run.supervisor import SupervisorError
 
 
@@ -59,20 +71,37 @@ def _until_signalled() -> Iterator[threading.Event]:
 
 def _say(name: str, line: str) -> None:
     job, _, rest = line.partition(": ")
-    if name == "scheduler" and job in ("ingest", "train"):
+    if name == "scheduler" and job in ("ingest", "train", "monitor"):
         name, line = job, rest
     stamp = datetime.now().strftime("%H:%M:%S")
     out.print(f"[dim]{stamp}[/] [bold]{name:<9}[/] {line}", markup=True, highlight=False)
 
 
-def scheduler(project: ProjectOption = Path(".")) -> None:
-    """Run the scheduled ingest and train jobs until stopped (refit up runs this for you)."""
+def scheduler(
+    project: ProjectOption = Path("."),
+    host: HostOption = None,
+    metrics_port: MetricsPortOption = None,
+) -> None:
+    """Run the scheduled ingest and train jobs until stopped, and serve their Prometheus
+    /metrics (refit up runs this for you)."""
+    from refit.run.metrics import MetricsServer
     from refit.run.scheduler import Scheduler
     from refit.train.checks import check_model
 
     loaded = load_project(project)
+    host = loaded.spec.serve.host if host is None else host
+    port = chosen_metrics_port(loaded.spec.schedule, metrics_port)
+    if port:
+        check_address(host, port, METRICS_PORT)  # before the model is built: at once
     check_model(loaded.spec, loaded.root)
     with open_project_services(loaded, "scheduler") as services, _until_signalled() as stop:
+        metrics = None
+        if port is not None:
+            try:
+                metrics = MetricsServer(services.registry, loaded.spec.name, host, port)
+            except OSError as exc:
+                raise listen_error(host, port, exc, METRICS_PORT) from None
+            print(f"metrics: {metrics.url}", flush=True)
         jobs = Scheduler(
             loaded,
             services.registry,
@@ -82,6 +111,8 @@ def scheduler(project: ProjectOption = Path(".")) -> None:
         jobs.start()
         stop.wait()
         jobs.stop()
+        if metrics is not None:
+            metrics.close()
 
 
 def up(
@@ -89,6 +120,7 @@ def up(
     host: HostOption = None,
     port: PortOption = None,
     workers: WorkersOption = None,
+    metrics_port: MetricsPortOption = None,
 ) -> None:
     """Run the whole loop here: the scheduler and the server, restarted if they die."""
     from refit.run.local import run_up
@@ -100,16 +132,29 @@ def up(
     settings = loaded.spec.serve
     host = settings.host if host is None else host
     port = settings.port if port is None else port
+    metrics = chosen_metrics_port(loaded.spec.schedule, metrics_port)
     check_address(host, port)  # a port in use stops refit up here, not in a restart loop
+    if metrics:
+        check_address(host, metrics, METRICS_PORT)
     check_exposure(settings.model_copy(update={"host": host}), os.environ)
     with open_project_services(loaded, "up"):
         pass  # migrate the registry once, before the children race to
     url = f"http://{host}:{port}"
     err.print(f"refit up: {loaded.spec.name} in {loaded.root}; API {url}, docs {url}/docs")
+    if metrics:
+        err.print(f"scheduler metrics: http://{host}:{metrics}/metrics")
     err.print("Ctrl-C stops everything cleanly.")
     with _until_signalled() as stop:
         try:
-            run_up(loaded, stop, _say, host=host, port=port, workers=workers)
+            run_up(
+                loaded,
+                stop,
+                _say,
+                host=host,
+                port=port,
+                workers=workers,
+                metrics_port="off" if metrics is None else str(metrics),
+            )
         except SupervisorError as exc:
             raise _stopped("refit up", exc) from None
     err.print("refit up: stopped")
@@ -152,8 +197,12 @@ def demo(
     train: Annotated[
         str, typer.Option(help="Train schedule.", callback=checked_by(Schedule, "train"))
     ] = "5s",
+    monitor: Annotated[
+        str, typer.Option(help="Monitor schedule.", callback=checked_by(Schedule, "monitor"))
+    ] = "5s",
 ) -> None:
-    """Create an example project and run the loop on it with a simulated data feed."""
+    """Create an example project and run the loop on it with a simulated data feed, and
+    requests from the same drifting world, which the monitor flags."""
     from refit.run.demo import Feed, create_demo_project
     from refit.run.local import run_up
     from refit.run.supervisor import SupervisorError
@@ -164,7 +213,7 @@ def demo(
     port = settings.port if port is None else port
     check_address(settings.host, port)  # before anything is created
     if not exists:
-        create_demo_project(directory, ingest=ingest, train=train)
+        create_demo_project(directory, ingest=ingest, train=train, monitor=monitor)
     loaded = load_project(directory)
     services = open_project_services(loaded, "demo")
     url = f"http://{settings.host}:{port}"
@@ -196,6 +245,8 @@ def demo(
         watcher.start()
         asker = threading.Thread(target=_ask, args=(url, loaded.root / "request.json", stop))
         asker.start()
+        traffic = threading.Thread(target=_traffic, args=(url, feed, stop))
+        traffic.start()
         try:
             run_up(loaded, stop, _say, port=port, workers=workers)
         except SupervisorError as exc:
@@ -204,6 +255,7 @@ def demo(
             stop.set()
             watcher.join(5)
             asker.join(5)
+            traffic.join(5)
             services.close()
     err.print("refit demo: stopped; `refit status -p DIR` shows what happened")
 
@@ -299,8 +351,22 @@ def _ask(url: str, request: Path, stop: threading.Event) -> None:
             )
 
 
+def _traffic(url: str, feed: Feed, stop: threading.Event) -> None:
+    """Requests from the feed's drifting world, a batch of 20 records twice a second: what
+    the server logs and the monitor judges."""
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=5) as client:
+        while not stop.wait(0.5):
+            try:
+                client.post("/predict/batch", json={"records": feed.requests(20)})
+            except httpx.HTTPError:
+                continue
+
+
 def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None:
-    """What is served, the last runs and decisions, and when the jobs run next."""
+    """What is served (and by which servers), the last runs and decisions, and when the jobs
+    run next."""
     loaded = load_project(project)
     name = loaded.spec.name
     with open_project_services(loaded, "status") as services:
@@ -312,6 +378,7 @@ def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None
         decisions = registry.list_decisions(name, limit=5)
         states = job_states(registry, name)
         servers = list_servers(registry, name)
+        report = latest_report(registry, name)
     jobs: list[dict[str, Any]] = []
     for job in ("ingest", "train"):
         text = getattr(loaded.spec.schedule, job)
@@ -341,6 +408,7 @@ def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None
                 "runs": [r.to_dict() for r in runs],
                 "decisions": [d.to_dict() for d in decisions],
                 "jobs": jobs,
+                "monitor": status_line(report),
             }
         )
         return
@@ -353,7 +421,10 @@ def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None
     else:
         out.print(f"{name}@production: not set yet")
     out.print(f"serving: {serving_line(production, servers)}", markup=False)
+    if servers:
+        print_table(SERVER_COLUMNS, server_rows(servers), title="servers")
     out.print(f"latest snapshot: {latest.id[:12] if latest else '-'}")
+    out.print(status_line(report), markup=False)
     print_table(
         ["job", "schedule", "last run", "status", "next", "message"],
         [
@@ -370,9 +441,16 @@ def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None
         title="jobs",
     )
     print_table(
-        ["started", "status", "snapshot", "version", "error"],
+        ["started", "status", "trigger", "snapshot", "version", "error or cause"],
         [
-            (when(r.started_at), r.status, r.snapshot_id[:12], r.version or "", r.error or "")
+            (
+                when(r.started_at),
+                r.status,
+                r.trigger,
+                r.snapshot_id[:12],
+                r.version or "",
+                r.error or r.cause or "",
+            )
             for r in runs
         ],
         title="last training runs",

@@ -2,9 +2,10 @@
 
 The stack is the loop of `refit up` in containers that share nothing but two stores:
 PostgreSQL (the registry) and an S3 store (SeaweedFS) for artifacts and the data source's
-files; a one-shot service creates the bucket, the scheduler ingests and trains, the server
-scales behind a proxy that is the one published port, and, with `feed`, a feeder drops the
-breast-cancer example's rows into the bucket.
+files; a one-shot service creates the bucket, the scheduler ingests, trains and monitors (and
+serves its Prometheus metrics on the stack's network), the server scales behind a proxy that
+is the one published port, and, with `feed`, a feeder drops the breast-cancer example's rows
+into the bucket.
 
 Every refit service runs one image, built by the scheduler's service. Either the project's
 image: refit's image plus the project's files, from the rendered `Dockerfile`; or, with
@@ -24,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 
 from refit.deploy.pod import STOP_SECONDS
+from refit.deploy.roles import METRICS_PATH, SCHEDULER_ARGS, job_schedules, listed, metrics_port
 from refit.errors import SpecError
 from refit.examples import find_example
 from refit.project import Project
@@ -101,15 +103,16 @@ def render_compose(
         build = f"    build: {checkout}  # refit's own Dockerfile\n"
         spec_mount = _SPEC_MOUNT
         spec_config = f"  project:\n    file: {_yaml(_relative(root / SPEC_FILE, out))}\n"
-    schedules = {
-        job: value
-        for job in ("ingest", "train")
-        if (value := getattr(spec.schedule, job)) is not None
-    }
+    schedules = job_schedules(project)
+    port = metrics_port(project)
     settings: list[str] = []
     if schedules:
         said = ", ".join(f"{job} {value}" for job, value in schedules.items())
-        settings += ["", f"# How often the scheduler ingests and trains (refit.yaml: {said})."]
+        settings += [
+            "",
+            f"# How often the scheduler runs {listed(schedules)}",
+            f"# (refit.yaml: {said}).",
+        ]
         settings += [
             f"{job.upper()}_SCHEDULE={_env_value(value)}" for job, value in schedules.items()
         ]
@@ -129,10 +132,17 @@ def render_compose(
         "stop_seconds": str(STOP_SECONDS),
         "data_note": ", the data source's files" if source_path else "",
         "feeder_note": ", and a feeder of new rows" if feed else "",
+        "scheduler_jobs": listed(schedules),
+        "scheduler_command": json.dumps(list(SCHEDULER_ARGS if port else ("scheduler",))),
+        "scheduler_metrics": ""
+        if port is None
+        else render_template(_SCHEDULER_METRICS, {"port": str(port), "path": METRICS_PATH}),
         "schedule_environment": "".join(
             f"      REFIT_SCHEDULE__{job.upper()}: ${{{job.upper()}_SCHEDULE}}\n"
             for job in schedules
-        ),
+        )
+        # The port the labels name, whatever the mounted refit.yaml says.
+        + (f'      REFIT_SCHEDULE__METRICS_PORT: "{port}"\n' if port else ""),
         "feeder": render_template(
             _template("feeder.yaml"), {"source_path": json.dumps(source_path)}
         )
@@ -162,6 +172,17 @@ def data_location(project: Project, level: str = "Compose") -> tuple[str, str | 
         )
     return bucket, path
 
+
+_SCHEDULER_METRICS = """\
+    # Its Prometheus metrics (GET {{path}}), on the stack's network only, no host port: a
+    # Prometheus in the stack scrapes scheduler:{{port}}, or finds it by these labels.
+    expose:
+      - "{{port}}"
+    labels:
+      prometheus.io/scrape: "true"
+      prometheus.io/port: "{{port}}"
+      prometheus.io/path: {{path}}
+"""
 
 _SPEC_MOUNT = """\
   configs:  # the project is its refit.yaml, in the image's project folder

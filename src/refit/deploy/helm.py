@@ -4,7 +4,8 @@ The chart runs the loop on Kubernetes with roles that share nothing but two stor
 every pod by `REFIT_STORAGE__*` variables: PostgreSQL (the registry, its URL in a Secret) and
 S3-compatible object storage (artifacts, and the data source's files). The server is a
 Deployment behind a Service, with an autoscaler, a disruption budget and an optional Ingress;
-ingest and train are CronJobs, or `refit scheduler` is a one-pod Deployment. The project's
+ingest, train and the monitor are CronJobs, or `refit scheduler` is a one-pod Deployment that
+runs them and serves its Prometheus metrics. The project's
 `refit.yaml` is a ConfigMap mounted into every pod, so refit's own image serves a project that
 is only its spec, and a project image (built `FROM refit`) gets the spec it was rendered with.
 
@@ -23,16 +24,23 @@ from refit import __version__
 from refit.deploy import pod
 from refit.deploy.compose import data_location
 from refit.deploy.kubernetes import check_tagged_image, pod_image
-from refit.errors import SpecError
+from refit.deploy.roles import (
+    JOB_ARGS,
+    JOBS,
+    METRICS_OFF,
+    METRICS_PATH,
+    SCHEDULER_ARGS,
+    cron_schedules,
+    job_schedules,
+    metrics_port,
+)
 from refit.project import Project
-from refit.schedule import cron_expression
 from refit.spec import BUCKET_NAME, SPEC_FILE
 
 SPEC_IN_CHART = "files/refit.yaml"
 """Where the chart keeps the project's spec, the ConfigMap's content."""
 
 _PLACEHOLDER = re.compile(r"@@(\w+)@@")  # not {{...}}: that is Helm's own template syntax
-_JOBS = ("ingest", "train")
 
 
 def split_image(image: str) -> tuple[str, str]:
@@ -50,25 +58,26 @@ def render_helm(project: Project, *, image: str | None = None) -> dict[str, str]
     spec = project.spec
     bucket, _ = data_location(project, level="Kubernetes")
     repository, tag = split_image(pod_image(project, image))
-    crons: dict[str, str] = {}
-    for job in _JOBS:
-        value: str | None = getattr(spec.schedule, job)
-        try:
-            crons[job] = "" if value is None else cron_expression(value)
-        except ValueError as exc:
-            raise SpecError(
-                f"{project.root / SPEC_FILE}: schedule.{job}: got {value!r}: {exc}"
-            ) from None
-    note = ", ".join(f"{job} {getattr(spec.schedule, job) or 'off'}" for job in _JOBS)
+    crons = cron_schedules(project)
+    written = job_schedules(project)
+    port = metrics_port(project)
+    # Each job's args as a YAML flow list in a raw string of Helm's templates.
+    args = " ".join(f'"{job}" `{json.dumps(list(JOB_ARGS[job]))}`' for job in JOBS)
     values = {
         "name": spec.name,
         "version": __version__,
         "repository": repository,
         "tag": tag,
         "bucket": bucket,
-        "schedule_note": note,
-        "ingest": crons["ingest"],
-        "train": crons["train"],
+        "schedule_note": ", ".join(f"{job} {written.get(job, 'off')}" for job in JOBS[:2]),
+        "monitor_note": written.get("monitor", "off"),
+        **{job: crons.get(job, "") for job in JOBS},
+        "monitor_enabled": json.dumps("monitor" in crons),
+        "job_args": args,
+        "metrics_port": json.dumps(port),
+        "metrics_path": METRICS_PATH,
+        "metrics_off": METRICS_OFF,
+        "scheduler_args": json.dumps(list(SCHEDULER_ARGS)),
         "drain_seconds": str(pod.DRAIN_SECONDS),
         "prestop_seconds": str(pod.PRESTOP_SECONDS),
         "grace_seconds": str(pod.GRACE_SECONDS),

@@ -1,11 +1,11 @@
 """A project on Kubernetes, as Kustomize files: what `refit deploy kubernetes` writes.
 
 `base/` holds the server (a Deployment behind a Service), the scheduled jobs (a CronJob for
-each of ingest and train that `refit.yaml` schedules), the spec as a ConfigMap mounted as the
-project's `refit.yaml`, the stores' settings in a second ConfigMap, and a ServiceAccount with
-no rights. `overlays/dev` runs one small server; `overlays/prod` three at least, with an
-autoscaler, a disruption budget and an Ingress. The credentials are a Secret the user
-creates (`secret.example.yaml` shows it with placeholders only).
+each of ingest, train and monitor that `refit.yaml` schedules), the spec as a ConfigMap
+mounted as the project's `refit.yaml`, the stores' settings in a second ConfigMap, and a
+ServiceAccount with no rights. `overlays/dev` runs one small server; `overlays/prod` three at
+least, with an autoscaler, a disruption budget and an Ingress. The credentials are a Secret
+the user creates (`secret.example.yaml` shows it with placeholders only).
 
 Every pod runs refit's image (or the project's, with `image`) as the image's non-root user,
 with a read-only root filesystem and an `emptyDir` at each place refit writes at run time;
@@ -17,6 +17,7 @@ the server's probes and its shutdown take their numbers from `refit.deploy.pod`.
 
 from __future__ import annotations
 
+import json
 import re
 import textwrap
 from importlib import resources
@@ -35,10 +36,11 @@ from refit.deploy.pod import (
     READY_PATH,
     WORKER_STARTUP_SECONDS,
 )
+from refit.deploy.roles import JOB_ARGS, cron_schedules, job_schedules, listed
 from refit.errors import SpecError
 from refit.project import Project
 from refit.registry.signing import SIGNING_KEY_ENV
-from refit.schedule import cron_expression, parse_schedule
+from refit.schedule import parse_schedule
 from refit.spec import SPEC_FILE, SqlSource
 
 SETTINGS_FILE = "base/settings.env"
@@ -62,10 +64,17 @@ SERVE_CPU = 1
 """A server pod's CPU limit, in cores: one worker with one math-library thread. Pods, not
 workers, are what the autoscaler adds."""
 
-JOB_CPU = {"ingest": 1, "train": 2}
-"""A job pod's CPU limit, in cores, and so its math-library threads."""
+JOB_CPU = {"ingest": 1, "train": 2, "monitor": 2}
+"""A job pod's CPU limit, in cores, and so its math-library threads. The monitor's is the
+training's: with `--train` it trains in its own pod."""
 
-ACTIVE_DEADLINE_SECONDS = {"ingest": 1800, "train": 3600}
+JOB_REQUESTS = {"ingest": ("250m", "512Mi"), "train": ("500m", "1Gi"), "monitor": ("500m", "1Gi")}
+"""A job pod's CPU and memory requests."""
+
+JOB_MEMORY = {"ingest": "1Gi", "train": "2Gi", "monitor": "2Gi"}
+"""A job pod's memory limit."""
+
+ACTIVE_DEADLINE_SECONDS = {"ingest": 1800, "train": 3600, "monitor": 3600}
 """How long one run may take before Kubernetes ends it."""
 
 STARTING_DEADLINE_SECONDS = 60
@@ -88,10 +97,11 @@ def credentials_secret(name: str) -> str:
 
 _LABEL = re.compile(r"[a-z]([a-z0-9-]*[a-z0-9])?")  # a DNS label, as a Service's name must be
 _NAME_LIMIT = 52 - len("-ingest")  # a CronJob's name is at most 52 characters
-_JOBS = ("ingest", "train")
 _DUPLICATE = {
     "ingest": "it takes the ingest lease in the registry, so a second run exits 4 doing nothing",
     "train": "it takes the train lease in the registry, so a second run exits 4 doing nothing",
+    "monitor": "a second report of the same logs, and a training it starts runs once, under the "
+    "train lease",
 }
 _TEMPLATES = "kubernetes"
 
@@ -146,14 +156,8 @@ def render_kubernetes(project: Project, *, image: str | None = None) -> dict[str
     _check_name(project)
     bucket = _bucket(project)
     image = pod_image(project, image)
-    schedules: dict[str, tuple[str, str]] = {}
-    for job in _JOBS:
-        text = getattr(spec.schedule, job)
-        if text is not None:
-            try:
-                schedules[job] = (text, cron_expression(text))
-            except ValueError as exc:
-                raise SpecError(f"{where}: schedule.{job}: got {text!r}: {exc}") from None
+    crons = cron_schedules(project)
+    schedules = {job: (text, crons[job]) for job, text in job_schedules(project).items()}
 
     labels = _yaml(
         {
@@ -188,7 +192,7 @@ def render_kubernetes(project: Project, *, image: str | None = None) -> dict[str
         "serve_memory_request": "512Mi",
         "serve_memory": "1Gi",
         "prod_replicas": str(PROD_REPLICAS),
-        "job_list": " and ".join(schedules) or "no job",
+        "job_list": listed(schedules),
         "job_resources": "".join(f"  - {job}.yaml\n" for job in schedules),
         "dev_job_patches": "".join(_dev_job_patch(spec.name, job) for job in schedules),
         "secret": credentials_secret(spec.name),
@@ -220,13 +224,14 @@ def render_kubernetes(project: Project, *, image: str | None = None) -> dict[str
         job_values = {
             **values,
             "job": job,
+            "args": json.dumps(list(JOB_ARGS[job])),
             "when": when,
             "cron": cron,
             "duplicate": _DUPLICATE[job],
             "job_cpu": str(JOB_CPU[job]),
-            "job_cpu_request": "250m" if job == "ingest" else "500m",
-            "job_memory_request": "512Mi" if job == "ingest" else "1Gi",
-            "job_memory": "1Gi" if job == "ingest" else "2Gi",
+            "job_cpu_request": JOB_REQUESTS[job][0],
+            "job_memory_request": JOB_REQUESTS[job][1],
+            "job_memory": JOB_MEMORY[job],
             "starting_deadline": str(STARTING_DEADLINE_SECONDS),
             "active_deadline": str(ACTIVE_DEADLINE_SECONDS[job]),
             **_pod_parts("job_", 10, 14, spec.name),

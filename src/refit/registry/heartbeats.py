@@ -3,9 +3,10 @@ refused, so that `refit status` can say "production is v4, serving v3 (2 servers
 failed to load: ...".
 
 A server writes its row when what it serves or refuses changes, and otherwise every
-`BEAT_SECONDS`. A row not written for `STALE_SECONDS` belongs to a server that is gone or
-stuck: it is shown as stale, and deleted by the next beat of any server of the model once it is
-`FORGET_SECONDS` old. A server that stops cleanly deletes its own row.
+`BEAT_SECONDS`; the row keeps since when it serves its version. A row not written for
+`STALE_SECONDS` belongs to a server that is gone or stuck: it is shown as stale, and deleted by
+the next beat of any server of the model once it is `FORGET_SECONDS` old. A server that stops
+cleanly deletes its own row.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def beat(registry: Registry, instance: str, name: str, report: Beat) -> None:
             )
             s.add(row)
         row.seen_at = now
+        if row.serving_since is None or row.version != report.version:
+            row.serving_since = now if report.version is not None else None
         row.version = report.version
         row.refused_version = report.refused_version
         row.refused_error = report.refused_error

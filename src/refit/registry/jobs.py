@@ -166,10 +166,10 @@ def interrupt_dead_runs(registry: Registry, name: str) -> int:
         return len(dead)
 
 
-def interrupt_orphaned_runs(registry: Registry, name: str, trigger: str) -> int:
-    """Mark every running run of `trigger` as interrupted; returns how many.
+def interrupt_orphaned_runs(registry: Registry, name: str, *triggers: str) -> int:
+    """Mark every running run of one of `triggers` as interrupted; returns how many.
 
-    For a scheduler that has just taken the train lease: runs of `trigger` are started only
+    For a scheduler that has just taken the train lease: runs of these triggers are started only
     under that lease, whose holder renews it while the run lasts, so one still marked running
     lost its scheduler (killed, or cut off) before it ended, on whatever host it ran.
     """
@@ -179,7 +179,7 @@ def interrupt_orphaned_runs(registry: Registry, name: str, trigger: str) -> int:
                 select(TrainingRunRow).where(
                     TrainingRunRow.name == name,
                     TrainingRunRow.status == "running",
-                    TrainingRunRow.trigger == trigger,
+                    TrainingRunRow.trigger.in_(triggers),
                 )
             )
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from refit.registry.registry import Registry
 from refit.registry.tables import (
@@ -24,6 +25,10 @@ from refit.registry.tables import (
 PREDICTIONS = "predictions"
 FEEDBACK = "feedback"
 LOG_KINDS = (PREDICTIONS, FEEDBACK)
+DRIFT = "drift"
+QUALITY = "quality"
+TRIGGERS = (DRIFT, QUALITY)
+"""Why the monitor asks for a training run; the run it gets records this as its trigger."""
 REFERENCE_ROWS = 5_000
 """The most holdout rows a version keeps as the reference of its predictions."""
 
@@ -108,18 +113,36 @@ def request_training(
     """Ask for a training run of model `name`; an open request is kept (with its first cause)
     rather than doubled, so a drift seen at every run asks once."""
     with registry.write() as s:
-        open_ = s.scalar(
-            select(TrainRequestRow)
-            .where(TrainRequestRow.name == name, TrainRequestRow.run_id.is_(None))
-            .order_by(TrainRequestRow.id)
-            .limit(1)
-        )
-        if open_ is not None:
-            return open_
-        request = TrainRequestRow(name=name, trigger=trigger, cause=cause, report_id=report_id)
-        s.add(request)
+        return _request(s, name, trigger, cause, report_id)
+
+
+def add_report_asking(
+    registry: Registry, report: MonitorReportRow, trigger: str, cause: str
+) -> TrainRequestRow:
+    """Store `report` and, in the same transaction, ask for a training run (as
+    `request_training`) whose cause, and the report's, is `cause (report N)`."""
+    with registry.write() as s:
+        s.add(report)
         s.flush()
-        return request
+        report.cause = f"{cause} (report {report.id})"
+        return _request(s, report.name, trigger, report.cause, report.id)
+
+
+def _request(
+    s: Session, name: str, trigger: str, cause: str, report_id: int | None
+) -> TrainRequestRow:
+    open_ = s.scalar(
+        select(TrainRequestRow)
+        .where(TrainRequestRow.name == name, TrainRequestRow.run_id.is_(None))
+        .order_by(TrainRequestRow.id)
+        .limit(1)
+    )
+    if open_ is not None:
+        return open_
+    request = TrainRequestRow(name=name, trigger=trigger, cause=cause, report_id=report_id)
+    s.add(request)
+    s.flush()
+    return request
 
 
 def open_request(registry: Registry, name: str) -> TrainRequestRow | None:

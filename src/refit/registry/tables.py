@@ -229,6 +229,8 @@ class ServerRow(Base):
     seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     version: Mapped[int | None] = mapped_column(Integer)
     """The version it serves; None before its first load."""
+    serving_since: Mapped[datetime | None] = mapped_column(default=None)
+    """When it began to serve `version` (None while it serves nothing)."""
     refused_version: Mapped[int | None] = mapped_column(Integer)
     refused_error: Mapped[str | None] = mapped_column(Text)
 

@@ -5,6 +5,11 @@ The feed drops a new CSV file into `data/incoming/` (or any folder or fsspec URL
 example's dataset, and the world drifts: the measurements shift a little more with every
 batch, and every third batch arrives with a share of wrong labels. Trained on a sliding window
 of recent rows, some new versions beat production and some are rejected by the gate.
+
+The demo's requests come from the same world (`Feed.requests`): the rows of the batch still
+being gathered, whose labels arrive later. The server logs them and the monitor, every few
+seconds, finds them drifted from what the version in production was trained on, and asks for
+the training that the next snapshot then answers ("caused by drift in ...").
 """
 
 from __future__ import annotations
@@ -27,8 +32,12 @@ from refit.spec import SPEC_FILE
 EXAMPLE = "breast-cancer"
 
 
-def create_demo_project(root: Path, *, ingest: str = "3s", train: str = "5s") -> Path:
-    """The breast-cancer example, on fast schedules and a sliding window of rows."""
+def create_demo_project(
+    root: Path, *, ingest: str = "3s", train: str = "5s", monitor: str | None = None
+) -> Path:
+    """The breast-cancer example, on fast schedules and a sliding window of rows; with
+    `monitor` (as `refit demo` makes it), its monitor on that schedule judges the last 30 s of
+    requests and asks for training when they drift."""
     create_project(root, EXAMPLE)
     path = root / SPEC_FILE
     header = "".join(line for line in path.read_text().splitlines(True) if line.startswith("#"))
@@ -36,6 +45,14 @@ def create_demo_project(root: Path, *, ingest: str = "3s", train: str = "5s") ->
     spec["data"]["snapshot"] = {"mode": "window", "rows": 400}
     spec["gate"] = {"min": 0.85, "min_improvement": 0.0}
     spec["schedule"] = {"ingest": ingest, "train": train}
+    if monitor is not None:
+        spec["schedule"]["monitor"] = monitor
+        spec["monitor"] = {
+            "flush_seconds": 1.0,
+            "window": "30s",
+            "min_rows": 100,
+            "retrain_on_drift": True,
+        }
     path.write_text(header + yaml.safe_dump(spec, sort_keys=False))
     return root
 
@@ -68,6 +85,8 @@ class Feed:
         self.data = example_rows(EXAMPLE)
         self.target = "diagnosis"
         self.count = self._last_number()
+        self.seed = seed
+        self._asked = 0
         # A restarted feed is seeded by where it resumes too: new rows, not the same again.
         self.random = np.random.default_rng(seed if self.count == 0 else [seed, self.count])
 
@@ -85,19 +104,31 @@ class Feed:
         numbers = [int(m.group(1)) for m in map(_FEED_FILE.fullmatch, names) if m]
         return max(numbers, default=0)
 
-    def batch(self, number: int) -> pd.DataFrame:
+    def batch(
+        self, number: int, random: np.random.Generator | None = None, size: int | None = None
+    ) -> pd.DataFrame:
         """Batch `number` (1, 2, ...): resampled rows, shifted by `number`, maybe mislabelled."""
-        rows = self.data.sample(self.rows, replace=True, random_state=self.random)
+        random = self.random if random is None else random
+        rows = self.data.sample(size or self.rows, replace=True, random_state=random)
         features = rows.columns.drop(self.target)
         drift = 1.0 + 0.02 * number
-        noise = self.random.normal(1.0, 0.03, size=(len(rows), len(features)))
+        noise = random.normal(1.0, 0.03, size=(len(rows), len(features)))
         rows[features] = rows[features].to_numpy() * drift * noise
         if number % 3 == 0:
-            flip = self.random.random(len(rows)) < 0.2
+            flip = random.random(len(rows)) < 0.2
             labels = rows[self.target].to_numpy(dtype=object)
             labels[flip] = np.where(labels[flip] == "benign", "malignant", "benign")
             rows[self.target] = labels
         return rows.reset_index(drop=True)
+
+    def requests(self, rows: int) -> list[dict[str, Any]]:
+        """Records (without their labels) of the world as it is now: drawn as the next batch
+        will be, its labels yet to come. Its own random numbers: the feed's stay its own."""
+        number = self.count + 1
+        random = np.random.default_rng([self.seed, number, self._asked])
+        self._asked += 1
+        world = self.batch(number, random, rows).drop(columns=[self.target])
+        return [{str(k): v for k, v in row.items()} for row in world.to_dict("records")]
 
     def drop(self) -> str:
         """Write the next batch as a new file, atomically (ingest never sees half a file);

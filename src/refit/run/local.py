@@ -48,16 +48,23 @@ def children(
     host: str | None = None,
     port: int | None = None,
     workers: int | None = None,
+    metrics_port: str | None = None,
 ) -> list[Child]:
+    """The scheduler and the server; `host` is both's, `metrics_port` the scheduler's (a
+    number or `off`)."""
     root = str(project.root)
     refit = [sys.executable, "-m", "refit"]
     serve = [*refit, "serve", "-p", root, "--no-access-log"]
     for flag, value in (("--host", host), ("--port", port), ("--workers", workers)):
         if value is not None:
             serve += [flag, str(value)]
+    scheduler = [*refit, "scheduler", "-p", root]
+    for flag, value in (("--host", host), ("--metrics-port", metrics_port)):
+        if value is not None:
+            scheduler += [flag, str(value)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return [
-        Child("scheduler", [*refit, "scheduler", "-p", root], env=env, fatal=_FATAL),
+        Child("scheduler", scheduler, env=env, fatal=_FATAL),
         Child("serve", serve, env=env, keep=server_line, fatal=_FATAL),
     ]
 
@@ -70,8 +77,10 @@ def run_up(
     host: str | None = None,
     port: int | None = None,
     workers: int | None = None,
+    metrics_port: str | None = None,
 ) -> None:
     """Run the scheduler and the server until `stop` is set (raises SupervisorError)."""
-    supervisor = Supervisor(children(project, host=host, port=port, workers=workers), on_line=say)
+    launched = children(project, host=host, port=port, workers=workers, metrics_port=metrics_port)
+    supervisor = Supervisor(launched, on_line=say)
     supervisor.start()
     supervisor.run(stop)

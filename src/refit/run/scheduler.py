@@ -1,10 +1,13 @@
-"""The scheduler: runs `refit ingest` and `refit train` as child processes when they are due.
+"""The scheduler: runs `refit ingest`, `refit train` and `refit monitor` as child processes
+when they are due.
 
 Each job runs as its own process, exactly as a Kubernetes CronJob would, so a crash or memory
 growth in a run never touches the scheduler. Several schedulers may point at one registry: a
 job runs only under its lease, and the job's state (when it last started) lives in the
 registry, so a job is never run twice for one tick and a scheduler that comes back after a
-pause runs a missed job once. Training runs only when the newest snapshot has no version yet.
+pause runs a missed job once. Training runs only when the newest snapshot has no version yet;
+it is due at its schedule, or as soon as the monitor asks for it (drift, a drop in live
+quality) and the newest snapshot has not been trained on.
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ from refit.registry.jobs import (
     release_lease,
     trained_snapshots,
 )
-from refit.registry.tables import JobStateRow, utcnow
+from refit.registry.monitoring import TRIGGERS, open_request
+from refit.registry.tables import JobStateRow, TrainRequestRow, utcnow
 from refit.schedule import Schedule, parse_schedule
 
-JOBS = ("ingest", "train")
+JOBS = ("ingest", "train", "monitor")
 TRIGGER = "schedule"
 """The trigger recorded with the training runs a scheduler starts."""
 Event = Callable[[str, str], None]
@@ -81,6 +85,8 @@ class Scheduler:
         self._threads: list[threading.Thread] = []
         self._children: dict[str, subprocess.Popen[str]] = {}
         self._lock = threading.Lock()
+        self._waiting: int | None = None
+        """The training request last said to wait for a new snapshot."""
 
     # --- running --------------------------------------------------------------------------
 
@@ -113,7 +119,37 @@ class Scheduler:
     def is_due(self, job: str) -> bool:
         state = job_states(self.registry, self.name).get(job)
         last = state.last_started_at if state is not None else None
-        return self.schedules[job].is_due(last, utcnow())
+        if job in self.schedules and self.schedules[job].is_due(last, utcnow()):
+            return True
+        return job == "train" and self.asked_for() is not None
+
+    def asked_for(self) -> TrainRequestRow | None:
+        """The open training request of the monitor, when the newest snapshot has had no run
+        yet (a model trained elsewhere is never trained); says once when it has to wait."""
+        if self.trained_elsewhere:
+            return None
+        request = open_request(self.registry, self.name)
+        latest = None if request is None else self.registry.latest_snapshot(self.name)
+        if request is None or latest is None:
+            return None
+        runs = trained_snapshots(self.registry, self.name)
+        if not any(latest.id in ids for ids in runs.values()):
+            return request
+        if self._waiting != request.id:
+            self._waiting = request.id
+            self.on_event(
+                "train",
+                f"training asked for by {request.trigger} (report {request.report_id}): "
+                "waiting for a new snapshot",
+            )
+        return None
+
+    def train_if_asked(self) -> JobResult | None:
+        """Run the train job now if the monitor asked for it and there is a new snapshot
+        (`refit monitor --train`, where no scheduler runs: a Kubernetes CronJob)."""
+        if self.asked_for() is None:
+            return None
+        return self.run_if_due("train")
 
     def run_if_due(self, job: str, force: bool = False) -> JobResult | None:
         """Run `job` if its time has come (or `force`) and no other scheduler runs it."""
@@ -147,7 +183,7 @@ class Scheduler:
             return "no snapshot yet"
         # Under the train lease, a scheduled run still marked running is one whose scheduler
         # died: its snapshot is trained again now rather than skipped as "being trained".
-        if orphans := interrupt_orphaned_runs(self.registry, self.name, TRIGGER):
+        if orphans := interrupt_orphaned_runs(self.registry, self.name, TRIGGER, *TRIGGERS):
             self.on_event("train", f"{orphans} run(s) left by a stopped scheduler: interrupted")
         runs = trained_snapshots(self.registry, self.name)
         if latest.id in runs.get("succeeded", set()):
@@ -228,6 +264,9 @@ def describe(job: str, code: int, out: str, err: str) -> JobResult:
     if job == "ingest":
         status = "succeeded" if data["status"] != "refused" else "failed"
         return JobResult(job, "skipped" if data["status"] == "empty" else status, data["message"])
+    if job == "monitor":
+        quiet = data["status"] == "nothing_logged"
+        return JobResult(job, "skipped" if quiet else "succeeded", data["line"])
     version, decision = data["version"], data["decision"]
     metric = version["metric"]
     line = (
@@ -236,4 +275,6 @@ def describe(job: str, code: int, out: str, err: str) -> JobResult:
         + ("promoted to production" if decision["promoted"] else "not promoted")
         + f": {decision['reason']}"
     )
+    if data.get("cause"):
+        line += f"; caused by {data['cause']}"
     return JobResult(job, "succeeded", line)

@@ -32,7 +32,9 @@ from refit.flavors import DEFAULT_FLAVOR, SUFFIXES, get_flavor, load_model, save
 from refit.parquet import read_snapshot
 from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow, SnapshotRow
 from refit.registry.jobs import interrupt_dead_runs
+from refit.registry.monitoring import answer_request, open_request
 from refit.registry.signing import check_signed
+from refit.registry.tables import TrainRequestRow
 from refit.services import Services
 from refit.signature import Signature, signature_for
 from refit.spec import ArtifactFormat, Spec
@@ -43,6 +45,7 @@ from refit.train.nullability import truthful
 from refit.train.onnx_export import export_onnx
 from refit.train.pipeline import fit_model, target_array
 from refit.train.promotion import UnservableVersionError, check_artifacts
+from refit.train.reference import holdout_reference
 from refit.train.split import Split, split
 
 Step = Callable[[str], None]
@@ -58,6 +61,9 @@ class TrainResult:
     split_note: str | None = None
     nullable_note: str = ""
     """Which nullable features were made not nullable, because the model refused them missing."""
+    trigger: str = "manual"
+    cause: str | None = None
+    """Why it ran, when the monitor asked for it (drift, a drop in live quality)."""
 
     @property
     def promoted(self) -> bool:
@@ -84,7 +90,10 @@ def run_training(
     actor: str = "refit train",
     on_step: Step | None = None,
 ) -> TrainResult:
-    """Train on a snapshot (default: the newest), register the version, run the gate."""
+    """Train on a snapshot (default: the newest), register the version, run the gate.
+
+    The run answers the oldest open training request of the monitor, if any: it records the
+    request's trigger (drift, quality) and cause instead of `trigger`."""
     project = services.project
     spec = project.spec
     step = on_step or (lambda _: None)
@@ -95,7 +104,10 @@ def run_training(
         model = fit_model(parts.train, spec.data, spec.model, project.root)
         return Candidate(model, DEFAULT_FLAVOR, spec.model.format, _params(model, spec))
 
-    return run_and_register(services, fit, "fit_s", snapshot_id, trigger, actor, step)
+    request = open_request(services.registry, spec.name)
+    return run_and_register(
+        services, fit, "fit_s", snapshot_id, trigger, actor, step, request=request
+    )
 
 
 def run_and_register(
@@ -106,9 +118,12 @@ def run_and_register(
     trigger: str,
     actor: str,
     step: Step,
+    *,
+    request: TrainRequestRow | None = None,
 ) -> TrainResult:
     """One run on a snapshot (default: the newest): split it, `make` the candidate (fit it,
-    or read it), evaluate it on the holdout, store and register it, and gate it."""
+    or read it), evaluate it on the holdout, store and register it, and gate it; the run
+    answers `request` (a training run the monitor asked for), recording its trigger and cause."""
     project, registry, store = services.project, services.registry, services.store
     spec = project.spec
     interrupt_dead_runs(registry, spec.name)
@@ -125,7 +140,11 @@ def run_and_register(
         )
 
     run_id = uuid.uuid4().hex
+    if request is not None:
+        trigger = request.trigger
     registry.start_run(run_id, spec.name, snapshot.id, trigger)
+    if request is not None:
+        answer_request(registry, request.id, run_id)
     timings: dict[str, float] = {}
     try:
         with _timed(timings, "load_s"):
@@ -150,6 +169,7 @@ def run_and_register(
             step(f"evaluating on {len(parts.holdout)} holdout rows")
             metrics = evaluate(model, X, y, spec.model.task)
             value = score(model, X, y, spec.model.task, spec.model.metric_name)
+            reference = holdout_reference(model, X, y)
         with _timed(timings, "save_s"):
             step("saving the artifact")
             data = candidate.data
@@ -190,6 +210,7 @@ def run_and_register(
                     "holdout_rows": len(parts.holdout),
                     "split": parts.method.value,
                 },
+                reference=reference,
             ),
         )
     except RefitError as exc:
@@ -204,7 +225,8 @@ def run_and_register(
         raise
     step(f"registered {spec.name} v{version.version}; running the gate")
     decision = gate(services, version, X, y, value, actor)
-    return TrainResult(run_id, version, decision, parts.note, nullable_note)
+    cause = None if request is None else request.cause
+    return TrainResult(run_id, version, decision, parts.note, nullable_note, trigger, cause)
 
 
 def gate(

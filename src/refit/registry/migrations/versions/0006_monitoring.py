@@ -1,5 +1,5 @@
-"""The monitor: prediction logs, monitor reports, training requests, each run's cause and each
-version's holdout reference
+"""The monitor: prediction logs, monitor reports, training requests, each run's cause, each
+version's holdout reference, and since when each server serves its version
 
 Revision ID: 0006
 Revises: 0005
@@ -21,6 +21,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("cause", sa.Text, nullable=True))
     with op.batch_alter_table("model_versions") as batch:
         batch.add_column(sa.Column("reference", sa.JSON, nullable=True))
+    with op.batch_alter_table("servers") as batch:
+        batch.add_column(sa.Column("serving_since", sa.DateTime(timezone=True), nullable=True))
     op.create_table(
         "prediction_logs",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -72,6 +74,8 @@ def downgrade() -> None:
     op.drop_table("train_requests")
     op.drop_table("monitor_reports")
     op.drop_table("prediction_logs")
+    with op.batch_alter_table("servers") as batch:
+        batch.drop_column("serving_since")
     with op.batch_alter_table("model_versions") as batch:
         batch.drop_column("reference")
     with op.batch_alter_table("training_runs") as batch:

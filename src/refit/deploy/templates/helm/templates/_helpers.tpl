@@ -149,16 +149,22 @@ volumes:
       sizeLimit: 1Gi
 {{- end }}
 
-{{/* A container of ingest, train or the scheduler, after its name and args. */}}
+{{/*
+A container of ingest, train, the monitor or the scheduler, after its name and args:
+(dict "root" $ "resources" RESOURCES "env" MORE_ENV), MORE_ENV a list of {name, value}.
+*/}}
 {{- define "refit.jobContainer" -}}
-image: {{ include "refit.image" . }}
-imagePullPolicy: {{ .Values.image.pullPolicy }}
+image: {{ include "refit.image" .root }}
+imagePullPolicy: {{ .root.Values.image.pullPolicy }}
 env:
   - name: OMP_NUM_THREADS
-    value: {{ include "refit.cores" .Values.schedule.resources.limits.cpu | quote }}
-  {{- include "refit.env" . | nindent 2 }}
+    value: {{ include "refit.cores" .resources.limits.cpu | quote }}
+  {{- with .env }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+  {{- include "refit.env" .root | nindent 2 }}
 resources:
-  {{- toYaml .Values.schedule.resources | nindent 2 }}
-{{ include "refit.containerSecurity" . }}
-{{ include "refit.volumeMounts" . }}
+  {{- toYaml .resources | nindent 2 }}
+{{ include "refit.containerSecurity" .root }}
+{{ include "refit.volumeMounts" .root }}
 {{- end }}

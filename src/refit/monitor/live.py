@@ -1,0 +1,141 @@
+"""Live quality, per version: the feedback of the monitor's window joined by (request id,
+row) to the predictions logged within the retention period, measured once a version has
+`monitor.min_labels` labelled rows, beside the estimate from the predicted probabilities of
+the window's rows (classifiers), calibrated on the version's holdout."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from refit.monitor.quality import estimated_quality, live_quality
+from refit.prediction_logs import (
+    AT,
+    PREDICTION,
+    PROBABILITIES,
+    REQUEST_ID,
+    ROW,
+    VALUE,
+    VERSION,
+    from_label_text,
+    read_logs,
+)
+from refit.registry import ModelVersionRow
+from refit.registry.monitoring import FEEDBACK, PREDICTIONS, list_logs
+from refit.schedule import parse_duration
+from refit.services import Services
+from refit.signature import Signature
+from refit.spec import Spec, Task
+
+FALLBACK_METRIC = {Task.CLASSIFICATION: "accuracy", Task.REGRESSION: "rmse"}
+"""The live metric judged when live quality cannot measure the spec's `model.metric`."""
+
+
+def served_rows(window: pd.DataFrame) -> dict[int, int]:
+    """The rows of the window by the version that answered them."""
+    if not len(window):
+        return {}
+    counts = window[VERSION].astype("int64").value_counts()
+    return {int(v): int(n) for v, n in zip(counts.index, counts, strict=True)}
+
+
+# --- live quality --------------------------------------------------------------------------
+
+
+def version_quality(
+    services: Services,
+    window: pd.DataFrame,
+    versions: dict[int, ModelVersionRow],
+    now: datetime,
+    since: datetime,
+) -> dict[str, Any]:
+    """Per version: the rows it served in the window, its labelled rows, its live metrics
+    (with at least `min_labels` of them), the estimate before labels, and its holdout metric."""
+    spec, registry = services.project.spec, services.registry
+    joined = _labelled(services, now, since)
+    served = served_rows(window)
+    numbers = sorted({*served, *served_rows(joined)})
+    task = spec.model.task
+    quality: dict[str, Any] = {}
+    for number in numbers:
+        row = versions.get(number) or registry.get_version(spec.name, number)
+        signature = Signature.from_dict(row.signature)
+        classes = signature.output.classes
+        mine = joined[joined[VERSION] == number] if len(joined) else joined
+        live = None
+        if len(mine) >= spec.monitor.min_labels:
+            truth = [from_label_text(v) for v in mine[VALUE]]
+            if task is Task.CLASSIFICATION:
+                predicted: list[Any] = [from_label_text(v) for v in mine[PREDICTION]]
+            else:
+                truth = [float(v) for v in truth]
+                predicted = mine[PREDICTION].astype("float64").tolist()
+            live = live_quality(task, truth, predicted, _scores(mine, classes), classes)
+        rows = window[window[VERSION] == number] if len(window) else window
+        estimate = _estimate(rows, row, classes)
+        metric = _metric(spec, live or estimate or {})
+        quality[str(number)] = {
+            "rows": served.get(number, 0),
+            "labelled": len(mine),
+            "metric": metric,
+            "holdout": row.metrics.get(metric),
+            "live": live,
+            "estimated": estimate,
+        }
+    return quality
+
+
+def _labelled(services: Services, now: datetime, since: datetime) -> pd.DataFrame:
+    """The feedback of the window joined by (request id, row) to the predictions logged
+    within the retention period: one row per labelled prediction, the latest value sent."""
+    spec, registry, store = services.project.spec, services.registry, services.store
+    feedback = read_logs(store, list_logs(registry, spec.name, FEEDBACK, since=since, until=now))
+    if feedback.empty:
+        return feedback
+    feedback = feedback[feedback[AT] >= pd.Timestamp(since)]
+    if feedback.empty:
+        return feedback
+    kept = now - timedelta(seconds=parse_duration(spec.monitor.retention))
+    latest = feedback[AT].max().to_pydatetime()
+    logged = read_logs(store, list_logs(registry, spec.name, PREDICTIONS, since=kept, until=latest))
+    if logged.empty:
+        return logged
+    keys = [REQUEST_ID, ROW]
+    feedback = feedback.sort_values(AT, kind="stable").drop_duplicates(keys, keep="last")
+    columns = [*keys, VERSION, PREDICTION, *([PROBABILITIES] if PROBABILITIES in logged else [])]
+    logged = logged.sort_values(AT, kind="stable").drop_duplicates(keys, keep="last")[columns]
+    return feedback[[*keys, VALUE]].merge(logged, on=keys, how="inner", validate="one_to_one")
+
+
+def _scores(rows: pd.DataFrame, classes: list[Any] | None) -> np.ndarray[Any, Any] | None:
+    """The rows' probabilities as a matrix, when every row has them for every class."""
+    if classes is None or PROBABILITIES not in rows or not len(rows):
+        return None
+    values = rows[PROBABILITIES].tolist()
+    if any(v is None or len(v) != len(classes) for v in values):
+        return None
+    return np.asarray(values, dtype=np.float64)
+
+
+def _estimate(
+    rows: pd.DataFrame, version: ModelVersionRow, classes: list[Any] | None
+) -> dict[str, Any] | None:
+    """The estimate of a classifier's quality on rows without labels, calibrated on its
+    holdout's probabilities and true labels."""
+    reference = version.reference
+    scores = _scores(rows, classes)
+    if scores is None or classes is None or reference is None or "scores" not in reference:
+        return None
+    if reference.get("classes") != classes:
+        return None
+    return estimated_quality(
+        scores, classes, np.asarray(reference["scores"], dtype=np.float64), reference["labels"]
+    )
+
+
+def _metric(spec: Spec, measured: dict[str, Any]) -> str:
+    metric = spec.model.metric_name
+    return metric if metric in measured else FALLBACK_METRIC[spec.model.task]
