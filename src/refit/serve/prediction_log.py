@@ -43,9 +43,10 @@ from refit.prediction_logs import (
     utc,
 )
 from refit.registry import Registry
-from refit.registry.monitoring import add_log
+from refit.registry.monitoring import FEEDBACK, PREDICTIONS, add_log
 from refit.registry.tables import PredictionLogRow
 from refit.serve.metrics import ServerMetrics
+from refit.services import Services
 from refit.signature import Signature
 
 log = logging.getLogger("refit.serve")
@@ -256,6 +257,35 @@ class LogBuffer:
 
 def _rows(entries: Sequence[Entry]) -> int:
     return sum(_size(entry) for entry in entries)
+
+
+def model_logs(
+    services: Services,
+    metrics: ServerMetrics,
+    instance: str,
+    signatures: Callable[[int], Signature],
+) -> tuple[LogBuffer | None, LogBuffer]:
+    """The buffers of a model's prediction log (None with `monitor.log: false`, or a sample of
+    0) and of its feedback, as its project's `monitor` section sets them; `instance` names the
+    server process, `signatures(version)` gives a served version's signature."""
+    name, monitor = services.project.spec.name, services.project.spec.monitor
+    destination = Destination(services.registry, services.store, instance)
+
+    def buffer(kind: str) -> LogBuffer:
+        return LogBuffer(
+            name,
+            kind,
+            destination,
+            metrics,
+            capacity=monitor.buffer_rows,
+            flush_rows=monitor.flush_rows,
+            flush_seconds=monitor.flush_seconds,
+            sample=monitor.sample if kind == PREDICTIONS else 1.0,
+            signatures=signatures,
+        )
+
+    log = buffer(PREDICTIONS) if monitor.log and monitor.sample > 0 else None
+    return log, buffer(FEEDBACK)
 
 
 class LogWriter:

@@ -30,13 +30,12 @@ from refit.errors import (
 from refit.prediction_logs import answered
 from refit.predictions import Columns, NonFiniteOutputError, Predictions
 from refit.registry.heartbeats import new_instance
-from refit.registry.monitoring import FEEDBACK, PREDICTIONS
 from refit.serve._logging import current_request_id
 from refit.serve._numbers import client_count, shown
 from refit.serve.batching import MicroBatcher, ModelFailure
 from refit.serve.follower import LoadFailure, ModelFollower
 from refit.serve.metrics import PredictionCounter, ServerMetrics
-from refit.serve.prediction_log import Destination, LogBuffer, LogWriter
+from refit.serve.prediction_log import LogBuffer, LogWriter, model_logs
 from refit.serve.predictor import LoadedModel, LoadPolicy
 from refit.serve.records import ExtraFields, RecordReader
 from refit.services import Services
@@ -190,7 +189,8 @@ class ServerState:
                 on_batch=metrics.batch_rows.labels(name).observe,
                 on_predictions=counter,
             )
-            log, feedback = _log_buffers(each, metrics, follower, signatures)
+            instance = follower.instance or new_instance()  # the heartbeat's id, if it beats
+            log, feedback = model_logs(each, metrics, instance, signatures.__getitem__)
             buffers += [b for b in (log, feedback) if b is not None]
             models[name] = ServedModel(
                 follower,
@@ -257,34 +257,6 @@ class ServerState:
         columns, extra = await off_the_loop(body, lambda b: read(b, reader, model))
         predictions = await self.predict_columns(model, columns)
         return model, extra, predictions
-
-
-def _log_buffers(
-    services: Services,
-    metrics: ServerMetrics,
-    follower: ModelFollower,
-    signatures: dict[int, Signature],
-) -> tuple[LogBuffer | None, LogBuffer]:
-    """The buffers of a model's prediction log (None with `monitor.log: false`) and of its
-    feedback, as its project's `monitor` section sets them."""
-    name, monitor = services.project.spec.name, services.project.spec.monitor
-    instance = follower.instance or new_instance()  # the heartbeat's id, if it beats
-    destination = Destination(services.registry, services.store, instance)
-
-    def buffer(kind: str) -> LogBuffer:
-        return LogBuffer(
-            name,
-            kind,
-            destination,
-            metrics,
-            capacity=monitor.buffer_rows,
-            flush_rows=monitor.flush_rows,
-            flush_seconds=monitor.flush_seconds,
-            sample=monitor.sample if kind == PREDICTIONS else 1.0,
-            signatures=signatures.__getitem__,
-        )
-
-    return (buffer(PREDICTIONS) if monitor.log and monitor.sample > 0 else None), buffer(FEEDBACK)
 
 
 def _follower(
