@@ -166,6 +166,35 @@ async def test_a_first_production_version_that_cannot_load_leaves_the_server_unr
         assert (seen["failures"], seen["refused_version"]) == (1, broken)
 
 
+async def test_a_retry_of_a_version_that_failed_keeps_saying_why_it_failed(
+    unpromoted: Services, add_version: AddVersion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = add_version(artifact=b"not a model")
+    promote_version(unpromoted.registry, NAME, broken, "test", store=unpromoted.store)
+    state = ServerState.open(unpromoted)
+    follower = state.follower
+    assert await follower.check() is False
+    assert follower.failure is not None
+    follower.failure.retry_at = 0.0  # the backoff is over: the next check retries
+    release, entered = threading.Event(), threading.Event()
+    real = follower._load
+
+    def slow_load(version: int) -> Any:
+        entered.set()
+        release.wait(10)
+        return real(version)
+
+    monkeypatch.setattr(follower, "_load", slow_load)
+    retrying = asyncio.create_task(follower.check())
+    await asyncio.to_thread(entered.wait, 10)
+    assert follower.loading == broken
+    said = follower.waiting()
+    assert said.startswith(f"v{broken} failed to load: artifact error: ")
+    assert said.endswith(", retrying now")
+    release.set()
+    assert await retrying is False
+
+
 # --- swaps --------------------------------------------------------------------------------------
 
 

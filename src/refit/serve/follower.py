@@ -133,14 +133,15 @@ class ModelFollower:
 
     def waiting(self) -> str:
         """What stands between this server and its first version, in words."""
-        failure = self.failure
-        if self.loading is not None:
-            return f"loading v{self.loading}"
-        if failure is not None:
-            return (
-                f"v{failure.version} failed to load: {failure.reason}, "
-                f"retrying in {failure.retry_in():.0f}s"
+        failure, loading = self.failure, self.loading
+        if failure is not None and loading in (None, failure.version):
+            # A retry of the version that failed keeps saying why it failed.
+            retry = (
+                "retrying now" if loading is not None else f"retrying in {failure.retry_in():.0f}s"
             )
+            return f"v{failure.version} failed to load: {failure.reason}, {retry}"
+        if loading is not None:
+            return f"loading v{loading}"
         if self.last_check is None:
             return f"reading which version holds {self.alias}"
         return f"no version holds {self.alias} yet"
