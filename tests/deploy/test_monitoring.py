@@ -26,6 +26,7 @@ from refit.deploy.compose import render_compose
 from refit.deploy.files import write_files
 from refit.deploy.monitoring import (
     DASHBOARDS,
+    PROBE_ROUTES,
     RULE_TESTS,
     RULES,
     SCHEDULER_JOB,
@@ -296,6 +297,10 @@ def test_the_dashboards_are_recent_grafana_json_with_a_datasource_variable() -> 
     for wanted in ("Swaps and refusals", "Gate decisions", "Training runs by status"):
         assert wanted in titles
     assert {"Drift score by feature", "Live quality vs estimated"} <= titles
+    # The API's traffic leaves out the probes and the scrape, as the rules do.
+    for where, expression in expressions():
+        if "refit_request" in expression:
+            assert f'route!~"{PROBE_ROUTES}"' in expression, where
 
 
 def test_every_dashboard_expression_parses(tmp_path: Path) -> None:
