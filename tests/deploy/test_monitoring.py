@@ -12,8 +12,10 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ from refit.deploy.monitoring import (
 )
 from refit.project import load_project
 from servers import free_port
-from serving import example_records, make_project, serving, stop
+from serving import Server, example_records, make_project, serving, stop
 from stack import create_stack_project
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -359,13 +361,20 @@ def scraped_names(body: str) -> set[str]:
 REPORTED_ROWS = 150  # above monitor.min_rows: enough for a report to judge drift
 
 
+@dataclass
+class Live:
+    """A real `refit serve` and `refit scheduler` of one project, on 127.0.0.1."""
+
+    project: Path
+    server: Server
+    scheduler: str
+    """The scheduler's /metrics URL."""
+
+
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
-    """Every metric name a real `refit serve` (after predictions) and a real `refit scheduler`
-    (after a training run and a monitor report on those predictions) export, and
-    Prometheus' own `up`."""
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     project = make_project(tmp_path_factory.mktemp("monitoring") / "p")
-    set_schedule(project, ingest=None, train=None, monitor=None)
+    set_schedule(project, ingest=None, train=None, monitor=None)  # it only serves /metrics
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFIT_")}
     args = [sys.executable, "-m", "refit", "scheduler", "-p", str(project)]
@@ -373,30 +382,42 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     log = project.parent / "scheduler.log"
     with log.open("wb") as output:
         scheduler = subprocess.Popen(args, env=env, stdout=output, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/metrics"
     try:
-        with serving(project, workers=1) as server:
-            records = example_records(REPORTED_ROWS)
-            assert server.http.post("/predict", json=records[0]).status_code == 200
-            batch = server.http.post("/predict/batch", json={"records": records})
-            assert batch.status_code == 200
-            served = server.http.get("/metrics")
-            assert served.status_code == 200
-        # A report of the monitor on what the server logged (its figures are the report's).
-        report = refit("monitor", "-p", str(project), cwd=project)
-        assert report.returncode == 0, report.stdout + report.stderr
-        url = f"http://127.0.0.1:{port}/metrics"
         deadline = time.monotonic() + 90
         while f"metrics: {url}" not in log.read_text(errors="replace"):
             if scheduler.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"refit scheduler did not serve /metrics:\n{log.read_text()}")
             time.sleep(0.2)
-        with urllib.request.urlopen(url, timeout=10) as answer:
-            registry = answer.read().decode()
+        with serving(project, workers=1) as server:
+            yield Live(project, server, url)
     finally:
         assert stop(scheduler) == 0, log.read_text(errors="replace")
+
+
+def read(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        body: bytes = answer.read()
+    return body.decode()
+
+
+@pytest.fixture(scope="module")
+def exported(live: Live) -> set[str]:
+    """Every metric name the live server (after predictions) and scheduler (after a training
+    run and a monitor report) export, and Prometheus' own `up`."""
+    records = example_records(REPORTED_ROWS)
+    assert live.server.http.post("/predict", json=records[0]).status_code == 200
+    batch = live.server.http.post("/predict/batch", json={"records": records})
+    assert batch.status_code == 200
+    served = live.server.http.get("/metrics")
+    assert served.status_code == 200
+    # A report of the monitor on what the server logged (its figures are the report's).
+    report = refit("monitor", "-p", str(live.project), cwd=live.project)
+    assert report.returncode == 0, report.stdout + report.stderr
+    registry = read(live.scheduler)
     assert "refit_scheduler_scrape_error 0.0" in registry
-    assert 'refit_monitor_report_rows{model="breast-cancer"}' in registry
     assert 'refit_training_runs_total{model="breast-cancer",status="succeeded"' in registry
+    assert 'refit_monitor_report_rows{model="breast-cancer"}' in registry
     return scraped_names(served.text) | scraped_names(registry) | {"up"}
 
 
@@ -416,3 +437,114 @@ def test_every_dashboard_expression_names_only_metrics_refit_exports(exported: s
     # Every family refit exports is on a dashboard but these: probes of the scrape itself.
     families = {name for name in exported if name.startswith("refit_")}
     assert len(used & families) >= 25
+
+
+# --- a real Prometheus with the rules, on the live server and scheduler ----------------------
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    tmp_path_factory: pytest.TempPathFactory, live: Live, exported: set[str]
+) -> Iterator[str]:
+    """Debian's Prometheus, scraping the live processes as the jobs the rules name, with
+    `refit.rules.yml` loaded; its URL."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{MISSING}; CI must run these checks, not skip them")
+        pytest.skip(MISSING)
+    folder = tmp_path_factory.mktemp("prometheus")
+    shutil.copy(BUNDLED / RULES, folder / RULES)
+    targets = {
+        SERVE_JOB: live.server.url.removeprefix("http://"),
+        SCHEDULER_JOB: live.scheduler.removeprefix("http://").removesuffix("/metrics"),
+    }
+    config = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": [RULES],
+        "scrape_configs": [
+            {"job_name": job, "static_configs": [{"targets": [target]}]}
+            for job, target in targets.items()
+        ],
+    }
+    (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    args = [
+        binary,
+        f"--config.file={folder / 'prometheus.yml'}",
+        f"--storage.tsdb.path={folder / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    log = folder / "prometheus.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(url, lambda: query(url, "sum(up)") == [2.0], log)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def api(url: str, path: str, **params: str) -> Any:
+    answer = json.loads(read(f"{url}/api/v1/{path}?{urllib.parse.urlencode(params)}"))
+    assert answer["status"] == "success", answer
+    return answer["data"]
+
+
+def query(url: str, expression: str) -> list[float]:
+    return [float(series["value"][1]) for series in api(url, "query", query=expression)["result"]]
+
+
+def wait_for(url: str, check: Any, log: Path, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"Prometheus never got there:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+@pytest.mark.slow
+def test_a_real_prometheus_evaluates_the_rules_and_the_dashboards_on_live_refit(
+    prometheus: str,
+) -> None:
+    def evaluated() -> list[dict[str, Any]]:
+        groups = api(prometheus, "rules")["groups"]
+        return [rule for group in groups for rule in group["rules"]]
+
+    wanted = {alert["alert"] for alert in alerts(BUNDLED / RULES)}
+    wait_for(
+        prometheus,
+        lambda: (
+            {r["name"] for r in evaluated() if r.get("lastEvaluation", "0001")[:4] != "0001"}
+            >= wanted
+        ),
+        Path(os.devnull),
+    )
+    # Every rule evaluates on refit's live series without error, and a healthy loop (its server
+    # up and on production's version, its registry readable) fires none of them.
+    assert {(r["name"], r["health"], r.get("lastError", "")) for r in evaluated()} == {
+        (name, "ok", "") for name in wanted
+    }
+    firing = {r["name"] for r in evaluated() if r["state"] != "inactive"}
+    assert firing == set()
+    assert query(prometheus, f'refit_model_version{{job="{SERVE_JOB}"}}') == [1.0]
+    # Every dashboard query runs, and those of the live loop's state have data.
+    for _, expression in expressions():
+        api(prometheus, "query", query=as_prometheus_reads(expression))
+    for expression in (
+        "max by (model) (refit_model_version)",
+        'sum(refit_predicted_rows_total{model="breast-cancer"})',
+        "refit_snapshots_total",
+        "refit_model_version_metric",
+    ):
+        assert query(prometheus, expression), expression
