@@ -36,8 +36,9 @@ from refit.deploy.monitoring import (
     render_monitoring,
 )
 from refit.project import load_project
+from refit.spec import SPEC_FILE
 from servers import free_port
-from serving import Server, example_records, make_project, serving, stop
+from serving import NAME, Server, example_records, make_project, serving, stop, wait_until
 from stack import create_stack_project
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -375,6 +376,9 @@ class Live:
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     project = make_project(tmp_path_factory.mktemp("monitoring") / "p")
     set_schedule(project, ingest=None, train=None, monitor=None)  # it only serves /metrics
+    spec = yaml.safe_load((project / SPEC_FILE).read_text())
+    spec.setdefault("monitor", {})["flush_seconds"] = 0.2  # the log written at once
+    (project / SPEC_FILE).write_text(yaml.safe_dump(spec, sort_keys=False))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFIT_")}
     args = [sys.executable, "-m", "refit", "scheduler", "-p", str(project)]
@@ -409,15 +413,22 @@ def exported(live: Live) -> set[str]:
     assert live.server.http.post("/predict", json=records[0]).status_code == 200
     batch = live.server.http.post("/predict/batch", json={"records": records})
     assert batch.status_code == 200
+    logged = f'refit_prediction_log_written_rows_total{{kind="predictions",model="{NAME}"}}'
+    wait_until(
+        "the server logs its predictions",
+        lambda: f"{logged} {float(REPORTED_ROWS + 1)}" in live.server.http.get("/metrics").text,
+        within=30,
+    )
     served = live.server.http.get("/metrics")
     assert served.status_code == 200
-    # A report of the monitor on what the server logged (its figures are the report's).
+    # The monitor's report on those rows: drift per feature, from the scheduler's /metrics.
     report = refit("monitor", "-p", str(live.project), cwd=live.project)
     assert report.returncode == 0, report.stdout + report.stderr
     registry = read(live.scheduler)
     assert "refit_scheduler_scrape_error 0.0" in registry
-    assert 'refit_training_runs_total{model="breast-cancer",status="succeeded"' in registry
-    assert 'refit_monitor_report_rows{model="breast-cancer"}' in registry
+    assert f'refit_training_runs_total{{model="{NAME}",status="succeeded"' in registry
+    assert f'refit_monitor_report_rows{{model="{NAME}"}} {float(REPORTED_ROWS + 1)}' in registry
+    assert f'refit_drift_score{{feature="mean_radius",model="{NAME}"}}' in registry
     return scraped_names(served.text) | scraped_names(registry) | {"up"}
 
 
@@ -437,6 +448,17 @@ def test_every_dashboard_expression_names_only_metrics_refit_exports(exported: s
     # Every family refit exports is on a dashboard but these: probes of the scrape itself.
     families = {name for name in exported if name.startswith("refit_")}
     assert len(used & families) >= 25
+
+
+@pytest.mark.slow
+def test_every_rule_names_only_metrics_refit_exports(exported: set[str]) -> None:
+    unknown = {}
+    for alert in alerts(BUNDLED / RULES):
+        names = metric_names(alert["expr"])
+        assert names, alert["alert"]
+        if missing := names - exported:
+            unknown[alert["alert"]] = sorted(missing)
+    assert unknown == {}, "metrics no refit process exports"
 
 
 # --- a real Prometheus with the rules, on the live server and scheduler ----------------------
@@ -546,5 +568,7 @@ def test_a_real_prometheus_evaluates_the_rules_and_the_dashboards_on_live_refit(
         'sum(refit_predicted_rows_total{model="breast-cancer"})',
         "refit_snapshots_total",
         "refit_model_version_metric",
+        "refit_drift_score",
+        'sum(refit_prediction_log_written_rows_total{kind="predictions"})',
     ):
         assert query(prometheus, expression), expression
