@@ -6,8 +6,9 @@ bundled `deploy/monitoring/`), with `--compose` also a Compose file that runs th
 stack with Prometheus and Grafana beside it; the Helm chart carries the rules and dashboards
 as files of its own for its optional ConfigMaps.
 
-The rules name the servers' scrape job `SERVE_JOB` and the scheduler's `SCHEDULER_JOB`, as
-the Compose stack's Prometheus calls them.
+Two alerts (a target down) name the servers' scrape job `SERVE_JOB` and the scheduler's
+`SCHEDULER_JOB`, as the Compose stack's Prometheus calls them; every other rule, and every
+dashboard, selects refit's metrics by name alone.
 
     out = Path("churn/deploy/monitoring")
     files = render_monitoring(load_project("churn"), out, stack=Path("churn/deploy/compose"))
@@ -28,9 +29,9 @@ from refit.project import Project
 from refit.spec import METRICS
 
 SERVE_JOB = "refit-serve"
-"""The scrape job of the servers, as the rules and dashboards name it."""
+"""The scrape job of the servers, as the rules name it."""
 SCHEDULER_JOB = "refit-scheduler"
-"""The scrape job of the scheduler (or `refit metrics`), as the rules and dashboards name it."""
+"""The scrape job of the scheduler (or `refit metrics`), as the rules name it."""
 
 RULES = "refit.rules.yml"
 RULE_TESTS = "refit.rules.test.yml"
