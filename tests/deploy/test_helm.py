@@ -62,6 +62,12 @@ VARIATIONS = {
         "--set",
         "server.resources.limits.cpu=2500m",
     ],
+    "rules and dashboards on": [
+        "--set",
+        "monitoring.rules.enabled=true",
+        "--set",
+        "monitoring.dashboards.enabled=true",
+    ],
 }
 
 
@@ -986,3 +992,79 @@ def test_the_charts_pods_run_with_its_security_on_postgres_and_s3(
         engine("rm", "--force", server_name, check=False)
         engine("rm", "--force", metrics_name, check=False)
         postgres_server.drop_database(database)
+
+
+# --- refit's alert rules and dashboards, for the cluster's Prometheus and Grafana ------------
+
+MONITORING = ROOT / "deploy" / "monitoring"
+
+
+def check_rule_file(folder: Path, text: str) -> None:
+    """`promtool check rules` passes on `text` as a rule file."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        missing("promtool is not installed: apt-get install prometheus (.ci/run installs it)")
+    (folder / "rules.yml").write_text(text)
+    checked = run(promtool, "check", "rules", folder / "rules.yml")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    count = sum(len(group["rules"]) for group in yaml.safe_load(text)["groups"])
+    assert f"SUCCESS: {count} rules found" in checked.stdout
+
+
+def test_the_rules_and_dashboards_are_off_by_default(helm: Path) -> None:
+    rendered = by_name(template(helm, BUNDLED))
+    assert not {"ConfigMap/refit-rules", "ConfigMap/refit-dashboards"} & set(rendered)
+    assert not [name for name in rendered if name.startswith("PrometheusRule/")]
+
+
+def test_the_rules_and_dashboards_are_configmaps_the_sidecars_load(
+    helm: Path, tmp_path: Path
+) -> None:
+    on = VARIATIONS["rules and dashboards on"]
+    rendered = by_name(template(helm, BUNDLED, *on))
+    rules = rendered["ConfigMap/refit-rules"]["data"]
+    assert rules == {"refit.rules.yml": (MONITORING / "refit.rules.yml").read_text()}
+    check_rule_file(tmp_path, rules["refit.rules.yml"])
+    dashboards = rendered["ConfigMap/refit-dashboards"]
+    assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboards["data"] == {
+        path.name: path.read_text() for path in (MONITORING / "dashboards").glob("*.json")
+    }
+    folder = ["--set", "monitoring.dashboards.annotations.grafana_folder=refit"]
+    labelled = by_name(template(helm, BUNDLED, *on, *folder))["ConfigMap/refit-dashboards"]
+    assert labelled["metadata"]["annotations"] == {"grafana_folder": "refit"}
+
+
+def test_the_rules_are_a_prometheusrule_for_the_operator_when_asked(
+    helm: Path, tmp_path: Path
+) -> None:
+    values = [
+        "--set",
+        "monitoring.rules.enabled=true",
+        "--set",
+        "monitoring.rules.prometheusRule=true",
+    ]
+    values += ["--set", "monitoring.rules.labels.release=kube-prometheus-stack"]
+    lint = run(helm, "lint", "--strict", BUNDLED, *values)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    rendered = by_name(template(helm, BUNDLED, *values))
+    assert "ConfigMap/refit-rules" not in rendered
+    rule = rendered["PrometheusRule/refit-rules"]
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert rule["spec"] == yaml.safe_load((MONITORING / "refit.rules.yml").read_text())
+    # Its spec is a rule file: the Operator hands it to Prometheus as it is.
+    check_rule_file(tmp_path, yaml.safe_dump(rule["spec"]))
+    # Everything else is still valid Kubernetes (the CRD has no schema of Kubernetes' own).
+    others = "".join(
+        f"---\n{yaml.safe_dump(o)}"
+        for name, o in rendered.items()
+        if name != "PrometheusRule/refit-rules"
+    )
+    assert kubernetes_validate(others).returncode == 0
+
+
+def test_a_monitoring_value_of_the_wrong_shape_is_refused(helm: Path) -> None:
+    result = run(helm, "template", "refit", BUNDLED, "--set", "monitoring.rules.enabled=yes")
+    assert result.returncode != 0
+    assert "at '/monitoring/rules/enabled': got string, want boolean" in result.stderr

@@ -153,3 +153,45 @@ def helm(
         f"next: create the Secret (see {directory / 'values.yaml'}, secret.*), then "
         f"`helm install NAME {directory}`"
     )
+
+
+def _stack(value: Path | None) -> Path | None:
+    if value is not None and not (value / "compose.yaml").is_file():
+        raise typer.BadParameter(
+            f"no compose.yaml in {value}: give the folder `refit deploy compose` wrote"
+        )
+    return value
+
+
+@deploy_app.command("monitoring")
+def monitoring(
+    directory: Annotated[
+        Path, typer.Argument(metavar="OUT", help="The folder to write the monitoring files into.")
+    ],
+    project: ProjectOption = Path("."),
+    compose: Annotated[
+        Path | None,
+        typer.Option(
+            "--compose",
+            metavar="STACK",
+            help="Also a Compose file that runs the stack in STACK (from `refit deploy "
+            "compose`) with Prometheus and Grafana beside it.",
+            callback=_stack,
+            show_default=False,
+        ),
+    ] = None,
+    force: ForceOption = False,
+) -> None:
+    """Write refit's Prometheus alert rules (with their promtool tests) and Grafana dashboards."""
+    from refit.deploy.compose import ENV_FILE
+    from refit.deploy.files import write_files
+    from refit.deploy.monitoring import render_monitoring
+
+    files = render_monitoring(load_project(project), directory, stack=compose)
+    for written in write_files(directory, files, force=force, keep=frozenset({ENV_FILE})):
+        out.print(f"{written.action:<9} {written.path}")
+    if compose is not None:
+        err.print(
+            f"next: `docker compose up --build` in {directory} "
+            f"(edit {directory / ENV_FILE} first: Grafana's password is an example)"
+        )

@@ -90,19 +90,20 @@ def render_compose(
     out = out.resolve()
     templates: tuple[str, ...] = _TEMPLATES
     if refit_source is None:
+        dockerfile = relative_path(out / "Dockerfile", root).removeprefix("./")
         build = (
             "    build:\n"
-            f"      context: {_yaml(_relative(root, out))}\n"
-            f"      dockerfile: {_yaml(_relative(out / 'Dockerfile', root).removeprefix('./'))}\n"
+            f"      context: {_yaml(relative_path(root, out))}\n"
+            f"      dockerfile: {_yaml(dockerfile)}\n"
         )
         spec_mount = spec_config = ""
     else:
         _check_spec_only(project)
         templates = ("compose.yaml", "nginx.conf")
-        checkout = _yaml(_relative(refit_source.resolve(), out))
+        checkout = _yaml(relative_path(refit_source.resolve(), out))
         build = f"    build: {checkout}  # refit's own Dockerfile\n"
         spec_mount = _SPEC_MOUNT
-        spec_config = f"  project:\n    file: {_yaml(_relative(root / SPEC_FILE, out))}\n"
+        spec_config = f"  project:\n    file: {_yaml(relative_path(root / SPEC_FILE, out))}\n"
     schedules = job_schedules(project)
     port = metrics_port(project)
     settings: list[str] = []
@@ -219,7 +220,7 @@ def _env_value(value: str) -> str:
     return f'"{value}"' if " " in value else value
 
 
-def _relative(path: Path, start: Path) -> str:
+def relative_path(path: Path, start: Path) -> str:
     """`path` from `start`, as Compose reads a path: `./project`, `../..`, `../Dockerfile`."""
     text = Path(os.path.relpath(path, start)).as_posix()
     return text if text.startswith(".") else f"./{text}"

@@ -31,6 +31,7 @@ from refit.deploy.kubernetes import (
     check_tagged_image,
     pod_image,
 )
+from refit.deploy.monitoring import DASHBOARDS, RULES, render_rules
 from refit.deploy.roles import (
     EXPORTER_ARGS,
     JOB_ARGS,
@@ -47,6 +48,9 @@ from refit.spec import BUCKET_NAME, SPEC_FILE
 
 SPEC_IN_CHART = "files/refit.yaml"
 """Where the chart keeps the project's spec, the ConfigMap's content."""
+
+MONITORING_IN_CHART = "files/monitoring"
+"""Where the chart keeps refit's alert rules and dashboards (`monitoring.*` values)."""
 
 _PLACEHOLDER = re.compile(r"@@(\w+)@@")  # not {{...}}: that is Helm's own template syntax
 
@@ -106,6 +110,10 @@ def render_helm(project: Project, *, image: str | None = None) -> dict[str, str]
         for name, text in _chart_files(resources.files("refit.deploy") / "templates" / "helm")
     }
     files[SPEC_IN_CHART] = (project.root / SPEC_FILE).read_text("utf-8")
+    # The rules and dashboards of `refit deploy monitoring`, for the optional ConfigMaps.
+    for name, text in render_rules().items():
+        if name == RULES or name.startswith(f"{DASHBOARDS}/"):
+            files[f"{MONITORING_IN_CHART}/{name}"] = text
     return dict(sorted(files.items()))
 
 
