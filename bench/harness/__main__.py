@@ -8,7 +8,8 @@
              round): a warm-up, then wrk for the cell's duration while /proc is sampled
     report   medians over rounds; refit's ratio to the best scikit-learn peer, to the
              hand-written FastAPI + ONNX Runtime peer and to the floor of Python HTTP;
-             granian against uvicorn; files in bench/results/
+             refit with prediction logging on against off; granian against uvicorn;
+             files in bench/results/
     --profile  instead of servers: where one request's time goes (bench/profile.py)
 
 Exit status: 0 when every server started and answered right; 1 when one did not (or wrk got
@@ -44,6 +45,7 @@ from harness.report import (
     Cell,
     granian_table,
     hand_written_table,
+    logging_table,
     ratio_table,
     results_table,
     summarise,
@@ -432,6 +434,11 @@ def render(report: dict, summaries: list, cells: list[Cell]) -> str:
             "the floor of Python HTTP (a bare ASGI app under the same uvicorn; its constant "
             "answers are not checked against the model)",
             hand_written_table(summaries, cells),
+        ),
+        (
+            "What prediction logging costs: refit as it runs by default (every request logged) "
+            "against refit with `monitor.log: false`",
+            logging_table(summaries, cells),
         ),
         ("The same app under granian and under uvicorn", granian_table(summaries, cells)),
     ]

@@ -6,6 +6,7 @@ class probabilities.
 |------------|---------------------------------------|-----------------------------------------|
 | refit      | POST /predict {feature: value}        | POST /predict/batch {"records": [...]}  |
 | refit-noop | the same, on a model that does nothing                                          |
+| refit-nolog | the same as refit, with prediction logging off (`monitor.log: false`)          |
 | fastapi-onnx, tutorial: the same as refit                                                     |
 | asgi-floor | any POST: a constant JSON answer (not checked against the model)               |
 | mlserver   | POST /v2/models/NAME/infer, V2 inference protocol, one input per feature,     |
@@ -338,6 +339,14 @@ def make_servers(envs: dict[str, Env], names: list[str]) -> list[Server]:
             read_records_answer,
             launch_refit("model"),
         ),
+        "refit-nolog": lambda: Server(
+            "refit-nolog",
+            envs["refit"],
+            _refit_route,
+            records_body,
+            read_records_answer,
+            launch_refit("model", REFIT_MONITOR__LOG="false"),
+        ),
         "refit-noop": lambda: Server(
             "refit-noop",
             envs["refit"],
@@ -413,6 +422,7 @@ def make_servers(envs: dict[str, Env], names: list[str]) -> list[Server]:
 
 SERVERS = (
     "refit",
+    "refit-nolog",
     "refit-noop",
     "fastapi-onnx",
     "asgi-floor",
@@ -422,10 +432,11 @@ SERVERS = (
     "refit-granian",
     "asgi-floor-granian",
 )
-QUICK_SERVERS = SERVERS[:7]
+QUICK_SERVERS = tuple(name for name in SERVERS if "granian" not in name)
 """The servers of `--quick`: all but the granian ones, which only the full run measures."""
 ENV_OF = {
     "refit": "refit",
+    "refit-nolog": "refit",
     "refit-noop": "refit",
     "fastapi-onnx": "fastapi_onnx",
     "asgi-floor": "asgi_floor",
@@ -442,4 +453,6 @@ HAND_WRITTEN = "fastapi-onnx"
 FLOOR = "asgi-floor"
 """The floor of Python HTTP on refit's server stack (uvicorn, uvloop, httptools)."""
 COUNTERPARTS = {"refit-granian": "refit", "asgi-floor-granian": "asgi-floor"}
+NO_LOG = "refit-nolog"
+"""refit with prediction logging off: what logging costs is refit's figures against its."""
 """The servers run under granian, and the same app under uvicorn."""

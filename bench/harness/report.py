@@ -8,7 +8,7 @@ import statistics
 from dataclasses import dataclass
 
 from harness.load import Measure
-from harness.peers import COUNTERPARTS, FLOOR, HAND_WRITTEN, PEER_NAMES
+from harness.peers import COUNTERPARTS, FLOOR, HAND_WRITTEN, NO_LOG, PEER_NAMES
 
 
 @dataclass(frozen=True)
@@ -172,4 +172,27 @@ def granian_table(summaries: list[Summary], cells: list[Cell]) -> str:
                 f"{_num(u.p99_ms)} | {_num(g.rps)} | {_num(g.p50_ms)} | {_num(g.p99_ms)} | "
                 f"{_ratio(g.rps, u.rps)} |"
             )
+    return "\n".join(lines) if rows else ""
+
+
+def logging_table(summaries: list[Summary], cells: list[Cell]) -> str:
+    """refit as it runs by default (every request logged) against refit with prediction
+    logging off: what logging costs in throughput (a ratio below 1) and in latency."""
+    lines = [
+        f"| cell | refit req/s | p50 ms | p99 ms | {NO_LOG} req/s | p50 ms | p99 ms "
+        f"| logging on ÷ off (req/s) | p99 on ÷ off |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    rows = 0
+    for cell in cells:
+        here = {s.server: s for s in summaries if s.cell == cell.name}
+        on, off = here.get("refit"), here.get(NO_LOG)
+        if on is None or off is None:
+            continue
+        rows += 1
+        lines.append(
+            f"| {cell.name} | {_num(on.rps)} | {_num(on.p50_ms)} | {_num(on.p99_ms)} | "
+            f"{_num(off.rps)} | {_num(off.p50_ms)} | {_num(off.p99_ms)} | "
+            f"{_ratio(on.rps, off.rps)} | {_ratio(on.p99_ms, off.p99_ms)} |"
+        )
     return "\n".join(lines) if rows else ""

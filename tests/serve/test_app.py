@@ -121,7 +121,7 @@ async def test_one_record_gets_the_prediction_and_probabilities_of_the_served_ve
     named = await client.post(f"/v1/models/{NAME}/predict", json=record())
     assert named.status_code == 200, named.text
     body = named.json()
-    assert list(body) == ["model", "version", "prediction", "probabilities"]
+    assert list(body) == ["model", "version", "id", "prediction", "probabilities"]
     assert (body["model"], body["version"]) == (NAME, 1)
     assert [body["prediction"]] == model_predictions(services, [record()])
     probabilities = body["probabilities"]
@@ -131,7 +131,7 @@ async def test_one_record_gets_the_prediction_and_probabilities_of_the_served_ve
 
     short = await client.post("/predict", json=record())
     assert short.status_code == 200
-    assert short.json() == body
+    assert short.json() | {"id": body["id"]} == body  # each request has its own id
 
 
 async def test_a_batch_answers_in_record_order(
@@ -148,7 +148,7 @@ async def test_a_batch_answers_in_record_order(
         response = await client.post(path, json={"records": inputs})
         assert response.status_code == 200, response.text
         body = response.json()
-        assert list(body) == ["model", "version", "predictions", "probabilities"]
+        assert list(body) == ["model", "version", "id", "predictions", "probabilities"]
         assert (body["model"], body["version"]) == (NAME, 1)
         assert body["predictions"] == expected
         singles = [(await client.post("/predict", json=one)).json() for one in inputs]
@@ -163,12 +163,12 @@ async def test_a_regression_answers_numbers_without_probabilities(regressor: Ser
     async with connect(create_app(state)) as client:
         one = await client.post("/predict", json=request)
         assert one.status_code == 200, one.text
-        assert list(one.json()) == ["model", "version", "prediction"]
+        assert list(one.json()) == ["model", "version", "id", "prediction"]
         assert isinstance(one.json()["prediction"], float)
 
         many = await client.post("/v1/models/diabetes/predict/batch", json=batch)
         assert many.status_code == 200, many.text
-        assert list(many.json()) == ["model", "version", "predictions"]
+        assert list(many.json()) == ["model", "version", "id", "predictions"]
         assert len(many.json()["predictions"]) == len(batch["records"])
         assert many.json()["predictions"][0] == pytest.approx(one.json()["prediction"])
 

@@ -216,6 +216,8 @@ def valid_body(template: str) -> bytes:
         body = {"inputs": [tensor]}
     elif template.endswith("/invocations"):
         body = {"dataframe_records": [record]}
+    elif template.endswith("/feedback"):
+        body = {"id": "request-1", "value": "benign"}
     else:
         raise AssertionError(f"no valid request body is known for POST {template}: add one here")
     return json.dumps(body).encode()

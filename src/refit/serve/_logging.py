@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 REQUEST_ID_HEADER = "X-Request-Id"
 MAX_REQUEST_ID = 128
-_REQUEST_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_REQUEST_ID}}}")
+REQUEST_ID_PATTERN = rf"^[A-Za-z0-9._:-]{{1,{MAX_REQUEST_ID}}}$"
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN.strip("^$"))
 _HEADER = REQUEST_ID_HEADER.lower().encode("latin-1")
 UNMATCHED = "unmatched"
 """The route of a request that matched no route (as in `/metrics`)."""
@@ -56,9 +57,14 @@ def redact(text: str) -> str:
     return text
 
 
+def is_request_id(text: str) -> bool:
+    """Whether `text` can be a request's id: 1 to 128 letters, digits and `._:-`."""
+    return _REQUEST_ID.fullmatch(text) is not None
+
+
 def request_id(given: str | None) -> str:
     """The client's id when it is a token of at most 128 letters, digits and `._:-`; else new."""
-    if given is not None and _REQUEST_ID.fullmatch(given):
+    if given is not None and is_request_id(given):
         return given
     return os.urandom(16).hex()  # 128 random bits, as a UUID4 has (less its fixed 6)
 
@@ -74,6 +80,12 @@ class _Request:
 
 
 _current: ContextVar[_Request | None] = ContextVar("refit_request", default=None)
+
+
+def current_request_id() -> str:
+    """The id of the request being answered (`RequestLog` gives it); a new one outside any."""
+    request = _current.get()
+    return request.id if request is not None else request_id(None)
 
 
 class RequestLog:

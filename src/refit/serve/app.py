@@ -28,7 +28,7 @@ from refit.deploy.pod import FIRST_LOAD_SECONDS
 from refit.predictions import Columns
 from refit.serve._head import HeadMiddleware
 from refit.serve._json import parse_json
-from refit.serve._logging import RequestLog
+from refit.serve._logging import RequestLog, current_request_id
 from refit.serve._media import JSON_TYPE, content_type, route_path
 from refit.serve._routes import CodecRoute, HotRoutes, protocol_route
 from refit.serve._server import ON_DRAIN
@@ -38,6 +38,7 @@ from refit.serve.codecs import JSONBody, refit
 from refit.serve.dashboard import Schedules, add_dashboard
 from refit.serve.docs import add_docs, openapi_document
 from refit.serve.failures import failure_of
+from refit.serve.feedback import feedback_router
 from refit.serve.invocations import invocations_router
 from refit.serve.metrics import CONTENT_TYPE, ServerMetrics
 from refit.serve.predictor import LoadedModel
@@ -129,6 +130,8 @@ def create_app(
             asyncio.create_task(model.follower.run(), name=f"refit-follow-{model.name}")
             for model in state.models.values()
         ]
+        if state.writer is not None:
+            state.writer.start()
         try:
             await asyncio.gather(
                 *(model.follower.first_look(first_load_timeout) for model in state.models.values())
@@ -143,6 +146,8 @@ def create_app(
                     await task
             for model in state.models.values():
                 await model.batcher.close()
+            if state.writer is not None:  # every request has ended: write what they logged
+                await asyncio.to_thread(state.writer.close)
             if on_shutdown is not None:
                 on_shutdown()
 
@@ -173,7 +178,9 @@ def create_app(
             return reader.one_columns(parse_json(body, reader.max_record_separators)), None
 
         model, _, predictions = await state.read_and_predict(request, name, read)
-        return refit.answer(model.name, model.version, predictions, batch=False)
+        return refit.answer(
+            model.name, model.version, current_request_id(), predictions, batch=False
+        )
 
     async def predict_many(name: str, request: Request) -> Response:
         content_type(request.headers.get("content-type"), (JSON_TYPE,), route_path(request))
@@ -182,7 +189,9 @@ def create_app(
             return reader.many_columns(parse_json(body, reader.max_separators)), None
 
         model, _, predictions = await state.read_and_predict(request, name, read)
-        return refit.answer(model.name, model.version, predictions, batch=True)
+        return refit.answer(
+            model.name, model.version, current_request_id(), predictions, batch=True
+        )
 
     errors = refit_errors(400, 405, 413, 415, 422, 500, 503)
     named = {**errors, **refit_errors(404)}
@@ -289,8 +298,10 @@ def create_app(
     async def metrics() -> Response:
         return MetricsResponse(state.metrics.render())
 
+    feedback_routes, feedback_hot = feedback_router(state)
     v2_routes, v2_hot = v2_router(state)
     mlflow_routes, mlflow_hot = invocations_router(state)
+    app.include_router(feedback_routes)
     app.include_router(v2_routes)
     app.include_router(mlflow_routes)
     hot = [
@@ -298,6 +309,7 @@ def create_app(
         CodecRoute("/v1/models/{name}/predict/batch", predict_named_batch, refit.error),
         CodecRoute("/predict", predict, refit.error),
         CodecRoute("/predict/batch", predict_batch, refit.error),
+        *feedback_hot,
         *v2_hot,
         *mlflow_hot,
     ]
@@ -316,7 +328,7 @@ def create_app(
         if app.openapi_schema is not None and app.state.openapi_version == versions:
             return app.openapi_schema
         signatures = [model.signature if model else None for model in served]
-        schema = openapi_document(app, signatures)
+        schema = openapi_document(app, signatures, state.default.max_batch_rows)
         document_access(schema, access)
         app.openapi_schema, app.state.openapi_version = schema, versions
         return schema

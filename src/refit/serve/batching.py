@@ -56,17 +56,28 @@ class ModelFailure(Exception):
 Outcome = Predictions | ModelFailure
 
 
-def predict_apart(predictor: Predictor, items: list[_Item]) -> list[Outcome]:
+Counted = Callable[[Predictions], None]
+"""What is told of each successful call of the model (its predictions, all rows at once)."""
+
+
+def predict_apart(
+    predictor: Predictor, items: list[_Item], counted: Counted | None = None
+) -> list[Outcome]:
     """Each item's answers from one call on their merged rows; if that call raises, each half
     of the items is predicted on its own, recursively (depth log2 of the items), so an item
-    fails only when its own rows fail."""
+    fails only when its own rows fail. `counted` is called with each successful call's
+    predictions."""
     try:
         predictions = predictor.predict(joined([item.columns for item in items]))
     except Exception as exc:
         if len(items) == 1:
             return [ModelFailure(exc)]
         middle = len(items) // 2
-        return predict_apart(predictor, items[:middle]) + predict_apart(predictor, items[middle:])
+        return predict_apart(predictor, items[:middle], counted) + predict_apart(
+            predictor, items[middle:], counted
+        )
+    if counted is not None:
+        counted(predictions)
     if len(items) == 1:
         return [predictions]
     outcomes: list[Outcome] = []
@@ -89,6 +100,7 @@ class MicroBatcher:
         inline: Callable[[Predictor], bool] = lambda p: getattr(p, "quick", False),
         max_inline_rows: int = 128,
         on_batch: Callable[[int], None] | None = None,
+        on_predictions: Counted | None = None,
         concurrency: int = 2,
     ) -> None:
         self.max_batch_size = max_batch_size
@@ -97,6 +109,7 @@ class MicroBatcher:
         self._inline = inline
         self.max_inline_rows = max_inline_rows
         self._on_batch = on_batch
+        self._counted = on_predictions
         self._queue: deque[_Item] = deque()
         self._waiting_rows = 0
         self._wakeup = asyncio.Event()
@@ -131,7 +144,8 @@ class MicroBatcher:
             loop.call_soon(self._end_burst)
             if self._on_batch is not None:
                 self._on_batch(rows)
-            [outcome] = predict_apart(predictor, [_Item(predictor, columns, rows, None)])
+            item = _Item(predictor, columns, rows, None)
+            [outcome] = predict_apart(predictor, [item], self._counted)
             if isinstance(outcome, ModelFailure):
                 raise outcome
             return outcome
@@ -186,7 +200,7 @@ class MicroBatcher:
             self._on_batch(rows)
         if rows <= self.max_inline_rows and self._inline(batch[0].predictor):
             try:
-                self._settle(batch, predict_apart(batch[0].predictor, batch))
+                self._settle(batch, predict_apart(batch[0].predictor, batch, self._counted))
             finally:
                 self._slots.release()
         else:
@@ -196,7 +210,9 @@ class MicroBatcher:
 
     async def _in_thread(self, batch: list[_Item]) -> None:
         try:
-            outcomes = await asyncio.to_thread(predict_apart, batch[0].predictor, batch)
+            outcomes = await asyncio.to_thread(
+                predict_apart, batch[0].predictor, batch, self._counted
+            )
         except Exception as exc:  # not the model's: the thread pool itself failed
             for item in batch:
                 if item.future is not None and not item.future.done():

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import glob
 import os
+from typing import Any
 
+import numpy as np
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -23,10 +25,16 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from refit.predictions import Predictions
 from refit.serve._multiprocess import DIRECTORY_ENV
+from refit.signature import Output
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_DECADES = tuple(10.0**k for k in range(-2, 7))
+VALUE_BUCKETS = (*(-b for b in reversed(_DECADES)), 0.0, *_DECADES)
+"""The buckets of a regressor's predicted values, whatever its scale: one per power of ten
+from 0.01 to 10^6 on each side of 0 (-10^6, ..., -0.01, 0, 0.01, ..., 10^6, and +Inf)."""
 
 
 class ServerMetrics:
@@ -102,6 +110,57 @@ class ServerMetrics:
             registry=r,
         )
 
+        self.predictions = Counter(
+            "refit_predictions",
+            "A classifier's predictions, by model and predicted class.",
+            ["model", "class"],
+            registry=r,
+        )
+        self.predicted_value = Histogram(
+            "refit_predicted_value",
+            "A regressor's predicted values, by model; buckets at each power of ten from "
+            "0.01 to 1e6, on both sides of 0.",
+            ["model"],
+            buckets=VALUE_BUCKETS,
+            registry=r,
+        )
+
+        self.log_buffered = Gauge(
+            "refit_prediction_log_buffered_rows",
+            "Rows waiting to be written to the prediction log (kind: predictions or "
+            "feedback); the sum over the live workers.",
+            ["model", "kind"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.log_capacity = Gauge(
+            "refit_prediction_log_capacity_rows",
+            "Rows the prediction log's buffers hold at most (monitor.buffer_rows per worker); "
+            "the sum over the live workers.",
+            ["model", "kind"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.log_written = Counter(
+            "refit_prediction_log_written_rows",
+            "Rows written to the prediction log (Parquet files in the artifact store).",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.log_dropped = Counter(
+            "refit_prediction_log_dropped_rows",
+            "Rows not logged: buffer_full (the buffer had no room), write_failed (the store "
+            "or the registry failed, and the buffer had no room to keep them).",
+            ["model", "kind", "reason"],
+            registry=r,
+        )
+        self.log_files = Counter(
+            "refit_prediction_log_files",
+            "Files written to the prediction log.",
+            ["model", "kind"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         if self.directory is None:
             return generate_latest(self.registry)
@@ -129,3 +188,63 @@ def _drop_dead_workers(directory: str) -> None:
             mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
         except PermissionError:  # alive, as another user
             pass
+
+
+class PredictionCounter:
+    """Counts what one model predicts, per call of the model (never per row in Python): a
+    classifier's predictions by class, a regressor's values in a histogram. `output` is set
+    to the served version's at each swap (versions of one model have the same task)."""
+
+    def __init__(self, metrics: ServerMetrics, name: str) -> None:
+        self.metrics = metrics
+        self.name = name
+        self.output: Output | None = None
+        self._classes: dict[Any, Any] = {}
+        self._values: Any = None
+
+    def serving(self, output: Output) -> None:
+        """Count for a version of `output` from now on; its classes (or the histogram) are
+        exported at 0 from then on."""
+        self.output = output
+        for label in output.classes or ():
+            self._class(label)
+        if output.classes is None and self._values is None:
+            self._values = self.metrics.predicted_value.labels(self.name)
+
+    def _class(self, label: Any) -> Any:
+        child = self._classes.get(label)
+        if child is None:
+            shown = label.item() if isinstance(label, np.generic) else label
+            child = self._classes[label] = self.metrics.predictions.labels(self.name, str(shown))
+        return child
+
+    def __call__(self, predictions: Predictions) -> None:
+        output, labels = self.output, predictions.labels
+        if output is None or not len(labels):
+            return
+        if output.classes is not None:
+            if len(labels) == 1:
+                self._class(labels[0]).inc()
+                return
+            found, counts = np.unique(labels, return_counts=True)
+            for label, count in zip(found.tolist(), counts.tolist(), strict=True):
+                self._class(label).inc(count)
+        elif self._values is not None:
+            observe_many(self._values, labels)
+
+
+def observe_many(histogram: Any, values: Any) -> None:
+    """`histogram.observe(v)` for each of `values`, in one pass of numpy: prometheus_client
+    observes one value at a time, and a Python call per predicted row would cost more than
+    the prediction. Fills the child's buckets as `Histogram.observe` does (a value goes to the
+    first bucket whose bound it does not pass; +Inf holds what passes them all)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return
+    bounds = np.asarray(histogram._upper_bounds[:-1])  # the last is +Inf
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds) + 1)
+    histogram._sum.inc(float(values.sum()))
+    for bucket, count in zip(histogram._buckets, counts.tolist(), strict=True):
+        if count:
+            bucket.inc(count)

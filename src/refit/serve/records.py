@@ -64,7 +64,9 @@ def clipped(text: str) -> str:
     return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
 
 
-def _show(value: Any) -> Any:
+def received(value: Any) -> Any:
+    """A client's value as a problem shows it: text clipped, NaN and infinities named, a
+    container by its kind."""
     if isinstance(value, str):
         return clipped(value)
     if isinstance(value, float) and not math.isfinite(value):
@@ -166,13 +168,13 @@ class RecordReader:
             others = heapq.nsmallest(MAX_PROBLEMS, body.keys() - {"records"})
             raise InputError(
                 [
-                    Problem(clipped(k), "unknown field", _show(body[k]), 'only "records"')
+                    Problem(clipped(k), "unknown field", received(body[k]), 'only "records"')
                     for k in others
                 ]
             )
         records = body["records"]
         if not isinstance(records, list):
-            raise InputError([Problem("records", "wrong type", _show(records), "a list")])
+            raise InputError([Problem("records", "wrong type", received(records), "a list")])
         if not records:
             raise InputError([Problem("records", "empty batch", [], "at least one record")])
         if len(records) > self.max_rows:
@@ -191,7 +193,7 @@ class RecordReader:
         e.g. `reader.batch_columns(body["instances"], "instances")`: problems are named like
         `instances[3].plan`, and an empty batch or one over the row limit is refused."""
         if not isinstance(records, list):
-            raise InputError([Problem(where, "wrong type", _show(records), "a list")])
+            raise InputError([Problem(where, "wrong type", received(records), "a list")])
         if not records:
             raise InputError([Problem(where, "empty batch", [], "at least one record")])
         self.check_rows(len(records), "records")
@@ -246,7 +248,7 @@ class RecordReader:
                     problem = "null"
                 if problem is not None:
                     problems.append(
-                        Problem(field(column.name, i), problem, _show(raw), self._expected[j])
+                        Problem(field(column.name, i), problem, received(raw), self._expected[j])
                     )
                     if len(problems) >= MAX_PROBLEMS:
                         raise InputError(problems)
@@ -277,7 +279,9 @@ class RecordReader:
                 break
             if not isinstance(record, dict):
                 place = where.format(i=i)
-                problems.append(Problem(place, "wrong type", _show(record), "an object of fields"))
+                problems.append(
+                    Problem(place, "wrong type", received(record), "an object of fields")
+                )
                 continue
             if self.ignores_extra and len(record) > self.max_fields:
                 place = where.format(i=i)
@@ -289,7 +293,7 @@ class RecordReader:
                 for name in heapq.nsmallest(MAX_PROBLEMS - len(problems), unknown):
                     shown = field(i, clipped(name))
                     problems.append(
-                        Problem(shown, "unknown field", _show(record[name]), self._no(name))
+                        Problem(shown, "unknown field", received(record[name]), self._no(name))
                     )
             wide = not self.ignores_extra and len(record) > len(self._known)
             for j, column in enumerate(self.columns):
@@ -311,7 +315,7 @@ class RecordReader:
                 value, problem = self._checks[j](raw)
                 if problem is not None:
                     problems.append(
-                        Problem(field(i, column.name), problem, _show(raw), self._expected[j])
+                        Problem(field(i, column.name), problem, received(raw), self._expected[j])
                     )
                 values[j].append(value)
         if problems:

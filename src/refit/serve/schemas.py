@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from refit.flavors import RUNTIMES
+from refit.serve._logging import MAX_REQUEST_ID, REQUEST_ID_PATTERN
 from refit.serve.codecs import mlflow
 from refit.signature import InputColumn, Signature
 from refit.spec import FeatureType
@@ -39,9 +40,10 @@ def _field(column: InputColumn) -> dict[str, Any]:
     return schema
 
 
-def openapi_components(signature: Signature | None) -> dict[str, Any]:
-    """`components.schemas` entries: Record, Records, Prediction, Predictions from the
-    signature, and the fixed schemas that the routes' responses refer to."""
+def openapi_components(signature: Signature | None, max_rows: int | None = None) -> dict[str, Any]:
+    """`components.schemas` entries: Record, Records, Prediction, Predictions and FeedbackItem
+    from the signature, and the fixed schemas that the routes' responses refer to; `max_rows`
+    is the server's `serve.max_batch_rows`, which bounds a feedback's row number."""
     if signature is None:
         record: dict[str, Any] = {
             "type": "object",
@@ -64,11 +66,13 @@ def openapi_components(signature: Signature | None) -> dict[str, Any]:
     one: dict[str, Any] = {
         "model": {"type": "string"},
         "version": {"type": "integer"},
+        "id": _ANSWER_ID,
         "prediction": label,
     }
     many: dict[str, Any] = {
         "model": {"type": "string"},
         "version": {"type": "integer"},
+        "id": _ANSWER_ID,
         "predictions": {"type": "array", "items": label},
     }
     if proba:
@@ -89,10 +93,65 @@ def openapi_components(signature: Signature | None) -> dict[str, Any]:
             "required": ["records"],
             "additionalProperties": False,
         },
-        "Prediction": {"title": "Prediction", "type": "object", "properties": one},
-        "Predictions": {"title": "Predictions", "type": "object", "properties": many},
+        "Prediction": {
+            "title": "Prediction",
+            "type": "object",
+            "properties": one,
+            "required": [k for k in one if k != "probabilities"],
+        },
+        "Predictions": {
+            "title": "Predictions",
+            "type": "object",
+            "properties": many,
+            "required": [k for k in many if k != "probabilities"],
+        },
+        **_feedback_schemas(label, max_rows),
         **_STATUS_SCHEMAS,
         **_ERROR_SCHEMAS,
+    }
+
+
+_ANSWER_ID = {
+    "type": "string",
+    "maxLength": MAX_REQUEST_ID,
+    "description": "The request's id (its `X-Request-Id`), which feedback names.",
+}
+
+
+def _feedback_schemas(label: dict[str, Any], max_rows: int | None) -> dict[str, Any]:
+    """`FeedbackItem`, `Feedback` (one item, or a batch of them) and `FeedbackAccepted`; a
+    value is of the type of the model's predictions (`label`)."""
+    if label.get("type") == "number":
+        value = {"type": "number", "description": "The true value (a finite number)."}
+    else:
+        value = {**label, "description": "The true class, one of the model's classes."}
+    item = _object(
+        {
+            "id": {
+                "type": "string",
+                "maxLength": MAX_REQUEST_ID,
+                "pattern": REQUEST_ID_PATTERN,
+                "description": "The `X-Request-Id` (the `id` of the answer) of the request.",
+            },
+            "row": {
+                "type": "integer",
+                "minimum": 0,
+                **({"maximum": max_rows - 1} if max_rows is not None else {}),
+                "default": 0,
+                "description": "The row within that request (a batch's), from 0.",
+            },
+            "value": value,
+        },
+        required=["id", "value"],
+    )
+    batch = _object({"feedback": {"type": "array", "items": ref("FeedbackItem"), "minItems": 1}})
+    return {
+        "FeedbackItem": {"title": "FeedbackItem", **item},
+        "Feedback": {"title": "Feedback", "anyOf": [ref("FeedbackItem"), batch]},
+        "FeedbackAccepted": {
+            "title": "FeedbackAccepted",
+            **_object({"accepted": {**_INTEGER, "description": "The items taken."}}),
+        },
     }
 
 

@@ -4,12 +4,14 @@ limits.
 Every protocol's routes (refit's own, Open Inference V2, `/invocations`) reach a model through
 `ServerState.read_and_predict`, the one inference path: the model by name (or 404/503), the
 body read by the protocol's codec into columns checked against its signature, and the
-predictions, micro-batched per model.
+predictions, micro-batched per model. A sample of what each model answers is logged
+(`refit.serve.prediction_log`): one append per request, written by a thread of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,14 +27,19 @@ from refit.errors import (
     SpecError,
     TooLargeError,
 )
+from refit.prediction_logs import answered
 from refit.predictions import Columns, NonFiniteOutputError, Predictions
+from refit.registry.heartbeats import new_instance
+from refit.serve._logging import current_request_id
 from refit.serve._numbers import client_count, shown
 from refit.serve.batching import MicroBatcher, ModelFailure
 from refit.serve.follower import LoadFailure, ModelFollower
-from refit.serve.metrics import ServerMetrics
+from refit.serve.metrics import PredictionCounter, ServerMetrics
+from refit.serve.prediction_log import LogBuffer, LogWriter, model_logs
 from refit.serve.predictor import LoadedModel, LoadPolicy
 from refit.serve.records import ExtraFields, RecordReader
 from refit.services import Services
+from refit.signature import Signature
 
 T = TypeVar("T")
 
@@ -49,12 +56,18 @@ class ServedModel:
         batcher: MicroBatcher,
         max_batch_rows: int = 10_000,
         extra_fields: ExtraFields = "reject",
+        log: LogBuffer | None = None,
+        feedback: LogBuffer | None = None,
     ) -> None:
+        """`log` keeps a sample of the answers (None: nothing is logged); `feedback` the true
+        values clients send."""
         self.name = follower.name
         self.follower = follower
         self.batcher = batcher
         self.max_batch_rows = max_batch_rows
         self.extra_fields: ExtraFields = extra_fields
+        self.log = log
+        self.feedback = feedback
         self._reader: RecordReader | None = None
         self._rows = metrics.rows.labels(self.name)  # a child per model, not per request
 
@@ -87,7 +100,12 @@ class ServedModel:
             predictions = await self.batcher.predict(model.predictor, columns)
         except ModelFailure as failure:
             raise refusal(model.signature.names, columns, failure.error) from None
-        self._rows.inc(len(predictions))
+        rows = len(predictions)
+        self._rows.inc(rows)
+        log = self.log
+        if log is not None and log.sampled():
+            entry = answered(current_request_id(), time.time(), model.version, columns, predictions)
+            log.add(entry, rows)
         return predictions
 
     def describe(self) -> dict[str, Any]:
@@ -133,6 +151,8 @@ class ServerState:
     metrics: ServerMetrics
     max_body_bytes: int = 10 * 2**20
     draining: bool = False
+    writer: LogWriter | None = None
+    """Writes the models' prediction logs and feedback (started and closed by the app)."""
 
     @classmethod
     def open(
@@ -150,28 +170,38 @@ class ServerState:
     ) -> ServerState:
         """The state of a server of `services`' project's model (the default) and of each of
         `more`'s; with `heartbeat`, it reports what it serves to the registry (see
-        `refit.registry.heartbeats`). Every model follows its own registry's alias."""
+        `refit.registry.heartbeats`). Every model follows its own registry's alias, and logs
+        what it answers as its project's `monitor` section says."""
         metrics = ServerMetrics()
         models: dict[str, ServedModel] = {}
+        buffers: list[LogBuffer] = []
         for each in (services, *more):
             name = each.project.spec.name
             if name in models:
                 raise SpecError(f"two of the projects served are named {name!r}")
-            follower = _follower(each, metrics, poll_interval, heartbeat)
+            counter = PredictionCounter(metrics, name)
+            signatures: dict[int, Signature] = {}
+            follower = _follower(each, metrics, poll_interval, heartbeat, counter, signatures)
             batcher = MicroBatcher(
                 max_batch_size=max_batch_size,
                 max_delay=max_batch_delay,
                 max_queue_rows=max_queue_rows,
                 on_batch=metrics.batch_rows.labels(name).observe,
+                on_predictions=counter,
             )
+            instance = follower.instance or new_instance()  # the heartbeat's id, if it beats
+            log, feedback = model_logs(each, metrics, instance, signatures.__getitem__)
+            buffers += [b for b in (log, feedback) if b is not None]
             models[name] = ServedModel(
                 follower,
                 metrics,
                 batcher=batcher,
                 max_batch_rows=max_batch_rows,
                 extra_fields=each.project.spec.serve.extra_fields,
+                log=log,
+                feedback=feedback,
             )
-        return cls(models, metrics, max_body_bytes)
+        return cls(models, metrics, max_body_bytes, writer=LogWriter(buffers))
 
     @property
     def default(self) -> ServedModel:
@@ -230,17 +260,25 @@ class ServerState:
 
 
 def _follower(
-    services: Services, metrics: ServerMetrics, poll_interval: float, heartbeat: bool
+    services: Services,
+    metrics: ServerMetrics,
+    poll_interval: float,
+    heartbeat: bool,
+    counter: PredictionCounter,
+    signatures: dict[int, Signature],
 ) -> ModelFollower:
-    """The follower of `services`' project's production, reporting to `metrics`."""
+    """The follower of `services`' project's production, reporting to `metrics`; at each
+    swap, `counter` counts for the new version and `signatures` gains its signature."""
     name = services.project.spec.name
     metrics.model_version.labels(name).set(0)
     metrics.production_version.labels(name).set(0)
     metrics.failing_version.labels(name).set(0)
-    for counter in (metrics.rows, metrics.swaps, metrics.load_failures):
-        counter.labels(name)  # exported as 0 from the start, so rates and alerts work
+    for each in (metrics.rows, metrics.swaps, metrics.load_failures):
+        each.labels(name)  # exported as 0 from the start, so rates and alerts work
 
     def swapped(previous: LoadedModel | None, loaded: LoadedModel) -> None:
+        signatures[loaded.version] = loaded.signature
+        counter.serving(loaded.signature.output)
         metrics.model_version.labels(name).set(loaded.version)
         if previous is not None:
             metrics.swaps.labels(name).inc()

@@ -27,7 +27,6 @@ over the size limits, 503 (with `Retry-After`) before a model is ready, 500 othe
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -37,6 +36,7 @@ from starlette.responses import Response
 from refit import __version__
 from refit.errors import ServiceUnavailableError
 from refit.predictions import Columns
+from refit.serve._logging import current_request_id
 from refit.serve._media import JSON_TYPE, content_type, route_path
 from refit.serve._routes import CodecRoute, protocol_route
 from refit.serve.codecs import JSONBody, v2
@@ -193,7 +193,7 @@ def v2_router(state: ServerState) -> tuple[APIRouter, list[CodecRoute]]:
         model, (given_id, outputs), predictions = await state.read_and_predict(
             request, name, read, lambda model: v2.served(model, version)
         )
-        request_id = given_id if given_id is not None else str(uuid.uuid4())
+        request_id = given_id if given_id is not None else current_request_id()
         return v2.answer(model, request_id, outputs, predictions)
 
     meta = {

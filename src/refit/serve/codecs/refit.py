@@ -1,8 +1,11 @@
 """refit's own wire format: a record or `{"records": [...]}` in, and
 
-    {"model", "version", "prediction", "probabilities"?}          one record
-    {"model", "version", "predictions", "probabilities"?}         a batch
+    {"model", "version", "id", "prediction", "probabilities"?}    one record
+    {"model", "version", "id", "predictions", "probabilities"?}   a batch
+    {"accepted"}                                                  feedback taken
     {"error": {"code", "message", "problems"?}}                   any error
+
+`id` is the request's id (`X-Request-Id`), which feedback names.
 
 Records are read and checked by `refit.serve.records.RecordReader`.
 """
@@ -18,9 +21,11 @@ from refit.serve.codecs import JSONBody
 from refit.serve.failures import Failure
 
 
-def answer(name: str, version: int, predictions: Predictions, batch: bool) -> Response:
+def answer(
+    name: str, version: int, request_id: str, predictions: Predictions, batch: bool
+) -> Response:
     """The answer to a record (`batch` false) or to a batch of records."""
-    body: dict[str, Any] = {"model": name, "version": version}
+    body: dict[str, Any] = {"model": name, "version": version, "id": request_id}
     labels, maps = predictions.label_list(), predictions.probability_maps()
     if batch:
         body["predictions"] = labels
@@ -31,6 +36,11 @@ def answer(name: str, version: int, predictions: Predictions, batch: bool) -> Re
         if maps is not None:
             body["probabilities"] = maps[0]
     return JSONBody(body)
+
+
+def accepted(count: int) -> Response:
+    """The answer to feedback: how many items were taken."""
+    return JSONBody({"accepted": count}, status_code=202)
 
 
 def error_body(code: str, message: str, problems: list[Any] | None = None) -> dict[str, Any]:
