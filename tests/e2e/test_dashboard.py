@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from logged import log_predictions
+from logged import log_feedback, log_predictions
 from refit.data.ingest import run_ingest
 from refit.examples import create_project, drop_batch, example_rows
 from refit.monitor.run import run_monitor
@@ -48,7 +48,7 @@ SCREENSHOTS = os.environ.get("REFIT_SCREENSHOTS")  # read before the tests clear
 
 def fill(root: Path) -> int:
     """v1 and v2 promoted, v3 rejected by an unreachable gate, two monitor reports on shifted
-    predictions; returns the version in production."""
+    predictions, most of them with feedback; returns the version in production."""
     create_project(root, NAME)
     with open_services(load_project(root)) as services:
         run_ingest(services.project, services.registry, services.store)
@@ -68,8 +68,10 @@ def fill(root: Path) -> int:
         for shift, minutes in ((1.3, 4), (2.5, 1)):
             shifted = rows.copy()
             shifted[SHIFTED] = shifted[SHIFTED] * shift
-            log_predictions(services, version, shifted, at=now - timedelta(minutes=minutes))
-            run_monitor(services, now=now - timedelta(minutes=minutes) + timedelta(seconds=5))
+            at = now - timedelta(minutes=minutes)
+            ids = log_predictions(services, version, shifted, at=at)
+            log_feedback(services, ids[:160], list(shifted["diagnosis"][:160]), at=at)
+            run_monitor(services, now=at + timedelta(seconds=5))
     return production
 
 
@@ -147,9 +149,9 @@ def traffic(url: str, stop: threading.Event) -> None:
             stop.wait(0.3)
 
 
-def shots(page: Any, tmp_path: Path, name: str) -> None:
+def shots(page: Any, tmp_path: Path, name: str, *, full_page: bool = True) -> None:
     path = tmp_path / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page)
     if SCREENSHOTS:
         Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, Path(SCREENSHOTS) / path.name)
@@ -203,6 +205,8 @@ def test_the_dashboard_shows_the_loop_and_follows_a_promotion(
                 timeout=timeout,
             )
             assert float(rate.inner_text()) > 0
+            live = page.locator("#quality tbody tr").first.locator("td").nth(3)
+            assert float(live.inner_text()) > 0  # measured on the feedback
             playwright.expect(page.locator("#traffic-chart svg")).to_have_count(1, timeout=timeout)
             shots(page, tmp_path, "dashboard-laptop")
 
@@ -215,7 +219,7 @@ def test_the_dashboard_shows_the_loop_and_follows_a_promotion(
             playwright.expect(phone.locator("#traffic-chart svg")).to_have_count(1, timeout=timeout)
             width = phone.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, f"the page is {width} px wide on a 390 px phone"
-            shots(phone, tmp_path, "dashboard-phone")
+            shots(phone, tmp_path, "dashboard-phone", full_page=False)
             phone.close()
 
             # A promotion while the page is open: it follows, and keeps refreshing.

@@ -93,20 +93,24 @@
     return [lo - m, hi + m];
   }
   function axes(root, box, y, ticks, format) {
+    const step = (y.hi - y.lo) / ticks;
+    const digits = Math.min(6, Math.max(0, Math.ceil(-Math.log10(step || 1)) + 1));
+    format = format || ((n) => n.toFixed(digits));
     for (let i = 0; i <= ticks; i++) {
       const v = y.lo + ((y.hi - y.lo) * i) / ticks;
       const py = y.at(v);
       add(root, "line", {x1: box.l, x2: box.r, y1: py, y2: py, class: "grid"});
-      add(root, "text", {x: box.l - 6, y: py + 4, "text-anchor": "end"}, (format || ((n) => num(n, 3)))(v));
+      add(root, "text", {x: box.l - 6, y: py + 4, "text-anchor": "end"}, format(v));
     }
   }
   function timeLabels(root, box, x, t0, t1) {
     const span = t1 - t0;
-    for (let i = 0; i <= 4; i++) {
-      const t = t0 + (span * i) / 4;
+    const n = box.r - box.l > 600 ? 4 : 2;
+    for (let i = 0; i <= n; i++) {
+      const t = t0 + (span * i) / n;
       const d = new Date(t);
       const label = span > 2 * 86400000 ? d.toLocaleDateString([], {month: "short", day: "numeric"}) : d.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", second: span < 600000 ? "2-digit" : undefined});
-      add(root, "text", {x: x(t), y: box.b + 16, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle"}, label);
+      add(root, "text", {x: x(t), y: box.b + 16, "text-anchor": i === 0 ? "start" : i === n ? "end" : "middle"}, label);
     }
   }
   function path(points) {
@@ -137,9 +141,9 @@
       `<div class="card"><h3>In production</h3><div class="big">v${esc(v.version)}</div><dl><dt>${esc(v.metric)}</dt><dd>${num(v.value)}</dd><dt>trained</dt><dd>${when(v.created_at)}</dd><dt>flavor</dt><dd>${esc(v.flavor)}${v.onnx === "ok" ? " + onnx" : ""}</dd><dt>code</dt><dd>${esc((v.code_revision || "–").slice(0, 12))}</dd></dl></div>`,
       `<div class="card"><h3>Snapshot</h3><div class="big">${sn ? num(sn.rows) + " rows" : "–"}</div>${sn ? `<dl><dt>id</dt><dd>${esc(sn.id.slice(0, 12))}</dd><dt>data</dt><dd>${when(sn.data_from)} → ${when(sn.data_to)}</dd><dt>mode</dt><dd>${esc(sn.mode)}</dd><dt>columns</dt><dd>${esc(sn.columns)}</dd></dl>` : ""}</div>`,
       `<div class="card"><h3>How it was made</h3><div class="big">${run ? esc(run.trigger) : "–"}</div>${run ? `<dl><dt>run</dt><dd>${esc(run.id.slice(0, 12))} (${esc(run.status)})</dd><dt>started</dt><dd>${when(run.started_at)}</dd>${run.cause ? `<dt>cause</dt><dd>${esc(run.cause)}</dd>` : ""}</dl>` : ""}</div>`,
-      `<div class="card"><h3>Promoted</h3><div class="big">${p ? when(p.created_at) : "–"}</div>${p ? `<dl><dt>by</dt><dd>${esc(p.action)} · ${esc(p.actor)}</dd><dt>why</dt><dd>${esc(p.reason)}</dd><dt>champion</dt><dd>${p.previous_version !== null ? "v" + esc(p.previous_version) + " " + num(p.champion_value) : "none"}</dd></dl>` : ""}</div>`,
+      `<div class="card wide"><h3>Promoted</h3><div class="big">${p ? when(p.created_at) : "–"}</div>${p ? `<dl><dt>by</dt><dd>${esc(p.action)} · ${esc(p.actor)}</dd><dt>why</dt><dd>${esc(p.reason)}</dd><dt>champion</dt><dd>${p.previous_version !== null ? "v" + esc(p.previous_version) + " " + num(p.champion_value) : "none"}</dd></dl>` : ""}</div>`,
       `<div class="card"><h3>Holdout metrics</h3><dl>${metrics}</dl></div>`,
-      `<div class="card"><h3>Parameters</h3><dl>${params || "<dt>–</dt><dd>defaults</dd>"}</dl></div>`,
+      `<div class="card wide"><h3>Parameters</h3><dl>${params || "<dt>–</dt><dd>defaults</dd>"}</dl></div>`,
       `<div class="card"><h3>Servers</h3><div class="big">${live.length} live</div><dl>${live.slice(0, 4).map((x) => `<dt>${esc(x.host)}:${esc(x.pid)}</dt><dd>v${esc(x.version)} · ${when(x.seen_at)}</dd>`).join("")}</dl></div>`,
     ].join("");
     table("servers", ["host", "pid#", "version#", "serving since", "seen", "state"], s.servers.map((x) => [
@@ -161,10 +165,11 @@
     const [lo, hi] = extent(values);
     const y = {lo, hi, at: scale(lo, hi, box.b, box.t)};
     const root = svg(W, H);
-    for (const p of data.periods) {
+    data.periods.forEach((p, i) => {
       const a = x(Math.max(t0, Date.parse(p.from))), b = x(p.to ? Date.parse(p.to) : t1);
-      tip(add(root, "rect", {x: a, y: box.t, width: Math.max(1, b - a), height: box.b - box.t, class: "prod"}), `v${p.version} in production from ${p.from}${p.to ? " to " + p.to : " (now)"}`);
-    }
+      tip(add(root, "rect", {x: a, y: box.t, width: Math.max(1, b - a), height: box.b - box.t, class: "prod", "fill-opacity": i % 2 ? 0.55 : 1}), `v${p.version} in production from ${p.from}${p.to ? " to " + p.to : " (now)"}`);
+      if (b - a > 24) add(root, "text", {x: a + 4, y: box.t + 12}, `v${p.version}`);
+    });
     axes(root, box, y, 4);
     timeLabels(root, box, x, t0, t1);
     add(root, "path", {d: path(versions.map((v) => [x(Date.parse(v.created_at)), v.value === null ? null : y.at(v.value)])), class: "line"});
