@@ -2,14 +2,14 @@
 `/ui/static/` (files of `refit.ui`), and the JSON endpoints it reads under `/ui/api/` (the views
 of `refit.ui.views`), usable by scripts too.
 
-    add_dashboard(app, state, schedules={"breast-cancer": {"ingest": "1m", ...}})
+    add_dashboard(app, state, schedules={project.spec.name: project.spec.schedule})
 
 The endpoints that read a registry are plain `def` routes: FastAPI runs them in its thread
-pool, never on the event loop, and each read is bounded (see `refit.ui.views`). They are ordinary
-routes behind refit's hot prediction routes, so a slow registry delays no prediction. Once
-keys are configured, the JSON endpoints need a key of scope `predict`, as predictions do (the
-page asks for one and sends it as `X-API-Key`); the page and its assets hold no data and are
-open.
+pool, never on the event loop, and each read is bounded (see `refit.ui.views`). They are
+ordinary routes behind refit's hot prediction routes, so a slow registry delays no prediction.
+Once keys are configured, the JSON endpoints need a key of scope `predict`, as predictions do
+(the page asks for one and sends it as `X-API-Key`); the page and its assets hold no data and
+are open.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from starlette.types import Scope
 from refit import __version__
 from refit.serve._routes import protocol_route
 from refit.serve.codecs import JSONBody, refit
+from refit.serve.predictor import LoadedModel
 from refit.serve.schemas import json_response, refit_errors
 from refit.serve.state import ServerState
 from refit.spec import Schedule
@@ -146,5 +147,5 @@ def add_dashboard(app: FastAPI, state: ServerState, schedules: Schedules | None 
     app.include_router(router)
 
 
-def _serving(model: Any) -> int | None:
-    return None if model is None else int(model.version)
+def _serving(model: LoadedModel | None) -> int | None:
+    return None if model is None else model.version
