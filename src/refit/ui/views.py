@@ -212,7 +212,7 @@ def snapshots(
         last = state.last_started_at if state else None
         nxt = None
         if text is not None:
-            nxt = parse_schedule(text).next_after(last) if last else now
+            nxt = parse_schedule(text).next_run(last, now)
         jobs.append(
             {
                 "job": job,
