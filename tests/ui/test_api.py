@@ -4,7 +4,9 @@ its errors, and who may read it."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +28,7 @@ from refit.serve.auth import ROUTE_ACCESS, Access
 from refit.serve.state import ServerState
 from refit.services import Services, open_services
 from refit.train.run import run_training
+from refit.ui import views
 
 pytestmark = pytest.mark.anyio
 
@@ -318,3 +321,28 @@ async def test_with_keys_the_data_needs_a_key_and_the_page_stays_open(
 def test_only_the_page_and_its_assets_are_open() -> None:
     dashboard = {p: g for p, g in ROUTE_ACCESS.items() if p.startswith("/ui")}
     assert dashboard == {"/ui": "open", "/ui/static": "open"}
+
+
+async def test_a_slow_registry_delays_no_prediction(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registry's reads run in the thread pool: while one is stuck, predictions answer."""
+    stuck, release = threading.Event(), threading.Event()
+    read = views.list_servers
+
+    def slow(registry: Any, name: str) -> Any:
+        stuck.set()
+        release.wait(10)
+        return read(registry, name)
+
+    monkeypatch.setattr(views, "list_servers", slow)
+    summary = asyncio.create_task(client.get(f"/ui/api/models/{NAME}/summary"))
+    try:
+        assert await asyncio.to_thread(stuck.wait, 10)
+        record = example_rows(NAME).drop(columns="diagnosis").iloc[0].to_dict()
+        answered = await asyncio.wait_for(client.post("/predict", json=record), 10)
+        assert answered.status_code == 200
+        assert not summary.done()
+    finally:
+        release.set()
+    assert (await summary).status_code == 200
