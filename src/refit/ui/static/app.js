@@ -22,7 +22,9 @@
     if (value === null || value === undefined || Number.isNaN(value)) return "–";
     if (typeof value !== "number") return esc(value);
     const d = digits === undefined ? 4 : digits;
-    return Math.abs(value) >= 1000 ? value.toLocaleString(undefined, {maximumFractionDigits: 0}) : value.toFixed(d).replace(/\.?0+$/, "") || "0";
+    if (Math.abs(value) >= 1000) return value.toLocaleString(undefined, {maximumFractionDigits: 0});
+    const text = value.toFixed(d);
+    return text.includes(".") ? text.replace(/\.?0+$/, "") || "0" : text;
   }
   function ago(iso) {
     if (!iso) return "–";
