@@ -22,13 +22,14 @@ from typing import Any
 import httpx
 import pytest
 
+from bulk import add_snapshots
 from logged import log_feedback, log_predictions
 from refit.data.ingest import run_ingest
 from refit.examples import create_project, drop_batch, example_rows
 from refit.monitor.run import run_monitor
 from refit.project import load_project
 from refit.registry import PRODUCTION
-from refit.registry.tables import SnapshotRow, utcnow
+from refit.registry.tables import utcnow
 from refit.services import open_services
 from refit.train.promotion import promote_version
 from refit.train.run import run_training
@@ -232,24 +233,7 @@ def test_the_dashboard_shows_the_loop_and_follows_a_promotion(
             # 200 versions and 1,000 snapshots: the first paint, from the Navigation Timing API.
             with open_services(load_project(root)) as services:
                 register_copies(services, other, 200)
-                now = utcnow()
-                with services.registry.write() as s:
-                    for i in range(1000):
-                        s.add(
-                            SnapshotRow(
-                                id=f"{i:064x}",
-                                project=NAME,
-                                created_at=now - timedelta(days=30, minutes=i),
-                                uri="none",
-                                sha256="0" * 64,
-                                size_bytes=1,
-                                row_count=i,
-                                mode="append",
-                                parent_id=None,
-                                columns={},
-                                stats={},
-                            )
-                        )
+                add_snapshots(services.registry, NAME, 1000, before=utcnow() - timedelta(days=30))
             page.reload()
             page.wait_for_load_state("load")
             timing = page.evaluate(

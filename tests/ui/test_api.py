@@ -8,13 +8,13 @@ import asyncio
 import shutil
 import threading
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from bulk import add_snapshots
 from logged import log_predictions
 from refit.apikeys import Scope, key_line, new_key, parse_key_line
 from refit.data.ingest import run_ingest
@@ -22,7 +22,7 @@ from refit.examples import create_project, drop_batch, example_rows
 from refit.monitor.run import run_monitor
 from refit.project import load_project
 from refit.registry import PRODUCTION
-from refit.registry.tables import DecisionRow, ModelVersionRow, SnapshotRow, TrainingRunRow, utcnow
+from refit.registry.tables import DecisionRow, ModelVersionRow, TrainingRunRow, utcnow
 from refit.serve.app import create_app
 from refit.serve.auth import ROUTE_ACCESS, Access
 from refit.serve.state import ServerState
@@ -200,24 +200,8 @@ async def test_the_registry_is_read_in_bounded_pages(
     """200 more versions and 1,000 more snapshots: the newest 200 versions, 50 snapshots."""
     registry = services.registry
     v1 = registry.get_version(NAME, 1)
-    now = utcnow()
+    add_snapshots(registry, NAME, 1000, before=utcnow())
     with registry.write() as s:
-        for i in range(1000):
-            s.add(
-                SnapshotRow(
-                    id=f"{i:064x}",
-                    project=NAME,
-                    created_at=now - timedelta(minutes=i),
-                    uri="none",
-                    sha256="0" * 64,
-                    size_bytes=1,
-                    row_count=i,
-                    mode="append",
-                    parent_id=None,
-                    columns={},
-                    stats={},
-                )
-            )
         for n in range(3, 203):
             s.add(
                 TrainingRunRow(
