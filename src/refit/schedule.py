@@ -41,6 +41,11 @@ class Schedule:
     def is_due(self, last_started: datetime | None, now: datetime) -> bool:
         return last_started is None or now >= self.next_after(last_started)
 
+    def next_run(self, last_started: datetime | None, now: datetime) -> datetime:
+        """When the job runs next: `now` if it never ran, else the next time after its last
+        start (in the past when a scheduler is late)."""
+        return now if last_started is None else self.next_after(last_started)
+
 
 def parse_schedule(text: str) -> Schedule:
     """The schedule a text means; a `ValueError` saying what is expected if it means none."""

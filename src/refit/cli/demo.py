@@ -81,7 +81,7 @@ def demo(
     services = open_project_services(loaded, "demo")
     url = f"http://{settings.host}:{port}"
     err.print(f"refit demo: {loaded.spec.name} in {loaded.root}")
-    err.print(f"  API  {url}   docs {url}/docs   metrics {url}/metrics")
+    err.print(f"  API  {url}   docs {url}/docs   metrics {url}/metrics   dashboard {url}/ui")
     err.print(
         f"  try  curl -s {url}/predict -H 'content-type: application/json' "
         f"-d @{loaded.root / 'request.json'}"

@@ -169,7 +169,10 @@ def up(
     with open_project_services(loaded, "up"):
         pass  # migrate the registry once, before the children race to
     url = f"http://{host}:{port}"
-    err.print(f"refit up: {loaded.spec.name} in {loaded.root}; API {url}, docs {url}/docs")
+    err.print(
+        f"refit up: {loaded.spec.name} in {loaded.root}; API {url}, docs {url}/docs, "
+        f"dashboard {url}/ui"
+    )
     if metrics:
         err.print(f"scheduler metrics: http://{host}:{metrics}/metrics")
     err.print("Ctrl-C stops everything cleanly.")

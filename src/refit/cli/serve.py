@@ -115,7 +115,7 @@ def _serve(
     logging_config = log_config(settings.log_format, settings.access_log)
     serving = (
         f"Serving {', '.join(names)} (production) on {shown} with {settings.workers} "
-        f"worker(s); API docs at {shown}/docs"
+        f"worker(s); API docs at {shown}/docs, dashboard at {shown}/ui"
     )
     if settings.log_format == "json":  # every line on stderr is then a JSON object
         logging.config.dictConfig(logging_config)

@@ -48,7 +48,7 @@ def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None
         last = state.last_started_at if state else None
         nxt = None
         if text is not None:
-            nxt = parse_schedule(text).next_after(last) if last else utcnow()
+            nxt = parse_schedule(text).next_run(last, utcnow())
         jobs.append(
             {
                 "job": job,

@@ -35,6 +35,7 @@ from refit.serve._server import ON_DRAIN
 from refit.serve._unexpected import UnexpectedErrors
 from refit.serve.auth import Access, AccessMiddleware, document_access
 from refit.serve.codecs import JSONBody, refit
+from refit.serve.dashboard import Schedules, add_dashboard
 from refit.serve.docs import add_docs, openapi_document
 from refit.serve.failures import failure_of
 from refit.serve.feedback import feedback_router
@@ -104,6 +105,7 @@ def create_app(
     access: Access | None = None,
     *,
     first_load_timeout: float = FIRST_LOAD_SECONDS,
+    schedules: Schedules | None = None,
 ) -> ServerApp:
     """The ASGI app of a server (see `ServerApp`); its lifespan runs the follower of each
     model's `production`.
@@ -115,7 +117,8 @@ def create_app(
     be loaded, verified and warmed up: the server takes no connection before its startup ends,
     so a worker that starts, or restarts beside others, answers no request with 503 "not
     ready" while it loads. Without a version in production, or with one that fails to load,
-    it starts all the same and answers 503 saying why."""
+    it starts all the same and answers 503 saying why. Its dashboard (`/ui`) shows each
+    model's `schedules`."""
     access = access or Access()
 
     def drain() -> None:
@@ -159,6 +162,7 @@ def create_app(
     app.state.refit = state
     app.router.route_class = protocol_route(refit.error)
     add_docs(app)
+    add_dashboard(app, state, schedules)
 
     async def answer(request: Request, exc: Exception) -> Response:
         return refit.error(failure_of(exc))  # async: Starlette runs a plain function in a thread

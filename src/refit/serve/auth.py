@@ -6,7 +6,8 @@
 
 Every route needs a key of scope `predict`, but those of `ROUTE_ACCESS`: the health probes
 are open, `/metrics` and the API's documentation are as `serve.metrics_access` and
-`serve.docs_access` say, and a route that changes state declares `admin` there. A path no
+`serve.docs_access` say, the dashboard's page and assets (which hold no data) are open, and a
+route that changes state declares `admin` there. A path no
 route serves is left to the router (its 404). Without configured keys nothing is guarded, and
 `refit.apikeys.check_exposure` keeps such a server on loopback unless `serve.auth: none` is said.
 
@@ -52,6 +53,8 @@ ROUTE_ACCESS: dict[str, Guard] = {
     "/docs/oauth2-redirect": "docs",
     "/docs/static": "docs",
     "/redoc": "docs",
+    "/ui": "open",  # the page and its assets hold no data; what they read needs `predict`
+    "/ui/static": "open",
 }
 """The guard of each route (by its path template) that is not `predict`: the one place a route
 declares who may call it."""

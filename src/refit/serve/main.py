@@ -65,7 +65,8 @@ def app_from_environment() -> ServerApp:
         for each in services:
             each.close()
 
-    return create_app(state, on_shutdown=shutdown, access=access)
+    schedules = {each.spec.name: each.spec.schedule for each in projects}
+    return create_app(state, on_shutdown=shutdown, access=access, schedules=schedules)
 
 
 def log_config(log_format: LogFormat = "text", access_log: bool = True) -> dict[str, Any]:
