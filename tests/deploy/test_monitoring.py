@@ -206,7 +206,6 @@ def test_compose_reads_the_stack_with_prometheus_and_grafana() -> None:
     ]
     port = services["scheduler"]["expose"][0]
     assert scrape[SCHEDULER_JOB]["static_configs"] == [{"targets": [f"scheduler:{port}"]}]
-    assert (BUNDLED / ".env").stat().st_mode & 0o777 == 0o600
 
 
 def test_a_stack_without_metrics_has_a_prometheus_that_scrapes_the_servers_alone(
@@ -221,6 +220,9 @@ def test_a_stack_without_metrics_has_a_prometheus_that_scrapes_the_servers_alone
     )
     assert result.returncode == 0, result.stderr
     assert compose(out, "config", "--quiet").returncode == 0
+    # Grafana's password is readable by its owner alone (git keeps no such mode: the bundled
+    # copy is checked out 0644, so the rendering is what is checked).
+    assert (out / ".env").stat().st_mode & 0o777 == 0o600
     config = yaml.safe_load((out / "prometheus.yml").read_text())
     assert [job["job_name"] for job in config["scrape_configs"]] == [SERVE_JOB]
     assert promtool("check", "config", "prometheus.yml", cwd=out).returncode == 0
