@@ -17,6 +17,7 @@ from refit.monitor.run import named, run_monitor
 from refit.parquet import read_snapshot
 from refit.project import load_project
 from refit.registry.monitoring import (
+    answer_request,
     latest_report,
     list_logs,
     list_reports,
@@ -96,6 +97,25 @@ def test_one_shifted_feature_is_flagged_alone_and_asks_for_training(root: Path) 
         # Seen again, the same drift does not ask twice.
         again = run_monitor(services)
         assert again.request is not None and again.request.id == request.id
+
+
+def test_drift_a_run_has_answered_asks_again_only_on_rows_answered_after_it(root: Path) -> None:
+    with opened(root, retrain_on_drift="true") as services:
+        rows = training_rows(services, v(services), 600, 21)
+        rows["mean_texture"] = rows["mean_texture"] * 1.6
+        log_predictions(services, v(services), rows, at=utcnow() - timedelta(minutes=5))
+        first = run_monitor(services).request
+        assert first is not None
+        answer_request(services.registry, first.id, "run-that-answered")
+        # The same rows, judged again: their drift was acted on, so nothing is asked.
+        again = run_monitor(services)
+        assert "mean_texture" in again.report.drifted
+        assert again.request is None and open_request(services.registry, NAME) is None
+        assert "no new rows since run run-that-answered answered the last request" in again.line
+        # Rows answered after that run still drift: that is new evidence, asked for anew.
+        log_predictions(services, v(services), rows)
+        renewed = run_monitor(services).request
+        assert renewed is not None and renewed.id != first.id
 
 
 def test_drift_without_retrain_on_drift_is_reported_without_a_request(root: Path) -> None:

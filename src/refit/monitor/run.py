@@ -48,6 +48,7 @@ from refit.registry.monitoring import (
     add_report,
     add_report_asking,
     forget_logs,
+    last_answered,
     list_logs,
 )
 from refit.registry.tables import MonitorReportRow, TrainRequestRow, utcnow
@@ -141,12 +142,25 @@ def run_monitor(services: Services, now: datetime | None = None) -> MonitorResul
         cause=None,
     )
     ask = _asking(spec, drifted, quality.get(str(newest)) if newest is not None else None)
+    answered = last_answered(registry, name)
+    acted_on = (
+        ask is not None
+        and answered is not None
+        and answered.handled_at is not None
+        and window[AT].max() <= answered.handled_at
+    )
+    if acted_on:
+        # Every row judged was answered before a run took up the last request: what they
+        # show was acted on already, and asking again would retrain for the same evidence.
+        ask = None
     request = None
     if ask is None:
         add_report(registry, report)
     else:
         request = add_report_asking(registry, report, *ask)
     line = describe(report, spec, status)
+    if acted_on and answered is not None:
+        line += f"; no new rows since run {answered.run_id} answered the last request"
     if ask is not None:
         line += f"; asked for training by {ask[0]} (report {report.id})"
     return MonitorResult(report, request, len(forgotten), status, line)

@@ -156,6 +156,17 @@ def open_request(registry: Registry, name: str) -> TrainRequestRow | None:
         )
 
 
+def last_answered(registry: Registry, name: str) -> TrainRequestRow | None:
+    """The training request of model `name` a run answered last (None: none yet)."""
+    with registry.read() as s:
+        return s.scalar(
+            select(TrainRequestRow)
+            .where(TrainRequestRow.name == name, TrainRequestRow.handled_at.is_not(None))
+            .order_by(TrainRequestRow.handled_at.desc())
+            .limit(1)
+        )
+
+
 def answer_request(registry: Registry, request_id: int, run_id: str) -> None:
     """Record that training run `run_id` answers request `request_id` (and gives the run its
     cause)."""
