@@ -12,11 +12,12 @@ from refit.cli.data import batches_app, ingest, init, snapshots_app
 from refit.cli.demo import demo, feed
 from refit.cli.deploy import deploy_app
 from refit.cli.keys import keys_app
-from refit.cli.models import models_app, train
+from refit.cli.models import models_app
 from refit.cli.monitor import drift, monitor
 from refit.cli.run import metrics, scheduler, up
 from refit.cli.serve import serve
 from refit.cli.status import status
+from refit.cli.train import train
 
 app = typer.Typer(
     name="refit",

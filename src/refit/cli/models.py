@@ -1,13 +1,7 @@
-"""`refit train` and `refit models`: training runs, versions and the production alias."""
+"""`refit models`: versions and the production alias."""
 
 from __future__ import annotations
 
-import contextlib
-import getpass
-import signal
-import socket
-import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,26 +11,23 @@ from refit._spec_problems import shown
 from refit.cli._output import (
     JsonOption,
     ProjectOption,
-    UnderLeaseOption,
     err,
     out,
     print_json,
     print_table,
-    progress,
     services_for,
     when,
 )
-from refit.errors import ConflictError, LeaseHeldError
-from refit.flavors import get_flavor
-from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow
-from refit.registry.jobs import holding, job_lease
-from refit.registry.signing import sign_versions, signature_state
+from refit.cli._versions import actor, native_reason, version_dict
+from refit.cli.train import run_and_report
+from refit.errors import ConflictError
+from refit.registry import PRODUCTION, DecisionRow
+from refit.registry.signing import sign_versions
 from refit.train.promotion import promote_version, rollback
 
 if TYPE_CHECKING:
     from refit.cli._serving import Rollout
     from refit.services import Services
-    from refit.train.run import TrainResult
 
 # refit.train.run (scikit-learn) is imported by the commands that train: listing versions or
 # promoting one should not wait a second for it.
@@ -44,132 +35,6 @@ if TYPE_CHECKING:
 models_app = typer.Typer(
     help="List, inspect, register, promote and roll back model versions.", no_args_is_help=True
 )
-
-
-def actor() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
-
-
-def train(
-    project: ProjectOption = Path("."),
-    snapshot: Annotated[
-        str | None, typer.Option(help="Train on this snapshot instead of the newest.")
-    ] = None,
-    json: JsonOption = False,
-    trigger: Annotated[str, typer.Option(hidden=True, help="Who asked: manual or schedule.")] = (
-        "manual"
-    ),
-    under_lease: UnderLeaseOption = None,
-) -> None:
-    """Train on the newest snapshot, register a version and run the gate.
-
-    It runs under the project's train lease: while another training runs, it exits 4."""
-    from refit.train.run import run_training
-
-    def train_once(services: Services, step: Callable[[str], None] | None) -> TrainResult:
-        spec = services.project.spec
-        lease = job_lease(spec.name, "train")
-        with holding(services.registry, lease, spec.schedule.lease_timeout, under_lease):
-            return run_training(
-                services,
-                snapshot_id=snapshot,
-                trigger=trigger,
-                actor=f"refit train ({actor()})",
-                on_step=step,
-            )
-
-    _run_and_report(project, json, "train", "Training", train_once)
-
-
-def _run_and_report(
-    project: Path,
-    json: bool,
-    command: str,
-    title: str,
-    run: Callable[[Services, Callable[[str], None] | None], TrainResult],
-) -> None:
-    """Run a training or registering run (SIGTERM ends it as interrupted) and print it."""
-    step = None if json else (lambda text: err.print(f"  {text}"))
-    with _sigterm_interrupts(), services_for(project, command) as services, progress(title):
-        try:
-            result = run(services, step)
-        except ConflictError as exc:
-            if not isinstance(exc, LeaseHeldError):  # lost the promotion race
-                err.print(f"[yellow]not promoted:[/] {exc.message}")
-            raise
-        aliases = services.registry.aliases(services.project.spec.name)
-    _print_result(result, aliases, json)
-
-
-def _print_result(result: TrainResult, aliases: dict[str, int], json: bool) -> None:
-    version, decision = result.version, result.decision
-    if json:
-        print_json(
-            {
-                "run_id": result.run_id,
-                "version": version_dict(version, aliases),
-                "decision": decision.to_dict(),
-                "nullable_note": result.nullable_note or None,
-                "trigger": result.trigger,
-                "cause": result.cause,
-            }
-        )
-        return
-    metric = version.metric
-    out.print(
-        f"{version.name} v{version.version}: {metric} {version.metrics[metric]:.4f} "
-        f"on snapshot {version.snapshot_id[:12]}"
-    )
-    others = ", ".join(f"{k} {v:.4f}" for k, v in version.metrics.items() if k != metric)
-    if others:
-        out.print(f"  {others}")
-    if result.split_note:
-        out.print(f"  note: {result.split_note}")
-    reason = native_reason(version)
-    if reason is not None:
-        out.print(f"  served natively, not by ONNX Runtime: {reason}", markup=False)
-    if result.nullable_note:
-        out.print(f"  note: {result.nullable_note}", markup=False)
-    if result.cause is not None:
-        out.print(f"  asked for by {result.trigger}: {result.cause}", markup=False)
-    verdict = "[green]promoted to production[/]" if decision.promoted else "[yellow]not promoted[/]"
-    out.print(f"{verdict}: {decision.reason}")
-
-
-def native_reason(row: ModelVersionRow) -> str | None:
-    """Why a server runs this version natively rather than by ONNX Runtime (None: it does
-    not): its conversion failed or disagreed, and the status says how."""
-    return get_flavor(row.flavor).native_reason(row)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM (refit up stopping, Kubernetes evicting) ends a run as "interrupted"."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def version_dict(
-    row: ModelVersionRow, aliases: dict[str, int], key: bytes | None = None
-) -> dict[str, Any]:
-    data = row.to_dict()
-    data["aliases"] = sorted(a for a, v in aliases.items() if v == row.version)
-    data["signed"] = signature_state(row, key)
-    return data
 
 
 @models_app.command("register")
@@ -199,7 +64,7 @@ def register(
     """
     from refit.train.register import register_model_file
 
-    _run_and_report(
+    run_and_report(
         project,
         json,
         "models register",
@@ -422,4 +287,4 @@ def decisions(project: ProjectOption = Path("."), json: JsonOption = False) -> N
     )
 
 
-__all__ = ["PRODUCTION", "models_app", "train"]
+__all__ = ["PRODUCTION", "models_app"]
