@@ -1,5 +1,6 @@
 # Sourced by scripts/test and scripts/demo: make .venv and install refit into it (with the
-# dev tools), reinstalling only when pyproject.toml changed since the last install.
+# dev tools and the optional extras the tests cover: tune, xgboost, lightgbm), reinstalling
+# only when pyproject.toml changed since the last install.
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
@@ -16,8 +17,9 @@ fi
 stamp=.venv/.refit-pyproject.sha256
 wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [[ ! -f $stamp || $(<"$stamp") != "$wanted" ]]; then
-    step "pip install -e .[dev]"
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]" >&2
+    step "pip install -e .[dev,tune,xgboost,lightgbm]"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+        -e ".[dev,tune,xgboost,lightgbm]" >&2
     echo "$wanted" >"$stamp"
 fi
 

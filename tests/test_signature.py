@@ -60,6 +60,7 @@ def test_classifier_signature_round_trips_through_json(fitted: Any) -> None:
         "type": "bool",
         "classes": [False, True],
         "probabilities": True,
+        "scores": None,
     }
     assert raw["inputs"][1] == {
         "name": "seats",

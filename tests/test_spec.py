@@ -317,7 +317,8 @@ REGRESSION = {"task": "regression", "estimator": "sklearn.linear_model.Ridge"}
         ),
         pytest.param(
             {"model": {"task": "clasification"}},
-            "model.task: got 'clasification': input should be 'classification' or 'regression'",
+            "model.task: got 'clasification': input should be 'classification', 'regression', "
+            "'clustering' or 'anomaly'",
             id="bad task",
         ),
         pytest.param(

@@ -197,8 +197,9 @@ class SnapshotPolicy(SpecModel):
 
 class DataSpec(SpecModel):
     source: Source
-    target: str
-    """The column the model learns to predict."""
+    target: str | None = None
+    """The column the model learns to predict (classification, regression), or an anomaly
+    task's label (true or 1: an anomaly); a clustering has none."""
     features: dict[str, Feature] = Field(min_length=1)
     time_column: str | None = None
     """A timestamp column: used by time-based holdout splits and by `days` windows."""
@@ -210,7 +211,7 @@ class DataSpec(SpecModel):
 
     @model_validator(mode="after")
     def _columns_are_distinct(self) -> DataSpec:
-        if self.target in self.features:
+        if self.target is not None and self.target in self.features:
             raise FieldProblem(
                 ("target",),
                 self.target,

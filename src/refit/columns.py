@@ -61,7 +61,8 @@ def schema_change(columns: Mapping[str, str], data: DataSpec) -> SchemaChange | 
     wanted: dict[str, str | None] = {
         name: feature_dtype(feature) for name, feature in data.features.items()
     }
-    wanted[data.target] = None
+    if data.target is not None:
+        wanted[data.target] = None
     if data.time_column is not None:
         wanted[data.time_column] = TIME_DTYPE
     change = SchemaChange(

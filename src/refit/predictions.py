@@ -60,13 +60,23 @@ def joined(parts: Sequence[Columns]) -> Columns:
 
 @dataclass(frozen=True, eq=False)
 class Predictions:
-    """A batch's answers in row order: `labels` ([N]: classes, or values for a regressor) and,
-    for a classifier with probabilities, `probabilities` ([N, C] float64, rounded to 6
-    decimals) whose columns are `classes`."""
+    """A batch's answers in row order:
+
+    - `labels` ([N]): classes, a regressor's values, cluster ids (int), or an anomaly
+      detector's flags (bool, true: an anomaly);
+    - `probabilities` ([N, C] float64, rounded to 6 decimals) whose columns are `classes`: a
+      classifier's, or a mixture model's membership of each cluster;
+    - `scores`: a clustering's distances to each cluster's centre ([N, C], columns `classes`),
+      or an anomaly detector's score ([N]: higher is more anomalous; above 0 is flagged);
+    - `withheld` ([N] bool): rows whose answer `model.postprocess` withheld (None: none was);
+      a withheld row's other values mean nothing and are never sent.
+    """
 
     labels: Array
     probabilities: Array | None = None
     classes: tuple[str, ...] = ()
+    scores: Array | None = None
+    withheld: Array | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -79,14 +89,22 @@ class Predictions:
             mine is None or theirs is None or np.array_equal(mine, theirs)
         )
         return (
-            self.classes == other.classes and self.label_list() == other.label_list() and same_proba
+            self.classes == other.classes
+            and self.label_list() == other.label_list()
+            and same_proba
+            and _same(self.scores, other.scores)
+            and _same(self.withheld, other.withheld)
         )
 
     def rows(self, start: int, stop: int) -> Predictions:
         """The answers of rows `start` to `stop` (views, not copies)."""
-        proba = self.probabilities
-        part = None if proba is None else proba[start:stop]
-        return Predictions(self.labels[start:stop], part, self.classes)
+        return Predictions(
+            self.labels[start:stop],
+            _part(self.probabilities, start, stop),
+            self.classes,
+            _part(self.scores, start, stop),
+            _part(self.withheld, start, stop),
+        )
 
     def label_list(self) -> list[Any]:
         """The labels as JSON-ready Python values (numpy scalars become Python ones)."""
@@ -99,6 +117,16 @@ class Predictions:
             return None
         classes = self.classes
         return [dict(zip(classes, row, strict=True)) for row in self.probabilities.tolist()]
+
+
+def _same(mine: Array | None, theirs: Array | None) -> bool:
+    if mine is None or theirs is None:
+        return mine is None and theirs is None
+    return bool(np.array_equal(mine, theirs))
+
+
+def _part(values: Array | None, start: int, stop: int) -> Array | None:
+    return None if values is None else values[start:stop]
 
 
 class Predictor(Protocol):

@@ -9,7 +9,12 @@ model up before it answers requests. Example of `to_dict()`::
                 {"name": "plan", "type": "category", "nullable": false,
                  "values": ["basic", "pro"], "min": null, "max": null}],
      "output": {"task": "classification", "type": "bool", "classes": [false, true],
-                "probabilities": true}}
+                "probabilities": true, "scores": null}}
+
+A clustering's output is `{"task": "clustering", "type": "int", "classes": [0, 1, 2],
+"probabilities": false, "scores": "distances"}` (k-means: the cluster ids, and each row's
+distance to each centre); an anomaly detector's is `{"task": "anomaly", "type": "bool",
+"classes": null, "probabilities": false, "scores": "score"}` (the flag, and the score).
 
 A category column lists its `values` only when the spec declares them: the categories seen in
 training are not a contract, and the pipeline takes unseen ones.
@@ -29,6 +34,11 @@ from refit.errors import StoreError
 from refit.spec import DataSpec, FeatureType, Task
 
 OUTPUT_TYPES = ("float", "int", "bool", "string")
+DISTANCES = "distances"
+"""`Output.scores` of a clustering that gives each row's distance to each cluster centre."""
+ANOMALY_SCORE = "score"
+"""`Output.scores` of an anomaly detector: each row's score, higher is more anomalous."""
+SCORES = (DISTANCES, ANOMALY_SCORE)
 
 
 @dataclass(frozen=True)
@@ -54,7 +64,11 @@ class Output:
     classes: list[Any] | None = None
     """A classifier's classes, in the order of its probability columns."""
     probabilities: bool = False
-    """Whether the model gives class probabilities (`predict_proba`)."""
+    """Whether the model gives class probabilities (`predict_proba`); for a clustering, each
+    cluster's membership (a mixture model)."""
+    scores: str | None = None
+    """`distances` (a clustering's distance to each cluster centre, by `classes`), `score` (an
+    anomaly detector's score, higher is more anomalous), or None."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +106,8 @@ class Signature:
             raise StoreError(f"a stored model signature is malformed: {exc!r}") from exc
         if output.type not in OUTPUT_TYPES:
             raise StoreError(f"a stored model signature has an unknown output type {output.type!r}")
+        if output.scores is not None and output.scores not in SCORES:
+            raise StoreError(f"a stored model signature has unknown scores {output.scores!r}")
         return cls(inputs=inputs, output=output)
 
 

@@ -7,7 +7,6 @@ Every problem is reported with the field path, the value received and what was e
 from __future__ import annotations
 
 import re
-from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import (
@@ -30,6 +29,22 @@ from refit._spec_data import (
     SpecModel,
     SqlSource,
 )
+from refit._spec_model import (
+    DEFAULT_METRIC,
+    LABELLED_METRICS,
+    METRICS,
+    SUPERVISED,
+    UNLABELLED_ANOMALY_METRIC,
+    ArtifactFormat,
+    Holdout,
+    ModelSpec,
+    ParamSpace,
+    Sampler,
+    SplitKind,
+    Task,
+    TuneSpec,
+    metrics_of,
+)
 from refit._spec_monitor import MonitorSpec
 from refit._spec_problems import FieldProblem
 from refit.apikeys import MAX_KEYS, parse_key_line
@@ -39,167 +54,36 @@ SPEC_FILE = "refit.yaml"
 
 __all__ = [
     "BUCKET_NAME",
+    "DEFAULT_METRIC",
+    "LABELLED_METRICS",
+    "METRICS",
     "SPEC_FILE",
+    "SUPERVISED",
+    "ArtifactFormat",
     "CsvSource",
     "DataSpec",
     "Feature",
     "FeatureType",
+    "Holdout",
+    "ModelSpec",
     "MonitorSpec",
+    "ParamSpace",
     "ParquetSource",
+    "Sampler",
     "SnapshotMode",
     "SnapshotPolicy",
     "Source",
+    "SplitKind",
     "SqlSource",
+    "Task",
+    "TuneSpec",
+    "metrics_of",
 ]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)+$")
-_FUNCTION_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
 
-# --- model and gate -------------------------------------------------------------------------
-
-
-class Task(StrEnum):
-    CLASSIFICATION = "classification"
-    REGRESSION = "regression"
-
-
-#: metric name -> (task, higher is better)
-METRICS: dict[str, tuple[Task, bool]] = {
-    "accuracy": (Task.CLASSIFICATION, True),
-    "f1": (Task.CLASSIFICATION, True),
-    "roc_auc": (Task.CLASSIFICATION, True),
-    "log_loss": (Task.CLASSIFICATION, False),
-    "rmse": (Task.REGRESSION, False),
-    "mae": (Task.REGRESSION, False),
-    "r2": (Task.REGRESSION, True),
-}
-DEFAULT_METRIC = {Task.CLASSIFICATION: "roc_auc", Task.REGRESSION: "rmse"}
-
-
-class SplitKind(StrEnum):
-    RANDOM = "random"
-    STRATIFIED = "stratified"
-    TIME = "time"
-
-
-class Holdout(SpecModel):
-    fraction: float = Field(default=0.2, gt=0, lt=1)
-    split: SplitKind | None = None
-    """random, stratified or time; default stratified for classification, random otherwise."""
-    seed: int = 0
-
-
-class ArtifactFormat(StrEnum):
-    JOBLIB = "joblib"
-    SKOPS = "skops"
-    """Loads without running arbitrary code: for artifacts that must load safely."""
-    ONNX = "onnx"
-    """A user's own ONNX model, registered with `refit models register` (not for training)."""
-
-
-class ModelSpec(SpecModel):
-    task: Task
-    estimator: str | None = None
-    """Import path of a scikit-learn estimator, e.g. `sklearn.ensemble.RandomForestClassifier`."""
-    function: str | None = None
-    """`module:function` called as `function(X, y, params)` that returns a fitted model."""
-    params: dict[str, Any] = Field(default_factory=dict)
-    metric: str | None = None
-    """The metric the gate compares; default roc_auc (classification) or rmse (regression)."""
-    holdout: Holdout = Holdout()
-    format: ArtifactFormat = ArtifactFormat.JOBLIB
-    trusted_types: list[str] = Field(default_factory=list, max_length=1000)
-    """Dotted type names (`mypackage.MyScaler`) a skops artifact may hold beyond the built-in
-    list (scikit-learn, NumPy, SciPy and plain containers), when saved and when loaded."""
-    trained_elsewhere: bool = False
-    """Versions come only from `refit models register FILE` (no estimator, no function):
-    refit scores, gates, serves and watches them, and never trains."""
-
-    @field_validator("estimator")
-    @classmethod
-    def _estimator_path(cls, value: str | None) -> str | None:
-        if value is not None and not _IMPORT_PATH.match(value):
-            raise ValueError("expected an import path such as sklearn.linear_model.Ridge")
-        return value
-
-    @field_validator("trusted_types")
-    @classmethod
-    def _type_names(cls, value: list[str]) -> list[str]:
-        for name in value:
-            if not _IMPORT_PATH.match(name):
-                raise ValueError(f"{name!r} is not a dotted type name such as mypackage.MyScaler")
-        return value
-
-    @field_validator("function")
-    @classmethod
-    def _function_path(cls, value: str | None) -> str | None:
-        if value is not None and not _FUNCTION_PATH.match(value):
-            raise ValueError("expected module:function, such as my_project.train:fit")
-        return value
-
-    @model_validator(mode="after")
-    def _one_way_to_train(self) -> ModelSpec:
-        if self.trained_elsewhere and (self.estimator or self.function):
-            raise ValueError(
-                "`trained_elsewhere` is true, and so refit does not train: remove "
-                f"`{'estimator' if self.estimator else 'function'}`, or trained_elsewhere"
-            )
-        if self.estimator is None and self.function is None and not self.trained_elsewhere:
-            raise ValueError(
-                "neither `estimator` nor `function` is set: give one of them, "
-                "e.g. estimator: sklearn.linear_model.LogisticRegression (or set "
-                "trained_elsewhere: true to register models trained by another tool)"
-            )
-        if self.estimator is not None and self.function is not None:
-            raise ValueError(
-                f"both `estimator` ({self.estimator!r}) and `function` ({self.function!r}) "
-                "are set: give exactly one of them"
-            )
-        if self.metric is not None:
-            fitting = ", ".join(m for m, (task, _) in METRICS.items() if task is self.task)
-            if self.metric not in METRICS:
-                raise FieldProblem(
-                    ("metric",),
-                    self.metric,
-                    f"unknown metric; expected one of {fitting} (for {self.task.value})",
-                )
-            if METRICS[self.metric][0] is not self.task:
-                raise FieldProblem(
-                    ("metric",),
-                    self.metric,
-                    f"a {METRICS[self.metric][0].value} metric, but model.task is "
-                    f"{self.task.value}; expected one of {fitting}",
-                )
-        if self.format is ArtifactFormat.ONNX:
-            raise FieldProblem(
-                ("format",),
-                self.format.value,
-                "training saves joblib or skops (and converts to ONNX itself when it can); "
-                "an ONNX file of your own is registered with `refit models register FILE.onnx`",
-            )
-        if self.holdout.split is SplitKind.STRATIFIED and self.task is Task.REGRESSION:
-            raise FieldProblem(
-                ("holdout", "split"),
-                self.holdout.split.value,
-                "a stratified split applies to classification only; expected random or time",
-            )
-        return self
-
-    @property
-    def metric_name(self) -> str:
-        return self.metric or DEFAULT_METRIC[self.task]
-
-    @property
-    def higher_is_better(self) -> bool:
-        return METRICS[self.metric_name][1]
-
-    @property
-    def split_kind(self) -> SplitKind:
-        if self.holdout.split is not None:
-            return self.holdout.split
-        return SplitKind.STRATIFIED if self.task is Task.CLASSIFICATION else SplitKind.RANDOM
+# --- gate -------------------------------------------------------------------------------------
 
 
 class GateSpec(SpecModel):
@@ -382,8 +266,52 @@ class Spec(SpecModel):
             raise ValueError("expected lowercase letters, digits, - and _ (it is used in URLs)")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _unlabelled_anomaly_metric(cls, raw: Any) -> Any:
+        # An anomaly task's default metric needs a label; without data.target it is one that
+        # judges the detector by its own scores.
+        if not isinstance(raw, dict):
+            return raw
+        model, data = raw.get("model"), raw.get("data")
+        if (
+            isinstance(model, dict)
+            and model.get("task") == Task.ANOMALY.value
+            and model.get("metric") is None
+            and isinstance(data, dict)
+            and data.get("target") is None
+        ):
+            return {**raw, "model": {**model, "metric": UNLABELLED_ANOMALY_METRIC}}
+        return raw
+
     @model_validator(mode="after")
     def _gate_fits_metric(self) -> Spec:
+        task = self.model.task
+        if task in SUPERVISED and self.data.target is None:
+            raise FieldProblem(
+                ("data", "target"),
+                None,
+                f"model.task {task.value} learns a target: name the column it predicts",
+            )
+        if task is Task.CLUSTERING and self.data.target is not None:
+            raise FieldProblem(
+                ("data", "target"),
+                self.data.target,
+                "a clustering learns no target: remove data.target (or list it in features)",
+            )
+        if self.data.target is None:
+            for where, metric in (
+                (("model", "metric"), self.model.metric_name),
+                (("model", "tune", "metric"), self.model.tune_metric),
+            ):
+                if metric in LABELLED_METRICS:
+                    raise FieldProblem(
+                        where,
+                        metric,
+                        f"{metric} compares answers with a label, and data.target is not set: "
+                        f"name the label column, or use one of "
+                        f"{', '.join(m for m in metrics_of(task) if m not in LABELLED_METRICS)}",
+                    )
         higher = self.model.higher_is_better
         metric = self.model.metric_name
         if higher and self.gate.max is not None:

@@ -118,11 +118,11 @@ def kept_reader(store: ArtifactStore, batch: IngestBatchRow) -> Reader:
 
 
 def reconcile(
-    previous: pd.DataFrame, new: pd.DataFrame, target: str
+    previous: pd.DataFrame, new: pd.DataFrame, target: str | None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Make the previous rows and the new rows (of the same columns) fit together: a target
     read as numbers in one batch and as text in another is taken as text in both."""
-    if str(previous[target].dtype) != str(new[target].dtype):
+    if target is not None and str(previous[target].dtype) != str(new[target].dtype):
         previous = previous.assign(**{target: previous[target].map(_label).astype("str")})
         new = new.assign(**{target: new[target].map(_label).astype("str")})
     return previous, new

@@ -42,7 +42,8 @@ def column_stats(frame: pd.DataFrame, data: DataSpec) -> dict[str, dict[str, Any
     kinds = {
         name: "numeric" if f.type.numeric else "categorical" for name, f in data.features.items()
     }
-    kinds[data.target] = "numeric" if _is_numeric(frame.get(data.target)) else "categorical"
+    if data.target is not None:
+        kinds[data.target] = "numeric" if _is_numeric(frame.get(data.target)) else "categorical"
     if data.time_column is not None:
         kinds[data.time_column] = "time"
     missing = [name for name in kinds if name not in frame.columns]

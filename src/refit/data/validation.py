@@ -57,7 +57,7 @@ class Validated:
 
 def validate(frame: pd.DataFrame, data: DataSpec) -> Validated:
     """Coerce each row to the schema of `data`; rows that cannot be are rejected."""
-    required = [*data.features, data.target]
+    required = [*data.features, *([] if data.target is None else [data.target])]
     if data.time_column is not None:
         required.append(data.time_column)
     missing = [name for name in required if name not in frame.columns]
@@ -73,7 +73,8 @@ def validate(frame: pd.DataFrame, data: DataSpec) -> Validated:
     decimal = data.source.decimal if isinstance(data.source, CsvSource) else "."
     for name, feature in data.features.items():
         typed[name] = _feature(name, raw[name], feature, decimal, problems)
-    typed[data.target] = _target(data.target, raw[data.target], problems)
+    if data.target is not None:
+        typed[data.target] = _target(data.target, raw[data.target], problems)
     if data.time_column is not None:
         typed[data.time_column] = _time(data.time_column, raw[data.time_column], problems)
     bad = problems.mask

@@ -64,6 +64,8 @@ def manifest(row: ModelVersionRow) -> bytes:
         "onnx": {"uri": onnx.get("uri"), "sha256": onnx.get("sha256")},
         "signature": row.signature,
     }
+    if row.code is not None:  # only then: a version signed before code was stored stays valid
+        fields["code"] = {"uri": row.code.get("uri"), "sha256": row.code.get("sha256")}
     return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 

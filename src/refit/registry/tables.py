@@ -181,6 +181,14 @@ class ModelVersionRow(Base):
     """What the version answered on its holdout, the monitor's reference for the predictions:
     `labels` (the true values), `predictions` and, for classifiers, `classes` and `scores`
     (each row's probabilities), at most `REFERENCE_ROWS` rows."""
+    tuning: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    """The tuning step that chose `params`: `sampler`, `metric`, `folds`, `best` (the index of
+    the best trial), `warm_start` and `trials`, each `{"number", "params", "score",
+    "duration_s", "state"}` (`state`: "complete", "failed: ..."), in the order they ran."""
+    code: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    """The user's code the version runs with (`model.features`, `model.postprocess`, a
+    function's model): the artifact's `uri`, `sha256`, `size`, the `modules` it holds and the
+    entry points (`features`, `postprocess`)."""
 
 
 class AliasRow(Base):

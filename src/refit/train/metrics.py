@@ -14,7 +14,7 @@ import pandas as pd
 
 from refit.errors import TrainingError
 from refit.metrics import NAMES, Unavailable, checked_proba, compute
-from refit.spec import METRICS, Task
+from refit.spec import Task, metrics_of
 from refit.train.pipeline import as_target
 
 __all__ = ["NAMES", "evaluate", "score"]
@@ -43,7 +43,7 @@ def score(
 ) -> float:
     """One metric; a `TrainingError` names it when it cannot be computed."""
     if metric not in NAMES[task]:
-        known = ", ".join(name for name, (t, _) in METRICS.items() if t is task)
+        known = ", ".join(metrics_of(task))
         raise TrainingError(f"unknown metric {metric!r} for {task.value}; expected one of {known}")
     try:
         return compute(metric, _Rows(model, X, y))

@@ -285,6 +285,8 @@ def feature_frame(frame: pd.DataFrame, data: DataSpec) -> pd.DataFrame:
 
 def target_array(frame: pd.DataFrame, data: DataSpec) -> np.ndarray[Any, Any]:
     """The target column as a numpy array (bool, int64, float64 or object)."""
+    if data.target is None:
+        raise TrainingError("data.target is not set: this task learns no target")
     _require_columns(frame, [data.target])
     return as_target(frame[data.target])
 
@@ -337,8 +339,10 @@ def _fit_function(
     frame: pd.DataFrame, data: DataSpec, path: str, params: Mapping[str, Any], root: Path
 ) -> Any:
     function = resolve_function(path, root)
-    _require_columns(frame, [*data.features, data.target])
-    X, y = frame[list(data.features)].copy(), frame[data.target].copy()
+    labelled = [] if data.target is None else [data.target]
+    _require_columns(frame, [*data.features, *labelled])
+    X = frame[list(data.features)].copy()
+    y = None if data.target is None else frame[data.target].copy()
     try:
         fitted = function(X, y, dict(params))
     except Exception as exc:
