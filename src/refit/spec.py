@@ -86,6 +86,10 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # --- gate -------------------------------------------------------------------------------------
 
 
+GateTest = Literal["paired", "bootstrap", "none"]
+"""How the gate compares challenger and champion: with an interval, or by point values."""
+
+
 class GateSpec(SpecModel):
     """When a newly trained version (challenger) replaces production (champion)."""
 
@@ -98,7 +102,20 @@ class GateSpec(SpecModel):
     this (a tie keeps production), or at least this with `promote_ties`."""
     promote_ties: bool = False
     """Promote a challenger whose improvement equals `min_improvement` (with 0: one that ties
-    production, such as a retrain on the same data)."""
+    production, such as a retrain on the same data); with a paired test: one whose interval
+    reaches `min_improvement` (not clearly worse than it)."""
+    test: GateTest = "paired"
+    """How the challenger's and the champion's metric on the same holdout rows are compared:
+    `paired` (an interval of the difference: McNemar for accuracy, DeLong for a binary roc_auc,
+    the paired bootstrap over rows otherwise), `bootstrap` (always the bootstrap), `none` (the
+    point values)."""
+    confidence: float = Field(default=0.95, ge=0.5, lt=1)
+    """The interval's confidence (two-sided): promotion needs its lower end (the upper for
+    rmse, mae, log_loss) past `min_improvement`."""
+    resamples: int = Field(default=1000, ge=100, le=100_000)
+    """Bootstrap resamples of the holdout rows."""
+    seed: int = 0
+    """The bootstrap's seed: a decision computed again gives the same interval."""
 
 
 # --- schedule and storage -------------------------------------------------------------------

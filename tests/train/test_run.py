@@ -25,6 +25,7 @@ from refit.project import load_project
 from refit.registry import PRODUCTION, DecisionRow, Registry, SnapshotRow, TrainingRunRow
 from refit.services import Services, open_services
 from refit.spec import SPEC_FILE, ArtifactFormat
+from refit.train.evidence import paired
 from refit.train.gate import decide
 from refit.train.metrics import NAMES, score
 from refit.train.pipeline import target_array
@@ -210,6 +211,9 @@ def test_a_second_run_is_scored_against_production_on_its_own_holdout(
         v1, v2 = registry.get_version(NAME, 1), registry.get_version(NAME, 2)
         X, y = holdout(services, bigger)
         champion = load_model(store.get(v1.artifact_uri, v1.artifact_sha256), ArtifactFormat.JOBLIB)
+        challenger = load_model(
+            store.get(v2.artifact_uri, v2.artifact_sha256), ArtifactFormat.JOBLIB
+        )
         decisions = registry.list_decisions(NAME)
         production = registry.alias_version(NAME)
 
@@ -222,6 +226,10 @@ def test_a_second_run_is_scored_against_production_on_its_own_holdout(
     metric = spec.model.metric_name
     assert decision.candidate_value == pytest.approx(v2.metrics[metric])
     assert decision.champion_value == pytest.approx(score(champion, X, y, spec.model.task, metric))
+    # ... and on each of those rows: the paired comparison, recorded with the decision.
+    evidence = paired(spec.gate, metric, spec.model.higher_is_better, y, champion, challenger, X)
+    assert evidence.comparison is not None and evidence.comparison.test == "delong"
+    assert decision.evidence == evidence.to_dict()
     expected = decide(
         metric,
         spec.model.higher_is_better,
@@ -229,6 +237,7 @@ def test_a_second_run_is_scored_against_production_on_its_own_holdout(
         decision.candidate_value,
         decision.champion_value,
         1,
+        evidence.comparison,
     )
     assert (decision.promoted, decision.reason) == (expected.promote, expected.reason)
     assert production == (2 if expected.promote else 1)
@@ -253,8 +262,8 @@ def test_min_improvement_keeps_production_when_the_challenger_is_not_better_enou
     assert production == 1
     assert decision.candidate_value is not None and decision.champion_value is not None
     assert decision.candidate_value - decision.champion_value < 1
-    assert "is not better than production v1" in decision.reason
-    assert decision.reason.endswith("by more than 1")
+    assert "not clearly better by more than 1: kept production v1" in decision.reason
+    assert decision.evidence is not None and decision.evidence["high"] < 1
     assert (stored.promoted, stored.reason, stored.previous_version) == (False, decision.reason, 1)
 
 
@@ -320,7 +329,10 @@ def test_skops_artifacts_load_back_and_score_the_champion(
     assert second.promoted, second.decision.reason  # a tie promotes with promote_ties
 
 
-def test_retraining_on_the_same_data_ties_and_keeps_production(project_root: Path) -> None:
+def test_retraining_on_the_same_data_ties_and_keeps_production(
+    project_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REFIT_GATE__TEST", "none")  # the point rule's wording of a tie
     train(project_root)
     again = train(project_root)
     with opened(project_root) as services:

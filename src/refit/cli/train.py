@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from refit.cli._output import (
     JsonOption,
@@ -96,6 +97,7 @@ def _print_result(result: TrainResult, aliases: dict[str, int], json: bool) -> N
                 "nullable_note": result.nullable_note or None,
                 "trigger": result.trigger,
                 "cause": result.cause,
+                "detection_note": result.detection_note,
             }
         )
         return
@@ -117,7 +119,9 @@ def _print_result(result: TrainResult, aliases: dict[str, int], json: bool) -> N
     if result.cause is not None:
         out.print(f"  asked for by {result.trigger}: {result.cause}", markup=False)
     verdict = "[green]promoted to production[/]" if decision.promoted else "[yellow]not promoted[/]"
-    out.print(f"{verdict}: {decision.reason}")
+    out.print(f"{verdict}: {escape(decision.reason)}")
+    if result.detection_note:
+        out.print(f"  note: {result.detection_note}", markup=False)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -222,6 +222,11 @@ class DecisionRow(Base):
     champion_value: Mapped[float | None] = mapped_column()
     reason: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(255))
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    """The gate's paired comparison on the holdout: the `difference` (challenger - champion,
+    positive is better), its interval `low`, `high`, the `test`, `confidence`, `rows`,
+    `resamples`, `seed`, `se`, and `detectable` (the smallest difference the rows detect,
+    and the rows `min_improvement` would need)."""
 
 
 class ServerRow(Base):

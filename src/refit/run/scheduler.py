@@ -277,4 +277,6 @@ def describe(job: str, code: int, out: str, err: str) -> JobResult:
     )
     if data.get("cause"):
         line += f"; caused by {data['cause']}"
+    if data.get("detection_note"):
+        line += f"; note: {data['detection_note']}"
     return JobResult(job, "succeeded", line)

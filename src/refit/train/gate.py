@@ -12,6 +12,11 @@ The rules, for a metric where higher is better (mirrored where lower is better):
    enough (a tie promotes when it is 0: the challenger was trained on fresher data).
    Differences within float rounding count as equal.
 
+With a paired comparison (`gate.test`: paired or bootstrap, `refit.train.significance`), rule 3
+reads the interval of the difference on the same holdout rows instead of the point values: the
+challenger is promoted when the whole interval lies past `min_improvement` (it is clearly
+better), and with `promote_ties` when the interval reaches it (it is not clearly worse).
+
 `decide` is pure: it reads numbers and returns a decision with a reason naming both numbers.
 """
 
@@ -21,6 +26,7 @@ import math
 from dataclasses import dataclass
 
 from refit.spec import GateSpec
+from refit.train.significance import Comparison
 
 
 @dataclass(frozen=True)
@@ -39,8 +45,10 @@ def decide(
     challenger: float,
     champion: float | None,
     champion_version: int | None = None,
+    comparison: Comparison | None = None,
 ) -> GateDecision:
-    """Whether the challenger (its `metric` value) replaces the champion; see the module rules."""
+    """Whether the challenger (its `metric` value) replaces the champion; see the module rules.
+    With `comparison` (the paired difference on the holdout), its interval decides rule 3."""
     shown = f"{metric} {_num(challenger)}"
     if not math.isfinite(challenger):
         return GateDecision(False, f"{shown} is not a finite number")
@@ -54,6 +62,8 @@ def decide(
         return GateDecision(True, f"{shown} {_bound_met(higher_is_better, gate)} and {why}")
 
     production = "production" if champion_version is None else f"production v{champion_version}"
+    if comparison is not None:
+        return _by_interval(metric, gate, challenger, champion, production, comparison)
     versus = f"{production} ({_num(champion)})"
     improvement = challenger - champion if higher_is_better else champion - challenger
     margin = gate.min_improvement
@@ -72,6 +82,42 @@ def decide(
     return GateDecision(
         False, f"{shown} {what}: a tie keeps production (gate.promote_ties is false)"
     )
+
+
+def _by_interval(
+    metric: str,
+    gate: GateSpec,
+    challenger: float,
+    champion: float,
+    production: str,
+    comparison: Comparison,
+) -> GateDecision:
+    margin = gate.min_improvement
+    shown = f"{metric} {_num(challenger)} vs {production} {_num(champion)}: {interval(comparison)}"
+    past = f" by more than {_num(margin)}" if margin else ""
+    if comparison.low > margin and not _close(comparison.low, margin):
+        return GateDecision(True, f"{shown}, clearly better{past}")
+    if gate.promote_ties and (comparison.high > margin or _close(comparison.high, margin)):
+        return GateDecision(
+            True, f"{shown}, not clearly worse{past}, which is enough with gate.promote_ties"
+        )
+    return GateDecision(False, f"{shown}, not clearly better{past}: kept {production}")
+
+
+def interval(comparison: Comparison) -> str:
+    """`+0.012 [0.004, 0.020] at 95% (delong, 64 rows)`: a comparison as people read it."""
+    c = comparison
+    # Enough decimals to show the interval's width: two significant digits of its spread.
+    spread = abs(c.high - c.low) / 4 or abs(c.difference) or 1.0
+    digits = min(6, max(2, 1 - math.floor(math.log10(spread))))
+    return (
+        f"{c.difference:+.{digits}f} [{c.low:.{digits}f}, {c.high:.{digits}f}] at "
+        f"{c.confidence * 100:g}% ({c.test}, {c.rows:,} rows)"
+    )
+
+
+def _close(value: float, bound: float) -> bool:
+    return math.isclose(value, bound, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def _bound_met(higher_is_better: bool, gate: GateSpec) -> str:

@@ -39,6 +39,7 @@ from refit.services import Services
 from refit.signature import Signature, signature_for
 from refit.spec import ArtifactFormat, Spec
 from refit.train.checks import check_model_spec, check_target
+from refit.train.evidence import Evidence, detection_note, paired
 from refit.train.gate import decide
 from refit.train.metrics import evaluate, score
 from refit.train.nullability import truthful
@@ -64,6 +65,9 @@ class TrainResult:
     trigger: str = "manual"
     cause: str | None = None
     """Why it ran, when the monitor asked for it (drift, a drop in live quality)."""
+    detection_note: str | None = None
+    """That the holdout is too small to detect `gate.min_improvement`, and the rows it would
+    need: said by the first decision that finds it so, not again while it stays so."""
 
     @property
     def promoted(self) -> bool:
@@ -224,20 +228,34 @@ def run_and_register(
         registry.end_run(run_id, "interrupted", "stopped before the run finished", timings)
         raise
     step(f"registered {spec.name} v{version.version}; running the gate")
-    decision = gate(services, version, X, y, value, actor)
+    earlier = _last_gate_evidence(services)
+    decision = gate(services, version, model, X, y, value, actor)
     cause = None if request is None else request.cause
-    return TrainResult(run_id, version, decision, parts.note, nullable_note, trigger, cause)
+    detection = detection_note(decision.evidence, spec, earlier)
+    return TrainResult(
+        run_id, version, decision, parts.note, nullable_note, trigger, cause, detection
+    )
+
+
+def _last_gate_evidence(services: Services) -> dict[str, Any] | None:
+    name = services.project.spec.name
+    for decision in services.registry.list_decisions(name, limit=20):
+        if decision.action == "gate":
+            return decision.evidence
+    return None
 
 
 def gate(
     services: Services,
     challenger: ModelVersionRow,
+    model: Any,
     X: Any,
     y: Any,
     value: float,
     actor: str,
 ) -> DecisionRow:
-    """Score the champion on the challenger's holdout, decide, and promote on success.
+    """Score the champion on the challenger's holdout, compare the two on its rows (per
+    `gate.test`), decide, and promote on success.
 
     A champion that cannot be scored on this holdout (its artifact is unreadable, or it was
     trained on other columns) does not block the challenger; the reason says so.
@@ -246,6 +264,7 @@ def gate(
     metric = spec.model.metric_name
     champion_version = registry.alias_version(spec.name, PRODUCTION)
     champion_value: float | None = None
+    evidence = Evidence(None)
     note = ""
     if champion_version is not None:
         champion = registry.get_version(spec.name, champion_version)
@@ -260,8 +279,11 @@ def gate(
                 spec.model.trusted_types,
             )
             champion_value = score(loaded, X, y, spec.model.task, metric)
+            evidence = paired(spec.gate, metric, spec.model.higher_is_better, y, loaded, model, X)
         except (RefitError, ValueError, KeyError, TypeError) as exc:
             note = f" (production v{champion_version} could not be scored on this holdout: {exc})"
+        if evidence.note:
+            note = f" ({evidence.note})"
     # An unscorable champion is still there: to `decide` it has no score, not no existence.
     unscored = champion_version is not None and champion_value is None
     verdict = decide(
@@ -271,6 +293,7 @@ def gate(
         value,
         math.nan if unscored else champion_value,
         champion_version,
+        evidence.comparison,
     )
 
     def row(promoted: bool, reason: str) -> DecisionRow:
@@ -286,6 +309,7 @@ def gate(
             champion_value=champion_value,
             reason=reason,
             actor=actor,
+            evidence=evidence.to_dict(),
         )
 
     if not verdict.promote:
