@@ -4,6 +4,7 @@ import pytest
 
 from refit.spec import GateSpec
 from refit.train.gate import GateDecision, decide
+from refit.train.significance import Comparison
 
 CASES: list[tuple[str, bool, dict[str, Any], float, float | None, int | None, bool, str]] = [
     # metric, higher is better, gate, challenger, champion, champion version, promote, reason
@@ -124,3 +125,58 @@ def test_decide(
 def test_the_bound_of_the_other_direction_does_not_apply() -> None:
     assert decide("rmse", False, GateSpec(min=100.0), 5.0, None).promote
     assert decide("roc_auc", True, GateSpec(max=0.1), 0.9, None).promote
+
+
+# --- with a paired comparison -----------------------------------------------------------------
+
+
+def comparison(difference: float, low: float, high: float) -> Comparison:
+    return Comparison(difference, low, high, 0.95, "delong", 64, None, 0, (high - low) / 3.92)
+
+
+INTERVAL_CASES: list[tuple[dict[str, Any], tuple[float, float, float], bool, str]] = [
+    # gate, (difference, low, high), promote, reason
+    (
+        {}, (0.012, 0.004, 0.020), True,
+        "roc_auc 0.962 vs production v7 0.95: +0.012 [0.004, 0.020] at 95% (delong, 64 rows), "
+        "clearly better",
+    ),
+    (
+        {}, (0.003, -0.010, 0.016), False,
+        "roc_auc 0.962 vs production v7 0.95: +0.003 [-0.010, 0.016] at 95% (delong, 64 rows), "
+        "not clearly better: kept production v7",
+    ),
+    (
+        {"min_improvement": 0.005}, (0.012, 0.004, 0.020), False,
+        "roc_auc 0.962 vs production v7 0.95: +0.012 [0.004, 0.020] at 95% (delong, 64 rows), "
+        "not clearly better by more than 0.005: kept production v7",
+    ),
+    (
+        {"promote_ties": True}, (0.003, -0.010, 0.016), True,
+        "roc_auc 0.962 vs production v7 0.95: +0.003 [-0.010, 0.016] at 95% (delong, 64 rows), "
+        "not clearly worse, which is enough with gate.promote_ties",
+    ),
+    (
+        {"promote_ties": True}, (-0.03, -0.05, -0.01), False,
+        "roc_auc 0.962 vs production v7 0.95: -0.030 [-0.050, -0.010] at 95% (delong, 64 rows), "
+        "not clearly better: kept production v7",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("gate", "interval", "promote", "reason"), INTERVAL_CASES)
+def test_with_a_comparison_the_interval_decides(
+    gate: dict[str, Any], interval: tuple[float, float, float], promote: bool, reason: str
+) -> None:
+    found = decide("roc_auc", True, GateSpec(**gate), 0.962, 0.95, 7, comparison(*interval))
+    assert found == GateDecision(promote, reason)
+
+
+def test_the_floor_still_comes_first_and_the_first_version_needs_only_it() -> None:
+    clear = comparison(0.2, 0.1, 0.3)
+    assert not decide("roc_auc", True, GateSpec(min=0.99), 0.962, 0.95, 7, clear).promote
+    first = decide("roc_auc", True, GateSpec(min=0.9), 0.962, None, None, None)
+    assert first == GateDecision(
+        True, "roc_auc 0.962 reaches the floor 0.9 and there is no production version"
+    )
+    assert not decide("roc_auc", True, GateSpec(min=0.97), 0.962, None).promote

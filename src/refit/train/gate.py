@@ -107,8 +107,8 @@ def _by_interval(
 def interval(comparison: Comparison) -> str:
     """`+0.012 [0.004, 0.020] at 95% (delong, 64 rows)`: a comparison as people read it."""
     c = comparison
-    # Enough decimals to show the interval's width: two significant digits of its spread.
-    spread = abs(c.high - c.low) / 4 or abs(c.difference) or 1.0
+    # Enough decimals to show the interval's width with two significant digits.
+    spread = abs(c.high - c.low) or abs(c.difference) or 1.0
     digits = min(6, max(2, 1 - math.floor(math.log10(spread))))
     return (
         f"{c.difference:+.{digits}f} [{c.low:.{digits}f}, {c.high:.{digits}f}] at "

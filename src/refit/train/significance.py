@@ -138,13 +138,14 @@ class Detectable:
 
 def detectable(comparison: Comparison, wanted: float) -> Detectable:
     """How small a difference these rows can tell from noise, from the spread of the paired
-    differences; the rows needed to detect `wanted` (the standard error falls as 1/sqrt(rows))."""
+    differences; the rows needed to detect `wanted` (the standard error falls as 1/sqrt(rows)),
+    unless the interval clears `wanted` already."""
     z = NormalDist().inv_cdf(1.0 - (1.0 - comparison.confidence) / 2.0) + NormalDist().inv_cdf(
         POWER
     )
     smallest = z * comparison.se
     needed = None
-    if wanted > 0 and smallest > wanted:
+    if wanted > 0 and smallest > wanted and comparison.low <= wanted:
         needed = int(np.ceil(comparison.rows * (smallest / wanted) ** 2))
     return Detectable(smallest, comparison.rows, needed, wanted)
 
