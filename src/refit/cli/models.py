@@ -23,6 +23,7 @@ from refit.cli.train import run_and_report
 from refit.errors import ConflictError
 from refit.registry import PRODUCTION, DecisionRow
 from refit.registry.signing import sign_versions
+from refit.train.evidence import difference_text
 from refit.train.promotion import promote_version, rollback
 
 if TYPE_CHECKING:
@@ -272,7 +273,7 @@ def decisions(project: ProjectOption = Path("."), json: JsonOption = False) -> N
         print_json([r.to_dict() for r in rows])
         return
     print_table(
-        ["when", "action", "version", "from", "promoted", "reason"],
+        ["when", "action", "version", "from", "promoted", "difference", "reason"],
         [
             (
                 when(r.created_at),
@@ -280,6 +281,7 @@ def decisions(project: ProjectOption = Path("."), json: JsonOption = False) -> N
                 f"v{r.candidate_version}",
                 f"v{r.previous_version}" if r.previous_version else "-",
                 "yes" if r.promoted else "no",
+                difference_text(r.evidence) or "-",
                 r.reason,
             )
             for r in rows

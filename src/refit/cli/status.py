@@ -24,6 +24,7 @@ from refit.registry.jobs import job_states
 from refit.registry.monitoring import latest_report
 from refit.registry.tables import utcnow
 from refit.schedule import parse_schedule
+from refit.train.evidence import difference_text, summary
 
 
 def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None:
@@ -118,10 +119,20 @@ def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None
         title="last training runs",
     )
     print_table(
-        ["when", "action", "version", "promoted", "reason"],
+        ["when", "action", "version", "promoted", "difference", "reason"],
         [
-            (when(d.created_at), d.action, f"v{d.candidate_version}", d.promoted, d.reason)
+            (
+                when(d.created_at),
+                d.action,
+                f"v{d.candidate_version}",
+                d.promoted,
+                difference_text(d.evidence) or "",
+                d.reason,
+            )
             for d in decisions
         ],
         title="last decisions",
     )
+    gated = next((d for d in decisions if d.action == "gate"), None)
+    if gated is not None:
+        out.print(f"last gate: {summary(gated)}", markup=False)

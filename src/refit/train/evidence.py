@@ -3,14 +3,16 @@ interval (`refit.train.significance`) as `gate.test` asks."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from refit.errors import TrainingError
 from refit.spec import GateSpec, Spec
+from refit.train.gate import interval
 from refit.train.significance import (
     POWER,
     Answers,
@@ -20,6 +22,9 @@ from refit.train.significance import (
     compare,
     detectable,
 )
+
+if TYPE_CHECKING:
+    from refit.registry.tables import DecisionRow
 
 _PROBABILITIES = frozenset({"roc_auc", "log_loss", "average_precision"})
 """The metrics read from probabilities rather than from the predicted labels."""
@@ -111,6 +116,35 @@ def detection_note(
         f"{detects}, not gate.min_improvement {found['wanted']:g}: that needs about "
         f"{needed:,} holdout rows (more data, or a larger model.holdout.fraction)"
     )
+
+
+def recorded(evidence: Mapping[str, Any] | None) -> Comparison | None:
+    """The comparison a decision recorded (`DecisionRow.evidence`), or None."""
+    if not evidence:
+        return None
+    return Comparison(**{name: evidence[name] for name in _FIELDS})
+
+
+def difference_text(evidence: Mapping[str, Any] | None) -> str | None:
+    """`+0.012 [0.004, 0.020]`: a decision's difference and interval, or None without one."""
+    comparison = recorded(evidence)
+    return None if comparison is None else interval(comparison, detail=False)
+
+
+def summary(decision: DecisionRow) -> str:
+    """A gate decision in a few words: "v7 is better by +0.012 [0.004, 0.020], promoted", or
+    "v8: +0.003 [-0.010, 0.016], not clearly better, kept v7"; its reason otherwise."""
+    shown = difference_text(decision.evidence)
+    if shown is None:
+        return decision.reason
+    version = f"v{decision.candidate_version}"
+    if decision.promoted:
+        return f"{version} is better by {shown}, promoted"
+    kept = f", kept v{decision.previous_version}" if decision.previous_version else ""
+    return f"{version}: {shown}, not clearly better{kept}"
+
+
+_FIELDS = tuple(field.name for field in fields(Comparison))
 
 
 def _call(model: Any, method: str, X: pd.DataFrame) -> Any:

@@ -104,16 +104,17 @@ def _by_interval(
     return GateDecision(False, f"{shown}, not clearly better{past}: kept {production}")
 
 
-def interval(comparison: Comparison) -> str:
-    """`+0.012 [0.004, 0.020] at 95% (delong, 64 rows)`: a comparison as people read it."""
+def interval(comparison: Comparison, detail: bool = True) -> str:
+    """`+0.012 [0.004, 0.020] at 95% (delong, 64 rows)`: a comparison as people read it
+    (without `detail`: `+0.012 [0.004, 0.020]`)."""
     c = comparison
     # Enough decimals to show the interval's width with two significant digits.
     spread = abs(c.high - c.low) or abs(c.difference) or 1.0
     digits = min(6, max(2, 1 - math.floor(math.log10(spread))))
-    return (
-        f"{c.difference:+.{digits}f} [{c.low:.{digits}f}, {c.high:.{digits}f}] at "
-        f"{c.confidence * 100:g}% ({c.test}, {c.rows:,} rows)"
-    )
+    shown = f"{c.difference:+.{digits}f} [{c.low:.{digits}f}, {c.high:.{digits}f}]"
+    if not detail:
+        return shown
+    return f"{shown} at {c.confidence * 100:g}% ({c.test}, {c.rows:,} rows)"
 
 
 def _close(value: float, bound: float) -> bool:

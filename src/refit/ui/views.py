@@ -27,6 +27,7 @@ from refit.registry.tables import (
 )
 from refit.schedule import parse_schedule
 from refit.spec import Schedule
+from refit.train.evidence import difference_text
 
 VERSIONS = 200
 """The newest versions the timeline shows."""
@@ -342,6 +343,8 @@ def _decision(row: DecisionRow) -> dict[str, Any]:
         "champion_value": row.champion_value,
         "reason": row.reason,
         "actor": row.actor,
+        "evidence": row.evidence,
+        "difference": difference_text(row.evidence),
     }
 
 

@@ -185,15 +185,16 @@
       const cx = x(Date.parse(d.created_at)), cy = y.at(value);
       const mark = d.promoted ? add(root, "circle", {cx, cy, r: 6, class: "ok", "data-decision": "promoted"}) : add(root, "path", {d: `M${cx - 5},${cy - 5}L${cx + 5},${cy + 5}M${cx + 5},${cy - 5}L${cx - 5},${cy + 5}`, stroke: "var(--no)", "stroke-width": 2.5, "data-decision": "rejected"});
       const champion = d.champion_value === null ? "no champion" : `champion v${d.previous_version} ${num(d.champion_value)} on the same rows`;
-      const text = `v${d.candidate_version} ${d.promoted ? "promoted" : "rejected"} (${d.action}): ${d.reason}. ${d.metric || ""} ${num(value)}; ${champion}`;
+      const interval = d.difference ? `; difference ${d.difference} at ${num(d.evidence.confidence * 100)}%` : "";
+      const text = `v${d.candidate_version} ${d.promoted ? "promoted" : "rejected"} (${d.action}): ${d.reason}. ${d.metric || ""} ${num(value)}; ${champion}${interval}`;
       tip(mark, text);
       tip(add(root, "circle", {cx, cy, r: 10, class: "hit"}), text);
     }
     const el = $("timeline");
     el.replaceChildren(root);
-    table("decisions", ["when", "version#", "decision", "metric", "value#", "champion#", "reason"], data.decisions.slice().reverse().slice(0, 100).map((d) => [
+    table("decisions", ["when", "version#", "decision", "metric", "value#", "champion#", "difference#", "reason"], data.decisions.slice().reverse().slice(0, 100).map((d) => [
       td(when(d.created_at)), td("v" + esc(d.candidate_version), "num"), td(pill(d.promoted ? "promoted" : "rejected", d.promoted ? "ok" : "no") + " " + esc(d.action)),
-      td(esc(d.metric || "–")), td(num(d.candidate_value), "num"), td(d.champion_value === null ? "–" : `v${esc(d.previous_version)} ${num(d.champion_value)}`, "num"), td(esc(d.reason), "wrap"),
+      td(esc(d.metric || "–")), td(num(d.candidate_value), "num"), td(d.champion_value === null ? "–" : `v${esc(d.previous_version)} ${num(d.champion_value)}`, "num"), td(esc(d.difference || "–"), "num"), td(esc(d.reason), "wrap"),
     ]), "no decision yet");
   }
 
