@@ -22,13 +22,15 @@ from typing import Any
 from refit.artifacts import ArtifactStore
 from refit.columns import schema_change
 from refit.errors import (
+    CodeError,
     ConflictError,
     DataError,
     NotFoundError,
     RefitError,
     TrainingError,
 )
-from refit.flavors import DEFAULT_FLAVOR, SUFFIXES, get_flavor, load_model, save_model
+from refit.flavors import SUFFIXES, load_version, save_model
+from refit.flavors.hooked import unhooked
 from refit.parquet import read_snapshot
 from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow, SnapshotRow
 from refit.registry.jobs import interrupt_dead_runs
@@ -36,10 +38,20 @@ from refit.registry.monitoring import answer_request, open_request
 from refit.registry.signing import check_signed
 from refit.registry.tables import TrainRequestRow
 from refit.services import Services
-from refit.signature import Signature, signature_for
+from refit.signature import signature_for
 from refit.spec import ArtifactFormat, Spec
 from refit.train.checks import check_model_spec, check_target
 from refit.train.gate import decide
+from refit.train.hooks import (
+    ProjectCode,
+    check_postprocess,
+    featured,
+    flavor_of,
+    hooked,
+    not_converted,
+    project_code,
+    store_code,
+)
 from refit.train.metrics import evaluate, score
 from refit.train.nullability import truthful
 from refit.train.onnx_export import export_onnx
@@ -80,6 +92,8 @@ class Candidate:
     params: dict[str, Any]
     data: bytes | None = None
     """The artifact as the user gave it; None: refit saves the model."""
+    code: ProjectCode | None = None
+    """The project's code the model runs with (its hooks, a python model's classes)."""
 
 
 def run_training(
@@ -98,11 +112,18 @@ def run_training(
     spec = project.spec
     step = on_step or (lambda _: None)
     check_model_spec(spec, project.root)
+    code = project_code(spec, project.root)
 
     def fit(parts: Split) -> Candidate:
+        frame, data, kinds = parts.train, spec.data, None
+        if code is not None and code.features is not None:
+            step(f"applying model.features {code.features} to {len(frame)} rows")
+            frame, data, kinds = featured(frame, data, code)
         step(f"fitting on {len(parts.train)} rows")
-        model = fit_model(parts.train, spec.data, spec.model, project.root)
-        return Candidate(model, DEFAULT_FLAVOR, spec.model.format, _params(model, spec))
+        model = fit_model(frame, data, spec.model, project.root)
+        flavor = flavor_of(model, spec, code)
+        params = _params(model, spec)
+        return Candidate(hooked(model, code, kinds), flavor, spec.model.format, params, code=code)
 
     request = open_request(services.registry, spec.name)
     return run_and_register(
@@ -170,18 +191,26 @@ def run_and_register(
             metrics = evaluate(model, X, y, spec.model.task)
             value = score(model, X, y, spec.model.task, spec.model.metric_name)
             reference = holdout_reference(model, X, y)
+            code = candidate.code
+            withheld = check_postprocess(code, model, X, signature, step)
         with _timed(timings, "save_s"):
             step("saving the artifact")
             data = candidate.data
             ref = store.put(
-                save_model(model, candidate.format, trusted_types=spec.model.trusted_types)
+                save_model(
+                    unhooked(model),
+                    candidate.format,
+                    candidate.flavor,
+                    trusted_types=spec.model.trusted_types,
+                )
                 if data is None
                 else data,
                 kind="models",
                 suffix=SUFFIXES[candidate.format],
             )
-        if not get_flavor(candidate.flavor).converts:
-            onnx: dict[str, Any] = {"status": "the model is ONNX"}
+            stored = store_code(store, code, model, candidate.flavor, withheld, step)
+        if skipped := not_converted(candidate.flavor, code):
+            onnx: dict[str, Any] = {"status": skipped}
         else:
             with _timed(timings, "onnx_s"):
                 step("converting to ONNX and checking parity on the holdout")
@@ -211,10 +240,13 @@ def run_and_register(
                     "split": parts.method.value,
                 },
                 reference=reference,
+                code=stored,
             ),
         )
     except RefitError as exc:
         registry.end_run(run_id, "failed", f"{type(exc).__name__}: {exc}", timings)
+        if isinstance(exc, CodeError):  # the project's hook: the training run failed
+            raise TrainingError(str(exc)) from exc
         raise
     except Exception as exc:
         registry.end_run(run_id, "failed", f"{type(exc).__name__}: {exc}", timings)
@@ -251,14 +283,8 @@ def gate(
         champion = registry.get_version(spec.name, champion_version)
         try:
             check_signed(champion, registry.signing_key)  # before a byte of it is read
-            data = store.get(champion.artifact_uri, champion.artifact_sha256)
-            loaded = load_model(
-                data,
-                ArtifactFormat(champion.format),
-                champion.flavor,
-                Signature.from_dict(champion.signature),
-                spec.model.trusted_types,
-            )
+            # The champion with its own code: its features hook on this holdout.
+            loaded = load_version(champion, store.get, spec.model.trusted_types)
             champion_value = score(loaded, X, y, spec.model.task, metric)
         except (RefitError, ValueError, KeyError, TypeError) as exc:
             note = f" (production v{champion_version} could not be scored on this holdout: {exc})"
