@@ -332,3 +332,21 @@ def test_a_hook_that_fails_at_serving_is_a_code_error_of_that_call(project: Path
         predictor.predict(columns_of(bad, list(X.columns)))
     assert len(predictor.predict(columns_of(X.iloc[:2], list(X.columns)))) == 2
     assert np.isfinite(predictor.predict(columns_of(X, list(X.columns))).probabilities).all()
+
+
+def test_the_hooks_example_trains_and_serves_with_its_own_hooks(tmp_path: Path) -> None:
+    root = create_project(tmp_path / "wine", "hooks")
+    assert (root / "hooks.py").is_file()
+    with opened(root) as services:
+        assert run_ingest(services.project, services.registry, services.store).status == "accepted"
+        result = run_training(services)
+        assert result.promoted, result.decision.reason
+        code = result.version.code
+        assert code is not None and code["modules"] == ["hooks"]
+        assert {"log_proline", "phenol_ratio", "colour_per_hue"} <= set(code["columns"])
+        loaded = load_predictor(result.version, services.store)
+    request = pd.DataFrame([yaml.safe_load((root / "request.json").read_text("utf-8"))])
+    answer = loaded.predictor.predict(columns_of(request, loaded.signature.names))
+    assert answer.withheld is not None and len(answer) == 1
+    confident = max(answer.probability_maps()[0].values()) >= 0.7  # type: ignore[index]
+    assert answer.withheld.tolist() == [not confident]
