@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from refit.cli import app
+from refit.cli._output import run_app
 from refit.code import CODE_PREFIX, LoadedCode, bundle_code
 from refit.data.ingest import run_ingest
 from refit.errors import ArtifactCorruptError, CodeError, SpecError, TrainingError
@@ -350,3 +352,19 @@ def test_the_hooks_example_trains_and_serves_with_its_own_hooks(tmp_path: Path) 
     assert answer.withheld is not None and len(answer) == 1
     confident = max(answer.probability_maps()[0].values()) >= 0.7  # type: ignore[index]
     assert answer.withheld.tolist() == [not confident]
+
+
+def test_models_show_names_the_version_s_own_code(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with opened(project) as services:
+        row = run_training(services).version
+    capsys.readouterr()
+    assert run_app(app, ["models", "show", "1", "-p", str(project)]) == 0
+    shown = capsys.readouterr().out
+    assert row.code is not None
+    line = next(line for line in shown.splitlines() if line.startswith("own code"))
+    assert line == (
+        f"own code  hooks.py ({row.code['uri']}): features hooks:features; "
+        "postprocess hooks:postprocess"
+    )
