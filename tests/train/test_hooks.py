@@ -20,6 +20,7 @@ from refit.data.ingest import run_ingest
 from refit.errors import ArtifactCorruptError, CodeError, SpecError, TrainingError
 from refit.examples import create_project
 from refit.flavors import load_version
+from refit.flavors.hooked import checked_features
 from refit.parquet import read_snapshot
 from refit.predictions import columns_of
 from refit.project import load_project
@@ -368,3 +369,16 @@ def test_models_show_names_the_version_s_own_code(
         f"own code  hooks.py ({row.code['uri']}): features hooks:features; "
         "postprocess hooks:postprocess"
     )
+
+
+def test_a_features_hook_must_answer_the_columns_the_version_was_trained_on() -> None:
+    frame = pd.DataFrame({"a": [1, 2]})
+    with pytest.raises(CodeError, match=r"returned the columns a \(int\), extra \(float\)"):
+        checked_features(lambda f: f.assign(extra=1.0), "hooks:f", frame, {"a": "int"})
+    with pytest.raises(CodeError, match="trained on a"):
+        checked_features(lambda f: f.astype(bool), "hooks:f", frame, {"a": "int"})
+    # A number is a number: an int column with a missing value comes back as floats.
+    out = checked_features(lambda f: f.astype(float), "hooks:f", frame, {"a": "int"})
+    assert out["a"].tolist() == [1.0, 2.0]
+    text = checked_features(lambda f: f.astype(str).astype("category"), "hooks:f", frame)
+    assert text["a"].dtype == object and text["a"].tolist() == ["1", "2"]

@@ -48,7 +48,8 @@ def checked_features(
 ) -> pd.DataFrame:
     """`function(frame)`, checked: a DataFrame with the same rows and index, whose columns
     are numbers, bools or text (categories); with `columns` (name -> `FeatureType` value, what
-    the version was trained on), exactly those. Text columns come back as object strings."""
+    the version was trained on), those (an int may come back as a float).
+    Text columns come back as object strings."""
     where = f"model.features {path}"
     try:
         out = function(frame.copy())
@@ -67,7 +68,7 @@ def checked_features(
             "filter or reset the rows)"
         )
     kinds = frame_kinds(out, where)
-    if columns is not None and kinds != dict(columns):
+    if columns is not None and _kinds_of(kinds) != _kinds_of(columns):
         raise CodeError(
             f"{where} returned the columns {_listing(kinds)}, but this version was trained "
             f"on {_listing(columns)}"
@@ -316,6 +317,13 @@ def code_artifacts(row: ModelVersionRow) -> list[tuple[str, str, str]]:
     if not record or not record.get("uri"):
         return []
     return [("code artifact", str(record["uri"]), str(record["sha256"]))]
+
+
+def _kinds_of(kinds: Mapping[str, str]) -> dict[str, str]:
+    # An int column that holds a missing value at serving comes back as floats: both are
+    # numbers to the model's pipeline.
+    numbers = (FeatureType.INT.value, FeatureType.FLOAT.value)
+    return {name: "number" if kind in numbers else kind for name, kind in kinds.items()}
 
 
 def _listing(kinds: Mapping[str, str]) -> str:
