@@ -17,7 +17,13 @@ from refit.cli import app
 from refit.cli._output import run_app
 from refit.code import CODE_PREFIX, LoadedCode, bundle_code
 from refit.data.ingest import run_ingest
-from refit.errors import ArtifactCorruptError, CodeError, SpecError, TrainingError
+from refit.errors import (
+    ArtifactCorruptError,
+    ArtifactPathError,
+    CodeError,
+    SpecError,
+    TrainingError,
+)
 from refit.examples import create_project
 from refit.flavors import load_version
 from refit.flavors.hooked import checked_features
@@ -188,6 +194,10 @@ def test_a_tampered_code_artifact_is_refused_by_a_server_and_by_promotion(projec
             load_predictor(row, services.store)
         with pytest.raises(UnservableVersionError, match="code artifact"):
             check_artifacts(services.store, row)
+        # A code path that leaves the store is refused before a byte is read.
+        row.code = {**row.code, "uri": "../../hooks.py"}
+        with pytest.raises(ArtifactPathError, match="is refused"):
+            load_predictor(row, services.store)
 
 
 @pytest.mark.parametrize(
