@@ -137,3 +137,32 @@ def test_a_python_model_from_outside_the_project_is_refused(
     with opened(project) as services, pytest.raises(TrainingError, match="project folder"):
         run_training(services)
     sys.modules.pop("theirmodel", None)
+
+
+def test_a_python_model_takes_what_the_features_hook_returns(project: Path) -> None:
+    (project / "mymodel.py").write_text(
+        textwrap.dedent(MODEL)
+        + textwrap.dedent(
+            """
+
+            def features(frame):
+                return frame[["mean_radius"]] * 2.0
+            """
+        ),
+        "utf-8",
+    )
+    spec = yaml.safe_load((project / SPEC_FILE).read_text("utf-8"))
+    spec["model"]["features"] = "mymodel:features"
+    (project / SPEC_FILE).write_text(yaml.safe_dump(spec), "utf-8")
+    X = example_rows(NAME).drop(columns="diagnosis").iloc[:50]
+    with opened(project) as services:
+        row = run_training(services).version
+        assert row.flavor == PYTHON_FLAVOR and row.code is not None
+        assert row.code["columns"] == {"mean_radius": "float"}
+        model = load_version(row, services.store.get)
+        loaded = load_predictor(row, services.store)
+        answers = loaded.predictor.predict(columns_of(X, loaded.signature.names))
+    # Fitted on twice the radius: its cut is twice the median radius of the training rows.
+    want = ["malignant" if 2 * r > model.model.cut else "benign" for r in X["mean_radius"]]
+    assert answers.label_list() == want
+    assert answers.label_list() == model.predict(X).tolist()
