@@ -120,6 +120,8 @@ def test_the_server_answers_as_training_did_and_runs_each_version_s_own_code(
             "model.features hooks:features raised ValueError" in failed.json()["error"]["message"]
         )
         assert answers(before, records[:3]) == (1, trained[:3])
+        metrics = before.http.get("/metrics").text
+        assert 'refit_requests_total{route="/predict",status="500"} 1.0' in metrics
 
         # The project's code changes, and v2 is trained with it; v1 holds production.
         write_code(root, CODE_B)
