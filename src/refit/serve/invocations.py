@@ -107,8 +107,8 @@ def invocations_router(state: ServerState) -> tuple[APIRouter, list[CodecRoute]]
                 return mlflow.csv_columns(reader, body), None
             return mlflow.json_columns(reader, parse_json(body, reader.max_separators)), None
 
-        _, _, predictions = await state.read_and_predict(request, state.name, read)
-        return mlflow.answer(predictions)
+        model, _, predictions = await state.read_and_predict(request, state.name, read)
+        return mlflow.answer(predictions, model.signature.output)
 
     return router, [CodecRoute("/invocations", invocations, mlflow.error)]
 
