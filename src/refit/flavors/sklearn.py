@@ -187,15 +187,20 @@ class SklearnPredictor:
         if self.labels_only:
             values = np.asarray(self.model.predict(frame))
             check_finite(values, None)
+            if self.task is Task.CLUSTERING:
+                values = values.astype(np.int64, copy=False)  # ids as ONNX gives them
             return Predictions(values)
         final, features = self.final, frame
         if self.head is not None:
             features = self.head.transform(features)
         if self.task is Task.ANOMALY:
             score = -np.asarray(final.decision_function(features), dtype=np.float64).reshape(-1)
-            check_finite(score, None)
-            return Predictions(score > 0, scores=score)
+            flags = score > 0
+            check_finite(flags, None, score)
+            return Predictions(flags, scores=score)
         values = np.asarray(final.predict(features))
+        if self.task is Task.CLUSTERING:
+            values = values.astype(np.int64, copy=False)  # ids as ONNX gives them
         proba = distances = None
         if self.proba:
             proba = np.asarray(final.predict_proba(features), dtype=float).round(6)
