@@ -1,6 +1,6 @@
 """A clustering's and an anomaly detector's answers on every protocol: cluster ids with their
 distances, flags with their scores, the same natively and through ONNX Runtime; what V2's model
-metadata lists; and what /metrics counts of them."""
+metadata lists; what /metrics counts of them, and what the prediction log keeps."""
 
 from __future__ import annotations
 
@@ -13,6 +13,15 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from refit.prediction_logs import (
+    DISTANCES,
+    PREDICTION,
+    SCORE,
+    VERSION,
+    from_label_text,
+    read_logs,
+)
+from refit.registry.monitoring import PREDICTIONS, list_logs
 from refit.serve.app import create_app
 from refit.serve.state import ServerState
 from refit.services import Services
@@ -195,3 +204,36 @@ async def test_metrics_count_cluster_ids_and_flags_and_observe_scores(
         if s.name == "refit_predicted_value_bucket"
     }
     assert buckets["+Inf"] - buckets["0.01"] == above
+
+
+async def test_the_prediction_log_keeps_cluster_ids_distances_flags_and_scores(
+    unpromoted: Services,
+) -> None:
+    X = features(unpromoted)
+    batch = records(unpromoted, slice(0, 12))
+    answered = {}
+    for model, output in ((kmeans(X), CLUSTERING), (isolation_forest(X), ANOMALY)):
+        version = register(unpromoted, model, output, onnx=True)
+        promote_version(unpromoted.registry, NAME, version, "test", store=unpromoted.store)
+        state = ServerState.open(unpromoted)
+        assert await state.follower.check()
+        transport = httpx.ASGITransport(create_app(state))
+        async with httpx.AsyncClient(transport=transport, base_url="http://refit") as client:
+            answer = await client.post("/predict/batch", json={"records": batch})
+            answered[version] = answer.json()
+        await state.batcher.close()
+        assert state.writer is not None
+        state.writer.close()  # never started in process: writes what the buffers hold
+    # Both versions' files read as one frame: each lacks the other's column.
+    logged = read_logs(unpromoted.store, list_logs(unpromoted.registry, NAME, PREDICTIONS))
+    clusters, flags = sorted(answered)
+    mine = logged[logged[VERSION] == clusters]
+    assert [from_label_text(t) for t in mine[PREDICTION]] == answered[clusters]["predictions"]
+    distances = [[d[k] for k in ("0", "1", "2")] for d in answered[clusters]["distances"]]
+    assert [list(d) for d in mine[DISTANCES]] == distances
+    assert mine[SCORE].isna().all()
+    theirs = logged[logged[VERSION] == flags]
+    assert [from_label_text(t) for t in theirs[PREDICTION]] == answered[flags]["predictions"]
+    assert theirs[PREDICTION].isin(["true", "false"]).all()
+    assert theirs[SCORE].tolist() == answered[flags]["scores"]
+    assert theirs[DISTANCES].isna().all()
