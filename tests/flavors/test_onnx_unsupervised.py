@@ -136,11 +136,13 @@ def test_a_converted_model_passes_parity_and_answers_as_native_serving_does(
     export = export_onnx(model, X.head(120), Task(output.task), FEATURES, output)
     assert export.status == "ok", export.status
     assert export.data is not None and export.checked_rows > 120  # with gaps and probes
+    graph = OnnxModel(export.data, FEATURES)
+    assert [i.name for i in graph.session.get_inputs()] == ["features"]  # one [N, F] matrix
     # The served answers, on rows the check never saw, some of them far from every cluster.
     rows = pd.concat([X.tail(60), blobs(40, seed=2, offset=3.0)], ignore_index=True)
     columns = columns_of(rows, FEATURES)
     native = SklearnPredictor(model, signature(output)).predict(columns)
-    onnx = OnnxPredictor(OnnxModel(export.data, FEATURES), signature(output)).predict(columns)
+    onnx = OnnxPredictor(graph, signature(output)).predict(columns)
     assert onnx.labels.dtype == native.labels.dtype
     assert onnx.labels.tolist() == native.labels.tolist()
     assert onnx.classes == native.classes

@@ -80,7 +80,12 @@ def invocations_router(state: ServerState) -> tuple[APIRouter, list[CodecRoute]]
     async def version() -> Response:
         return PlainTextResponse(__version__)
 
-    predictions = {"type": "array", "description": "One prediction per row, in order."}
+    predictions = {
+        "type": "array",
+        "description": "One prediction per row, in order: its label; for a clustering with "
+        "distances or probabilities, or an anomaly detector, an object of `prediction` and "
+        "`distances`, `probabilities` or `score`; null for a row whose answer was withheld.",
+    }
 
     @router.post(
         "/invocations",
