@@ -22,6 +22,7 @@ import orjson
 from starlette.responses import Response
 
 from refit.predictions import Predictions
+from refit.signature import DISTANCES
 
 
 class JSONBody(Response):
@@ -60,11 +61,11 @@ def scores_of(predictions: Predictions) -> list[Any] | None:
     return [dict(zip(classes, row, strict=True)) for row in scores.tolist()]
 
 
-def scores_field(predictions: Predictions) -> str:
-    """The field of `scores_of` in an answer: `distances` or `score`."""
-    return (
-        "score" if predictions.scores is not None and predictions.scores.ndim == 1 else "distances"
-    )
+def scores_fields(predictions: Predictions) -> tuple[str, str]:
+    """The fields of `scores_of` in a record's answer and in a batch's: `distances` for
+    distances, `score` and `scores` for an anomaly detector's."""
+    scores = predictions.scores
+    return ("score", "scores") if scores is not None and scores.ndim == 1 else (DISTANCES,) * 2
 
 
 def blanked(values: list[Any] | None, rows: list[int]) -> list[Any] | None:

@@ -24,7 +24,7 @@ from refit.errors import InputError, MalformedBodyError, Problem, TooLargeError
 from refit.predictions import Columns, Predictions
 from refit.serve._json import count_outside_quotes
 from refit.serve._media import JSON_TYPE, UnsupportedMediaType, content_type
-from refit.serve.codecs import JSONBody, blanked, scores_field, scores_of, withheld_rows
+from refit.serve.codecs import JSONBody, blanked, scores_fields, scores_of, withheld_rows
 from refit.serve.failures import Failure
 from refit.serve.records import MAX_PROBLEMS, RecordReader, clipped, given_twice
 from refit.signature import Output
@@ -234,7 +234,7 @@ def answer(predictions: Predictions, output: Output) -> Response:
     maps = None if supervised else predictions.probability_maps()
     if scores is None and maps is None:
         return JSONBody({"predictions": blanked(labels, withheld)})
-    field = scores_field(predictions)
+    field, _ = scores_fields(predictions)
     rows: list[Any] = []
     for i, label in enumerate(labels):
         row: dict[str, Any] = {"prediction": label}

@@ -23,7 +23,7 @@ from typing import Any
 from starlette.responses import Response
 
 from refit.predictions import Predictions
-from refit.serve.codecs import JSONBody, blanked, scores_field, scores_of, withheld_rows
+from refit.serve.codecs import JSONBody, blanked, scores_fields, scores_of, withheld_rows
 from refit.serve.failures import Failure
 
 
@@ -33,18 +33,8 @@ def answer(
     """The answer to a record (`batch` false) or to a batch of records."""
     body: dict[str, Any] = {"model": name, "version": version, "id": request_id}
     labels, maps = predictions.label_list(), predictions.probability_maps()
-    if predictions.scores is None and predictions.withheld is None:  # the common case
-        if batch:
-            body["predictions"] = labels
-            if maps is not None:
-                body["probabilities"] = maps
-        else:
-            body["prediction"] = labels[0]
-            if maps is not None:
-                body["probabilities"] = maps[0]
-        return JSONBody(body)
-    withheld = withheld_rows(predictions)
-    scores, field = scores_of(predictions), scores_field(predictions)
+    scores, withheld = scores_of(predictions), withheld_rows(predictions)
+    one, many = scores_fields(predictions)
     if not batch:
         if withheld:
             return JSONBody({**body, "prediction": None, "withheld": True})
@@ -52,13 +42,13 @@ def answer(
         if maps is not None:
             body["probabilities"] = maps[0]
         if scores is not None:
-            body[field] = scores[0]
+            body[one] = scores[0]
         return JSONBody(body)
     body["predictions"] = blanked(labels, withheld)
     if maps is not None:
         body["probabilities"] = blanked(maps, withheld)
     if scores is not None:
-        body["scores" if field == "score" else field] = blanked(scores, withheld)
+        body[many] = blanked(scores, withheld)
     if withheld:
         body["withheld"] = withheld
     return JSONBody(body)
