@@ -273,6 +273,11 @@ class HookedPredictor:
         self.features = features
         self.postprocess = postprocess
 
+    @property
+    def withholds(self) -> bool:
+        """Whether an answer may withhold rows: the version has a postprocess hook."""
+        return self.postprocess is not None
+
     def predict(self, columns: Columns) -> Predictions:
         if self.features is None:
             predictions = self.inner.predict(columns)
