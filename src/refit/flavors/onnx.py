@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from refit.errors import ArtifactError, InputError, Problem, RefitError
+from refit.flavors._boosters import converters_for
 from refit.flavors._onnx_matrix import MATRIX_INPUT, take_matrix
 from refit.flavors._onnx_names import input_names, rename_inputs
 from refit.flavors._skl2onnx import fixed_converters
@@ -75,7 +76,9 @@ def convert(model: Any, sample: pd.DataFrame) -> bytes:
     for per_feature, layout in zip((True, False), layouts, strict=False):
         try:
             with fixed_converters():
-                onx = to_onnx(model, initial_types=layout, options=options, target_opset=None)
+                onx = to_onnx(
+                    model, initial_types=layout, options=options, target_opset=converters_for(model)
+                )
             if per_feature:
                 rename_inputs(onx, input_names([name for name, _ in layout]))
                 if not texts:

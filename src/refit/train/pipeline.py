@@ -49,6 +49,9 @@ from refit.values import MISSING_CATEGORY, category_text
 #: non-negative counts.
 UNSCALED_MODULES = ("ensemble", "tree", "naive_bayes", "xgboost", "lightgbm", "catboost")
 
+#: The packages behind estimators that refit installs as an extra: package -> extra.
+EXTRAS = {"xgboost": "xgboost", "lightgbm": "lightgbm"}
+
 
 # --- resolving the user's model ---------------------------------------------------------------
 
@@ -69,6 +72,7 @@ def resolve_estimator(path: str, params: Mapping[str, Any], task: Task | None = 
         )
     if not isinstance(cls, type):
         raise SpecError(f"model.estimator: got {path!r}: expected a class, got {_describe(cls)}")
+    cls = _stand_in(cls)
 
     top = {k: v for k, v in params.items() if "__" not in k}
     nested = {k: v for k, v in params.items() if "__" in k}
@@ -89,7 +93,8 @@ def resolve_estimator(path: str, params: Mapping[str, Any], task: Task | None = 
         except Exception as exc:
             raise SpecError(f"model.params: {_error(exc)}") from exc
     validate = getattr(estimator, "_validate_params", None)
-    if callable(validate):
+    # scikit-learn's own check of params; XGBoost inherits the method without its table.
+    if callable(validate) and hasattr(estimator, "_parameter_constraints"):
         try:
             validate()
         except (TypeError, ValueError) as exc:
@@ -97,6 +102,17 @@ def resolve_estimator(path: str, params: Mapping[str, Any], task: Task | None = 
     if task is not None:
         _check_task(path, estimator, task)
     return estimator
+
+
+def _stand_in(cls: type) -> type:
+    """The class refit builds for `cls`: XGBoost's classifier learns any labels (see
+    `refit.flavors._xgboost`), every other class is itself."""
+    xgboost = sys.modules.get("xgboost")
+    if xgboost is not None and cls is getattr(xgboost, "XGBClassifier", None):
+        from refit.flavors._xgboost import XGBClassifier
+
+        return XGBClassifier
+    return cls
 
 
 def resolve_function(path: str, root: Path) -> Callable[..., Any]:
@@ -130,6 +146,10 @@ def _import(module_name: str, field: str, path: str) -> Any:
     except Exception as exc:
         missing = (exc.name or "") if isinstance(exc, ModuleNotFoundError) else ""
         if missing and (missing == module_name or module_name.startswith(missing + ".")):
+            if missing in EXTRAS:
+                raise SpecError(
+                    f"{field} {path} needs {missing}: pip install 'refit[{EXTRAS[missing]}]'"
+                ) from exc
             hint = _did_you_mean(missing, _sibling_modules(missing))
             raise SpecError(f"{field}: got {path!r}: no module named {missing}{hint}") from exc
         problem = f"importing {module_name} failed: {_error(exc)}"
