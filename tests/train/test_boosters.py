@@ -4,6 +4,7 @@ natively with the reason; and the install hint when the package is missing."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -191,3 +192,15 @@ def test_refit_train_without_xgboost_says_how_to_install_it(
         "model.estimator xgboost.XGBClassifier needs xgboost: pip install 'refit[xgboost]'" in err
     )
     assert "Traceback" not in err
+
+
+def test_what_lightgbm_prints_while_fitting_leaves_the_json_answer_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = {"task": "classification", "estimator": "lightgbm.LGBMClassifier", "metric": "f1"}
+    project = wine_project(tmp_path / "wine", **model, params={"n_estimators": 10, "verbose": 1})
+    code = run_app(app, ["train", "-p", str(project), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "[LightGBM] [Info]" in captured.err  # its log, where a person reads it
+    assert json.loads(captured.out)["version"]["version"] == 1

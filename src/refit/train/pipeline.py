@@ -23,6 +23,7 @@ and the target Series, and returns a fitted object with `predict`.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import inspect
@@ -348,7 +349,10 @@ def fit_model(frame: pd.DataFrame, data: DataSpec, model: ModelSpec, root: Path)
     pipeline = build_pipeline(data, model)
     X, y = feature_frame(frame, data), target_array(frame, data)
     try:
-        pipeline.fit(X, y)
+        # What an estimator prints while fitting (LightGBM's log) goes to stderr: stdout is
+        # the command's answer (`refit train --json`).
+        with contextlib.redirect_stdout(sys.stderr):
+            pipeline.fit(X, y)
     except Exception as exc:
         name = type(pipeline.steps[-1][1]).__name__
         raise TrainingError(f"fitting {name} failed: {_error(exc)}") from exc
