@@ -77,7 +77,7 @@ def convert(model: Any, sample: pd.DataFrame) -> bytes:
         try:
             with fixed_converters():
                 onx = to_onnx(
-                    model, initial_types=layout, options=options, target_opset=converters_for(model)
+                    model, initial_types=layout, options=options, target_opset=_opsets(model)
                 )
             if per_feature:
                 rename_inputs(onx, input_names([name for name, _ in layout]))
@@ -87,6 +87,12 @@ def convert(model: Any, sample: pd.DataFrame) -> bytes:
         except Exception as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
     raise UnsupportedModelError(errors[0])
+
+
+def _opsets(model: Any) -> dict[str, int] | None:
+    """The opsets to convert `model` to (None: the newest skl2onnx knows): a booster's
+    converter, registered here, needs an older `ai.onnx.ml` (see `refit.flavors._boosters`)."""
+    return converters_for(model)
 
 
 _INPUT_TYPES: dict[str, Any] = {

@@ -11,10 +11,7 @@ A model given as `estimator` becomes a scikit-learn `Pipeline` of two steps:
   HistGradientBoosting included (its native categorical support would need more
   per-estimator wiring for little gain at the cardinalities a spec declares). The output is a
   dense array.
-- `estimator`, the estimator named in the spec, built with `model.params` (for
-  `xgboost.XGBClassifier`, its subclass that learns any labels: `refit.flavors._xgboost`).
-  XGBoost and LightGBM are extras (`EXTRAS`): without them, the spec error says how to
-  install them.
+- `estimator`, the estimator named in the spec, built with `model.params`.
 
 The pipeline takes a DataFrame holding the feature columns, in the dtypes that validation
 produces (float64; Int64 or int64; boolean; object strings with None or NaN) or plain numpy
@@ -53,7 +50,8 @@ from refit.values import MISSING_CATEGORY, category_text
 #: non-negative counts.
 UNSCALED_MODULES = ("ensemble", "tree", "naive_bayes", "xgboost", "lightgbm", "catboost")
 
-#: The packages behind estimators that refit installs as an extra: package -> extra.
+#: The packages behind estimators that refit installs as an extra: package -> extra. Without
+#: the package, the spec error says how to install it.
 EXTRAS = {"xgboost": "xgboost", "lightgbm": "lightgbm"}
 
 
