@@ -57,16 +57,6 @@ def _breast_cancer() -> pd.DataFrame:
     return pd.DataFrame(frame)
 
 
-def _diabetes() -> pd.DataFrame:
-    from sklearn.datasets import load_diabetes
-
-    bunch = load_diabetes(as_frame=True, scaled=False)
-    frame = bunch.data.copy()
-    frame["sex"] = frame["sex"].map({1.0: "a", 2.0: "b"})
-    frame["progression"] = bunch.target
-    return pd.DataFrame(frame)
-
-
 def _drifting_cancer(rows: pd.DataFrame, number: int, random: np.random.Generator) -> pd.DataFrame:
     """The measurements shift a little more with every batch, and every third batch arrives
     with a share of wrong labels."""
@@ -80,6 +70,16 @@ def _drifting_cancer(rows: pd.DataFrame, number: int, random: np.random.Generato
         labels[flip] = np.where(labels[flip] == "benign", "malignant", "benign")
         rows["diagnosis"] = labels
     return rows
+
+
+def _diabetes() -> pd.DataFrame:
+    from sklearn.datasets import load_diabetes
+
+    bunch = load_diabetes(as_frame=True, scaled=False)
+    frame = bunch.data.copy()
+    frame["sex"] = frame["sex"].map({1.0: "a", 2.0: "b"})
+    frame["progression"] = bunch.target
+    return pd.DataFrame(frame)
 
 
 def _schedule() -> dict[str, str]:

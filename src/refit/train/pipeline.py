@@ -106,17 +106,6 @@ def resolve_estimator(path: str, params: Mapping[str, Any], task: Task | None = 
     return estimator
 
 
-def _stand_in(cls: type) -> type:
-    """The class refit builds for `cls`: XGBoost's classifier learns any labels (see
-    `refit.flavors._xgboost`), every other class is itself."""
-    xgboost = sys.modules.get("xgboost")
-    if xgboost is not None and cls is getattr(xgboost, "XGBClassifier", None):
-        from refit.flavors._xgboost import XGBClassifier
-
-        return XGBClassifier
-    return cls
-
-
 def resolve_function(path: str, root: Path) -> Callable[..., Any]:
     """Import `module:function`, with the project `root` on the import path."""
     module_name, _, function_name = path.partition(":")
@@ -163,6 +152,17 @@ def _is_class(module: Any, name: str) -> bool:
         return isinstance(getattr(module, name), type)
     except Exception:  # a lazy attribute that fails to load is no candidate
         return False
+
+
+def _stand_in(cls: type) -> type:
+    """The class refit builds for `cls`: XGBoost's classifier learns any labels (see
+    `refit.flavors._xgboost`), every other class is itself."""
+    xgboost = sys.modules.get("xgboost")
+    if xgboost is not None and cls is getattr(xgboost, "XGBClassifier", None):
+        from refit.flavors._xgboost import XGBClassifier
+
+        return XGBClassifier
+    return cls
 
 
 def _sibling_modules(missing: str) -> list[str]:
