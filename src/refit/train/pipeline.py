@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import importlib
 import inspect
 import pkgutil
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -343,6 +344,24 @@ def _require_columns(frame: pd.DataFrame, names: list[str]) -> None:
 # --- fitting ----------------------------------------------------------------------------------
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _printing_to_stderr(function: Callable[P, R]) -> Callable[P, R]:
+    """`function`, with what it prints going to stderr: an estimator's log while it fits
+    (LightGBM's), or a user's function's prints, never reach stdout, where a command answers
+    (`refit train --json`)."""
+
+    @functools.wraps(function)
+    def printing_to_stderr(*args: P.args, **kwargs: P.kwargs) -> R:
+        with contextlib.redirect_stdout(sys.stderr):
+            return function(*args, **kwargs)
+
+    return printing_to_stderr
+
+
+@_printing_to_stderr
 def fit_model(frame: pd.DataFrame, data: DataSpec, model: ModelSpec, root: Path) -> Any:
     """Fit the spec's model on `frame` (features and target); returns the fitted model."""
     if model.function is not None:
@@ -350,10 +369,7 @@ def fit_model(frame: pd.DataFrame, data: DataSpec, model: ModelSpec, root: Path)
     pipeline = build_pipeline(data, model)
     X, y = feature_frame(frame, data), target_array(frame, data)
     try:
-        # What an estimator prints while fitting (LightGBM's log) goes to stderr: stdout is
-        # the command's answer (`refit train --json`).
-        with contextlib.redirect_stdout(sys.stderr):
-            pipeline.fit(X, y)
+        pipeline.fit(X, y)
     except Exception as exc:
         name = type(pipeline.steps[-1][1]).__name__
         raise TrainingError(f"fitting {name} failed: {_error(exc)}") from exc
