@@ -23,16 +23,14 @@ and the target Series, and returns a fitted object with `predict`.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import functools
 import importlib
 import inspect
 import pkgutil
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,16 +42,14 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from refit.errors import SpecError, TrainingError
 from refit.spec import DataSpec, FeatureType, ModelSpec, Task
+from refit.train._extras import EXTRAS, missing_extra, stand_in
+from refit.train._printing import printing_to_stderr
 from refit.values import MISSING_CATEGORY, category_text
 
 #: Estimators from modules whose name holds one of these are not given standardised input:
 #: trees split on order, which scaling does not change, and naive Bayes models may need
 #: non-negative counts.
 UNSCALED_MODULES = ("ensemble", "tree", "naive_bayes", "xgboost", "lightgbm", "catboost")
-
-#: The packages behind estimators that refit installs as an extra: package -> extra. Without
-#: the package, the spec error says how to install it.
-EXTRAS = {"xgboost": "xgboost", "lightgbm": "lightgbm"}
 
 
 # --- resolving the user's model ---------------------------------------------------------------
@@ -75,7 +71,7 @@ def resolve_estimator(path: str, params: Mapping[str, Any], task: Task | None = 
         )
     if not isinstance(cls, type):
         raise SpecError(f"model.estimator: got {path!r}: expected a class, got {_describe(cls)}")
-    cls = _stand_in(cls)
+    cls = stand_in(cls)
 
     top = {k: v for k, v in params.items() if "__" not in k}
     nested = {k: v for k, v in params.items() if "__" in k}
@@ -96,8 +92,7 @@ def resolve_estimator(path: str, params: Mapping[str, Any], task: Task | None = 
         except Exception as exc:
             raise SpecError(f"model.params: {_error(exc)}") from exc
     validate = getattr(estimator, "_validate_params", None)
-    # scikit-learn's own check of params; XGBoost inherits the method without its table.
-    if callable(validate) and hasattr(estimator, "_parameter_constraints"):
+    if callable(validate) and hasattr(estimator, "_parameter_constraints"):  # none in XGBoost
         try:
             validate()
         except (TypeError, ValueError) as exc:
@@ -139,9 +134,7 @@ def _import(module_name: str, field: str, path: str) -> Any:
         missing = (exc.name or "") if isinstance(exc, ModuleNotFoundError) else ""
         if missing and (missing == module_name or module_name.startswith(missing + ".")):
             if missing in EXTRAS:
-                raise SpecError(
-                    f"{field} {path} needs {missing}: pip install 'refit[{EXTRAS[missing]}]'"
-                ) from exc
+                raise missing_extra(field, path, missing) from exc
             hint = _did_you_mean(missing, _sibling_modules(missing))
             raise SpecError(f"{field}: got {path!r}: no module named {missing}{hint}") from exc
         problem = f"importing {module_name} failed: {_error(exc)}"
@@ -153,17 +146,6 @@ def _is_class(module: Any, name: str) -> bool:
         return isinstance(getattr(module, name), type)
     except Exception:  # a lazy attribute that fails to load is no candidate
         return False
-
-
-def _stand_in(cls: type) -> type:
-    """The class refit builds for `cls`: XGBoost's classifier learns any labels (see
-    `refit.flavors._xgboost`), every other class is itself."""
-    xgboost = sys.modules.get("xgboost")
-    if xgboost is not None and cls is getattr(xgboost, "XGBClassifier", None):
-        from refit.flavors._xgboost import XGBClassifier
-
-        return XGBClassifier
-    return cls
 
 
 def _sibling_modules(missing: str) -> list[str]:
@@ -344,24 +326,7 @@ def _require_columns(frame: pd.DataFrame, names: list[str]) -> None:
 # --- fitting ----------------------------------------------------------------------------------
 
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _printing_to_stderr(function: Callable[P, R]) -> Callable[P, R]:
-    """`function`, with what it prints going to stderr: an estimator's log while it fits
-    (LightGBM's), or a user's function's prints, never reach stdout, where a command answers
-    (`refit train --json`)."""
-
-    @functools.wraps(function)
-    def printing_to_stderr(*args: P.args, **kwargs: P.kwargs) -> R:
-        with contextlib.redirect_stdout(sys.stderr):
-            return function(*args, **kwargs)
-
-    return printing_to_stderr
-
-
-@_printing_to_stderr
+@printing_to_stderr
 def fit_model(frame: pd.DataFrame, data: DataSpec, model: ModelSpec, root: Path) -> Any:
     """Fit the spec's model on `frame` (features and target); returns the fitted model."""
     if model.function is not None:
