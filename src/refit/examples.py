@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -27,6 +28,11 @@ from refit.spec import SPEC_FILE
 INCOMING = Path("data/incoming")
 
 
+Drift = Callable[[pd.DataFrame, int, np.random.Generator], pd.DataFrame]
+"""How `refit demo`'s world moves away from an example's data: (rows drawn from it, batch
+number 1, 2, ..., random numbers) -> those rows as batch `number` brings them."""
+
+
 @dataclass(frozen=True)
 class Example:
     description: str
@@ -34,6 +40,11 @@ class Example:
     spec: dict[str, object]
     files: dict[str, str] = field(default_factory=dict)
     """Project files the example writes beside its refit.yaml (path -> text)."""
+    drift: Drift | None = None
+    """The world of `refit demo` (None: batches bring the example's rows as they are)."""
+    demo_gate: dict[str, object] | None = None
+    """The gate of `refit demo`, where the drift is too much for the example's own (None:
+    the example's)."""
 
 
 def _snake(name: str) -> str:
@@ -47,6 +58,21 @@ def _breast_cancer() -> pd.DataFrame:
     frame = bunch.data.rename(columns=_snake)
     frame["diagnosis"] = bunch.target.map(dict(enumerate(bunch.target_names)))
     return pd.DataFrame(frame)
+
+
+def _drifting_cancer(rows: pd.DataFrame, number: int, random: np.random.Generator) -> pd.DataFrame:
+    """The measurements shift a little more with every batch, and every third batch arrives
+    with a share of wrong labels."""
+    features = rows.columns.drop("diagnosis")
+    drift = 1.0 + 0.02 * number
+    noise = random.normal(1.0, 0.03, size=(len(rows), len(features)))
+    rows[features] = rows[features].to_numpy() * drift * noise
+    if number % 3 == 0:
+        flip = random.random(len(rows)) < 0.2
+        labels = rows["diagnosis"].to_numpy(dtype=object)
+        labels[flip] = np.where(labels[flip] == "benign", "malignant", "benign")
+        rows["diagnosis"] = labels
+    return rows
 
 
 def _diabetes() -> pd.DataFrame:
@@ -122,6 +148,8 @@ EXAMPLES: dict[str, Example] = {
             "gate": {"min": 0.9, "min_improvement": 0.0},
             "schedule": _schedule(),
         },
+        drift=_drifting_cancer,
+        demo_gate={"min": 0.85, "min_improvement": 0.0},
     ),
     "diabetes": Example(
         description="predict disease progression one year ahead (regression)",
@@ -165,6 +193,10 @@ EXAMPLES: dict[str, Example] = {
         files={"hooks.py": _WINE_HOOKS},
     ),
 }
+
+
+DEMO = "breast-cancer"
+"""The example that `refit demo` and `refit feed` run unless told another."""
 
 
 def example_rows(name: str) -> pd.DataFrame:

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from refit.errors import ArtifactError, InputError, Problem, RefitError
+from refit.flavors._boosters import converters_for
 from refit.flavors._onnx_matrix import MATRIX_INPUT, take_matrix
 from refit.flavors._onnx_names import input_names, rename_inputs
 from refit.flavors._onnx_outputs import answer
@@ -95,11 +96,16 @@ def convert(model: Any, sample: pd.DataFrame) -> bytes:
 
 
 def _opsets(model: Any) -> dict[str, int] | None:
-    """The opsets to convert `model` to (None: the newest skl2onnx knows). skl2onnx 1.20's
-    IsolationForest converter refuses the newest `ai.onnx.ml` (4) and converts to 3."""
+    """The opsets to convert `model` to (None: the newest skl2onnx knows). A booster's
+    converter, registered here, needs an older `ai.onnx.ml` (see `refit.flavors._boosters`);
+    skl2onnx 1.20's IsolationForest converter refuses the newest `ai.onnx.ml` (4) and converts
+    to 3."""
     from skl2onnx import get_latest_tested_opset_version
     from sklearn.ensemble import IsolationForest
 
+    boosted = converters_for(model)
+    if boosted is not None:
+        return boosted
     final = model.steps[-1][1] if hasattr(model, "steps") else model
     if isinstance(final, IsolationForest):
         return {"": get_latest_tested_opset_version(), "ai.onnx.ml": 3}
