@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     SpinnerColumn,
     TaskID,
@@ -151,9 +150,9 @@ class TrialProgress:
             yield
             return
         columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn())
-        more = (MofNCompleteColumn(), TextColumn("{task.fields[best]}"))
+        more = (TextColumn("{task.fields[count]}"), TextColumn("{task.fields[best]}"))
         with Progress(*columns, *more, console=err, transient=True) as self.live:
-            self.live.add_task(title, total=None, best="")
+            self.live.add_task(title, total=None, count="", best="")
             yield
 
     def show(self, progress: TuningProgress) -> None:
@@ -166,9 +165,10 @@ class TrialProgress:
         said = (
             "" if best is None or best.score is None else f"best {progress.metric} {best.score:.4f}"
         )
+        count = f"{progress.done}/{progress.total or '?'}"
         if self.task is None:
-            self.task = self.live.add_task("tuning", total=progress.total, best=said)
-        self.live.update(self.task, completed=progress.done, best=said)
+            self.task = self.live.add_task("tuning", total=progress.total, count="", best="")
+        self.live.update(self.task, completed=progress.done, count=count, best=said)
 
 
 def _interrupt(signum: int, frame: object) -> None:
