@@ -230,14 +230,27 @@ def test_every_trial_failing_is_a_training_error_naming_the_first(tmp_path: Path
         ({"n_neighbors": {"float": [0.0, 1.0], "step": 1e-7}}, "takes 10,000,001 values"),
         ({"n_neighbors": {"int": [1, 10_000_000]}}, "takes 10,000,000 values"),
         ({"p": {"log": [0.1, 10], "step": 0.5}}, "a log range takes no step"),
+        (
+            {f"p{i}": {"int": [1, 100_000]} for i in range(4)},
+            "without trials",
+        ),
     ],
 )
 def test_a_bad_space_is_refused_before_any_work(
     tmp_path: Path, space: dict[str, Any], message: str
 ) -> None:
-    spec = knn({"params": space, "sampler": "grid"})
+    spec = knn({"params": space, "sampler": "grid", "trials": None})
 
     with pytest.raises(SpecError, match=message.replace("(", r"\(")):
+        check_model(_spec(spec), tmp_path)
+
+
+def test_a_grid_too_large_to_sample_from_is_refused(tmp_path: Path) -> None:
+    space = {"n_neighbors": {"int": [1, 100_000]}, "leaf_size": {"int": [1, 100_000]}}
+    space |= {"p": {"int": [1, 100_000]}, "n_jobs": {"int": [1, 100]}}
+    spec = knn({"params": space, "sampler": "grid", "trials": 5})
+
+    with pytest.raises(SpecError, match="1e\\+17 combinations, too many to sample from"):
         check_model(_spec(spec), tmp_path)
 
 

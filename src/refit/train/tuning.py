@@ -37,6 +37,8 @@ BATCH = 8
 DEFAULT_CLUSTERS = range(2, 11)
 """The k a clustering without `model.tune` searches."""
 CLUSTER_PARAMS = ("n_clusters", "n_components")
+MAX_SAMPLED_GRID = 10**15
+"""The largest grid `trials` samples from (its combinations are numbered by one integer)."""
 TPE_MISSING = "sampler tpe needs optuna: pip install 'refit[tune]'"
 
 
@@ -147,6 +149,11 @@ def check_search(model_spec: ModelSpec) -> None:
             raise SpecError(
                 f"model.tune.params: the grid holds {size:,} combinations (at most "
                 f"{MAX_GRID:,} without trials): set model.tune.trials, or narrow the spaces"
+            )
+        if size > MAX_SAMPLED_GRID:
+            raise SpecError(
+                f"model.tune.params: the grid holds {size:.3g} combinations, too many to sample "
+                f"from (at most {MAX_SAMPLED_GRID:.0e}): use sampler: random, or narrow the spaces"
             )
     if model_spec.estimator is not None:
         probe = {name: _first(space) for name, space in search.params.items()}
