@@ -3,8 +3,9 @@
 Each trial fits the model with one setting on part of the training rows and scores it on the
 rest: K cross-validation folds (stratified for classification), or one validation part when
 `folds` is None. The holdout the gate judges on is never given to tuning. Trials run `jobs`
-at once in worker processes (joblib's loky), in batches of `BATCH` whatever `jobs` is, so a
-seed gives the same trials and the same best setting on any machine. A failed trial is
+at once in worker processes (joblib's loky). TPE proposes `TPE_BATCH` settings at a time
+whatever `jobs` is, and the grid and random draws do not depend on results, so a seed gives
+the same trials and the same best setting on any machine. A failed trial is
 recorded and the search goes on; once `timeout` has passed no trial starts.
 """
 
@@ -32,8 +33,9 @@ from refit.train._spaces import MAX_GRID, grid_values
 from refit.train.metrics import score
 from refit.train.pipeline import fit_model, resolve_estimator, target_array
 
-BATCH = 8
-"""Trials proposed at once (TPE learns from a batch only once all of it has run)."""
+TPE_BATCH = 8
+"""Settings TPE proposes at once (it learns from a batch once all of it has run); fixed, so
+that the trials do not depend on the machine's cores."""
 DEFAULT_CLUSTERS = range(2, 11)
 """The k a clustering without `model.tune` searches."""
 CLUSTER_PARAMS = ("n_clusters", "n_components")
@@ -194,9 +196,10 @@ def tune(
     best: Trial | None = None
     started = time.perf_counter()
     work = _Work(frame_train, data, model_spec, root, parts, metric, jobs > 1)
+    size = TPE_BATCH if search.sampler is Sampler.TPE else max(TPE_BATCH, jobs)
     with _workers(jobs) as run:
         while deadline is None or time.time() < deadline:
-            batch = proposer.ask(BATCH)
+            batch = proposer.ask(size)
             if not batch:
                 break
             numbered = [(len(trials) + i + 1, params) for i, params in enumerate(batch)]
