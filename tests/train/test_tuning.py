@@ -29,7 +29,14 @@ from refit.spec import SPEC_FILE, DataSpec, ModelSpec, Sampler, TuneSpec
 from refit.train.checks import check_model
 from refit.train.run import run_training
 from refit.train.split import split
-from refit.train.tuning import Progress, Trial, default_tune, trial_line, tune
+from refit.train.tuning import (
+    Progress,
+    Trial,
+    default_tune,
+    trial_line,
+    trial_settings,
+    tune,
+)
 
 KNN = "sklearn.neighbors.KNeighborsClassifier"
 WINNER = 15
@@ -124,6 +131,20 @@ def test_a_grid_walks_int_and_float_ranges(tmp_path: Path) -> None:
     assert params_of(tuned.record["trials"]) == [
         {"n_neighbors": k, "p": p} for k in (5, 15, 25) for p in (1.0, 1.5, 2.0)
     ]
+
+
+def test_trials_in_parallel_set_the_estimators_own_n_jobs_to_1() -> None:
+    search = {"params": {"n_neighbors": CHOICES}}
+    forest = {"estimator": "sklearn.ensemble.RandomForestClassifier", "params": {"n_jobs": 2}}
+
+    assert trial_settings(knn(search), {"n_neighbors": 3}, True).params == {
+        "n_neighbors": 3,
+        "n_jobs": 1,
+    }
+    assert trial_settings(knn(search), {"n_neighbors": 3}, False).params == {"n_neighbors": 3}
+    assert trial_settings(knn(search, **forest), {}, True).params == {"n_jobs": 2}
+    no_jobs = {"estimator": "sklearn.linear_model.Ridge", "task": "regression", "metric": "rmse"}
+    assert trial_settings(knn({"params": {"alpha": [1.0]}}, **no_jobs), {}, True).params == {}
 
 
 # --- warm start ------------------------------------------------------------------------------

@@ -292,13 +292,19 @@ def _run_trial(work: _Work, number: int, params: dict[str, Any], deadline: float
     return Trial(number, params, value if state == "complete" else None, duration, state)
 
 
-def _score_setting(work: _Work, params: dict[str, Any]) -> float:
-    settings = {**work.model.params, **params}
-    if work.parallel and work.model.estimator is not None and "n_jobs" not in settings:
-        estimator = resolve_estimator(work.model.estimator, settings)
+def trial_settings(model: ModelSpec, params: Mapping[str, Any], parallel: bool) -> ModelSpec:
+    """The model a trial fits: `params` over `model.params`; while trials run in parallel, an
+    estimator's own `n_jobs` is 1 (unless the spec sets it), as the trials use the cores."""
+    settings = {**model.params, **params}
+    if parallel and model.estimator is not None and "n_jobs" not in settings:
+        estimator = resolve_estimator(model.estimator, settings)
         if "n_jobs" in estimator.get_params(deep=False):
-            settings["n_jobs"] = 1  # the trials already use every core
-    model_spec = work.model.model_copy(update={"params": settings})
+            settings["n_jobs"] = 1
+    return model.model_copy(update={"params": settings})
+
+
+def _score_setting(work: _Work, params: dict[str, Any]) -> float:
+    model_spec = trial_settings(work.model, params, work.parallel)
     features = list(work.data.features)
     scores = []
     for fit_rows, held_rows in work.parts:
