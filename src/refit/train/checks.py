@@ -12,7 +12,7 @@ import pandas as pd
 from refit.errors import SpecError
 from refit.spec import Spec, Task
 from refit.train.pipeline import resolve_estimator, resolve_function
-from refit.train.tuning import check_search, default_tune
+from refit.train.tuning import check_search, with_search
 
 MAX_CLASSES = 1000
 """The most distinct values a numeric target of a classification may hold."""
@@ -36,9 +36,9 @@ def check_model(spec: Spec, root: Path) -> None:
         resolve_estimator(spec.model.estimator, spec.model.params, spec.model.task)
     elif spec.model.function is not None:
         resolve_function(spec.model.function, root)
-    search = spec.model.tune or default_tune(spec.model)
-    if search is not None:
-        check_search(spec.model.model_copy(update={"tune": search}))
+    searched = with_search(spec.model)
+    if searched is not None:
+        check_search(searched)
 
 
 def check_target(frame: pd.DataFrame, spec: Spec) -> None:

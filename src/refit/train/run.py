@@ -47,7 +47,7 @@ from refit.train.pipeline import fit_model, target_array
 from refit.train.promotion import UnservableVersionError, check_artifacts
 from refit.train.reference import holdout_reference
 from refit.train.split import Split, split
-from refit.train.tuning import OnTrial, best_params, default_tune, trial_line, tune
+from refit.train.tuning import OnTrial, production_params, trial_line, tune, with_search
 
 Step = Callable[[str], None]
 
@@ -107,19 +107,14 @@ def run_training(
 
     def fit(parts: Split) -> Candidate:
         model_spec, tuning = spec.model, None
-        search = spec.model.tune or default_tune(spec.model)
-        if search is not None:
-            step(f"tuning {', '.join(search.params)} on {len(parts.train)} training rows")
-            champion = services.registry.alias_version(spec.name, PRODUCTION)
-            production = (
-                None if champion is None else services.registry.get_version(spec.name, champion)
-            )
+        if (searched := with_search(spec.model)) is not None:
+            step(f"tuning on {len(parts.train)} training rows")
             tuned = tune(
                 parts.train,
                 spec.data,
-                spec.model.model_copy(update={"tune": search}),
+                searched,
                 project.root,
-                production_params=best_params(production),
+                production_params=production_params(services.registry, spec.name),
                 on_trial=on_trial or (lambda progress: step(trial_line(progress))),
             )
             model_spec, tuning = tuned.model_spec, tuned.record

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from refit.errors import SpecError, TrainingError
-from refit.registry import ModelVersionRow
+from refit.registry import PRODUCTION, Registry
 from refit.spec import METRICS, DataSpec, ModelSpec, ParamSpace, Sampler, Task, TuneSpec
 from refit.train._samplers import make_proposer, warm_params
 from refit.train._spaces import MAX_GRID, grid_values
@@ -122,14 +122,24 @@ def default_tune(model_spec: ModelSpec) -> TuneSpec | None:
     return None
 
 
-def best_params(version: ModelVersionRow | None) -> dict[str, Any] | None:
-    """A version's best parameters, for a warm start: its tuning's best trial's over its own."""
+def with_search(model_spec: ModelSpec) -> ModelSpec | None:
+    """The model spec with the search a run makes (`model.tune`, else a clustering's default
+    one), or None when it makes none."""
+    search = model_spec.tune or default_tune(model_spec)
+    return None if search is None else model_spec.model_copy(update={"tune": search})
+
+
+def production_params(registry: Registry, name: str) -> dict[str, Any] | None:
+    """The production version's best parameters, for a warm start: its tuning's best trial's
+    over its own; None without a production version."""
+    version = registry.alias_version(name, PRODUCTION)
     if version is None:
         return None
-    tuning = version.tuning or {}
+    row = registry.get_version(name, version)
+    tuning = row.tuning or {}
     trials = tuning.get("trials") or []
     best = trials[tuning["best"]]["params"] if trials else {}
-    return {**version.params, **best}
+    return {**row.params, **best}
 
 
 def check_search(model_spec: ModelSpec) -> None:
