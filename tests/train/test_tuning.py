@@ -500,3 +500,16 @@ def test_a_tuned_nearest_neighbours_regressor_converts_to_onnx(tmp_path: Path) -
     assert version.tuning is not None and len(version.tuning["trials"]) == 3
     assert version.params["n_neighbors"] in (2, 8, 30)
     assert version.onnx is not None and version.onnx["status"] == "ok"
+
+
+def test_a_search_fits_on_the_feature_hooks_output(tmp_path: Path) -> None:
+    search = {"params": {"C": {"log": [0.01, 100], "points": 3}}, "sampler": "grid", "jobs": 1}
+    root = tuned_project(tmp_path / "p", "hooks", {"tune": search})
+
+    with open_services(load_project(root)) as services:
+        version = run_training(services).version
+
+    assert version.tuning is not None
+    assert [t["state"] for t in version.tuning["trials"]] == ["complete"] * 3
+    assert version.params["C"] in (0.01, 1.0, 100.0)
+    assert version.code is not None and version.code["features"] == "hooks:features"

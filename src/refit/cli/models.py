@@ -129,6 +129,12 @@ def show_model(
     out.print(f"run       {row.run_id}   code {row.code_revision or '-'}")
     out.print(f"artifact  {row.artifact_uri} ({row.format}, {row.artifact_size} bytes)")
     out.print(f"signed    {SIGNED[data['signed']]}", markup=False)
+    if row.code:
+        hooks = [
+            f"{k} {row.code[k]}" for k in ("features", "postprocess", "function") if row.code.get(k)
+        ]
+        files = ", ".join(row.code.get("files") or row.code.get("modules") or [])
+        out.print(f"own code  {files} ({row.code['uri']}): {'; '.join(hooks)}", markup=False)
     reason = native_reason(row)
     if reason is not None:
         out.print(f"onnx      not used, served natively: {reason}", markup=False)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import joblib
 import numpy as np
+import pandas as pd
 
 from refit.errors import ArtifactError, ArtifactPathError, RefitError
 from refit.flavors.onnx import RUNTIME as ONNX_RUNTIME
@@ -167,7 +168,10 @@ class SklearnPredictor:
             self.final, self.head = model[-1], model[:-1]
 
     def predict(self, columns: Columns) -> Predictions:
-        frame = frame_of(self.inputs, columns)
+        return self.predict_frame(frame_of(self.inputs, columns))
+
+    def predict_frame(self, frame: pd.DataFrame) -> Predictions:
+        """The answers for the rows of `frame`, which holds the columns the model takes."""
         if not self.proba:
             values = np.asarray(self.model.predict(frame))
             check_finite(values, None)

@@ -10,25 +10,25 @@ version that points at a missing or partial file.
 from __future__ import annotations
 
 import math
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from refit.artifacts import ArtifactStore
 from refit.columns import schema_change
 from refit.errors import (
+    CodeError,
     ConflictError,
     DataError,
     NotFoundError,
     RefitError,
     TrainingError,
 )
-from refit.flavors import DEFAULT_FLAVOR, SUFFIXES, get_flavor, load_model, save_model
+from refit.flavors import SUFFIXES, load_version, save_model
+from refit.flavors.hooked import unhooked
 from refit.parquet import read_snapshot
 from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow, SnapshotRow
 from refit.registry.jobs import interrupt_dead_runs
@@ -36,18 +36,29 @@ from refit.registry.monitoring import answer_request, open_request
 from refit.registry.signing import check_signed
 from refit.registry.tables import TrainRequestRow
 from refit.services import Services
-from refit.signature import Signature, signature_for
+from refit.signature import signature_for
 from refit.spec import ArtifactFormat, ModelSpec, Spec
 from refit.train.checks import check_model_spec, check_target
 from refit.train.gate import decide
+from refit.train.hooks import (
+    ProjectCode,
+    check_postprocess,
+    featured,
+    flavor_of,
+    hooked,
+    not_converted,
+    project_code,
+    store_code,
+)
 from refit.train.metrics import evaluate, score
 from refit.train.nullability import truthful
 from refit.train.onnx_export import export_onnx
 from refit.train.pipeline import fit_model, target_array
 from refit.train.promotion import UnservableVersionError, check_artifacts
 from refit.train.reference import holdout_reference
+from refit.train.revision import code_revision
 from refit.train.split import Split, split
-from refit.train.tuning import OnTrial, production_params, trial_line, tune, with_search
+from refit.train.tuning import OnTrial, tune_run
 
 Step = Callable[[str], None]
 
@@ -81,6 +92,8 @@ class Candidate:
     params: dict[str, Any]
     data: bytes | None = None
     """The artifact as the user gave it; None: refit saves the model."""
+    code: ProjectCode | None = None
+    """The project's code the model runs with (its hooks, a python model's classes)."""
     tuning: dict[str, Any] | None = None
     """The tuning step's record, when it chose `params`."""
 
@@ -104,24 +117,22 @@ def run_training(
     spec = project.spec
     step = on_step or (lambda _: None)
     check_model_spec(spec, project.root)
+    code = project_code(spec, project.root)
 
     def fit(parts: Split) -> Candidate:
-        model_spec, tuning = spec.model, None
-        if (searched := with_search(spec.model)) is not None:
-            step(f"tuning on {len(parts.train)} training rows")
-            tuned = tune(
-                parts.train,
-                spec.data,
-                searched,
-                project.root,
-                production_params=production_params(services.registry, spec.name),
-                on_trial=on_trial or (lambda progress: step(trial_line(progress))),
-            )
-            model_spec, tuning = tuned.model_spec, tuned.record
+        frame, data, kinds = parts.train, spec.data, None
+        if code is not None and code.features is not None:
+            step(f"applying model.features {code.features} to {len(frame)} rows")
+            frame, data, kinds = featured(frame, data, code)
+        model_spec, tuning = tune_run(
+            frame, data, spec, project.root, services.registry, step, on_trial
+        )
         step(f"fitting on {len(parts.train)} rows")
-        model = fit_model(parts.train, spec.data, model_spec, project.root)
+        model = fit_model(frame, data, model_spec, project.root)
+        flavor = flavor_of(model, spec, code)
         params = _params(model, model_spec)
-        return Candidate(model, DEFAULT_FLAVOR, spec.model.format, params, tuning=tuning)
+        model = hooked(model, code, kinds)
+        return Candidate(model, flavor, spec.model.format, params, code=code, tuning=tuning)
 
     request = open_request(services.registry, spec.name)
     return run_and_register(
@@ -189,18 +200,26 @@ def run_and_register(
             metrics = evaluate(model, X, y, spec.model.task)
             value = score(model, X, y, spec.model.task, spec.model.metric_name)
             reference = holdout_reference(model, X, y)
+            code = candidate.code
+            withheld = check_postprocess(code, model, X, signature, step)
         with _timed(timings, "save_s"):
             step("saving the artifact")
             data = candidate.data
             ref = store.put(
-                save_model(model, candidate.format, trusted_types=spec.model.trusted_types)
+                save_model(
+                    unhooked(model),
+                    candidate.format,
+                    candidate.flavor,
+                    trusted_types=spec.model.trusted_types,
+                )
                 if data is None
                 else data,
                 kind="models",
                 suffix=SUFFIXES[candidate.format],
             )
-        if not get_flavor(candidate.flavor).converts:
-            onnx: dict[str, Any] = {"status": "the model is ONNX"}
+            stored = store_code(store, code, model, candidate.flavor, withheld, step)
+        if skipped := not_converted(candidate.flavor, code):
+            onnx: dict[str, Any] = {"status": skipped}
         else:
             with _timed(timings, "onnx_s"):
                 step("converting to ONNX and checking parity on the holdout")
@@ -230,11 +249,14 @@ def run_and_register(
                     "split": parts.method.value,
                 },
                 reference=reference,
+                code=stored,
                 tuning=candidate.tuning,
             ),
         )
     except RefitError as exc:
         registry.end_run(run_id, "failed", f"{type(exc).__name__}: {exc}", timings)
+        if isinstance(exc, CodeError):  # the project's hook: the training run failed
+            raise TrainingError(str(exc)) from exc
         raise
     except Exception as exc:
         registry.end_run(run_id, "failed", f"{type(exc).__name__}: {exc}", timings)
@@ -271,14 +293,8 @@ def gate(
         champion = registry.get_version(spec.name, champion_version)
         try:
             check_signed(champion, registry.signing_key)  # before a byte of it is read
-            data = store.get(champion.artifact_uri, champion.artifact_sha256)
-            loaded = load_model(
-                data,
-                ArtifactFormat(champion.format),
-                champion.flavor,
-                Signature.from_dict(champion.signature),
-                spec.model.trusted_types,
-            )
+            # The champion with its own code: its features hook on this holdout.
+            loaded = load_version(champion, store.get, spec.model.trusted_types)
             champion_value = score(loaded, X, y, spec.model.task, metric)
         except (RefitError, ValueError, KeyError, TypeError) as exc:
             note = f" (production v{champion_version} could not be scored on this holdout: {exc})"
@@ -361,26 +377,6 @@ def _json_safe(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return repr(value)
-
-
-def code_revision(root: Path) -> str | None:
-    """The git commit of the project (with `-dirty` for local changes), if it is a git repo."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
-        )
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 @contextmanager

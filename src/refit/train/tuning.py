@@ -27,7 +27,8 @@ import pandas as pd
 
 from refit.errors import SpecError, TrainingError
 from refit.registry import PRODUCTION, Registry
-from refit.spec import METRICS, DataSpec, ModelSpec, ParamSpace, Sampler, Task, TuneSpec
+from refit.spec import METRICS, DataSpec, ModelSpec, ParamSpace, Sampler, Spec, Task, TuneSpec
+from refit.train._folds import Parts, folds
 from refit.train._samplers import make_proposer, warm_params
 from refit.train._spaces import MAX_GRID, grid_values
 from refit.train.metrics import score
@@ -122,6 +123,33 @@ def default_tune(model_spec: ModelSpec) -> TuneSpec | None:
     return None
 
 
+def tune_run(
+    frame_train: pd.DataFrame,
+    data: DataSpec,
+    spec: Spec,
+    root: Path,
+    registry: Registry,
+    step: Callable[[str], None],
+    on_trial: OnTrial | None,
+) -> tuple[ModelSpec, dict[str, Any] | None]:
+    """A training run's tuning step: the model spec to fit (the best parameters merged over
+    `model.params`) and the record for the version; without a search, `spec.model` and None.
+    Each trial goes to `on_trial`, by default as one line to `step`."""
+    searched = with_search(spec.model)
+    if searched is None:
+        return spec.model, None
+    step(f"tuning on {len(frame_train)} training rows")
+    tuned = tune(
+        frame_train,
+        data,
+        searched,
+        root,
+        production_params=production_params(registry, spec.name),
+        on_trial=on_trial or (lambda progress: step(trial_line(progress))),
+    )
+    return tuned.model_spec, tuned.record
+
+
 def with_search(model_spec: ModelSpec) -> ModelSpec | None:
     """The model spec with the search a run makes (`model.tune`, else a clustering's default
     one), or None when it makes none."""
@@ -198,7 +226,7 @@ def tune(
     higher = METRICS[metric][1]
     jobs = search.jobs or os.cpu_count() or 1
     deadline = None if search.timeout_seconds is None else time.time() + search.timeout_seconds
-    parts = _parts(frame_train, data, model_spec, search)
+    parts = folds(frame_train, data, model_spec, search)
     warm, warm_note = warm_params(search, production_params)
     proposer = make_proposer(search, warm, higher)
     report = on_trial or (lambda _: None)
@@ -240,41 +268,6 @@ def tune(
 
 
 # --- the rows each trial fits and scores ---------------------------------------------------
-
-
-Parts = list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]]
-
-
-def _parts(frame: pd.DataFrame, data: DataSpec, model: ModelSpec, search: TuneSpec) -> Parts:
-    """(fit rows, score rows) positions: the folds, or one validation part."""
-    from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
-
-    rows = len(frame)
-    positions = np.arange(rows)
-    labels = None
-    if model.task is Task.CLASSIFICATION and data.target is not None:
-        labels = target_array(frame, data)
-        if np.unique(labels, return_counts=True)[1].min() < (search.folds or 2):
-            labels = None  # a class too small to reach every part: plain folds
-    if search.folds is None:
-        if rows < 2:
-            raise TrainingError(f"tuning needs at least 2 training rows, got {rows}")
-        fit, held = train_test_split(
-            positions,
-            test_size=search.validation_fraction,
-            random_state=search.seed,
-            stratify=labels,
-        )
-        return [(np.sort(fit), np.sort(held))]
-    if rows < search.folds:
-        raise TrainingError(
-            f"model.tune.folds is {search.folds}, but the training part has {rows} rows: "
-            "lower folds, or set folds: null to score on one validation part"
-        )
-    if labels is not None:
-        folds: Any = StratifiedKFold(search.folds, shuffle=True, random_state=search.seed)
-        return list(folds.split(positions, labels))
-    return list(KFold(search.folds, shuffle=True, random_state=search.seed).split(positions))
 
 
 @dataclass(frozen=True)
