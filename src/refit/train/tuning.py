@@ -229,6 +229,7 @@ def tune(
     parts = folds(frame_train, data, model_spec, search)
     warm, warm_note = warm_params(search, production_params)
     proposer = make_proposer(search, warm, higher)
+    jobs = min(jobs, proposer.total or jobs)  # no idle worker processes for a small search
     report = on_trial or (lambda _: None)
     trials: list[Trial] = []
     best: Trial | None = None
@@ -250,9 +251,10 @@ def tune(
                 report(Progress(trial, len(trials), proposer.total, best, metric))
             if len(ran) < len(batch):  # the timeout stopped the batch
                 break
+    if not trials:
+        raise TrainingError(f"tuning failed: no trial started within {search.timeout}")
     if best is None:
-        first = next((t.state for t in trials), "no trial started before the timeout")
-        raise TrainingError(f"tuning failed: every trial failed; the first: {first}")
+        raise TrainingError(f"tuning failed: every trial failed; the first: {trials[0].state}")
     record = {
         "sampler": search.sampler.value,
         "metric": metric,
