@@ -10,13 +10,11 @@ version that points at a missing or partial file.
 from __future__ import annotations
 
 import math
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from refit.artifacts import ArtifactStore
@@ -39,7 +37,7 @@ from refit.registry.signing import check_signed
 from refit.registry.tables import TrainRequestRow
 from refit.services import Services
 from refit.signature import Output, signature_for
-from refit.spec import ArtifactFormat, Spec
+from refit.spec import ArtifactFormat, ModelSpec, Spec
 from refit.train.checks import check_model_spec, check_target
 from refit.train.gate import decide
 from refit.train.hooks import (
@@ -58,7 +56,9 @@ from refit.train.onnx_export import export_onnx
 from refit.train.pipeline import fit_model, target_array
 from refit.train.promotion import UnservableVersionError, check_artifacts
 from refit.train.reference import holdout_reference
+from refit.train.revision import code_revision
 from refit.train.split import Split, split
+from refit.train.tuning import OnTrial, tune_run
 
 Step = Callable[[str], None]
 
@@ -94,6 +94,8 @@ class Candidate:
     """The artifact as the user gave it; None: refit saves the model."""
     code: ProjectCode | None = None
     """The project's code the model runs with (its hooks, a python model's classes)."""
+    tuning: dict[str, Any] | None = None
+    """The tuning step's record, when it chose `params`."""
 
 
 def run_training(
@@ -103,9 +105,12 @@ def run_training(
     trigger: str = "manual",
     actor: str = "refit train",
     on_step: Step | None = None,
+    on_trial: OnTrial | None = None,
 ) -> TrainResult:
     """Train on a snapshot (default: the newest), register the version, run the gate.
 
+    With `model.tune` (or a clustering's default search of k) the tuning step searches the
+    training rows first; each trial goes to `on_trial` (default: one line to `on_step`).
     The run answers the oldest open training request of the monitor, if any: it records the
     request's trigger (drift, quality) and cause instead of `trigger`."""
     project = services.project
@@ -119,11 +124,15 @@ def run_training(
         if code is not None and code.features is not None:
             step(f"applying model.features {code.features} to {len(frame)} rows")
             frame, data, kinds = featured(frame, data, code)
+        model_spec, tuning = tune_run(
+            frame, data, spec, project.root, services.registry, step, on_trial
+        )
         step(f"fitting on {len(parts.train)} rows")
-        model = fit_model(frame, data, spec.model, project.root)
+        model = fit_model(frame, data, model_spec, project.root)
         flavor = flavor_of(model, spec, code)
-        params = _params(model, spec)
-        return Candidate(hooked(model, code, kinds), flavor, spec.model.format, params, code=code)
+        params = _params(model, model_spec)
+        model = hooked(model, code, kinds)
+        return Candidate(model, flavor, spec.model.format, params, code=code, tuning=tuning)
 
     request = open_request(services.registry, spec.name)
     return run_and_register(
@@ -241,6 +250,7 @@ def run_and_register(
                 },
                 reference=reference,
                 code=stored,
+                tuning=candidate.tuning,
             ),
         )
     except RefitError as exc:
@@ -355,9 +365,9 @@ def _snapshot(services: Services, snapshot_id: str | None) -> SnapshotRow:
     return latest
 
 
-def _params(model: Any, spec: Spec) -> dict[str, Any]:
-    params: dict[str, Any] = dict(spec.model.params)
-    if spec.model.estimator is not None and hasattr(model, "steps"):
+def _params(model: Any, model_spec: ModelSpec) -> dict[str, Any]:
+    params: dict[str, Any] = dict(model_spec.params)
+    if model_spec.estimator is not None and hasattr(model, "steps"):
         estimator = model.steps[-1][1]
         params = {k: _json_safe(v) for k, v in estimator.get_params(deep=False).items()}
     return params
@@ -367,26 +377,6 @@ def _json_safe(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return repr(value)
-
-
-def code_revision(root: Path) -> str | None:
-    """The git commit of the project (with `-dirty` for local changes), if it is a git repo."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
-        )
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 @contextmanager
