@@ -17,6 +17,7 @@ Nothing here knows about HTTP or the terminal::
     │   ├── ArtifactPathError       a stored path that leaves the store's root
     │   └── UntrustedVersionError   a version unsigned, wrongly signed, or of a refused format
     ├── TrainingError               a training run failed (the user's code or the data)
+    ├── CodeError                   the user's hook (model.features, model.postprocess) failed
     ├── StoreError                  the registry's database cannot be reached or migrated
     │   └── NoRegistryError         a reading command pointed at a registry that does not exist
     ├── AlreadyExistsError          what a command would create is there already
@@ -110,6 +111,14 @@ class UntrustedVersionError(ArtifactError):
 
 class TrainingError(RefitError):
     """A training run failed."""
+
+    exit_code = 7
+
+
+class CodeError(RefitError):
+    """The project's own code that runs with a model (`model.features`, `model.postprocess`)
+    raised, or returned what refit cannot use. Training reports it as a `TrainingError`; a
+    server fails the one request it ran for (500)."""
 
     exit_code = 7
 

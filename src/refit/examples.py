@@ -1,7 +1,8 @@
 """Example projects built from datasets that ship inside scikit-learn, so they work offline.
 
 `create_project(dir, "breast-cancer")` writes a `refit.yaml`, the first batch of rows as a CSV
-file in `data/incoming/`, and `request.json` / `batch.json` to try the API with; with
+file in `data/incoming/`, the example's own project modules (the `hooks` example's
+`hooks.py`), and `request.json` / `batch.json` to try the API with; with
 `workflow=True` (as `refit init` asks), also the project's GitHub Actions workflow.
 `example_rows(name)` gives the whole dataset, from which `drop_batch` writes more batches into
 that folder to watch the loop retrain.
@@ -13,9 +14,10 @@ import copy
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -26,11 +28,23 @@ from refit.spec import SPEC_FILE
 INCOMING = Path("data/incoming")
 
 
+Drift = Callable[[pd.DataFrame, int, np.random.Generator], pd.DataFrame]
+"""How `refit demo`'s world moves away from an example's data: (rows drawn from it, batch
+number 1, 2, ..., random numbers) -> those rows as batch `number` brings them."""
+
+
 @dataclass(frozen=True)
 class Example:
     description: str
     load: Callable[[], pd.DataFrame]
     spec: dict[str, object]
+    files: dict[str, str] = field(default_factory=dict)
+    """Project files the example writes beside its refit.yaml (path -> text)."""
+    drift: Drift | None = None
+    """The world of `refit demo` (None: batches bring the example's rows as they are)."""
+    demo_gate: dict[str, object] | None = None
+    """The gate of `refit demo`, where the drift is too much for the example's own (None:
+    the example's)."""
 
 
 def _snake(name: str) -> str:
@@ -46,6 +60,21 @@ def _breast_cancer() -> pd.DataFrame:
     return pd.DataFrame(frame)
 
 
+def _drifting_cancer(rows: pd.DataFrame, number: int, random: np.random.Generator) -> pd.DataFrame:
+    """The measurements shift a little more with every batch, and every third batch arrives
+    with a share of wrong labels."""
+    features = rows.columns.drop("diagnosis")
+    drift = 1.0 + 0.02 * number
+    noise = random.normal(1.0, 0.03, size=(len(rows), len(features)))
+    rows[features] = rows[features].to_numpy() * drift * noise
+    if number % 3 == 0:
+        flip = random.random(len(rows)) < 0.2
+        labels = rows["diagnosis"].to_numpy(dtype=object)
+        labels[flip] = np.where(labels[flip] == "benign", "malignant", "benign")
+        rows["diagnosis"] = labels
+    return rows
+
+
 def _diabetes() -> pd.DataFrame:
     from sklearn.datasets import load_diabetes
 
@@ -54,6 +83,46 @@ def _diabetes() -> pd.DataFrame:
     frame["sex"] = frame["sex"].map({1.0: "a", 2.0: "b"})
     frame["progression"] = bunch.target
     return pd.DataFrame(frame)
+
+
+def _wine() -> pd.DataFrame:
+    from sklearn.datasets import load_wine
+
+    bunch = load_wine(as_frame=True)
+    frame = bunch.data.rename(columns=_snake)
+    # The three cultivars of the dataset's wines, grown in the same region of Italy.
+    frame["cultivar"] = bunch.target.map({0: "barolo", 1: "grignolino", 2: "barbera"})
+    return pd.DataFrame(frame)
+
+
+_WINE_HOOKS = '''\
+"""This project's own code. refit stores it with each version it trains, and a server runs a
+version with the code it was trained with (refit.yaml: model.features, model.postprocess)."""
+
+import numpy as np
+
+MIN_CONFIDENCE = 0.7
+
+
+def features(frame):
+    """The model's inputs from a request's measurements: them, with a log and two ratios."""
+    out = frame.copy()
+    out["log_proline"] = np.log1p(frame["proline"].clip(lower=0))
+    out["phenol_ratio"] = _ratio(frame["flavanoids"], frame["total_phenols"])
+    out["colour_per_hue"] = _ratio(frame["color_intensity"], frame["hue"])
+    return out
+
+
+def _ratio(top, bottom):
+    return top / bottom.where(bottom != 0)  # missing (and imputed) rather than infinite
+
+
+def postprocess(record, prediction):
+    """Withhold an answer the model is unsure of rather than send a guess."""
+    if max(prediction["probabilities"].values()) < MIN_CONFIDENCE:
+        return None
+    return prediction
+'''
 
 
 def _schedule() -> dict[str, str]:
@@ -79,6 +148,8 @@ EXAMPLES: dict[str, Example] = {
             "gate": {"min": 0.9, "min_improvement": 0.0},
             "schedule": _schedule(),
         },
+        drift=_drifting_cancer,
+        demo_gate={"min": 0.85, "min_improvement": 0.0},
     ),
     "diabetes": Example(
         description="predict disease progression one year ahead (regression)",
@@ -99,7 +170,33 @@ EXAMPLES: dict[str, Example] = {
             "schedule": _schedule(),
         },
     ),
+    "hooks": Example(
+        description="tell a wine's cultivar, with a feature hook and a filter of unsure answers",
+        load=_wine,
+        spec={
+            "name": "hooks",
+            "data": {
+                "source": {"kind": "csv", "path": str(INCOMING)},
+                "target": "cultivar",
+            },
+            "model": {
+                "task": "classification",
+                "estimator": "sklearn.linear_model.LogisticRegression",
+                "params": {"max_iter": 1000},
+                "metric": "accuracy",
+                "features": "hooks:features",
+                "postprocess": "hooks:postprocess",
+            },
+            "gate": {"min": 0.8, "min_improvement": 0.0},
+            "schedule": _schedule(),
+        },
+        files={"hooks.py": _WINE_HOOKS},
+    ),
 }
+
+
+DEMO = "breast-cancer"
+"""The example that `refit demo` and `refit feed` run unless told another."""
 
 
 def example_rows(name: str) -> pd.DataFrame:
@@ -125,6 +222,8 @@ def create_project(
     (root / INCOMING).mkdir(parents=True, exist_ok=True)
     header = f"# refit project: {chosen.description}.\n# Reference: refit's README, 'The spec'.\n"
     (root / SPEC_FILE).write_text(header + yaml.safe_dump(spec, sort_keys=False), "utf-8")
+    for name, text in chosen.files.items():
+        (root / name).write_text(text, "utf-8")
     rows = max(1, int(len(frame) * first_batch))
     frame.iloc[:rows].to_csv(root / INCOMING / "batch-0001.csv", index=False)
     _write_requests(root, frame.drop(columns=[data["target"]]).tail(3))

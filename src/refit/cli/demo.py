@@ -1,5 +1,5 @@
-"""`refit demo` and `refit feed`: an example project, a simulated drifting feed and traffic, and
-the loop turning on it."""
+"""`refit demo` and `refit feed`: an example project, a simulated feed of its rows (drifting,
+for the breast-cancer example) and traffic, and the loop turning on it."""
 
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ from refit.cli._server import (
     WorkersOption,
     check_address,
 )
+from refit.cli.data import _bundled
 from refit.cli.run import say, supervisor_stopped, until_signalled
 from refit.errors import DataError
+from refit.examples import DEMO, EXAMPLES
 from refit.project import load_project
 from refit.registry import PRODUCTION
 from refit.registry.tables import utcnow
@@ -43,6 +45,14 @@ def demo(
     directory: Annotated[Path, typer.Argument(help="Folder for the demo project.")] = Path(
         "refit-demo"
     ),
+    example: Annotated[
+        str | None,
+        typer.Option(
+            help=f"The bundled example to run: {', '.join(EXAMPLES)} (default "
+            f"{DEMO}; for a demo folder made before, its own).",
+            callback=_bundled,
+        ),
+    ] = None,
     cycles: Annotated[
         int | None, typer.Option(min=1, help="Stop after this many training runs.")
     ] = None,
@@ -64,19 +74,22 @@ def demo(
         str, typer.Option(help="Monitor schedule.", callback=checked_by(Schedule, "monitor"))
     ] = "5s",
 ) -> None:
-    """Create an example project and run the loop on it with a simulated data feed, and
-    requests from the same drifting world, which the monitor flags."""
+    """Create an example project and run the loop on it with a simulated feed of its rows, and
+    requests from the same world, which the monitor judges (the breast-cancer example's
+    drifts, and the monitor flags it)."""
     from refit.run.demo import Feed, create_demo_project
     from refit.run.local import run_up
     from refit.run.supervisor import SupervisorError
 
     exists = (directory / SPEC_FILE).exists()
+    made = load_project(directory).spec if exists else None
     # A new demo project serves on the spec's defaults.
-    settings = load_project(directory).spec.serve if exists else ServeSpec()
+    settings = ServeSpec() if made is None else made.serve
+    example = (example if made is None else _example_of(made.name, example)) or DEMO
     port = settings.port if port is None else port
     check_address(settings.host, port)  # before anything is created
     if not exists:
-        create_demo_project(directory, ingest=ingest, train=train, monitor=monitor)
+        create_demo_project(directory, example=example, ingest=ingest, train=train, monitor=monitor)
     loaded = load_project(directory)
     services = open_project_services(loaded, "demo")
     url = f"http://{settings.host}:{port}"
@@ -90,7 +103,7 @@ def demo(
     started = utcnow()
     deadline = None if duration is None else time.monotonic() + duration
     with until_signalled() as stop:
-        feed = Feed.into_project(loaded.root, interval=feed_interval)
+        feed = Feed.into_project(loaded.root, example=example, interval=feed_interval)
         feeder = threading.Thread(target=feed.run, args=(stop,), daemon=True)
         feeder.start()
 
@@ -123,6 +136,18 @@ def demo(
     err.print("refit demo: stopped; `refit status -p DIR` shows what happened")
 
 
+def _example_of(project: str, asked: str | None) -> str | None:
+    """The example a demo folder made before runs: the one its project is named after, which
+    `--example` (`asked`) may only repeat."""
+    own = next((name for name, e in EXAMPLES.items() if e.spec["name"] == project), None)
+    if asked is not None and own is not None and asked != own:
+        raise typer.BadParameter(
+            f"the folder holds the {own} demo already; give a new folder for {asked}",
+            param_hint="'--example'",
+        )
+    return asked or own
+
+
 def feed(
     to: Annotated[
         str,
@@ -137,13 +162,21 @@ def feed(
     batches: Annotated[
         int | None, typer.Option(min=1, help="Stop after this many batches (default: never).")
     ] = None,
+    example: Annotated[
+        str,
+        typer.Option(
+            help=f"The bundled example whose rows to drop: {', '.join(EXAMPLES)}.",
+            callback=_bundled,
+        ),
+    ] = DEMO,
 ) -> None:
-    """Drop a new batch of the breast-cancer example's drifting rows every few seconds, as
-    refit demo does, into any folder or object store (the Compose stack's feeder)."""
+    """Drop a new batch of an example's rows (by default the breast-cancer example's drifting
+    ones) every few seconds, as refit demo does, into any folder or object store (the Compose
+    stack's feeder)."""
     from refit.run.demo import Feed
 
     try:
-        source = Feed(to, interval=interval, rows=rows)
+        source = Feed(to, example=example, interval=interval, rows=rows)
     except (OSError, ValueError) as exc:  # ValueError: fsspec knows no such protocol
         raise DataError(f"refit feed: {exc}") from None
     dropped = 0
@@ -215,8 +248,8 @@ def _ask(url: str, request: Path, stop: threading.Event) -> None:
 
 
 def _traffic(url: str, feed: Feed, stop: threading.Event) -> None:
-    """Requests from the feed's drifting world, a batch of 20 records twice a second: what
-    the server logs and the monitor judges."""
+    """Requests from the feed's world, a batch of 20 records twice a second: what the server
+    logs and the monitor judges."""
     import httpx
 
     with httpx.Client(base_url=url, timeout=5) as client:

@@ -18,7 +18,7 @@ from refit.cli._output import (
     services_for,
     when,
 )
-from refit.cli._versions import actor, native_reason, version_dict
+from refit.cli._versions import actor, native_reason, tuning_lines, version_dict
 from refit.cli.train import run_and_report
 from refit.errors import ConflictError
 from refit.registry import PRODUCTION, DecisionRow
@@ -130,6 +130,12 @@ def show_model(
     out.print(f"run       {row.run_id}   code {row.code_revision or '-'}")
     out.print(f"artifact  {row.artifact_uri} ({row.format}, {row.artifact_size} bytes)")
     out.print(f"signed    {SIGNED[data['signed']]}", markup=False)
+    if row.code:
+        hooks = [
+            f"{k} {row.code[k]}" for k in ("features", "postprocess", "function") if row.code.get(k)
+        ]
+        files = ", ".join(row.code.get("files") or row.code.get("modules") or [])
+        out.print(f"own code  {files} ({row.code['uri']}): {'; '.join(hooks)}", markup=False)
     reason = native_reason(row)
     if reason is not None:
         out.print(f"onnx      not used, served natively: {reason}", markup=False)
@@ -137,6 +143,8 @@ def show_model(
         out.print(f"onnx      {row.onnx.get('status')}", markup=False)
     out.print("metrics   " + ", ".join(f"{k} {v:.4f}" for k, v in row.metrics.items()))
     out.print("params    " + ", ".join(f"{k}={shown(k, v)}" for k, v in row.params.items()))
+    for line in tuning_lines(row.tuning):
+        out.print(line, markup=False)
     inputs = row.signature.get("inputs", [])
     out.print(
         f"inputs    {len(inputs)}: " + ", ".join(f"{i['name']}:{i['type']}" for i in inputs),

@@ -11,7 +11,12 @@ version) to it:
 - `sklearn`: a model refit trained (a scikit-learn pipeline, or what a user function returned),
   saved with joblib or skops;
 - `onnx`: a user's own ONNX model, stored as given and loaded with the signature it was
-  registered with (its graph does not say which feature is which, nor the class order).
+  registered with (its graph does not say which feature is which, nor the class order);
+- `python`: what a user function returned that is no scikit-learn estimator (any object with
+  `predict`), pickled and loaded with the version's code artifact.
+
+A version with hooks (`model.features`, `model.postprocess`) runs them around its model with
+the code it was trained with (`refit.flavors.hooked`), whatever its flavor.
 """
 
 from __future__ import annotations
@@ -20,9 +25,12 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from refit.code import load_code
 from refit.errors import ArtifactError
 from refit.flavors import onnx as _onnx
+from refit.flavors import python as _python
 from refit.flavors import sklearn as _sklearn
+from refit.flavors.hooked import HookedModel, code_artifacts
 from refit.predictions import Fetch, Ready
 from refit.signature import Signature
 from refit.spec import ArtifactFormat
@@ -85,7 +93,17 @@ FLAVORS: dict[str, Flavor] = {
         lambda row: None,
         converts=False,
     ),
+    _python.PYTHON_FLAVOR: Flavor(
+        _python.PYTHON_FLAVOR,
+        _python.save,
+        lambda data, fmt, signature, trusted: _refuse_without_code(),
+        _python.serve,
+        _python.artifacts,
+        _python.native_reason,
+        converts=False,
+    ),
 }
+PYTHON_FLAVOR = _python.PYTHON_FLAVOR
 RUNTIMES = (_sklearn.NATIVE_RUNTIME, _onnx.RUNTIME)
 """What may run a served version (`runtime` in `/v1/models`)."""
 DEFAULT_FLAVOR = "sklearn"
@@ -130,3 +148,33 @@ def load_model(
 ) -> Any:
     """The fitted model held in `data`. Verify its sha256 before calling this."""
     return get_flavor(flavor).load(data, fmt, signature, trusted_types)
+
+
+def version_artifacts(row: ModelVersionRow) -> list[tuple[str, str, str]]:
+    """(what, key, sha256) of every file a server may fetch for a version: its flavor's, and
+    its code artifact (`model.features`, `model.postprocess`, a python model's code)."""
+    return get_flavor(row.flavor).artifacts(row) + code_artifacts(row)
+
+
+def load_version(row: ModelVersionRow, fetch: Fetch, trusted_types: Collection[str] = ()) -> Any:
+    """A version's model with its own code, as training scores it: with the face of a
+    scikit-learn model on the raw input rows, its features hook (if any) in front."""
+    where = f"{row.name} v{row.version}"
+    signature = Signature.from_dict(row.signature)
+    code = load_code(row.code, fetch, where) if row.code else None
+    data = fetch(row.artifact_uri, row.artifact_sha256)
+    if row.flavor == PYTHON_FLAVOR:
+        if code is None:
+            raise ArtifactError(f"{where} is a python model with no code artifact")
+        model = _python.load(data, code)
+    else:
+        model = load_model(data, ArtifactFormat(row.format), row.flavor, signature, trusted_types)
+    features = (row.code or {}).get("features")
+    if code is not None and features:
+        columns = dict((row.code or {}).get("columns") or {})
+        model = HookedModel(model, code.function(str(features)), str(features), columns)
+    return model
+
+
+def _refuse_without_code() -> Any:
+    raise ArtifactError("a python model loads with its version's code: use load_version")

@@ -132,6 +132,8 @@ def sign_versions(
         store.get(row.artifact_uri, row.artifact_sha256)
         if row.onnx and row.onnx.get("status") == "ok":
             store.get(str(row.onnx["uri"]), str(row.onnx["sha256"]))
+        if row.code and row.code.get("uri"):
+            store.get(str(row.code["uri"]), str(row.code["sha256"]))
         registry.set_manifest_signature(name, row.version, sign(row, key))
         outcome[row.version] = "signed"
     return outcome

@@ -2,14 +2,16 @@
 
 The feed drops a new CSV file into `data/incoming/` (or any folder or fsspec URL, such as
 `s3://refit/incoming/` for `refit feed`) every few seconds. Its rows are drawn from the
-example's dataset, and the world drifts: the measurements shift a little more with every
-batch, and every third batch arrives with a share of wrong labels. Trained on a sliding window
-of recent rows, some new versions beat production and some are rejected by the gate.
+example's dataset, as the example's world brings them (`refit.examples.Example.drift`): in the
+breast-cancer example's, the measurements shift a little more with every batch, and every
+third batch arrives with a share of wrong labels, so that, trained on a sliding window of
+recent rows, some new versions beat production and some are rejected by the gate. An example
+with no drift brings its rows as they are.
 
 The demo's requests come from the same world (`Feed.requests`): the rows of the batch still
 being gathered, whose labels arrive later. The server logs them and the monitor, every few
-seconds, finds them drifted from what the version in production was trained on, and asks for
-the training that the next snapshot then answers ("caused by drift in ...").
+seconds, judges them against what the version in production was trained on; when they drifted,
+it asks for the training that the next snapshot then answers ("caused by drift in ...").
 """
 
 from __future__ import annotations
@@ -26,24 +28,29 @@ import pandas as pd
 import yaml
 from fsspec.implementations.local import LocalFileSystem
 
-from refit.examples import INCOMING, create_project, example_rows
+from refit.examples import DEMO, INCOMING, create_project, find_example
 from refit.spec import SPEC_FILE
-
-EXAMPLE = "breast-cancer"
 
 
 def create_demo_project(
-    root: Path, *, ingest: str = "3s", train: str = "5s", monitor: str | None = None
+    root: Path,
+    *,
+    example: str = DEMO,
+    ingest: str = "3s",
+    train: str = "5s",
+    monitor: str | None = None,
 ) -> Path:
-    """The breast-cancer example, on fast schedules and a sliding window of rows; with
-    `monitor` (as `refit demo` makes it), its monitor on that schedule judges the last 30 s of
-    requests and asks for training when they drift."""
-    create_project(root, EXAMPLE)
+    """The bundled `example`, on fast schedules, a sliding window of rows and the example's
+    demo gate; with `monitor` (as `refit demo` makes it), its monitor on that schedule judges
+    the last 30 s of requests and asks for training when they drift."""
+    chosen = find_example(example)
+    create_project(root, example)
     path = root / SPEC_FILE
     header = "".join(line for line in path.read_text().splitlines(True) if line.startswith("#"))
     spec = yaml.safe_load(path.read_text())
     spec["data"]["snapshot"] = {"mode": "window", "rows": 400}
-    spec["gate"] = {"min": 0.85, "min_improvement": 0.0}
+    if chosen.demo_gate is not None:
+        spec["gate"] = dict(chosen.demo_gate)
     spec["schedule"] = {"ingest": ingest, "train": train}
     if monitor is not None:
         spec["schedule"]["monitor"] = monitor
@@ -61,7 +68,8 @@ _FEED_FILE = re.compile(r"feed-(\d+)\.csv")
 
 
 class Feed:
-    """New batches of rows, arriving as files `feed-0001.csv`, ..., drawn from a drifting world.
+    """New batches of an example's rows (default breast-cancer's), arriving as files
+    `feed-0001.csv`, ..., drawn from the example's world (`Example.drift`).
 
     `to` is a folder or an fsspec URL (`s3://refit/incoming/`; S3 credentials and endpoint
     from `storage_options` or the usual `AWS_*` variables). Numbering continues after the
@@ -73,6 +81,7 @@ class Feed:
         self,
         to: str | Path,
         *,
+        example: str = DEMO,
         interval: float = 4.0,
         rows: int = 80,
         seed: int = 0,
@@ -82,8 +91,11 @@ class Feed:
         self.folder = self.folder.rstrip("/")
         self.interval = interval
         self.rows = rows
-        self.data = example_rows(EXAMPLE)
-        self.target = "diagnosis"
+        chosen = find_example(example)
+        self.data = chosen.load()
+        data: dict[str, Any] = chosen.spec["data"]  # type: ignore[assignment]
+        self.target: str | None = data.get("target")
+        self.drift = chosen.drift
         self.count = self._last_number()
         self.seed = seed
         self._asked = 0
@@ -107,18 +119,11 @@ class Feed:
     def batch(
         self, number: int, random: np.random.Generator | None = None, size: int | None = None
     ) -> pd.DataFrame:
-        """Batch `number` (1, 2, ...): resampled rows, shifted by `number`, maybe mislabelled."""
+        """Batch `number` (1, 2, ...): resampled rows, as the example's world brings them."""
         random = self.random if random is None else random
         rows = self.data.sample(size or self.rows, replace=True, random_state=random)
-        features = rows.columns.drop(self.target)
-        drift = 1.0 + 0.02 * number
-        noise = random.normal(1.0, 0.03, size=(len(rows), len(features)))
-        rows[features] = rows[features].to_numpy() * drift * noise
-        if number % 3 == 0:
-            flip = random.random(len(rows)) < 0.2
-            labels = rows[self.target].to_numpy(dtype=object)
-            labels[flip] = np.where(labels[flip] == "benign", "malignant", "benign")
-            rows[self.target] = labels
+        if self.drift is not None:
+            rows = self.drift(rows, number, random)
         return rows.reset_index(drop=True)
 
     def requests(self, rows: int) -> list[dict[str, Any]]:
@@ -127,7 +132,9 @@ class Feed:
         number = self.count + 1
         random = np.random.default_rng([self.seed, number, self._asked])
         self._asked += 1
-        world = self.batch(number, random, rows).drop(columns=[self.target])
+        world = self.batch(number, random, rows)
+        if self.target is not None:
+            world = world.drop(columns=[self.target])
         return [{str(k): v for k, v in row.items()} for row in world.to_dict("records")]
 
     def drop(self) -> str:

@@ -7,7 +7,8 @@ signature, and call it on a sample built from that signature. Any failing step r
 version with a `RefitError` naming the step. The version's flavor (`refit.flavors`) makes
 its predictor and chooses what runs it: ONNX Runtime where the version's graph passed its
 parity check, which answers a row in tens of microseconds instead of a millisecond; the model
-itself otherwise.
+itself otherwise. A version's hooks (`model.features`, `model.postprocess`) run around
+its predictor with the code it was trained with, from its own code artifact.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 
 from refit.artifacts import ArtifactStore, confined
 from refit.errors import ArtifactPathError, RefitError, UntrustedVersionError
-from refit.flavors import get_flavor
+from refit.flavors import get_flavor, version_artifacts
+from refit.flavors.hooked import with_hooks
 from refit.predictions import Predictor, columns_of
 from refit.registry import ModelVersionRow
 from refit.registry.signing import check_signed
@@ -62,6 +64,12 @@ class LoadedModel:
     """The full error of an ONNX artifact that failed to load, served natively instead."""
     loaded_at: datetime = field(default_factory=utcnow)
 
+    @property
+    def withholds(self) -> bool:
+        """Whether its answers may withhold rows (`Predictions.withheld`): a predictor that
+        may (one running a version's `model.postprocess`) says so with `withholds = True`."""
+        return bool(getattr(self.predictor, "withholds", False))
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -103,7 +111,9 @@ def load_predictor(
     def fetch(uri: str, sha256: str) -> bytes:
         return _fetch(store, uri, sha256, where)
 
-    ready = flavor.serve(row, signature, fetch, policy.trusted_types)
+    ready = with_hooks(
+        flavor.serve(row, signature, fetch, policy.trusted_types), row, signature, fetch
+    )
     predictor = ready.predictor
     sample = columns_of(sample_frame(signature, n=3), signature.names)
     try:
@@ -135,7 +145,7 @@ def admit(row: ModelVersionRow, policy: LoadPolicy) -> None:
     store, from its registry row alone: before a byte of any artifact is read."""
     where = f"{row.name} v{row.version}"
     check_signed(row, policy.signing_key)
-    for _, uri, _ in get_flavor(row.flavor).artifacts(row):
+    for _, uri, _ in version_artifacts(row):
         try:
             confined(uri)
         except ArtifactPathError as exc:

@@ -20,6 +20,7 @@ from fastapi import Request
 from starlette.requests import ClientDisconnect
 
 from refit.errors import (
+    CodeError,
     ModelRefusedError,
     NotFoundError,
     Problem,
@@ -99,6 +100,8 @@ class ServedModel:
         try:
             predictions = await self.batcher.predict(model.predictor, columns)
         except ModelFailure as failure:
+            if isinstance(failure.error, CodeError):  # the project's hook, not the request
+                raise failure.error from None
             raise refusal(model.signature.names, columns, failure.error) from None
         rows = len(predictions)
         self._rows.inc(rows)

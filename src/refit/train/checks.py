@@ -12,6 +12,7 @@ import pandas as pd
 from refit.errors import SpecError
 from refit.spec import Spec, Task
 from refit.train.pipeline import resolve_estimator, resolve_function
+from refit.train.tuning import check_search, with_search
 
 MAX_CLASSES = 1000
 """The most distinct values a numeric target of a classification may hold."""
@@ -29,11 +30,15 @@ def check_model_spec(spec: Spec, root: Path) -> None:
 
 def check_model(spec: Spec, root: Path) -> None:
     """Resolve the estimator with its params (or the function) now, so that every command
-    that will train (`refit train`, `refit up`, `refit scheduler`) refuses a bad one first."""
+    that will train (`refit train`, `refit up`, `refit scheduler`) refuses a bad one first;
+    and its search (`model.tune`, or a clustering's default one), by `check_search`."""
     if spec.model.estimator is not None:
         resolve_estimator(spec.model.estimator, spec.model.params, spec.model.task)
     elif spec.model.function is not None:
         resolve_function(spec.model.function, root)
+    searched = with_search(spec.model)
+    if searched is not None:
+        check_search(searched)
 
 
 def check_target(frame: pd.DataFrame, spec: Spec) -> None:

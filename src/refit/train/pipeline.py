@@ -42,6 +42,8 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from refit.errors import SpecError, TrainingError
 from refit.spec import DataSpec, FeatureType, ModelSpec, Task
+from refit.train._extras import EXTRAS, missing_extra, stand_in
+from refit.train._printing import printing_to_stderr
 from refit.values import MISSING_CATEGORY, category_text
 
 #: Estimators from modules whose name holds one of these are not given standardised input:
@@ -69,6 +71,7 @@ def resolve_estimator(path: str, params: Mapping[str, Any], task: Task | None = 
         )
     if not isinstance(cls, type):
         raise SpecError(f"model.estimator: got {path!r}: expected a class, got {_describe(cls)}")
+    cls = stand_in(cls)
 
     top = {k: v for k, v in params.items() if "__" not in k}
     nested = {k: v for k, v in params.items() if "__" in k}
@@ -89,7 +92,7 @@ def resolve_estimator(path: str, params: Mapping[str, Any], task: Task | None = 
         except Exception as exc:
             raise SpecError(f"model.params: {_error(exc)}") from exc
     validate = getattr(estimator, "_validate_params", None)
-    if callable(validate):
+    if callable(validate) and hasattr(estimator, "_parameter_constraints"):  # none in XGBoost
         try:
             validate()
         except (TypeError, ValueError) as exc:
@@ -130,6 +133,8 @@ def _import(module_name: str, field: str, path: str) -> Any:
     except Exception as exc:
         missing = (exc.name or "") if isinstance(exc, ModuleNotFoundError) else ""
         if missing and (missing == module_name or module_name.startswith(missing + ".")):
+            if missing in EXTRAS:
+                raise missing_extra(field, path, missing) from exc
             hint = _did_you_mean(missing, _sibling_modules(missing))
             raise SpecError(f"{field}: got {path!r}: no module named {missing}{hint}") from exc
         problem = f"importing {module_name} failed: {_error(exc)}"
@@ -321,6 +326,7 @@ def _require_columns(frame: pd.DataFrame, names: list[str]) -> None:
 # --- fitting ----------------------------------------------------------------------------------
 
 
+@printing_to_stderr
 def fit_model(frame: pd.DataFrame, data: DataSpec, model: ModelSpec, root: Path) -> Any:
     """Fit the spec's model on `frame` (features and target); returns the fitted model."""
     if model.function is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from refit.artifacts import ArtifactStore
 from refit.errors import ArtifactError, ConflictError, NotFoundError, UntrustedVersionError
-from refit.flavors import get_flavor
+from refit.flavors import version_artifacts
 from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow, Registry
 from refit.registry.signing import check_signed
 
@@ -21,8 +21,9 @@ class UnservableVersionError(ArtifactError):
 
 
 def artifacts_of(row: ModelVersionRow) -> list[tuple[str, str, str]]:
-    """(what, key, sha256) of every file a server loads for this version."""
-    return get_flavor(row.flavor).artifacts(row)
+    """(what, key, sha256) of every file a server loads for this version, its code
+    artifact included."""
+    return version_artifacts(row)
 
 
 def check_artifacts(

@@ -10,25 +10,25 @@ version that points at a missing or partial file.
 from __future__ import annotations
 
 import math
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from refit.artifacts import ArtifactStore
 from refit.columns import schema_change
 from refit.errors import (
+    CodeError,
     ConflictError,
     DataError,
     NotFoundError,
     RefitError,
     TrainingError,
 )
-from refit.flavors import DEFAULT_FLAVOR, SUFFIXES, get_flavor, load_model, save_model
+from refit.flavors import SUFFIXES, load_version, save_model
+from refit.flavors.hooked import unhooked
 from refit.parquet import read_snapshot
 from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow, SnapshotRow
 from refit.registry.jobs import interrupt_dead_runs
@@ -36,18 +36,30 @@ from refit.registry.monitoring import answer_request, open_request
 from refit.registry.signing import check_signed
 from refit.registry.tables import TrainRequestRow
 from refit.services import Services
-from refit.signature import Signature, signature_for
-from refit.spec import ArtifactFormat, Spec
+from refit.signature import Output, signature_for
+from refit.spec import ArtifactFormat, ModelSpec, Spec
 from refit.train.checks import check_model_spec, check_target
 from refit.train.evidence import Evidence, detection_note, paired
 from refit.train.gate import decide
+from refit.train.hooks import (
+    ProjectCode,
+    check_postprocess,
+    featured,
+    flavor_of,
+    hooked,
+    not_converted,
+    project_code,
+    store_code,
+)
 from refit.train.metrics import evaluate, score
 from refit.train.nullability import truthful
 from refit.train.onnx_export import export_onnx
 from refit.train.pipeline import fit_model, target_array
 from refit.train.promotion import UnservableVersionError, check_artifacts
 from refit.train.reference import holdout_reference
+from refit.train.revision import code_revision
 from refit.train.split import Split, split
+from refit.train.tuning import OnTrial, tune_run
 
 Step = Callable[[str], None]
 
@@ -84,6 +96,10 @@ class Candidate:
     params: dict[str, Any]
     data: bytes | None = None
     """The artifact as the user gave it; None: refit saves the model."""
+    code: ProjectCode | None = None
+    """The project's code the model runs with (its hooks, a python model's classes)."""
+    tuning: dict[str, Any] | None = None
+    """The tuning step's record, when it chose `params`."""
 
 
 def run_training(
@@ -93,20 +109,34 @@ def run_training(
     trigger: str = "manual",
     actor: str = "refit train",
     on_step: Step | None = None,
+    on_trial: OnTrial | None = None,
 ) -> TrainResult:
     """Train on a snapshot (default: the newest), register the version, run the gate.
 
+    With `model.tune` (or a clustering's default search of k) the tuning step searches the
+    training rows first; each trial goes to `on_trial` (default: one line to `on_step`).
     The run answers the oldest open training request of the monitor, if any: it records the
     request's trigger (drift, quality) and cause instead of `trigger`."""
     project = services.project
     spec = project.spec
     step = on_step or (lambda _: None)
     check_model_spec(spec, project.root)
+    code = project_code(spec, project.root)
 
     def fit(parts: Split) -> Candidate:
+        frame, data, kinds = parts.train, spec.data, None
+        if code is not None and code.features is not None:
+            step(f"applying model.features {code.features} to {len(frame)} rows")
+            frame, data, kinds = featured(frame, data, code)
+        model_spec, tuning = tune_run(
+            frame, data, spec, project.root, services.registry, step, on_trial
+        )
         step(f"fitting on {len(parts.train)} rows")
-        model = fit_model(parts.train, spec.data, spec.model, project.root)
-        return Candidate(model, DEFAULT_FLAVOR, spec.model.format, _params(model, spec))
+        model = fit_model(frame, data, model_spec, project.root)
+        flavor = flavor_of(model, spec, code)
+        params = _params(model, model_spec)
+        model = hooked(model, code, kinds)
+        return Candidate(model, flavor, spec.model.format, params, code=code, tuning=tuning)
 
     request = open_request(services.registry, spec.name)
     return run_and_register(
@@ -174,23 +204,31 @@ def run_and_register(
             metrics = evaluate(model, X, y, spec.model.task)
             value = score(model, X, y, spec.model.task, spec.model.metric_name)
             reference = holdout_reference(model, X, y)
+            code = candidate.code
+            withheld = check_postprocess(code, model, X, signature, step)
         with _timed(timings, "save_s"):
             step("saving the artifact")
             data = candidate.data
             ref = store.put(
-                save_model(model, candidate.format, trusted_types=spec.model.trusted_types)
+                save_model(
+                    unhooked(model),
+                    candidate.format,
+                    candidate.flavor,
+                    trusted_types=spec.model.trusted_types,
+                )
                 if data is None
                 else data,
                 kind="models",
                 suffix=SUFFIXES[candidate.format],
             )
-        if not get_flavor(candidate.flavor).converts:
-            onnx: dict[str, Any] = {"status": "the model is ONNX"}
+            stored = store_code(store, code, model, candidate.flavor, withheld, step)
+        if skipped := not_converted(candidate.flavor, code):
+            onnx: dict[str, Any] = {"status": skipped}
         else:
             with _timed(timings, "onnx_s"):
                 step("converting to ONNX and checking parity on the holdout")
                 nullable = [c.name for c in signature.inputs if c.nullable]
-                onnx = _onnx(model, X, spec, nullable, store)
+                onnx = _onnx(model, X, spec, nullable, store, signature.output)
         timings["total_s"] = round(sum(timings.values()), 4)
         version = registry.register_version(
             run_id,
@@ -215,10 +253,14 @@ def run_and_register(
                     "split": parts.method.value,
                 },
                 reference=reference,
+                code=stored,
+                tuning=candidate.tuning,
             ),
         )
     except RefitError as exc:
         registry.end_run(run_id, "failed", f"{type(exc).__name__}: {exc}", timings)
+        if isinstance(exc, CodeError):  # the project's hook: the training run failed
+            raise TrainingError(str(exc)) from exc
         raise
     except Exception as exc:
         registry.end_run(run_id, "failed", f"{type(exc).__name__}: {exc}", timings)
@@ -270,14 +312,8 @@ def gate(
         champion = registry.get_version(spec.name, champion_version)
         try:
             check_signed(champion, registry.signing_key)  # before a byte of it is read
-            data = store.get(champion.artifact_uri, champion.artifact_sha256)
-            loaded = load_model(
-                data,
-                ArtifactFormat(champion.format),
-                champion.flavor,
-                Signature.from_dict(champion.signature),
-                spec.model.trusted_types,
-            )
+            # The champion with its own code: its features hook on this holdout.
+            loaded = load_version(champion, store.get, spec.model.trusted_types)
             champion_value = score(loaded, X, y, spec.model.task, metric)
             evidence = paired(spec.gate, metric, spec.model.higher_is_better, y, loaded, model, X)
         except (RefitError, ValueError, KeyError, TypeError) as exc:
@@ -326,10 +362,10 @@ def gate(
 
 
 def _onnx(
-    model: Any, X: Any, spec: Spec, nullable: list[str], store: ArtifactStore
+    model: Any, X: Any, spec: Spec, nullable: list[str], store: ArtifactStore, output: Output
 ) -> dict[str, Any]:
     """Convert to ONNX; keep the second artifact only when it passed the parity check."""
-    export = export_onnx(model, X, spec.model.task, nullable)
+    export = export_onnx(model, X, spec.model.task, nullable, output)
     if export.data is None:
         return {"status": export.status}
     ref = store.put(export.data, kind="models", suffix=".onnx")
@@ -353,9 +389,9 @@ def _snapshot(services: Services, snapshot_id: str | None) -> SnapshotRow:
     return latest
 
 
-def _params(model: Any, spec: Spec) -> dict[str, Any]:
-    params: dict[str, Any] = dict(spec.model.params)
-    if spec.model.estimator is not None and hasattr(model, "steps"):
+def _params(model: Any, model_spec: ModelSpec) -> dict[str, Any]:
+    params: dict[str, Any] = dict(model_spec.params)
+    if model_spec.estimator is not None and hasattr(model, "steps"):
         estimator = model.steps[-1][1]
         params = {k: _json_safe(v) for k, v in estimator.get_params(deep=False).items()}
     return params
@@ -365,26 +401,6 @@ def _json_safe(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return repr(value)
-
-
-def code_revision(root: Path) -> str | None:
-    """The git commit of the project (with `-dirty` for local changes), if it is a git repo."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
-        )
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 @contextmanager
