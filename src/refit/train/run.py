@@ -158,10 +158,8 @@ def run_and_register(
         model = candidate.model
         # The holdout as the model will meet rows when served: validated, typed, unconverted.
         X = parts.holdout[list(spec.data.features)]
-        y = target_array(parts.holdout, spec.data)
-        signature = signature_for(
-            model, spec.data, spec.model.task, target_array(parts.train, spec.data)
-        )
+        y = _target(parts.holdout, spec)
+        signature = signature_for(model, spec.data, spec.model.task, _target(parts.train, spec))
         with _timed(timings, "probe_s"):
             step("probing each nullable feature with a missing value")
             signature, nullable_note = truthful(model, signature, X)
@@ -169,7 +167,7 @@ def run_and_register(
             step(f"evaluating on {len(parts.holdout)} holdout rows")
             metrics = evaluate(model, X, y, spec.model.task)
             value = score(model, X, y, spec.model.task, spec.model.metric_name)
-            reference = holdout_reference(model, X, y)
+            reference = holdout_reference(model, X, y, spec.model.task)
         with _timed(timings, "save_s"):
             step("saving the artifact")
             data = candidate.data
@@ -327,6 +325,11 @@ def _snapshot(services: Services, snapshot_id: str | None) -> SnapshotRow:
     if latest is None:
         raise NotFoundError(f"{name} has no snapshot yet: run `refit ingest` first")
     return latest
+
+
+def _target(frame: Any, spec: Spec) -> Any:
+    """The rows' target (an anomaly task's label), None without `data.target`."""
+    return None if spec.data.target is None else target_array(frame, spec.data)
 
 
 def _params(model: Any, spec: Spec) -> dict[str, Any]:
