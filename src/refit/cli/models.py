@@ -18,7 +18,7 @@ from refit.cli._output import (
     services_for,
     when,
 )
-from refit.cli._versions import actor, native_reason, version_dict
+from refit.cli._versions import actor, native_reason, tuning_lines, version_dict
 from refit.cli.train import run_and_report
 from refit.errors import ConflictError
 from refit.registry import PRODUCTION, DecisionRow
@@ -136,6 +136,8 @@ def show_model(
         out.print(f"onnx      {row.onnx.get('status')}", markup=False)
     out.print("metrics   " + ", ".join(f"{k} {v:.4f}" for k, v in row.metrics.items()))
     out.print("params    " + ", ".join(f"{k}={shown(k, v)}" for k, v in row.params.items()))
+    for line in tuning_lines(row.tuning):
+        out.print(line, markup=False)
     inputs = row.signature.get("inputs", [])
     out.print(
         f"inputs    {len(inputs)}: " + ", ".join(f"{i['name']}:{i['type']}" for i in inputs),

@@ -11,6 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+)
 
 from refit.cli._output import (
     JsonOption,
@@ -29,6 +37,7 @@ from refit.registry.jobs import holding, job_lease
 if TYPE_CHECKING:
     from refit.services import Services
     from refit.train.run import TrainResult
+    from refit.train.tuning import Progress as TuningProgress
 
 # refit.train.run (scikit-learn) is imported by the commands that train: listing versions or
 # promoting one should not wait a second for it.
@@ -50,6 +59,8 @@ def train(
     It runs under the project's train lease: while another training runs, it exits 4."""
     from refit.train.run import run_training
 
+    trials = TrialProgress(json)
+
     def train_once(services: Services, step: Callable[[str], None] | None) -> TrainResult:
         spec = services.project.spec
         lease = job_lease(spec.name, "train")
@@ -60,9 +71,10 @@ def train(
                 trigger=trigger,
                 actor=f"refit train ({actor()})",
                 on_step=step,
+                on_trial=trials.show,
             )
 
-    run_and_report(project, json, "train", "Training", train_once)
+    run_and_report(project, json, "train", "Training", train_once, trials)
 
 
 def run_and_report(
@@ -71,10 +83,13 @@ def run_and_report(
     command: str,
     title: str,
     run: Callable[[Services, Callable[[str], None] | None], TrainResult],
+    trials: TrialProgress | None = None,
 ) -> None:
-    """Run a training or registering run (SIGTERM ends it as interrupted) and print it."""
+    """Run a training or registering run (SIGTERM ends it as interrupted) and print it;
+    `trials` shows the tuning step's trials as they finish."""
     step = None if json else (lambda text: err.print(f"  {text}"))
-    with _sigterm_interrupts(), services_for(project, command) as services, progress(title):
+    live = progress(title) if trials is None else trials.running(title)
+    with _sigterm_interrupts(), services_for(project, command) as services, live:
         try:
             result = run(services, step)
         except ConflictError as exc:
@@ -118,6 +133,42 @@ def _print_result(result: TrainResult, aliases: dict[str, int], json: bool) -> N
         out.print(f"  asked for by {result.trigger}: {result.cause}", markup=False)
     verdict = "[green]promoted to production[/]" if decision.promoted else "[yellow]not promoted[/]"
     out.print(f"{verdict}: {decision.reason}")
+
+
+class TrialProgress:
+    """The tuning step's trials as they finish: on a terminal a progress bar (trials done of
+    the planned number, the best score so far) under the run's spinner; elsewhere, and with
+    --json (on stderr, for the scheduler to pass on), one line per trial."""
+
+    def __init__(self, json: bool) -> None:
+        self.bar = err.is_terminal and not json
+        self.live: Progress | None = None
+        self.task: TaskID | None = None
+
+    @contextlib.contextmanager
+    def running(self, title: str) -> Iterator[None]:
+        if not self.bar:
+            yield
+            return
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn())
+        more = (MofNCompleteColumn(), TextColumn("{task.fields[best]}"))
+        with Progress(*columns, *more, console=err, transient=True) as self.live:
+            self.live.add_task(title, total=None, best="")
+            yield
+
+    def show(self, progress: TuningProgress) -> None:
+        from refit.train.tuning import trial_line
+
+        if self.live is None:
+            err.print(f"  {trial_line(progress)}", markup=False, highlight=False)
+            return
+        best = progress.best
+        said = (
+            "" if best is None or best.score is None else f"best {progress.metric} {best.score:.4f}"
+        )
+        if self.task is None:
+            self.task = self.live.add_task("tuning", total=progress.total, best=said)
+        self.live.update(self.task, completed=progress.done, best=said)
 
 
 def _interrupt(signum: int, frame: object) -> None:

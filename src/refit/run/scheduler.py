@@ -223,13 +223,15 @@ class Scheduler:
         renewing = threading.Event()
         renewer = threading.Thread(target=self._renew, args=(lease, renewing), daemon=True)
         renewer.start()
+        output = _Output(child, lambda line: self.on_event(job, line))
         try:
-            out, err = child.communicate(timeout=self.job_timeout)
+            child.wait(timeout=self.job_timeout)
         except subprocess.TimeoutExpired:
             child.kill()
-            out, err = child.communicate()
+            child.wait()
             return JobResult(job, "failed", f"killed after {self.job_timeout:.0f}s")
         finally:
+            out, err = output.read()
             renewing.set()
             renewer.join()  # or a renewal in flight could take the lease back after its release
             with self._lock:
@@ -242,6 +244,38 @@ class Scheduler:
                 acquire_lease(self.registry, lease, self.holder, self.lease_ttl)
             except Exception as exc:  # the registry may be back before the lease lapses
                 self.on_event("scheduler", f"cannot renew the lease {lease}: {exc}")
+
+
+class _Output:
+    """A child's stdout and stderr, read as they come; the tuning step's trial lines on stderr
+    (`trial 3/20 ...`) are passed on at once, so `refit up` shows a search as it runs."""
+
+    def __init__(self, child: subprocess.Popen[str], on_trial: Callable[[str], None]) -> None:
+        self.on_trial = on_trial
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self.readers = [
+            threading.Thread(target=self._read, args=(child.stdout, self.out, False), daemon=True),
+            threading.Thread(target=self._read, args=(child.stderr, self.err, True), daemon=True),
+        ]
+        for reader in self.readers:
+            reader.start()
+
+    def _read(self, stream: Any, lines: list[str], trials: bool) -> None:
+        for line in stream:
+            lines.append(line)
+            if trials and line.lstrip().startswith(TRIAL_PREFIX):
+                self.on_trial(line.strip())
+        stream.close()
+
+    def read(self) -> tuple[str, str]:
+        for reader in self.readers:
+            reader.join()
+        return "".join(self.out), "".join(self.err)
+
+
+TRIAL_PREFIX = "trial "
+"""How the lines of a tuning step's trials begin (`refit.train.tuning.trial_line`)."""
 
 
 def _child_env() -> dict[str, str]:

@@ -14,6 +14,7 @@ from refit._metrics_unsupervised import anomaly_truth
 from refit.errors import SpecError
 from refit.spec import Spec, Task
 from refit.train.pipeline import estimator_params, resolve_estimator, resolve_function
+from refit.train.tuning import check_search, default_tune
 
 MAX_CLASSES = 1000
 """The most distinct values a numeric target of a classification may hold."""
@@ -31,11 +32,15 @@ def check_model_spec(spec: Spec, root: Path) -> None:
 
 def check_model(spec: Spec, root: Path) -> None:
     """Resolve the estimator with its params (or the function) now, so that every command
-    that will train (`refit train`, `refit up`, `refit scheduler`) refuses a bad one first."""
+    that will train (`refit train`, `refit up`, `refit scheduler`) refuses a bad one first;
+    and its search (`model.tune`, or a clustering's default one), by `check_search`."""
     if spec.model.estimator is not None:
         resolve_estimator(spec.model.estimator, estimator_params(spec.model), spec.model.task)
     elif spec.model.function is not None:
         resolve_function(spec.model.function, root)
+    search = spec.model.tune or default_tune(spec.model)
+    if search is not None:
+        check_search(spec.model.model_copy(update={"tune": search}))
 
 
 def check_target(frame: pd.DataFrame, spec: Spec) -> None:

@@ -37,7 +37,7 @@ from refit.registry.signing import check_signed
 from refit.registry.tables import TrainRequestRow
 from refit.services import Services
 from refit.signature import Signature, signature_for
-from refit.spec import ArtifactFormat, Spec
+from refit.spec import ArtifactFormat, ModelSpec, Spec
 from refit.train.checks import check_model_spec, check_target
 from refit.train.gate import decide
 from refit.train.metrics import evaluate, score
@@ -47,6 +47,7 @@ from refit.train.pipeline import fit_model, target_array
 from refit.train.promotion import UnservableVersionError, check_artifacts
 from refit.train.reference import holdout_reference
 from refit.train.split import Split, split
+from refit.train.tuning import OnTrial, best_params, default_tune, trial_line, tune
 
 Step = Callable[[str], None]
 
@@ -80,6 +81,8 @@ class Candidate:
     params: dict[str, Any]
     data: bytes | None = None
     """The artifact as the user gave it; None: refit saves the model."""
+    tuning: dict[str, Any] | None = None
+    """The tuning step's record, when it chose `params`."""
 
 
 def run_training(
@@ -89,9 +92,12 @@ def run_training(
     trigger: str = "manual",
     actor: str = "refit train",
     on_step: Step | None = None,
+    on_trial: OnTrial | None = None,
 ) -> TrainResult:
     """Train on a snapshot (default: the newest), register the version, run the gate.
 
+    With `model.tune` (or a clustering's default search of k) the tuning step searches the
+    training rows first; each trial goes to `on_trial` (default: one line to `on_step`).
     The run answers the oldest open training request of the monitor, if any: it records the
     request's trigger (drift, quality) and cause instead of `trigger`."""
     project = services.project
@@ -100,9 +106,27 @@ def run_training(
     check_model_spec(spec, project.root)
 
     def fit(parts: Split) -> Candidate:
+        model_spec, tuning = spec.model, None
+        search = spec.model.tune or default_tune(spec.model)
+        if search is not None:
+            step(f"tuning {', '.join(search.params)} on {len(parts.train)} training rows")
+            champion = services.registry.alias_version(spec.name, PRODUCTION)
+            production = (
+                None if champion is None else services.registry.get_version(spec.name, champion)
+            )
+            tuned = tune(
+                parts.train,
+                spec.data,
+                spec.model.model_copy(update={"tune": search}),
+                project.root,
+                production_params=best_params(production),
+                on_trial=on_trial or (lambda progress: step(trial_line(progress))),
+            )
+            model_spec, tuning = tuned.model_spec, tuned.record
         step(f"fitting on {len(parts.train)} rows")
-        model = fit_model(parts.train, spec.data, spec.model, project.root)
-        return Candidate(model, DEFAULT_FLAVOR, spec.model.format, _params(model, spec))
+        model = fit_model(parts.train, spec.data, model_spec, project.root)
+        params = _params(model, model_spec)
+        return Candidate(model, DEFAULT_FLAVOR, spec.model.format, params, tuning=tuning)
 
     request = open_request(services.registry, spec.name)
     return run_and_register(
@@ -209,6 +233,7 @@ def run_and_register(
                     "split": parts.method.value,
                 },
                 reference=reference,
+                tuning=candidate.tuning,
             ),
         )
     except RefitError as exc:
@@ -332,9 +357,9 @@ def _target(frame: Any, spec: Spec) -> Any:
     return None if spec.data.target is None else target_array(frame, spec.data)
 
 
-def _params(model: Any, spec: Spec) -> dict[str, Any]:
-    params: dict[str, Any] = dict(spec.model.params)
-    if spec.model.estimator is not None and hasattr(model, "steps"):
+def _params(model: Any, model_spec: ModelSpec) -> dict[str, Any]:
+    params: dict[str, Any] = dict(model_spec.params)
+    if model_spec.estimator is not None and hasattr(model, "steps"):
         estimator = model.steps[-1][1]
         params = {k: _json_safe(v) for k, v in estimator.get_params(deep=False).items()}
     return params
