@@ -61,7 +61,9 @@ def _diabetes() -> pd.DataFrame:
 def _wine_measurements() -> pd.DataFrame:
     from sklearn.datasets import load_wine
 
-    return pd.DataFrame(load_wine(as_frame=True).data.rename(columns=_snake))
+    frame = load_wine(as_frame=True).data.rename(columns=_snake)
+    # shuffled: the data lists the cultivars in turn, and every batch should hold all three
+    return pd.DataFrame(frame.sample(frac=1.0, random_state=0).reset_index(drop=True))
 
 
 def _rare_malignant() -> pd.DataFrame:

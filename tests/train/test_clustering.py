@@ -163,17 +163,18 @@ def test_the_silhouette_of_many_rows_is_that_of_a_seeded_sample() -> None:
 
 def test_a_search_over_k_gives_its_curve_as_metrics() -> None:
     tuning = {
+        "metric": "silhouette",
         "trials": [
             {"number": 0, "params": {"n_clusters": 3}, "score": 0.5, "state": "complete"},
             {"number": 1, "params": {"n_clusters": 2}, "score": 0.4, "state": "complete"},
             {"number": 2, "params": {"n_clusters": 4}, "score": None, "state": "failed: x"},
-        ]
+        ],
     }
-    assert search_curve(tuning, "silhouette") == {
+    assert search_curve(tuning) == {
         "silhouette@n_clusters=2": 0.4,
         "silhouette@n_clusters=3": 0.5,
     }
-    assert search_curve(None, "silhouette") == {}
+    assert search_curve(None) == {}
 
 
 def test_a_clustering_splits_without_a_target_and_trains(tmp_path: Path) -> None:
@@ -257,3 +258,19 @@ def test_the_holdout_of_a_clustering_is_the_rows_hash_not_a_label(tmp_path: Path
     )
     kept = again.holdout.merge(rows, how="inner")
     assert len(kept) == len(first.holdout)  # each old row kept its side
+
+
+def test_the_default_search_finds_the_blobs_k_and_records_its_curve(tmp_path: Path) -> None:
+    model = {"task": "clustering", "estimator": KMEANS, "params": {"n_init": 4, "random_state": 0}}
+    root = write_project(tmp_path, blob_rows(), model)
+    with open_services(load_project(root)) as services:
+        result = run_training(services)
+    version = result.version
+    assert version.params["n_clusters"] == CLUSTERS
+    assert version.metrics["clusters"] == CLUSTERS
+    curve = {
+        int(key.rpartition("=")[2]): value for key, value in version.metrics.items() if "@" in key
+    }
+    assert sorted(curve) == list(range(2, 11))
+    assert max(curve, key=curve.__getitem__) == CLUSTERS
+    assert version.tuning is not None and version.tuning["metric"] == "silhouette"

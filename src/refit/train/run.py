@@ -37,7 +37,7 @@ from refit.registry.signing import check_signed
 from refit.registry.tables import TrainRequestRow
 from refit.services import Services
 from refit.signature import Signature, signature_for
-from refit.spec import ArtifactFormat, ModelSpec, Spec
+from refit.spec import ArtifactFormat, ModelSpec, Spec, Task
 from refit.train.checks import check_model_spec, check_target
 from refit.train.gate import decide
 from refit.train.metrics import evaluate, score
@@ -48,6 +48,7 @@ from refit.train.promotion import UnservableVersionError, check_artifacts
 from refit.train.reference import holdout_reference
 from refit.train.split import Split, split
 from refit.train.tuning import OnTrial, best_params, default_tune, trial_line, tune
+from refit.train.unsupervised import search_curve
 
 Step = Callable[[str], None]
 
@@ -223,7 +224,13 @@ def run_and_register(
                 signature=signature.to_dict(),
                 params=candidate.params,
                 metric=spec.model.metric_name,
-                metrics={**metrics, spec.model.metric_name: value},
+                metrics={
+                    **metrics,
+                    spec.model.metric_name: value,
+                    **(
+                        search_curve(candidate.tuning) if spec.model.task is Task.CLUSTERING else {}
+                    ),
+                },
                 snapshot_id=snapshot.id,
                 code_revision=code_revision(project.root),
                 onnx=onnx,

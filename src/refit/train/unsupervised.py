@@ -73,12 +73,13 @@ def uniform_rows(rows: pd.DataFrame, n: int = UNIFORM_ROWS, seed: int = SEED) ->
     return pd.DataFrame(columns, index=pd.RangeIndex(n))
 
 
-def search_curve(tuning: dict[str, Any] | None, metric: str) -> dict[str, float]:
+def search_curve(tuning: dict[str, Any] | None) -> dict[str, float]:
     """The curve of a search over one parameter (a clustering's k) as metric entries:
     `{"silhouette@n_clusters=2": 0.41, ...}`, from a version's `tuning` record; empty for a
     search over several parameters, or none."""
     if not tuning:
         return {}
+    metric = tuning["metric"]
     trials = [t for t in tuning.get("trials", []) if t.get("state") == "complete"]
     names = {name for t in trials for name in t.get("params", {})}
     if len(names) != 1:
