@@ -1,79 +1,77 @@
-"""Projects for clustering and anomaly detection: blobs with a known number of clusters, and
-normal rows with a few far-away anomalies, written as CSV and ingested."""
+"""A clustering and an anomaly detector over the breast-cancer example's 30 features, registered
+as versions of its project the way training registers them (artifact, signature, the ONNX
+file when it passed its parity check), for the server's tests.
+
+    version = register(services, kmeans(features(services)), CLUSTERING, onnx=True)
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import uuid
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import yaml
-from sklearn.datasets import make_blobs
+from sklearn.cluster import KMeans
+from sklearn.ensemble import IsolationForest
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
 
-from refit.data.ingest import run_ingest
-from refit.project import load_project
-from refit.services import open_services
-from refit.spec import SPEC_FILE
+from refit.examples import example_rows
+from refit.flavors import save_model
+from refit.registry import ModelVersionRow
+from refit.services import Services
+from refit.signature import ANOMALY_SCORE, DISTANCES, Output, Signature
+from refit.spec import ArtifactFormat, Task
+from refit.train.onnx_export import export_onnx
 
-CLUSTERS = 4
-LABEL = "anomalous"
-
-
-def blob_rows(rows: int = 400, centers: int = CLUSTERS, seed: int = 0) -> pd.DataFrame:
-    """Well-separated blobs in 3 dimensions, `centers` of them."""
-    X, _ = make_blobs(rows, n_features=3, centers=centers, cluster_std=0.6, random_state=seed)
-    return pd.DataFrame(X, columns=["x", "y", "z"])
-
-
-def anomaly_rows(rows: int = 600, share: float = 0.05, seed: int = 0) -> pd.DataFrame:
-    """Normal rows around 0 and a `share` of anomalies far from them, labelled `anomalous`."""
-    rng = np.random.default_rng(seed)
-    anomalies = int(rows * share)
-    normal = rng.normal(0.0, 1.0, size=(rows - anomalies, 3))
-    far = rng.uniform(4.0, 7.0, size=(anomalies, 3)) * rng.choice([-1.0, 1.0], size=(anomalies, 3))
-    frame = pd.DataFrame(np.vstack([normal, far]), columns=["x", "y", "z"])
-    frame[LABEL] = [False] * len(normal) + [True] * anomalies
-    return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+NAME = "breast-cancer"
+CLUSTERING = Output(Task.CLUSTERING, "int", [0, 1, 2], False, DISTANCES)
+ANOMALY = Output(Task.ANOMALY, "bool", None, False, ANOMALY_SCORE)
 
 
-def write_project(
-    root: Path,
-    rows: pd.DataFrame,
-    model: dict[str, Any],
-    *,
-    target: str | None = None,
-    gate: dict[str, Any] | None = None,
-    name: str = "unsup",
-    ingest: bool = True,
-    **spec: Any,
-) -> Path:
-    """A project of `rows` (float features; `target` the label, if any) and `model`, with
-    its rows ingested unless `ingest=False`."""
-    incoming = root / "data" / "incoming"
-    incoming.mkdir(parents=True, exist_ok=True)
-    rows.to_csv(incoming / "batch-0001.csv", index=False)
-    data: dict[str, Any] = {
-        "source": {"kind": "csv", "path": "data/incoming"},
-        "features": {c: "float" for c in rows.columns if c != target},
-    }
-    if target is not None:
-        data["target"] = target
-    document = {"name": name, "data": data, "model": model, "gate": gate or {}, **spec}
-    (root / SPEC_FILE).write_text(yaml.safe_dump(document, sort_keys=False), "utf-8")
-    if ingest:
-        with open_services(load_project(root)) as services:
-            result = run_ingest(services.project, services.registry, services.store)
-            assert result.status == "accepted", result.message
-    return root
+def features(services: Services) -> pd.DataFrame:
+    """The example's feature columns, in the signature's order."""
+    names = Signature.from_dict(services.registry.get_version(NAME, 1).signature).names
+    return example_rows(NAME)[names].astype("float64")
 
 
-def set_model(root: Path, **fields: Any) -> None:
-    """Rewrite fields of the project's `model` section (None removes one)."""
-    document = yaml.safe_load((root / SPEC_FILE).read_text("utf-8"))
-    for key, value in fields.items():
-        if value is None:
-            document["model"].pop(key, None)
-        else:
-            document["model"][key] = value
-    (root / SPEC_FILE).write_text(yaml.safe_dump(document, sort_keys=False), "utf-8")
+def kmeans(X: pd.DataFrame) -> Pipeline:
+    steps = (SimpleImputer(add_indicator=True), StandardScaler())
+    return make_pipeline(*steps, KMeans(3, n_init=3, random_state=0)).fit(X)
+
+
+def isolation_forest(X: pd.DataFrame) -> Pipeline:
+    detector = IsolationForest(n_estimators=60, contamination=0.1, random_state=0)
+    return make_pipeline(SimpleImputer(add_indicator=True), detector).fit(X)
+
+
+def register(services: Services, model: Any, output: Output, *, onnx: bool) -> int:
+    """A new version of `model` (a copy of v1's row with its own artifact and signature),
+    converted to ONNX and checked (`onnx`), or served natively: the version."""
+    registry, store = services.registry, services.store
+    first = registry.get_version(NAME, 1)
+    signature = Signature(Signature.from_dict(first.signature).inputs, output)
+    columns = {c.key: getattr(first, c.key) for c in ModelVersionRow.__table__.columns}
+    for generated in ("id", "version", "run_id", "created_at"):
+        columns.pop(generated)
+    ref = store.put(save_model(model, ArtifactFormat.JOBLIB), kind="models", suffix=".joblib")
+    converted: dict[str, Any] = {"status": "not converted (a test's version)"}
+    if onnx:
+        X = features(services)
+        nullable = [c.name for c in signature.inputs if c.nullable]
+        export = export_onnx(model, X.head(120), output.task, nullable, output)
+        assert export.status == "ok" and export.data is not None, export.status
+        graph = store.put(export.data, kind="models", suffix=".onnx")
+        converted = {"status": "ok", "uri": graph.uri, "sha256": graph.sha256, "size": graph.size}
+    columns.update(
+        task=output.task.value,
+        format=ArtifactFormat.JOBLIB.value,
+        artifact_uri=ref.uri,
+        artifact_sha256=ref.sha256,
+        artifact_size=ref.size,
+        signature=signature.to_dict(),
+        onnx=converted,
+    )
+    run = registry.start_run(uuid.uuid4().hex, NAME, first.snapshot_id, "test")
+    return registry.register_version(run.id, ModelVersionRow(**columns)).version

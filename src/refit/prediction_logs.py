@@ -9,9 +9,18 @@ A predictions file has one row per predicted row:
     version      int32      the version that answered
     input.NAME   ...        each input of the signature: float64, int64 (nullable), bool or
                             string, null where the request held none
-    prediction   string | float64   a classifier's label as JSON text (`label_text`), a
-                            regressor's value
-    probabilities list<float64>     a classifier's probabilities, in its classes' order
+    prediction   string | float64   a label as JSON text (`label_text`: a classifier's class,
+                            a clustering's cluster id, an anomaly detector's flag `true` or
+                            `false`), a regressor's value; null where the answer was withheld
+    probabilities list<float64>     a classifier's (or mixture's) probabilities, in its
+                            classes' order
+    distances    list<float64>      a clustering's distance to each centre, in its classes'
+                            order (k-means)
+    score        float64    an anomaly detector's score (higher is more anomalous)
+    withheld     bool       whether `postprocess` withheld the answer (files of versions
+                            that withheld some answer; a row withheld holds no answer)
+
+Files written before a column existed lack it: `read_logs` gives it as null there.
 
 A feedback file has one row per true value a client sent:
 
@@ -37,13 +46,15 @@ import numpy as np
 import orjson
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from refit.artifacts import ArtifactStore
 from refit.predictions import Columns, MatrixColumns, Predictions
 from refit.registry.tables import PredictionLogRow
-from refit.signature import Signature
-from refit.spec import FeatureType
+from refit.signature import ANOMALY_SCORE, Output, Signature
+from refit.signature import DISTANCES as DISTANCES_SCORES
+from refit.spec import FeatureType, Task
 
 Array = np.ndarray[Any, Any]
 
@@ -53,6 +64,9 @@ AT = "at"
 VERSION = "version"
 PREDICTION = "prediction"
 PROBABILITIES = "probabilities"
+DISTANCES = "distances"
+SCORE = "score"
+WITHHELD = "withheld"
 VALUE = "value"
 INPUT = "input."
 """The prefix of an input's column: `input.tenure`."""
@@ -84,8 +98,14 @@ def from_label_text(text: str) -> Any:
     return orjson.loads(text)
 
 
-def predictions_schema(signature: Signature) -> pa.Schema:
-    """The columns of a predictions file of a model with `signature`."""
+def labelled(output: Output) -> bool:
+    """Whether the `prediction` column holds labels (as `label_text`), rather than values."""
+    return output.classes is not None or output.task is Task.ANOMALY
+
+
+def predictions_schema(signature: Signature, withheld: bool = False) -> pa.Schema:
+    """The columns of a predictions file of a model with `signature` (and `withheld`, for
+    answers of which some were withheld)."""
     fields = [
         pa.field(REQUEST_ID, pa.string(), nullable=False),
         pa.field(ROW, pa.int32(), nullable=False),
@@ -93,10 +113,16 @@ def predictions_schema(signature: Signature) -> pa.Schema:
         pa.field(VERSION, pa.int32(), nullable=False),
     ]
     fields += [pa.field(input_column(c.name), _INPUT_TYPES[c.type]) for c in signature.inputs]
-    classifier = signature.output.classes is not None
-    fields.append(pa.field(PREDICTION, pa.string() if classifier else pa.float64()))
-    if classifier and signature.output.probabilities:
+    output = signature.output
+    fields.append(pa.field(PREDICTION, pa.string() if labelled(output) else pa.float64()))
+    if output.classes is not None and output.probabilities:
         fields.append(pa.field(PROBABILITIES, pa.list_(pa.float64())))
+    if output.scores == DISTANCES_SCORES:
+        fields.append(pa.field(DISTANCES, pa.list_(pa.float64())))
+    elif output.scores == ANOMALY_SCORE:
+        fields.append(pa.field(SCORE, pa.float64()))
+    if withheld:
+        fields.append(pa.field(WITHHELD, pa.bool_(), nullable=False))
     return pa.schema(fields)
 
 
@@ -110,10 +136,11 @@ FEEDBACK_SCHEMA = pa.schema(
 )
 
 
-Answered = tuple[str, float, int, Any, "Array", "Array | None"]
+Answered = tuple[str, float, int, Any, "Array", "Array | None", "Array | None", "Array | None"]
 """One request's answers as a server keeps them until they are written: its request id, the
 `time.time()` of the answer, the version, its checked inputs (their float matrix, or the
-`Columns`), its labels and its probabilities (or None). Made by `answered`."""
+`Columns`), its labels, its probabilities, its scores and its rows withheld (each None
+without them). Made by `answered`."""
 
 
 def answered(
@@ -125,7 +152,8 @@ def answered(
     per-value lists of the request are freed with it), so thousands of buffered requests add
     nothing to what a collection scans."""
     inputs = columns.matrix if isinstance(columns, MatrixColumns) else columns
-    return (request_id, at, version, inputs, predictions.labels, predictions.probabilities)
+    p = predictions
+    return (request_id, at, version, inputs, p.labels, p.probabilities, p.scores, p.withheld)
 
 
 def answered_rows(entry: Answered) -> int:
@@ -155,11 +183,12 @@ def predictions_table(signature: Signature, answers: Sequence[Answered]) -> pa.T
     """The rows of `answers` (requests answered by one version of a model of `signature`) in
     the columns of `predictions_schema(signature)`: a few C-speed passes over the requests,
     the values converted by numpy and Arrow."""
-    schema = predictions_schema(signature)
-    ids, moments, versions, parts, labels, probabilities = (
+    ids, moments, versions, parts, labels, probabilities, scores, withholding = (
         list(map(itemgetter(i), answers))
-        for i in range(6)  # zip(*answers) is slower
+        for i in range(8)  # zip(*answers) is slower
     )
+    withheld = _withheld(withholding, labels)
+    schema = predictions_schema(signature, withheld is not None)
     counts = np.fromiter(map(len, labels), np.int64, len(answers))
     total = int(counts.sum())
     starts = np.repeat(np.cumsum(counts) - counts, counts)
@@ -180,26 +209,52 @@ def predictions_table(signature: Signature, answers: Sequence[Answered]) -> pa.T
             values = (p[:, j].tolist() if isinstance(p, np.ndarray) else p[j] for p in parts)
             columns.append(pa.array(list(chain.from_iterable(values)), kind))
     predicted = np.concatenate(labels)
-    classifier = signature.output.classes is not None
-    if classifier:
+    output = signature.output
+    if labelled(output):
         # Each distinct label written once as `label_text`, then taken by index.
         encoded = pa.array(predicted).dictionary_encode()
         texts = [label_text(label) for label in encoded.dictionary.to_pylist()]
-        columns.append(pa.array(texts, pa.string()).take(encoded.indices))
+        chosen = pa.array(texts, pa.string()).take(encoded.indices)
+        if withheld is not None:
+            chosen = pc.if_else(pa.array(withheld), pa.scalar(None, pa.string()), chosen)
+        columns.append(chosen)
     else:
-        columns.append(pa.array(predicted.astype(np.float64), pa.float64()))
-    if classifier and signature.output.probabilities:
-        columns.append(_probabilities(probabilities, total))
+        columns.append(pa.array(predicted.astype(np.float64), pa.float64(), mask=withheld))
+    if output.classes is not None and output.probabilities:
+        columns.append(_lists(probabilities, total, withheld))
+    if output.scores == DISTANCES_SCORES:
+        columns.append(_lists(scores, total, withheld))
+    elif output.scores == ANOMALY_SCORE:
+        if any(part is None for part in scores):
+            columns.append(pa.nulls(total, pa.float64()))
+        else:
+            score = np.concatenate(scores).astype(np.float64)
+            columns.append(pa.array(score, pa.float64(), mask=withheld))
+    if withheld is not None:
+        columns.append(pa.array(withheld, pa.bool_()))
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _probabilities(parts: Sequence[Array | None], total: int) -> pa.Array:
-    if any(part is None for part in parts):  # a classifier that gave none: no value
+def _withheld(parts: Sequence[Array | None], labels: Sequence[Array]) -> Array | None:
+    """Which rows were withheld, over all the answers (None when no row was)."""
+    if all(part is None or not part.any() for part in parts):
+        return None
+    flags = [
+        np.zeros(len(rows), bool) if part is None else part
+        for part, rows in zip(parts, labels, strict=True)
+    ]
+    return np.concatenate(flags).astype(bool)
+
+
+def _lists(parts: Sequence[Array | None], total: int, withheld: Array | None) -> pa.Array:
+    """Each row's values of `parts` ([rows, C] arrays) as a list, null where withheld."""
+    if any(part is None for part in parts):  # a model that gave none: no value
         return pa.nulls(total, pa.list_(pa.float64()))
     matrix = np.concatenate([part for part in parts if part is not None]).astype(np.float64)
     width = matrix.shape[1]
     offsets = pa.array(np.arange(0, total * width + 1, width, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1)))
+    mask = None if withheld is None else pa.array(withheld)
+    return pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1)), mask=mask)
 
 
 def feedback_table(told: Sequence[Told]) -> pa.Table:

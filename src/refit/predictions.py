@@ -166,8 +166,9 @@ class NonFiniteOutputError(Exception):
         self.what = what
 
 
-def check_finite(labels: Array, proba: Array | None) -> None:
-    """Raise `NonFiniteOutputError` unless every row's label and probabilities are values."""
+def check_finite(labels: Array, proba: Array | None, scores: Array | None = None) -> None:
+    """Raise `NonFiniteOutputError` unless every row's label, probabilities and scores (a
+    clustering's distances, an anomaly detector's score) are values."""
     rows = len(labels)
     if not rows:
         return
@@ -178,7 +179,11 @@ def check_finite(labels: Array, proba: Array | None) -> None:
         fine = kind != "O" or not any(map(_null, labels.flat))
     # One pass when all is well (NaN and infinities make the sum of probabilities NaN or
     # infinite); the rows at fault are found only when something is not.
-    if fine and (proba is None or math.isfinite(proba.sum())):
+    if (
+        fine
+        and (proba is None or math.isfinite(proba.sum()))
+        and (scores is None or math.isfinite(scores.sum()))
+    ):
         return
     bad = np.zeros(rows, dtype=bool)
     what = "NaN or an infinity as its prediction"
@@ -191,6 +196,11 @@ def check_finite(labels: Array, proba: Array | None) -> None:
         unusable = ~np.isfinite(proba).reshape(rows, -1).all(axis=1)
         if not bad.any():
             what = "NaN or an infinity among its probabilities"
+        bad |= unusable
+    if scores is not None and not np.isfinite(scores).all():
+        unusable = ~np.isfinite(scores).reshape(rows, -1).all(axis=1)
+        if not bad.any():
+            what = "NaN or an infinity among its scores"
         bad |= unusable
     if bad.any():
         raise NonFiniteOutputError(np.flatnonzero(bad).tolist(), what)

@@ -19,7 +19,7 @@ from refit.signature import ANOMALY_SCORE, Output, anomaly_score, signature_for
 from refit.spec import DataSpec, Task
 from refit.train.metrics import evaluate, score
 from refit.train.run import run_training
-from unsupervised import LABEL, anomaly_rows, set_model, write_project
+from unlabelled import LABEL, anomaly_rows, set_model, write_project
 
 FOREST = "sklearn.ensemble.IsolationForest"
 GOOD: dict[str, Any] = {"n_estimators": 25, "random_state": 0}

@@ -27,7 +27,7 @@ from refit.train.metrics import evaluate, score
 from refit.train.run import run_training
 from refit.train.split import split
 from refit.train.unsupervised import evaluation_space, search_curve
-from unsupervised import CLUSTERS, blob_rows, set_model, write_project
+from unlabelled import CLUSTERS, blob_rows, set_model, write_project
 
 KMEANS = "sklearn.cluster.KMeans"
 

@@ -23,14 +23,20 @@ import pandas as pd
 from refit.errors import ArtifactError, InputError, Problem, RefitError
 from refit.flavors._onnx_matrix import MATRIX_INPUT, take_matrix
 from refit.flavors._onnx_names import input_names, rename_inputs
+from refit.flavors._onnx_outputs import answer
+from refit.flavors._onnx_predictor import OnnxPredictor
 from refit.flavors._skl2onnx import fixed_converters
-from refit.predictions import Columns, Fetch, Predictions, Ready, check_finite
+from refit.predictions import Fetch, Ready
 from refit.signature import Signature
 from refit.spec import ArtifactFormat, Task
 from refit.values import MISSING_CATEGORY, category_text
 
 if TYPE_CHECKING:
     from refit.registry.tables import ModelVersionRow
+
+RUNTIME = "onnx"
+"""The runtime of a version served by ONNX Runtime."""
+__all__ = ["RUNTIME", "OnnxModel", "OnnxPredictor", "convert", "load", "onnx_estimator", "serve"]
 
 
 class UnsupportedModelError(Exception):
@@ -75,7 +81,9 @@ def convert(model: Any, sample: pd.DataFrame) -> bytes:
     for per_feature, layout in zip((True, False), layouts, strict=False):
         try:
             with fixed_converters():
-                onx = to_onnx(model, initial_types=layout, options=options, target_opset=None)
+                onx = to_onnx(
+                    model, initial_types=layout, options=options, target_opset=_opsets(model)
+                )
             if per_feature:
                 rename_inputs(onx, input_names([name for name, _ in layout]))
                 if not texts:
@@ -84,6 +92,18 @@ def convert(model: Any, sample: pd.DataFrame) -> bytes:
         except Exception as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
     raise UnsupportedModelError(errors[0])
+
+
+def _opsets(model: Any) -> dict[str, int] | None:
+    """The opsets to convert `model` to (None: the newest skl2onnx knows). skl2onnx 1.20's
+    IsolationForest converter refuses the newest `ai.onnx.ml` (4) and converts to 3."""
+    from skl2onnx import get_latest_tested_opset_version
+    from sklearn.ensemble import IsolationForest
+
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    if isinstance(final, IsolationForest):
+        return {"": get_latest_tested_opset_version(), "ai.onnx.ml": 3}
+    return None
 
 
 _INPUT_TYPES: dict[str, Any] = {
@@ -205,6 +225,10 @@ class OnnxModel:
     def run(self, matrix: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], Any]:
         """Labels (or values) and class probabilities (None for regressors) of `matrix`,
         a float array of shape [rows, features] in `columns` order (NaN: missing)."""
+        return self.read(self.results(matrix))
+
+    def results(self, matrix: np.ndarray[Any, Any]) -> list[Any]:
+        """The graph's outputs for `matrix` (as `run` takes it), as ONNX Runtime gives them."""
         feeds = {}
         for name, j, dtype, rank in self._feeds:
             part = matrix if j is None else (matrix[:, j : j + 1] if rank == 2 else matrix[:, j])
@@ -216,11 +240,16 @@ class OnnxModel:
                     )
                 part = part.astype(dtype)
             feeds[name] = part
-        return self._answer(self.session.run(None, feeds))
+        results: list[Any] = self.session.run(None, feeds)
+        return results
 
     def run_columns(self, columns: Sequence[Sequence[Any]]) -> tuple[np.ndarray[Any, Any], Any]:
         """As `run`, from one list of values per feature in `columns` order (None: missing;
         categories as text), each fed to its own input: the way to feed categories."""
+        return self.read(self.column_results(columns))
+
+    def column_results(self, columns: Sequence[Sequence[Any]]) -> list[Any]:
+        """The graph's outputs for `columns` (as `run_columns` takes them)."""
         feeds = {}
         for name, j, dtype, rank in self._feeds:
             if j is None:
@@ -245,46 +274,27 @@ class OnnxModel:
                     )
                 part = np.array(values, dtype=dtype)
             feeds[name] = part.reshape(-1, 1) if rank == 2 else part
-        return self._answer(self.session.run(None, feeds))
+        results: list[Any] = self.session.run(None, feeds)
+        return results
 
-    def _answer(self, results: list[Any]) -> tuple[np.ndarray[Any, Any], Any]:
-        first = np.asarray(results[0])
-        if self.proba_only:
-            assert self.classes is not None
-            return np.asarray(self.classes, dtype=object)[first.argmax(axis=1)], first
-        if first.ndim == 2 and first.shape[1] == 1:
-            first = first[:, 0]
-        if self.bool_labels and first.dtype.kind in "iu":
-            first = first.astype(bool)  # ONNX has no bool labels: classes False, True as 0, 1
-        if len(results) == 1:
-            return first, None
-        proba = results[1]
-        if isinstance(proba, list):  # ZipMap: one {class: probability} map per row
-            proba = self._unzip(proba)
-        return first, np.asarray(proba)
-
-    def _unzip(self, maps: list[dict[Any, float]]) -> np.ndarray[Any, Any]:
-        if not maps:
-            return np.zeros((0, len(self.classes or [])))
-        classes = self.classes or sorted(maps[0])
-        keys = {str(key): key for key in maps[0]}
-        if sorted(keys) != sorted(str(c) for c in classes):
-            raise ArtifactError(
-                f"the ONNX model gives probabilities of classes {', '.join(keys)}, not of "
-                f"the model's classes {', '.join(map(str, classes))}"
-            )
-        order = [keys[str(c)] for c in classes]
-        return np.array([[row[k] for k in order] for row in maps], dtype=np.float64)
+    def read(self, results: list[Any]) -> tuple[np.ndarray[Any, Any], Any]:
+        """Labels (or values) and class probabilities of a classifier's or regressor's
+        `results` (see `refit.flavors._onnx_outputs`)."""
+        return answer(results, self.classes, self.proba_only, self.bool_labels)
 
     def run_frame(self, frame: pd.DataFrame) -> tuple[np.ndarray[Any, Any], Any]:
+        return self.read(self.frame_results(frame))
+
+    def frame_results(self, frame: pd.DataFrame) -> list[Any]:
+        """The graph's outputs for the rows of `frame` (its `columns`, as served)."""
         if self.texts:
             columns = [
                 [None if pd.isna(v) else v for v in frame[name].tolist()] for name in self.columns
             ]
-            return self.run_columns(columns)
+            return self.column_results(columns)
         dtype = np.float32 if self.float32 else np.float64
         matrix = frame[self.columns].astype(dtype).to_numpy(na_value=np.nan)
-        return self.run(np.ascontiguousarray(matrix, dtype=dtype))
+        return self.results(np.ascontiguousarray(matrix, dtype=dtype))
 
 
 def _unmatched(names: Sequence[str], columns: Sequence[str]) -> str:
@@ -345,43 +355,6 @@ def load(data: bytes, fmt: ArtifactFormat, signature: Signature | None = None) -
     if signature is None:
         raise ArtifactError("an ONNX model is loaded with the signature it was registered with")
     return onnx_estimator(data, signature.names, signature.output.classes)
-
-
-RUNTIME = "onnx"
-"""The runtime of a version served by ONNX Runtime."""
-
-
-class OnnxPredictor:
-    """An ONNX model run by ONNX Runtime: fed one matrix of the columns (numbers only), or each
-    column to its own input (categories as text)."""
-
-    quick = True  # tens of microseconds for a few rows
-
-    def __init__(self, onnx: OnnxModel, signature: Signature) -> None:
-        self.onnx = onnx
-        output = signature.output
-        self.proba = output.task is Task.CLASSIFICATION and output.probabilities
-        self.classes = tuple(str(c) for c in output.classes or [])
-        self.regression = output.task is Task.REGRESSION
-        self.dtype = np.float32 if onnx.float32 else np.float64
-
-    def predict(self, columns: Columns) -> Predictions:
-        matrix = getattr(columns, "matrix", None)  # float columns checked as one matrix
-        if self.onnx.texts:  # categories: each feature to its own input
-            labels, proba = self.onnx.run_columns(columns)
-        elif matrix is not None:  # run() casts it to the graph's type, a copy
-            labels, proba = self.onnx.run(matrix)
-        else:  # None becomes NaN, which the converted imputers treat as missing
-            matrix = np.array(columns, dtype=self.dtype).T
-            labels, proba = self.onnx.run(np.ascontiguousarray(matrix))
-        labels = np.asarray(labels)
-        proba = None if proba is None else np.asarray(proba, dtype=np.float64)
-        check_finite(labels, proba if self.proba else None)
-        if self.regression:
-            return Predictions(np.asarray(labels, dtype=np.float64))
-        if not self.proba or proba is None:
-            return Predictions(labels)
-        return Predictions(labels, proba.round(6), self.classes)
 
 
 def serve(

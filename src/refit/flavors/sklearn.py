@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import joblib
 import numpy as np
+import pandas as pd
 
 from refit.errors import ArtifactError, ArtifactPathError, RefitError
 from refit.flavors.onnx import RUNTIME as ONNX_RUNTIME
 from refit.flavors.onnx import OnnxModel, OnnxPredictor
 from refit.predictions import Columns, Fetch, Predictions, Ready, check_finite, frame_of
 from refit.redaction import for_clients
-from refit.signature import Signature
+from refit.signature import DISTANCES, Signature
 from refit.spec import ArtifactFormat, Task
 
 if TYPE_CHECKING:
@@ -148,7 +149,14 @@ def _error(exc: BaseException) -> str:
 
 
 class SklearnPredictor:
-    """A scikit-learn style model: `predict`, and `predict_proba` for classifiers."""
+    """A scikit-learn style model: `predict`, and `predict_proba` for classifiers.
+
+    A clustering answers its cluster ids (`predict`), each row's distance to each centre
+    (`transform`, when its output has `distances`) and a mixture's memberships
+    (`predict_proba`). An anomaly detector answers its score, `-decision_function(X)` (higher
+    is more anomalous), and flags the rows whose score is above 0: the rows its `predict`
+    answers -1 for (IsolationForest, OneClassSVM, LocalOutlierFactor with `novelty=True` and
+    EllipticEnvelope all flag `decision_function(X) < 0`)."""
 
     quick = False  # a millisecond per call: run in a thread, beside the event loop
 
@@ -156,31 +164,50 @@ class SklearnPredictor:
         self.model = model
         self.inputs = signature.inputs
         output = signature.output
-        self.proba = output.task is Task.CLASSIFICATION and output.probabilities
+        self.task = output.task
+        self.proba = output.probabilities and output.task in (Task.CLASSIFICATION, Task.CLUSTERING)
+        self.distances = output.task is Task.CLUSTERING and output.scores == DISTANCES
         self.classes = tuple(str(c) for c in output.classes or [])
         from sklearn.pipeline import Pipeline  # loaded already: the model was unpickled
 
         self.final, self.head = model, None
-        if isinstance(model, Pipeline) and hasattr(model[-1], "predict_proba"):
-            # The pipeline's own class runs its steps, as its predict would (a subclass may
-            # skip some, as imbalanced-learn's skips samplers).
+        # A pipeline's steps before the estimator run once for all its answers, as each of
+        # Pipeline.predict, predict_proba, transform and decision_function would run them.
+        # (The pipeline's own class runs its steps, as its predict would: a subclass may skip
+        # some, as imbalanced-learn's skips samplers.)
+        self.labels_only = not (self.proba or self.distances or self.task is Task.ANOMALY)
+        if isinstance(model, Pipeline) and not self.labels_only:
             self.final, self.head = model[-1], model[:-1]
 
     def predict(self, columns: Columns) -> Predictions:
-        frame = frame_of(self.inputs, columns)
-        if not self.proba:
+        return self.predict_frame(frame_of(self.inputs, columns))
+
+    def predict_frame(self, frame: pd.DataFrame) -> Predictions:
+        """The answers for the rows of `frame` (the model's features, typed as served)."""
+        if self.labels_only:
             values = np.asarray(self.model.predict(frame))
             check_finite(values, None)
+            if self.task is Task.CLUSTERING:
+                values = values.astype(np.int64, copy=False)  # ids as ONNX gives them
             return Predictions(values)
-        # A pipeline's steps before the estimator run once for both answers, as each of
-        # Pipeline.predict and Pipeline.predict_proba would run them.
         final, features = self.final, frame
         if self.head is not None:
             features = self.head.transform(features)
+        if self.task is Task.ANOMALY:
+            score = -np.asarray(final.decision_function(features), dtype=np.float64).reshape(-1)
+            flags = score > 0
+            check_finite(flags, None, score)
+            return Predictions(flags, scores=score)
         values = np.asarray(final.predict(features))
-        proba = np.asarray(final.predict_proba(features), dtype=float).round(6)
-        check_finite(values, proba)
-        return Predictions(values, proba, self.classes)
+        if self.task is Task.CLUSTERING:
+            values = values.astype(np.int64, copy=False)  # ids as ONNX gives them
+        proba = distances = None
+        if self.proba:
+            proba = np.asarray(final.predict_proba(features), dtype=float).round(6)
+        if self.distances:
+            distances = np.asarray(final.transform(features), dtype=float).round(6)
+        check_finite(values, proba, distances)
+        return Predictions(values, proba, self.classes, distances)
 
 
 def serve(

@@ -38,6 +38,7 @@ from refit.prediction_logs import (
     VERSION,
     input_column,
     label_text,
+    labelled,
     read_logs,
 )
 from refit.registry import ModelVersionRow
@@ -219,7 +220,7 @@ def _version_drift(
         )
     reference = version.reference
     if reference is not None and PREDICTION in live.columns:
-        classifier = signature.output.classes is not None
+        classifier = labelled(signature.output)  # labels are logged as text
         if classifier:
             ref_values: list[Any] = [label_text(v) for v in reference["predictions"]]
             live_values: list[Any] = live[PREDICTION].tolist()

@@ -328,7 +328,8 @@ def create_app(
         if app.openapi_schema is not None and app.state.openapi_version == versions:
             return app.openapi_schema
         signatures = [model.signature if model else None for model in served]
-        schema = openapi_document(app, signatures, state.default.max_batch_rows)
+        withholds = [model is not None and model.withholds for model in served]
+        schema = openapi_document(app, signatures, state.default.max_batch_rows, withholds)
         document_access(schema, access)
         app.openapi_schema, app.state.openapi_version = schema, versions
         return schema

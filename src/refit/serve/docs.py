@@ -84,11 +84,15 @@ def add_docs(app: FastAPI) -> None:
 
 
 def openapi_document(
-    app: FastAPI, signatures: Sequence[Signature | None], max_rows: int | None = None
+    app: FastAPI,
+    signatures: Sequence[Signature | None],
+    max_rows: int | None = None,
+    withholds: Sequence[bool] = (),
 ) -> dict[str, Any]:
     """The OpenAPI document of `app` while it serves a version of each of `signatures` (None:
     none yet), one per model; with several, a record or prediction is any of theirs.
-    `max_rows` is the server's `serve.max_batch_rows`."""
+    `max_rows` is the server's `serve.max_batch_rows`; `withholds[i]`: the version served of
+    model `i` may withhold answers (its `postprocess`)."""
     document = get_openapi(
         title=app.title, version=app.version, description=app.description, routes=app.routes
     )
@@ -96,7 +100,7 @@ def openapi_document(
     schemas = components.setdefault("schemas", {})
     for name in _FASTAPI_VALIDATION:
         schemas.pop(name, None)
-    schemas.update(_components(signatures, max_rows))
+    schemas.update(_components(signatures, max_rows, withholds))
     components.setdefault("responses", {})["UnknownPath"] = dict(UNKNOWN_PATH)
     components.setdefault("headers", {})["RequestId"] = REQUEST_ID
     responses = [components["responses"]["UnknownPath"]]
@@ -121,8 +125,13 @@ _PER_MODEL = ("Record", "Records", "Prediction", "Predictions", "FeedbackItem")
 """The schemas drawn from a model's signature."""
 
 
-def _components(signatures: Sequence[Signature | None], max_rows: int | None) -> dict[str, Any]:
-    first, *others = [openapi_components(signature, max_rows) for signature in signatures]
+def _components(
+    signatures: Sequence[Signature | None], max_rows: int | None, withholds: Sequence[bool]
+) -> dict[str, Any]:
+    first, *others = [
+        openapi_components(signature, max_rows, i < len(withholds) and withholds[i])
+        for i, signature in enumerate(signatures)
+    ]
     for name in _PER_MODEL if others else ():
         each = [{k: v for k, v in c[name].items() if k != "title"} for c in (first, *others)]
         first[name] = {"title": name, "anyOf": each}

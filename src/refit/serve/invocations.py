@@ -80,7 +80,12 @@ def invocations_router(state: ServerState) -> tuple[APIRouter, list[CodecRoute]]
     async def version() -> Response:
         return PlainTextResponse(__version__)
 
-    predictions = {"type": "array", "description": "One prediction per row, in order."}
+    predictions = {
+        "type": "array",
+        "description": "One prediction per row, in order: its label; for a clustering with "
+        "distances or probabilities, or an anomaly detector, an object of `prediction` and "
+        "`distances`, `probabilities` or `score`; null for a row whose answer was withheld.",
+    }
 
     @router.post(
         "/invocations",
@@ -107,8 +112,8 @@ def invocations_router(state: ServerState) -> tuple[APIRouter, list[CodecRoute]]
                 return mlflow.csv_columns(reader, body), None
             return mlflow.json_columns(reader, parse_json(body, reader.max_separators)), None
 
-        _, _, predictions = await state.read_and_predict(request, state.name, read)
-        return mlflow.answer(predictions)
+        model, _, predictions = await state.read_and_predict(request, state.name, read)
+        return mlflow.answer(predictions, model.signature.output)
 
     return router, [CodecRoute("/invocations", invocations, mlflow.error)]
 

@@ -28,6 +28,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from refit.predictions import Predictions
 from refit.serve._multiprocess import DIRECTORY_ENV
 from refit.signature import Output
+from refit.spec import Task
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -112,14 +113,15 @@ class ServerMetrics:
 
         self.predictions = Counter(
             "refit_predictions",
-            "A classifier's predictions, by model and predicted class.",
+            "A classifier's predictions by predicted class, a clustering's by cluster id, an "
+            "anomaly detector's by flag (True: an anomaly), by model.",
             ["model", "class"],
             registry=r,
         )
         self.predicted_value = Histogram(
             "refit_predicted_value",
-            "A regressor's predicted values, by model; buckets at each power of ten from "
-            "0.01 to 1e6, on both sides of 0.",
+            "A regressor's predicted values or an anomaly detector's scores, by model; "
+            "buckets at each power of ten from 0.01 to 1e6, on both sides of 0.",
             ["model"],
             buckets=VALUE_BUCKETS,
             registry=r,
@@ -192,13 +194,17 @@ def _drop_dead_workers(directory: str) -> None:
 
 class PredictionCounter:
     """Counts what one model predicts, per call of the model (never per row in Python): a
-    classifier's predictions by class, a regressor's values in a histogram. `output` is set
-    to the served version's at each swap (versions of one model have the same task)."""
+    classifier's predictions by class (a clustering's by cluster id, an anomaly detector's by
+    flag), a regressor's values (an anomaly detector's scores) in a histogram; rows whose
+    answer was withheld are not counted. `output` is set to the served version's at each swap
+    (versions of one model have the same task)."""
 
     def __init__(self, metrics: ServerMetrics, name: str) -> None:
         self.metrics = metrics
         self.name = name
         self.output: Output | None = None
+        self.counted = False
+        self.observed: str | None = None
         self._classes: dict[Any, Any] = {}
         self._values: Any = None
 
@@ -206,9 +212,13 @@ class PredictionCounter:
         """Count for a version of `output` from now on; its classes (or the histogram) are
         exported at 0 from then on."""
         self.output = output
-        for label in output.classes or ():
+        anomaly = output.task is Task.ANOMALY
+        classes = [False, True] if anomaly else output.classes
+        self.counted = classes is not None
+        self.observed = "scores" if anomaly else ("labels" if classes is None else None)
+        for label in classes or ():
             self._class(label)
-        if output.classes is None and self._values is None:
+        if self.observed is not None and self._values is None:
             self._values = self.metrics.predicted_value.labels(self.name)
 
     def _class(self, label: Any) -> Any:
@@ -219,18 +229,24 @@ class PredictionCounter:
         return child
 
     def __call__(self, predictions: Predictions) -> None:
-        output, labels = self.output, predictions.labels
+        output, labels, scores = self.output, predictions.labels, predictions.scores
         if output is None or not len(labels):
             return
-        if output.classes is not None:
+        if predictions.withheld is not None:  # only what was answered
+            answered = ~predictions.withheld
+            labels = labels[answered]
+            scores = None if scores is None else scores[answered]
+        if self.counted:
             if len(labels) == 1:
                 self._class(labels[0]).inc()
-                return
-            found, counts = np.unique(labels, return_counts=True)
-            for label, count in zip(found.tolist(), counts.tolist(), strict=True):
-                self._class(label).inc(count)
-        elif self._values is not None:
-            observe_many(self._values, labels)
+            else:
+                found, counts = np.unique(labels, return_counts=True)
+                for label, count in zip(found.tolist(), counts.tolist(), strict=True):
+                    self._class(label).inc(count)
+        if self._values is not None:
+            values = scores if self.observed == "scores" else labels
+            if values is not None:
+                observe_many(self._values, values)
 
 
 def observe_many(histogram: Any, values: Any) -> None:

@@ -62,6 +62,12 @@ class LoadedModel:
     """The full error of an ONNX artifact that failed to load, served natively instead."""
     loaded_at: datetime = field(default_factory=utcnow)
 
+    @property
+    def withholds(self) -> bool:
+        """Whether its answers may withhold rows (`Predictions.withheld`): a predictor that
+        may (one running a version's `model.postprocess`) says so with `withholds = True`."""
+        return bool(getattr(self.predictor, "withholds", False))
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,

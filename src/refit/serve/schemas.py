@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from refit.flavors import RUNTIMES
+from refit.serve._answer_schemas import answer_properties
 from refit.serve._logging import MAX_REQUEST_ID, REQUEST_ID_PATTERN
 from refit.serve.codecs import mlflow
 from refit.signature import InputColumn, Signature
@@ -40,17 +41,20 @@ def _field(column: InputColumn) -> dict[str, Any]:
     return schema
 
 
-def openapi_components(signature: Signature | None, max_rows: int | None = None) -> dict[str, Any]:
+def openapi_components(
+    signature: Signature | None, max_rows: int | None = None, withholds: bool = False
+) -> dict[str, Any]:
     """`components.schemas` entries: Record, Records, Prediction, Predictions and FeedbackItem
     from the signature, and the fixed schemas that the routes' responses refer to; `max_rows`
-    is the server's `serve.max_batch_rows`, which bounds a feedback's row number."""
+    is the server's `serve.max_batch_rows`, which bounds a feedback's row number; `withholds`:
+    the served version's `postprocess` may withhold answers."""
     if signature is None:
         record: dict[str, Any] = {
             "type": "object",
             "description": "The model's input fields (none is served yet: see /v1/models).",
         }
         label: dict[str, Any] = {}
-        proba = False
+        proba, scores = False, None
     else:
         record = {
             "type": "object",
@@ -61,23 +65,8 @@ def openapi_components(signature: Signature | None, max_rows: int | None = None)
         label = {"type": _OUTPUT_TYPES[signature.output.type]}
         if signature.output.classes:
             label["enum"] = signature.output.classes
-        proba = signature.output.probabilities
-    probabilities = {"type": "object", "additionalProperties": {"type": "number"}}
-    one: dict[str, Any] = {
-        "model": {"type": "string"},
-        "version": {"type": "integer"},
-        "id": _ANSWER_ID,
-        "prediction": label,
-    }
-    many: dict[str, Any] = {
-        "model": {"type": "string"},
-        "version": {"type": "integer"},
-        "id": _ANSWER_ID,
-        "predictions": {"type": "array", "items": label},
-    }
-    if proba:
-        one["probabilities"] = probabilities
-        many["probabilities"] = {"type": "array", "items": probabilities}
+        proba, scores = signature.output.probabilities, signature.output.scores
+    one, many = answer_properties(label, proba, scores, withholds, _ANSWER_ID)
     return {
         "Record": {"title": "Record", **record},
         "Records": {
@@ -97,13 +86,13 @@ def openapi_components(signature: Signature | None, max_rows: int | None = None)
             "title": "Prediction",
             "type": "object",
             "properties": one,
-            "required": [k for k in one if k != "probabilities"],
+            "required": ["model", "version", "id", "prediction"],
         },
         "Predictions": {
             "title": "Predictions",
             "type": "object",
             "properties": many,
-            "required": [k for k in many if k != "probabilities"],
+            "required": ["model", "version", "id", "predictions"],
         },
         **_feedback_schemas(label, max_rows),
         **_STATUS_SCHEMAS,

@@ -36,7 +36,7 @@ from refit.registry.monitoring import answer_request, open_request
 from refit.registry.signing import check_signed
 from refit.registry.tables import TrainRequestRow
 from refit.services import Services
-from refit.signature import Signature, signature_for
+from refit.signature import Output, Signature, signature_for
 from refit.spec import ArtifactFormat, ModelSpec, Spec, Task
 from refit.train.checks import check_model_spec, check_target
 from refit.train.gate import decide
@@ -209,7 +209,7 @@ def run_and_register(
             with _timed(timings, "onnx_s"):
                 step("converting to ONNX and checking parity on the holdout")
                 nullable = [c.name for c in signature.inputs if c.nullable]
-                onnx = _onnx(model, X, spec, nullable, store)
+                onnx = _onnx(model, X, spec, nullable, store, signature.output)
         timings["total_s"] = round(sum(timings.values()), 4)
         version = registry.register_version(
             run_id,
@@ -332,10 +332,10 @@ def gate(
 
 
 def _onnx(
-    model: Any, X: Any, spec: Spec, nullable: list[str], store: ArtifactStore
+    model: Any, X: Any, spec: Spec, nullable: list[str], store: ArtifactStore, output: Output
 ) -> dict[str, Any]:
     """Convert to ONNX; keep the second artifact only when it passed the parity check."""
-    export = export_onnx(model, X, spec.model.task, nullable)
+    export = export_onnx(model, X, spec.model.task, nullable, output)
     if export.data is None:
         return {"status": export.status}
     ref = store.put(export.data, kind="models", suffix=".onnx")

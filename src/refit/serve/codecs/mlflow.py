@@ -2,6 +2,12 @@
 in any of MLflow's four layouts, or CSV, read into checked columns; `{"predictions": [...]}`
 out; errors as `{"error_code": "BAD_REQUEST", "message": "..."}`, but an unsupported content
 type, which MLflow answers in plain text (415).
+
+`predictions` holds one label per row, as MLflow's pyfunc server answers a model that returns
+an array. A clustering with distances or probabilities and an anomaly detector answer a table
+(a DataFrame, to MLflow), so each row is an object, as MLflow writes a DataFrame's records:
+`{"prediction": 2, "distances": {"0": 1.8, ...}}`, `{"prediction": true, "score": 0.31}`. A
+row whose answer the version's `postprocess` withheld is null.
 """
 
 from __future__ import annotations
@@ -18,9 +24,11 @@ from refit.errors import InputError, MalformedBodyError, Problem, TooLargeError
 from refit.predictions import Columns, Predictions
 from refit.serve._json import count_outside_quotes
 from refit.serve._media import JSON_TYPE, UnsupportedMediaType, content_type
-from refit.serve.codecs import JSONBody
+from refit.serve.codecs import JSONBody, blanked, scores_field, scores_of, withheld_rows
 from refit.serve.failures import Failure
 from refit.serve.records import MAX_PROBLEMS, RecordReader, clipped, given_twice
+from refit.signature import Output
+from refit.spec import SUPERVISED
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 CSV_TYPES = ("text/csv", "application/csv")
@@ -214,8 +222,28 @@ def _cell(text: str) -> Any:
     return None if text == "" else text
 
 
-def answer(predictions: Predictions) -> Response:
-    return JSONBody({"predictions": predictions.label_list()})
+def answer(predictions: Predictions, output: Output) -> Response:
+    """`{"predictions": [...]}` of a model of `output`: labels, or row objects when the rows
+    have scores or a mixture's probabilities (see the module's docstring)."""
+    labels = predictions.label_list()
+    supervised = output.task in SUPERVISED
+    if supervised and predictions.withheld is None:  # the common case
+        return JSONBody({"predictions": labels})
+    withheld = withheld_rows(predictions)
+    scores = scores_of(predictions)
+    maps = None if supervised else predictions.probability_maps()
+    if scores is None and maps is None:
+        return JSONBody({"predictions": blanked(labels, withheld)})
+    field = scores_field(predictions)
+    rows: list[Any] = []
+    for i, label in enumerate(labels):
+        row: dict[str, Any] = {"prediction": label}
+        if maps is not None:
+            row["probabilities"] = maps[i]
+        if scores is not None:
+            row[field] = scores[i]
+        rows.append(row)
+    return JSONBody({"predictions": blanked(rows, withheld)})
 
 
 ERROR_CODES = {

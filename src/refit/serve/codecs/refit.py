@@ -1,11 +1,17 @@
 """refit's own wire format: a record or `{"records": [...]}` in, and
 
-    {"model", "version", "id", "prediction", "probabilities"?}    one record
-    {"model", "version", "id", "predictions", "probabilities"?}   a batch
+    {"model", "version", "id", "prediction", "probabilities"?, "distances"?, "score"?}
+    {"model", "version", "id", "predictions", "probabilities"?, "distances"?, "scores"?,
+     "withheld"?}                                                 a batch
     {"accepted"}                                                  feedback taken
     {"error": {"code", "message", "problems"?}}                   any error
 
-`id` is the request's id (`X-Request-Id`), which feedback names.
+`id` is the request's id (`X-Request-Id`), which feedback names. A clustering answers its
+cluster id and `distances` (`{cluster: distance}`, k-means), a mixture `probabilities`; an
+anomaly detector its flag (`prediction`: true for an anomaly) and `score`. A record whose
+answer the version's `postprocess` withheld answers `"prediction": null, "withheld": true`
+and nothing else of it; in a batch, that row's entries are null and `withheld` lists the rows
+withheld (only when there are some).
 
 Records are read and checked by `refit.serve.records.RecordReader`.
 """
@@ -17,7 +23,7 @@ from typing import Any
 from starlette.responses import Response
 
 from refit.predictions import Predictions
-from refit.serve.codecs import JSONBody
+from refit.serve.codecs import JSONBody, blanked, scores_field, scores_of, withheld_rows
 from refit.serve.failures import Failure
 
 
@@ -27,14 +33,34 @@ def answer(
     """The answer to a record (`batch` false) or to a batch of records."""
     body: dict[str, Any] = {"model": name, "version": version, "id": request_id}
     labels, maps = predictions.label_list(), predictions.probability_maps()
-    if batch:
-        body["predictions"] = labels
-        if maps is not None:
-            body["probabilities"] = maps
-    else:
+    if predictions.scores is None and predictions.withheld is None:  # the common case
+        if batch:
+            body["predictions"] = labels
+            if maps is not None:
+                body["probabilities"] = maps
+        else:
+            body["prediction"] = labels[0]
+            if maps is not None:
+                body["probabilities"] = maps[0]
+        return JSONBody(body)
+    withheld = withheld_rows(predictions)
+    scores, field = scores_of(predictions), scores_field(predictions)
+    if not batch:
+        if withheld:
+            return JSONBody({**body, "prediction": None, "withheld": True})
         body["prediction"] = labels[0]
         if maps is not None:
             body["probabilities"] = maps[0]
+        if scores is not None:
+            body[field] = scores[0]
+        return JSONBody(body)
+    body["predictions"] = blanked(labels, withheld)
+    if maps is not None:
+        body["probabilities"] = blanked(maps, withheld)
+    if scores is not None:
+        body["scores" if field == "score" else field] = blanked(scores, withheld)
+    if withheld:
+        body["withheld"] = withheld
     return JSONBody(body)
 
 
