@@ -13,6 +13,7 @@ from sklearn.svm import OneClassSVM
 
 from refit._metrics_unsupervised import excess_mass, mass_volume
 from refit.errors import SpecError
+from refit.monitor.quality import live_quality
 from refit.project import load_project
 from refit.services import open_services
 from refit.signature import ANOMALY_SCORE, Output, anomaly_score, signature_for
@@ -208,3 +209,18 @@ def test_too_few_rows_for_a_holdout_are_refused(tmp_path: Path) -> None:
     with open_services(load_project(root)) as services, pytest.raises(Exception) as caught:
         run_training(services)
     assert "the snapshot has 8 row(s); training needs at least 10" in str(caught.value)
+
+
+def test_live_feedback_of_flags_is_scored_as_the_holdout_is() -> None:
+    rows = anomaly_rows()
+    model = IsolationForest(n_estimators=25, contamination=0.05, random_state=0)
+    model.fit(rows[features()])
+    held = evaluate(model, rows[features()], rows[LABEL].to_numpy(), Task.ANOMALY)
+    scores = anomaly_score(model, rows[features()])
+    # as the monitor reads them back: flags and feedback as JSON values, the logged scores
+    live = live_quality(Task.ANOMALY, rows[LABEL].tolist(), (scores > 0).tolist(), scores, None)
+    labelled = {"roc_auc", "average_precision", "f1", "precision", "recall"}
+    assert {name: live[name] for name in labelled} == {name: held[name] for name in labelled}
+    assert live["rows"] == len(rows) and "excess_mass" not in live
+    assert live_quality(Task.ANOMALY, ["odd"], [True], None, None) == {"rows": 1}
+    assert live_quality(Task.CLUSTERING, [1], [1], None, None) == {"rows": 1}
