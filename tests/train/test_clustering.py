@@ -161,7 +161,8 @@ def test_the_silhouette_of_many_rows_is_that_of_a_seeded_sample() -> None:
     assert 0.5 < first < 1
 
 
-def test_a_search_over_k_gives_its_curve_as_metrics() -> None:
+def test_a_search_over_k_gives_its_curve_as_metrics(tmp_path: Path) -> None:
+    spec = load_project(write_project(tmp_path, blob_rows(), kmeans(2), ingest=False)).spec
     tuning = {
         "metric": "silhouette",
         "trials": [
@@ -170,11 +171,14 @@ def test_a_search_over_k_gives_its_curve_as_metrics() -> None:
             {"number": 2, "params": {"n_clusters": 4}, "score": None, "state": "failed: x"},
         ],
     }
-    assert search_curve(tuning) == {
+    assert search_curve(spec, tuning) == {
         "silhouette@n_clusters=2": 0.4,
         "silhouette@n_clusters=3": 0.5,
     }
-    assert search_curve(None) == {}
+    assert search_curve(spec, None) == {}
+    detector = {"task": "anomaly", "estimator": "sklearn.ensemble.IsolationForest"}
+    other = load_project(write_project(tmp_path / "a", blob_rows(), detector, ingest=False)).spec
+    assert search_curve(other, tuning) == {}  # a clustering's search only
 
 
 def test_a_clustering_splits_without_a_target_and_trains(tmp_path: Path) -> None:

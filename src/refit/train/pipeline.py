@@ -312,6 +312,11 @@ def target_array(frame: pd.DataFrame, data: DataSpec) -> np.ndarray[Any, Any]:
     return as_target(frame[data.target])
 
 
+def target_or_none(frame: pd.DataFrame, data: DataSpec) -> np.ndarray[Any, Any] | None:
+    """`target_array`, or None without `data.target` (a clustering, an unlabelled anomaly task)."""
+    return None if data.target is None else target_array(frame, data)
+
+
 def as_target(y: pd.Series[Any] | np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """A target as a plain numpy array; pandas nullable dtypes become numpy ones."""
     if isinstance(y, np.ndarray):

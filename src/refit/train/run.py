@@ -37,18 +37,18 @@ from refit.registry.signing import check_signed
 from refit.registry.tables import TrainRequestRow
 from refit.services import Services
 from refit.signature import Output, Signature, signature_for
-from refit.spec import ArtifactFormat, ModelSpec, Spec, Task
+from refit.spec import ArtifactFormat, ModelSpec, Spec
 from refit.train.checks import check_model_spec, check_target
 from refit.train.gate import decide
 from refit.train.metrics import evaluate, score
 from refit.train.nullability import truthful
 from refit.train.onnx_export import export_onnx
-from refit.train.pipeline import fit_model, target_array
+from refit.train.pipeline import fit_model, target_or_none
 from refit.train.promotion import UnservableVersionError, check_artifacts
 from refit.train.reference import holdout_reference
 from refit.train.split import Split, split
 from refit.train.tuning import OnTrial, best_params, default_tune, trial_line, tune
-from refit.train.unsupervised import search_curve
+from refit.train.unsupervised import search_curve as curve
 
 Step = Callable[[str], None]
 
@@ -183,8 +183,10 @@ def run_and_register(
         model = candidate.model
         # The holdout as the model will meet rows when served: validated, typed, unconverted.
         X = parts.holdout[list(spec.data.features)]
-        y = _target(parts.holdout, spec)
-        signature = signature_for(model, spec.data, spec.model.task, _target(parts.train, spec))
+        y = target_or_none(parts.holdout, spec.data)
+        signature = signature_for(
+            model, spec.data, spec.model.task, target_or_none(parts.train, spec.data)
+        )
         with _timed(timings, "probe_s"):
             step("probing each nullable feature with a missing value")
             signature, nullable_note = truthful(model, signature, X)
@@ -224,13 +226,7 @@ def run_and_register(
                 signature=signature.to_dict(),
                 params=candidate.params,
                 metric=spec.model.metric_name,
-                metrics={
-                    **metrics,
-                    spec.model.metric_name: value,
-                    **(
-                        search_curve(candidate.tuning) if spec.model.task is Task.CLUSTERING else {}
-                    ),
-                },
+                metrics={**metrics, spec.model.metric_name: value, **curve(spec, candidate.tuning)},
                 snapshot_id=snapshot.id,
                 code_revision=code_revision(project.root),
                 onnx=onnx,
@@ -357,11 +353,6 @@ def _snapshot(services: Services, snapshot_id: str | None) -> SnapshotRow:
     if latest is None:
         raise NotFoundError(f"{name} has no snapshot yet: run `refit ingest` first")
     return latest
-
-
-def _target(frame: Any, spec: Spec) -> Any:
-    """The rows' target (an anomaly task's label), None without `data.target`."""
-    return None if spec.data.target is None else target_array(frame, spec.data)
 
 
 def _params(model: Any, model_spec: ModelSpec) -> dict[str, Any]:

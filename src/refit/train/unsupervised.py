@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from refit._metrics_unsupervised import SEED, UNIFORM_ROWS
+from refit.spec import Spec, Task
 from refit.values import MISSING_CATEGORY, category_text
 
 Array = np.ndarray[Any, Any]
@@ -73,11 +74,12 @@ def uniform_rows(rows: pd.DataFrame, n: int = UNIFORM_ROWS, seed: int = SEED) ->
     return pd.DataFrame(columns, index=pd.RangeIndex(n))
 
 
-def search_curve(tuning: dict[str, Any] | None) -> dict[str, float]:
+def search_curve(spec: Spec, tuning: dict[str, Any] | None) -> dict[str, float]:
     """The curve of a search over one parameter (a clustering's k) as metric entries:
     `{"silhouette@n_clusters=2": 0.41, ...}`, from a version's `tuning` record; empty for a
-    search over several parameters, or none."""
-    if not tuning:
+    search over several parameters, or none. (A clustering's only: it is the search of k
+    that replaces learning a target; a supervised search's trials are in `tuning` alone.)"""
+    if not tuning or spec.model.task is not Task.CLUSTERING:
         return {}
     metric = tuning["metric"]
     trials = [t for t in tuning.get("trials", []) if t.get("state") == "complete"]
