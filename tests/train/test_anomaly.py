@@ -224,3 +224,22 @@ def test_live_feedback_of_flags_is_scored_as_the_holdout_is() -> None:
     assert live["rows"] == len(rows) and "excess_mass" not in live
     assert live_quality(Task.ANOMALY, ["odd"], [True], None, None) == {"rows": 1}
     assert live_quality(Task.CLUSTERING, [1], [1], None, None) == {"rows": 1}
+
+
+def test_a_function_detector_refusing_missing_values_makes_its_features_not_nullable(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "detect.py").write_text(
+        "from sklearn.svm import OneClassSVM\n\n"
+        "def fit(X, y, params):\n"
+        "    assert y is None  # the label only scores the holdout\n"
+        "    return OneClassSVM(nu=0.05).fit(X)\n"
+    )
+    model = {"task": "anomaly", "function": "detect:fit"}
+    root = write_project(tmp_path, anomaly_rows(), model, target=LABEL)
+    with open_services(load_project(root)) as services:
+        result = run_training(services)
+    inputs = result.version.signature["inputs"]
+    assert [c["nullable"] for c in inputs] == [False, False, False]
+    assert "made not nullable" in result.nullable_note
+    assert result.version.metrics["roc_auc"] > 0.9
