@@ -135,6 +135,12 @@ def anomaly_truth(values: Any) -> Array:
         meaning = _TRUTH.get(value.strip().lower() if isinstance(value, str) else value)
         if meaning is None:
             found = sorted({_shown(v) for v in array.tolist()})
+            if len(found) == 2:
+                raise ValueError(
+                    f"holds two values, {found[0]} and {found[1]}, but an anomaly label says "
+                    "which rows are anomalies: write the anomalous value as true (or 1) and the "
+                    "other as false (or 0)"
+                )
             shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
             raise ValueError(
                 f"holds {shown}, but an anomaly label is true or 1 for an anomaly and false or "
@@ -149,4 +155,5 @@ _TRUTH.update({"1": True, "0": False, "1.0": True, "0.0": False})
 
 
 def _shown(value: Any) -> str:
-    return repr(value.item() if isinstance(value, np.generic) else value)
+    value = value.item() if isinstance(value, np.generic) else value
+    return repr(int(value) if isinstance(value, float) and value.is_integer() else value)

@@ -192,9 +192,22 @@ def test_a_label_that_is_no_flag_is_refused_saying_what_it_holds(tmp_path: Path)
     root = write_project(tmp_path, rows.drop(columns=LABEL), detector(GOOD), target="kind")
     with open_services(load_project(root)) as services, pytest.raises(SpecError) as caught:
         run_training(services)
-    message = str(caught.value)
-    assert message.startswith("data.target 'kind' holds 'odd', 'usual'")
-    assert "an anomaly label is true or 1 for an anomaly and false or 0" in message
+    assert str(caught.value) == (
+        "data.target 'kind' holds two values, 'odd' and 'usual', but an anomaly label says "
+        "which rows are anomalies: write the anomalous value as true (or 1) and the other as "
+        "false (or 0)"
+    )
+
+
+def test_a_label_of_other_values_is_refused_saying_what_a_label_is(tmp_path: Path) -> None:
+    rows = anomaly_rows().assign(level=lambda f: np.arange(len(f)) % 3)
+    root = write_project(tmp_path, rows.drop(columns=LABEL), detector(GOOD), target="level")
+    with open_services(load_project(root)) as services, pytest.raises(SpecError) as caught:
+        run_training(services)
+    assert str(caught.value).startswith(
+        "data.target 'level' holds 0, 1, 2, but an anomaly label is true or 1 for an anomaly "
+        "and false or 0 for a normal row"
+    )
 
 
 def test_a_label_of_zeros_and_ones_is_a_flag(tmp_path: Path) -> None:
