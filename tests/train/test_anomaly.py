@@ -157,6 +157,27 @@ def test_contamination_set_twice_is_refused(tmp_path: Path) -> None:
     assert "model.contamination and model.params.contamination both set" in str(caught.value)
 
 
+def test_contamination_searched_and_set_is_refused_before_any_work(tmp_path: Path) -> None:
+    search = {"params": {"contamination": [0.02, 0.05]}, "sampler": "grid"}
+    model = detector(GOOD, contamination=0.1, tune=search)
+    root = write_project(tmp_path, anomaly_rows(), model, target=LABEL)
+    with open_services(load_project(root)) as services, pytest.raises(SpecError) as caught:
+        run_training(services)
+    assert str(caught.value).startswith(
+        "model.tune.params.contamination: model.contamination sets contamination already"
+    )
+
+
+def test_a_searched_contamination_tunes_the_detector(tmp_path: Path) -> None:
+    search = {"params": {"contamination": [0.01, 0.05]}, "sampler": "grid", "folds": 2}
+    model = detector(GOOD, tune=search, metric="f1")
+    root = write_project(tmp_path, anomaly_rows(), model, target=LABEL)
+    with open_services(load_project(root)) as services:
+        version = run_training(services).version
+    assert version.tuning is not None and len(version.tuning["trials"]) == 2
+    assert version.params["contamination"] == 0.05  # the data holds 5% anomalies
+
+
 def test_a_local_outlier_factor_without_novelty_is_refused(tmp_path: Path) -> None:
     model = {"task": "anomaly", "estimator": "sklearn.neighbors.LocalOutlierFactor"}
     root = write_project(tmp_path, anomaly_rows(), model, target=LABEL)

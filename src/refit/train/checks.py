@@ -13,7 +13,12 @@ import pandas as pd
 from refit._metrics_unsupervised import anomaly_truth
 from refit.errors import SpecError
 from refit.spec import Spec, Task
-from refit.train.pipeline import estimator_params, resolve_estimator, resolve_function
+from refit.train.pipeline import (
+    CONTAMINATION_PARAMS,
+    estimator_params,
+    resolve_estimator,
+    resolve_function,
+)
 from refit.train.tuning import check_search, default_tune
 
 MAX_CLASSES = 1000
@@ -38,6 +43,13 @@ def check_model(spec: Spec, root: Path) -> None:
         resolve_estimator(spec.model.estimator, estimator_params(spec.model), spec.model.task)
     elif spec.model.function is not None:
         resolve_function(spec.model.function, root)
+    searched = set(spec.model.tune.params) if spec.model.tune is not None else set()
+    if spec.model.contamination is not None and searched & set(CONTAMINATION_PARAMS):
+        name = sorted(searched & set(CONTAMINATION_PARAMS))[0]
+        raise SpecError(
+            f"model.tune.params.{name}: model.contamination sets {name} already; search it "
+            "without model.contamination, or leave it out of the search"
+        )
     search = spec.model.tune or default_tune(spec.model)
     if search is not None:
         check_search(spec.model.model_copy(update={"tune": search}))
