@@ -13,12 +13,8 @@ import pandas as pd
 from refit._metrics_unsupervised import anomaly_truth
 from refit.errors import SpecError
 from refit.spec import Spec, Task
-from refit.train.pipeline import (
-    CONTAMINATION_PARAMS,
-    estimator_params,
-    resolve_estimator,
-    resolve_function,
-)
+from refit.train.kinds import CONTAMINATION_PARAMS, estimator_params
+from refit.train.pipeline import resolve_estimator, resolve_function
 from refit.train.tuning import check_search, default_tune
 
 MAX_CLASSES = 1000

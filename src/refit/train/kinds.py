@@ -2,15 +2,19 @@
 assign new rows to its clusters, an anomaly detector that scores new rows.
 
 `check_kind` refuses the others before any work, saying why and what would do. An object that
-is not a scikit-learn estimator (no `__sklearn_tags__`) is not judged here.
+is not a scikit-learn estimator (no `__sklearn_tags__`) is not judged here. `estimator_params`
+gives a detector `model.contamination` as its own parameter.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
+from collections.abc import Mapping
 from typing import Any
 
 from refit.errors import SpecError
-from refit.spec import Task
+from refit.spec import ModelSpec, Task
 
 
 def check_kind(path: str, estimator: Any, task: Task) -> None:
@@ -90,3 +94,38 @@ DETECTORS = (
 
 def _has(value: Any, *names: str) -> bool:
     return all(callable(getattr(value, name, None)) for name in names)
+
+
+def estimator_params(model: ModelSpec, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """`params` (default `model.params`) with `model.contamination` as the detector's own
+    parameter: `contamination`, or `nu` for the one-class SVMs."""
+    merged = dict(model.params if params is None else params)
+    if model.contamination is None or model.estimator is None:
+        return merged
+    module_name, _, class_name = model.estimator.rpartition(".")
+    try:
+        taken = inspect.signature(getattr(importlib.import_module(module_name), class_name))
+    except Exception:  # an estimator that does not resolve is resolve_estimator's to report
+        return merged
+    names = None if _any_keyword(taken) else set(taken.parameters)
+    field = next((n for n in CONTAMINATION_PARAMS if names is None or n in names), None)
+    if field is None:
+        raise SpecError(
+            f"model.contamination: {class_name} takes neither "
+            f"{' nor '.join(CONTAMINATION_PARAMS)}; remove model.contamination"
+        )
+    if field in merged:
+        raise SpecError(
+            f"model.contamination and model.params.{field} both set {class_name}'s {field}: "
+            "give one of them"
+        )
+    merged[field] = model.contamination
+    return merged
+
+
+CONTAMINATION_PARAMS = ("contamination", "nu")
+"""The parameters `model.contamination` sets, the first a detector takes."""
+
+
+def _any_keyword(signature: inspect.Signature) -> bool:
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())

@@ -46,7 +46,7 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from refit.errors import SpecError, TrainingError
 from refit.spec import DataSpec, FeatureType, ModelSpec, Task
-from refit.train.kinds import check_kind
+from refit.train.kinds import check_kind, estimator_params
 from refit.values import MISSING_CATEGORY, category_text
 
 #: Estimators from modules whose name holds one of these are not given standardised input:
@@ -102,30 +102,6 @@ def resolve_estimator(path: str, params: Mapping[str, Any], task: Task | None = 
         except (TypeError, ValueError) as exc:
             raise SpecError(f"model.params: {exc}") from exc
     return estimator
-
-
-def estimator_params(model: ModelSpec, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """`params` (default `model.params`) with `model.contamination` as the detector's own
-    parameter: `contamination`, or `nu` for the one-class SVMs."""
-    merged = dict(model.params if params is None else params)
-    if model.contamination is None or model.estimator is None:
-        return merged
-    module_name, _, class_name = model.estimator.rpartition(".")
-    cls = getattr(_import(module_name, "model.estimator", model.estimator), class_name, None)
-    names = _init_names(cls) if isinstance(cls, type) else None
-    field = next((n for n in CONTAMINATION_PARAMS if names is None or n in names), None)
-    if field is None:
-        raise SpecError(
-            f"model.contamination: {class_name} takes neither "
-            f"{' nor '.join(CONTAMINATION_PARAMS)}; remove model.contamination"
-        )
-    if field in merged:
-        raise SpecError(
-            f"model.contamination and model.params.{field} both set {class_name}'s {field}: "
-            "give one of them"
-        )
-    merged[field] = model.contamination
-    return merged
 
 
 def resolve_function(path: str, root: Path) -> Callable[..., Any]:
@@ -210,10 +186,6 @@ def _check_names(class_name: str, given: Mapping[str, Any], known: set[str] | No
         if name not in known:
             hint = _did_you_mean(name, sorted(known))
             raise SpecError(f"model.params: {class_name} does not accept {name!r}{hint}")
-
-
-CONTAMINATION_PARAMS = ("contamination", "nu")
-"""The parameters `model.contamination` sets, the first a detector takes."""
 
 
 # --- the pipeline -----------------------------------------------------------------------------
