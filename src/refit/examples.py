@@ -5,7 +5,10 @@ file in `data/incoming/`, the example's own project modules (the `hooks` example
 `hooks.py`), and `request.json` / `batch.json` to try the API with; with
 `workflow=True` (as `refit init` asks), also the project's GitHub Actions workflow.
 `example_rows(name)` gives the whole dataset, from which `drop_batch` writes more batches into
-that folder to watch the loop retrain.
+that folder to watch the loop retrain. Each task has one: `breast-cancer` (classification),
+`diabetes` (regression), `clusters` (clustering, k found by the search), `anomalies`
+(anomaly detection with a label that scores the holdout) and `hooks` (a classifier with its own
+feature and post-processing code).
 """
 
 from __future__ import annotations
@@ -125,6 +128,23 @@ def postprocess(record, prediction):
 '''
 
 
+def _wine_measurements() -> pd.DataFrame:
+    from sklearn.datasets import load_wine
+
+    frame = load_wine(as_frame=True).data.rename(columns=_snake)
+    # shuffled: the data lists the cultivars in turn, and every batch should hold all three
+    return pd.DataFrame(frame.sample(frac=1.0, random_state=0).reset_index(drop=True))
+
+
+def _rare_malignant() -> pd.DataFrame:
+    """The benign tumours and one malignant in twenty (`malignant` is the label), shuffled."""
+    frame = _breast_cancer()
+    malignant = frame["diagnosis"] == "malignant"
+    kept = frame[~malignant | (malignant.cumsum() % 10 == 1)]
+    labelled = kept.drop(columns=["diagnosis"]).assign(malignant=malignant[kept.index])
+    return pd.DataFrame(labelled.sample(frac=1.0, random_state=0).reset_index(drop=True))
+
+
 def _schedule() -> dict[str, str]:
     return {"ingest": "10s", "train": "20s"}
 
@@ -192,6 +212,48 @@ EXAMPLES: dict[str, Example] = {
         },
         files={"hooks.py": _WINE_HOOKS},
     ),
+    "clusters": Example(
+        description=(
+            "group wines by their 13 measurements, with no label (clustering); the search of "
+            "k from 2 to 10 finds the 3 cultivars the data holds"
+        ),
+        load=_wine_measurements,
+        spec={
+            "name": "clusters",
+            "data": {"source": {"kind": "csv", "path": str(INCOMING)}},
+            "model": {
+                "task": "clustering",
+                "estimator": "sklearn.cluster.KMeans",
+                "params": {"n_init": 10, "random_state": 0},
+                "metric": "silhouette",
+            },
+            "gate": {"min": 0.1, "min_improvement": 0.0},
+            "schedule": _schedule(),
+        },
+    ),
+    "anomalies": Example(
+        description=(
+            "flag malignant tumours as anomalies among benign ones (1 in 20), learnt without "
+            "the label, which only scores the holdout"
+        ),
+        load=_rare_malignant,
+        spec={
+            "name": "anomalies",
+            "data": {
+                "source": {"kind": "csv", "path": str(INCOMING)},
+                "target": "malignant",
+            },
+            "model": {
+                "task": "anomaly",
+                "estimator": "sklearn.ensemble.IsolationForest",
+                "params": {"n_estimators": 50, "random_state": 0},
+                "contamination": 0.05,
+                "metric": "roc_auc",
+            },
+            "gate": {"min": 0.8, "min_improvement": 0.0},
+            "schedule": _schedule(),
+        },
+    ),
 }
 
 
@@ -214,10 +276,11 @@ def create_project(
     frame = chosen.load()
     spec = copy.deepcopy(chosen.spec)
     data: dict[str, object] = spec["data"]  # type: ignore[assignment]
+    labels = [data["target"]] if "target" in data else []
     data["features"] = {
         col: "float" if pd.api.types.is_numeric_dtype(frame[col]) else "category"
         for col in frame.columns
-        if col != data["target"]
+        if col not in labels
     }
     (root / INCOMING).mkdir(parents=True, exist_ok=True)
     header = f"# refit project: {chosen.description}.\n# Reference: refit's README, 'The spec'.\n"
@@ -226,7 +289,7 @@ def create_project(
         (root / name).write_text(text, "utf-8")
     rows = max(1, int(len(frame) * first_batch))
     frame.iloc[:rows].to_csv(root / INCOMING / "batch-0001.csv", index=False)
-    _write_requests(root, frame.drop(columns=[data["target"]]).tail(3))
+    _write_requests(root, frame.drop(columns=labels).tail(3))
     if workflow:
         _write_workflow(root, str(chosen.spec["name"]))
     return root

@@ -4,7 +4,8 @@ probabilities, used to score a holdout at training and live rows in the monitor.
 Classification: `accuracy`; `f1` (binary with `classes[1]` as the positive class, macro-averaged
 otherwise); `roc_auc` (binary from the probabilities of `classes[1]`, otherwise one-vs-rest
 macro over the classes present in the true values); `log_loss` (over the model's classes).
-Regression: `rmse`, `mae`, `r2`. A metric that cannot be computed for the rows given raises
+Regression: `rmse`, `mae`, `r2`. Clustering and anomaly detection: see
+`refit._metrics_unsupervised`. A metric that cannot be computed for the rows given raises
 `Unavailable`, whose message says why.
 """
 
@@ -25,24 +26,41 @@ from sklearn.metrics import (
     root_mean_squared_error,
 )
 
+from refit import _metrics_unsupervised as unsupervised
+from refit._metrics_unsupervised import Unavailable
 from refit.spec import Task
+
+__all__ = ["NAMES", "Rows", "Unavailable", "checked_proba", "compute"]
 
 NAMES: dict[Task, tuple[str, ...]] = {
     Task.CLASSIFICATION: ("accuracy", "f1", "roc_auc", "log_loss"),
     Task.REGRESSION: ("rmse", "mae", "r2"),
+    Task.CLUSTERING: ("silhouette", "davies_bouldin", "calinski_harabasz"),
+    Task.ANOMALY: (
+        "roc_auc",
+        "average_precision",
+        "f1",
+        "precision",
+        "recall",
+        "excess_mass",
+        "mass_volume",
+    ),
 }
-
-
-class Unavailable(Exception):
-    """A metric cannot be computed for these rows; the message says why."""
 
 
 class Rows(Protocol):
     """Scored rows: the true values and a model's answers on them.
 
-    `proba` raises `Unavailable` when there are no probabilities (or no classes to read them
-    by); a lazy implementation computes each answer only when a metric first needs it.
+    `predicted` are a classifier's labels, a regressor's values, cluster ids or anomaly flags
+    (bool). `truth` raises `Unavailable` without true values (an unlabelled anomaly task);
+    `proba` when there are no probabilities (or no classes to read them by); `space` (the
+    rows in the evaluation space, [N, D]), `score` (each row's anomaly score) and
+    `uniform_score` (the scores of points drawn uniformly in the rows' bounding box) when
+    they cannot be had. A lazy implementation computes each only when a metric first needs it.
     """
+
+    @property
+    def task(self) -> Task: ...
 
     @property
     def truth(self) -> np.ndarray[Any, Any]: ...
@@ -56,17 +74,38 @@ class Rows(Protocol):
     @property
     def proba(self) -> np.ndarray[Any, Any]: ...
 
+    @property
+    def space(self) -> np.ndarray[Any, Any]: ...
+
+    @property
+    def score(self) -> np.ndarray[Any, Any]: ...
+
+    @property
+    def uniform_score(self) -> np.ndarray[Any, Any]: ...
+
 
 def compute(name: str, rows: Rows) -> float:
     """The metric `name` of `rows` as a finite float, or `Unavailable`."""
     try:
-        value = float(_FORMULAS[name](rows))
+        value = float(_formula(name, rows.task)(rows))
     except (TypeError, ValueError) as exc:
         # sklearn refusing these rows: labels of mixed types, probabilities not summing to 1
         raise Unavailable(f"{type(exc).__name__}: {exc}") from exc
     if not math.isfinite(value):
         raise Unavailable(f"{name} is {value}")
     return value
+
+
+def _formula(name: str, task: Task) -> Callable[[Rows], Any]:
+    if task is Task.CLUSTERING:
+        return lambda rows: unsupervised.clustering(name, rows.space, rows.predicted)
+    if task is Task.ANOMALY:
+        if name in ("roc_auc", "average_precision"):
+            return lambda rows: unsupervised.ranked(name, rows.truth, rows.score)
+        if name in ("f1", "precision", "recall"):
+            return lambda rows: unsupervised.flagged(name, rows.truth, rows.predicted)
+        return _UNLABELLED[name]
+    return _FORMULAS[name]
 
 
 def checked_proba(
@@ -125,4 +164,10 @@ _FORMULAS: dict[str, Callable[[Rows], Any]] = {
     "rmse": lambda rows: root_mean_squared_error(rows.truth, rows.predicted),
     "mae": lambda rows: mean_absolute_error(rows.truth, rows.predicted),
     "r2": _r2,
+}
+
+
+_UNLABELLED: dict[str, Callable[[Rows], Any]] = {
+    "excess_mass": lambda rows: unsupervised.excess_mass(rows.score, rows.uniform_score),
+    "mass_volume": lambda rows: unsupervised.mass_volume(rows.score, rows.uniform_score),
 }

@@ -112,9 +112,13 @@ class Signature:
 
 
 def signature_for(
-    model: Any, data: DataSpec, task: Task, y: pd.Series[Any] | np.ndarray[Any, Any]
+    model: Any,
+    data: DataSpec,
+    task: Task,
+    y: pd.Series[Any] | np.ndarray[Any, Any] | None = None,
 ) -> Signature:
-    """The signature of `model`, fitted on the features of `data` and the target `y`."""
+    """The signature of `model`, fitted on the features of `data` (and the target `y`, for
+    classification and regression)."""
     inputs = [
         InputColumn(
             name=name,
@@ -128,6 +132,19 @@ def signature_for(
     ]
     if task is Task.REGRESSION:
         return Signature(inputs, Output(task=task, type="float"))
+    if task is Task.ANOMALY:
+        return Signature(inputs, Output(task=task, type="bool", scores=ANOMALY_SCORE))
+    if task is Task.CLUSTERING:
+        final = model.steps[-1][1] if hasattr(model, "steps") else model
+        centres = hasattr(final, "cluster_centers_") and callable(getattr(final, "transform", None))
+        output = Output(
+            task=task,
+            type="int",
+            classes=cluster_ids(final),
+            probabilities=callable(getattr(model, "predict_proba", None)),
+            scores=DISTANCES if centres else None,
+        )
+        return Signature(inputs, output)
     classes = getattr(model, "classes_", None)
     if classes is None:
         output = Output(task=task, type=_type_of(np.asarray(y).dtype))
@@ -140,6 +157,30 @@ def signature_for(
             probabilities=hasattr(model, "predict_proba"),
         )
     return Signature(inputs, output)
+
+
+def cluster_ids(estimator: Any) -> list[int] | None:
+    """The ids a fitted clusterer assigns, in order: one per centre or mixture component (the
+    columns of its distances or probabilities), else those it gave its training rows; None
+    when it says neither."""
+    for attribute in ("weights_", "cluster_centers_"):
+        values = getattr(estimator, attribute, None)
+        if values is not None:
+            return list(range(len(values)))
+    for attribute in ("subcluster_labels_", "labels_"):
+        values = getattr(estimator, attribute, None)
+        if values is not None:
+            return [int(v) for v in np.unique(np.asarray(values))]
+    return None
+
+
+def anomaly_score(model: Any, X: Any) -> np.ndarray[Any, Any]:
+    """Each row's anomaly score ([N] float64): minus the detector's `decision_function`, so
+    that higher is more anomalous and above 0 is flagged, as `predict` gives -1 there. A
+    model without `decision_function` scores minus its `predict` (1 for an anomaly, -1 not)."""
+    decide = getattr(model, "decision_function", None)
+    values = decide(X) if callable(decide) else model.predict(X)
+    return -np.asarray(values, dtype=np.float64).reshape(-1)
 
 
 def _type_of(dtype: Any) -> str:

@@ -15,6 +15,7 @@ from refit.parquet import read_snapshot
 from refit.prediction_logs import label_text
 from refit.project import load_project
 from refit.services import open_services
+from refit.spec import Task
 from refit.train.pipeline import target_array
 from refit.train.reference import holdout_reference
 from refit.train.run import run_training
@@ -57,7 +58,7 @@ def test_a_large_holdout_is_sampled_evenly_to_the_row_limit() -> None:
     y = np.where(X[:, 0] > 0, 1, 0)
     frame = pd.DataFrame(X, columns=["a", "b", "c"])
     model = LogisticRegression().fit(frame, y)
-    reference = holdout_reference(model, frame, y, rows=100)
+    reference = holdout_reference(model, frame, y, Task.CLASSIFICATION, rows=100)
     assert len(reference["labels"]) == len(reference["scores"]) == 100
     assert reference["labels"][0] == y[0] and reference["labels"][-1] == y[-1]
     assert reference["classes"] == [0, 1]

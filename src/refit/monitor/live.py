@@ -1,7 +1,11 @@
 """Live quality, per version: the feedback of the monitor's window joined by (request id,
 row) to the predictions logged within the retention period, measured once a version has
 `monitor.min_labels` labelled rows, beside the estimate from the predicted probabilities of
-the window's rows (classifiers), calibrated on the version's holdout."""
+the window's rows (classifiers), calibrated on the version's holdout.
+
+A clustering has no true values to be judged by, and an anomaly detector only its flags'
+feedback (true: an anomaly), with no estimate before it: each version's entry says so in
+`skipped`."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from refit.prediction_logs import (
     PROBABILITIES,
     REQUEST_ID,
     ROW,
+    SCORE,
     VALUE,
     VERSION,
     from_label_text,
@@ -30,8 +35,18 @@ from refit.services import Services
 from refit.signature import Signature
 from refit.spec import Spec, Task
 
-FALLBACK_METRIC = {Task.CLASSIFICATION: "accuracy", Task.REGRESSION: "rmse"}
+FALLBACK_METRIC = {
+    Task.CLASSIFICATION: "accuracy",
+    Task.REGRESSION: "rmse",
+    Task.CLUSTERING: "silhouette",
+    Task.ANOMALY: "f1",
+}
 """The live metric judged when live quality cannot measure the spec's `model.metric`."""
+NO_LIVE_QUALITY = "a clustering has no true values: live quality is not judged"
+NO_FEEDBACK_YET = (
+    "an anomaly detector's live quality is judged on feedback flags only (no estimate "
+    "before them): {labelled} of min_labels {min_labels} so far"
+)
 
 
 def served_rows(window: pd.DataFrame) -> dict[int, int]:
@@ -68,14 +83,15 @@ def version_quality(
         live = None
         if len(mine) >= spec.monitor.min_labels:
             truth = [from_label_text(v) for v in mine[VALUE]]
-            if task is Task.CLASSIFICATION:
+            if task is not Task.REGRESSION:
                 predicted: list[Any] = [from_label_text(v) for v in mine[PREDICTION]]
             else:
                 truth = [float(v) for v in truth]
                 predicted = mine[PREDICTION].astype("float64").tolist()
-            live = live_quality(task, truth, predicted, _scores(mine, classes), classes)
+            scores = _anomaly_scores(mine) if task is Task.ANOMALY else _scores(mine, classes)
+            live = live_quality(task, truth, predicted, scores, classes)
         rows = window[window[VERSION] == number] if len(window) else window
-        estimate = _estimate(rows, row, classes)
+        estimate = _estimate(rows, row, classes) if task is Task.CLASSIFICATION else None
         metric = _metric(spec, live or estimate or {})
         quality[str(number)] = {
             "rows": served.get(number, 0),
@@ -85,7 +101,26 @@ def version_quality(
             "live": live,
             "estimated": estimate,
         }
+        skipped = _skipped(spec, len(mine), live)
+        if skipped is not None:
+            quality[str(number)]["skipped"] = skipped
     return quality
+
+
+def _skipped(spec: Spec, labelled: int, live: dict[str, Any] | None) -> str | None:
+    """Why live quality is not judged for a task without true values, or not yet."""
+    if spec.model.task is Task.CLUSTERING:
+        return NO_LIVE_QUALITY
+    if spec.model.task is Task.ANOMALY and live is None:
+        return NO_FEEDBACK_YET.format(labelled=labelled, min_labels=spec.monitor.min_labels)
+    return None
+
+
+def _anomaly_scores(rows: pd.DataFrame) -> np.ndarray[Any, Any] | None:
+    """The rows' anomaly scores, when every row has one."""
+    if SCORE not in rows or not len(rows) or rows[SCORE].isna().any():
+        return None
+    return rows[SCORE].to_numpy(dtype=np.float64)
 
 
 def _labelled(services: Services, now: datetime, since: datetime) -> pd.DataFrame:
@@ -105,7 +140,7 @@ def _labelled(services: Services, now: datetime, since: datetime) -> pd.DataFram
         return logged
     keys = [REQUEST_ID, ROW]
     feedback = feedback.sort_values(AT, kind="stable").drop_duplicates(keys, keep="last")
-    columns = [*keys, VERSION, PREDICTION, *([PROBABILITIES] if PROBABILITIES in logged else [])]
+    columns = [*keys, VERSION, PREDICTION, *(c for c in (PROBABILITIES, SCORE) if c in logged)]
     logged = logged.sort_values(AT, kind="stable").drop_duplicates(keys, keep="last")[columns]
     return feedback[[*keys, VALUE]].merge(logged, on=keys, how="inner", validate="one_to_one")
 

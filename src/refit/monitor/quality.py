@@ -20,6 +20,7 @@ import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
+from refit._metrics_unsupervised import anomaly_truth
 from refit.metrics import NAMES, Unavailable, checked_proba, compute
 from refit.spec import Task
 
@@ -38,9 +39,10 @@ def live_quality(
 ) -> dict[str, float]:
     """Training's metrics of `task` (see `refit.metrics`) on labelled live rows, and `rows`.
 
-    `scores` are a classifier's probabilities, one column per class of `classes` (None when
-    they were not logged). A metric that cannot be computed, such as `roc_auc` with one class
-    among the true labels, is left out.
+    `scores` are a classifier's probabilities, one column per class of `classes`, or an
+    anomaly detector's scores (None when they were not logged). An anomaly task's true values
+    and predictions are flags (true or 1: an anomaly). A metric that cannot be computed, such
+    as `roc_auc` with one class among the true labels, is left out; a clustering has none.
     """
     if len(truth) != len(predicted):
         raise ValueError(f"{len(truth)} true values for {len(predicted)} predictions")
@@ -48,9 +50,19 @@ def live_quality(
     if not len(truth):
         return result
     if task is Task.REGRESSION:
-        rows = _Labelled(np.asarray(truth, np.float64), np.asarray(predicted, np.float64))
+        rows = _Labelled(task, np.asarray(truth, np.float64), np.asarray(predicted, np.float64))
+    elif task is Task.ANOMALY:
+        try:
+            flags = anomaly_truth(list(truth)), anomaly_truth(list(predicted))
+        except ValueError:  # feedback that is no flag: nothing to measure it by
+            return result
+        score = None if scores is None else np.asarray(scores, dtype=np.float64).reshape(-1)
+        rows = _Labelled(task, *flags, None, score)
+    elif task is Task.CLUSTERING:
+        return result
     else:
         rows = _Labelled(
+            task,
             _labels(truth),
             _labels(predicted),
             None if classes is None else _labels(classes),
@@ -118,6 +130,7 @@ def estimated_quality(
 class _Labelled:
     """Live rows with their true values, as `refit.metrics.Rows`."""
 
+    task: Task
     truth: np.ndarray[Any, Any]
     predicted: np.ndarray[Any, Any]
     classes: np.ndarray[Any, Any] | None = None
@@ -130,6 +143,20 @@ class _Labelled:
         if self.classes is None:
             raise Unavailable("no classes to read the probabilities by")
         return checked_proba(self.scores, self.classes, self.truth)
+
+    @property
+    def score(self) -> np.ndarray[Any, Any]:
+        if self.scores is None or self.scores.ndim != 1:
+            raise Unavailable("no anomaly scores")
+        return self.scores
+
+    @property
+    def space(self) -> np.ndarray[Any, Any]:
+        raise Unavailable("live rows are not judged in an evaluation space")
+
+    @property
+    def uniform_score(self) -> np.ndarray[Any, Any]:
+        raise Unavailable("live rows are judged against their labels only")
 
 
 def _labels(values: Sequence[Any]) -> np.ndarray[Any, Any]:

@@ -8,12 +8,15 @@ A run
    newest `monitor.window_rows` rows, if set);
 3. judges drift for each version that served at least `monitor.min_rows` rows of it: each
    input of the version's signature against the version's training snapshot, and its
-   predictions against those it made on its holdout (`ModelVersionRow.reference`). The
-   report's drift is that of the version that served the newest rows;
+   predictions against those it made on its holdout (`ModelVersionRow.reference`): a
+   classifier's labels and a clustering's cluster ids as categories, a regressor's values
+   and an anomaly detector's scores as numbers. The report's drift is that of the version
+   that served the newest rows;
 4. measures live quality per version: the feedback of the window joined by request id and row
    to the predictions logged within the retention period, for versions with at least
    `monitor.min_labels` labelled rows, beside the estimate from the predicted probabilities of
-   the window's rows (classifiers);
+   the window's rows (classifiers); a clustering is not judged, an anomaly detector on its
+   flags' feedback only (the report's `skipped` says why);
 5. asks for a training run when the newest version drifts (`monitor.retrain_on_drift`) or its
    live metric passes `monitor.min_quality` or falls further than `monitor.max_quality_drop`
    below its holdout's, and stores the report, both in one transaction.
@@ -35,6 +38,7 @@ from refit.parquet import read_snapshot
 from refit.prediction_logs import (
     AT,
     PREDICTION,
+    SCORE,
     VERSION,
     input_column,
     label_text,
@@ -219,7 +223,12 @@ def _version_drift(
             _series(training[column.name], numeric), _series(live[logged], numeric), numeric, rule
         )
     reference = version.reference
-    if reference is not None and PREDICTION in live.columns:
+    if reference is not None and SCORE in live.columns and "score" in reference:
+        # an anomaly detector's answer is judged by its score, of which the flag is a cut
+        ref_scores = [float(v) for v in reference["score"]]
+        live_scores = live[SCORE].astype("float64").dropna().tolist()
+        judged[PREDICTION_KEY] = prediction_drift(ref_scores, live_scores, True, rule)
+    elif reference is not None and PREDICTION in live.columns:
         classifier = labelled(signature.output)  # labels are logged as text
         if classifier:
             ref_values: list[Any] = [label_text(v) for v in reference["predictions"]]
@@ -319,3 +328,5 @@ def _quality_words(quality: dict[str, Any] | None) -> Iterator[str]:
         yield f"{quality['labelled']} labelled rows so far"
     if estimate is not None and metric in estimate:
         yield f"estimated {metric} {estimate[metric]:.4f}"
+    if quality.get("skipped"):
+        yield quality["skipped"]

@@ -41,6 +41,7 @@ from refit.serve.records import MAX_PROBLEMS, clipped, received
 from refit.serve.schemas import json_response, ref, refit_errors
 from refit.serve.state import ServerState, off_the_loop, read_body
 from refit.signature import Output
+from refit.spec import Task
 
 FIELDS = ("id", "row", "value")
 _SEPARATORS_PER_ITEM = 4  # commas of `{"id": ..., "row": ..., "value": ...},` and a margin
@@ -53,7 +54,8 @@ class FeedbackReader:
         self.output = output
         self.max_items = max_items
         self.max_separators = (max_items + 1) * _SEPARATORS_PER_ITEM + 1024
-        classes = output.classes
+        # an anomaly detector's true value is a flag, as its prediction is
+        classes = [False, True] if output.task is Task.ANOMALY else output.classes
         self._classes = None if classes is None else {label_text(c) for c in classes}
         if classes is None:
             self._expected = "a finite number"

@@ -1,5 +1,6 @@
 """What refit checks before a training run does any work: that the project may train, that
-its estimator (or function) resolves, and that the task can learn the snapshot's target.
+its estimator (or function) resolves, and that the task can learn the snapshot's target (or,
+for an anomaly detector, score against its label).
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from refit._metrics_unsupervised import anomaly_truth
 from refit.errors import SpecError
 from refit.spec import Spec, Task
+from refit.train.kinds import CONTAMINATION_PARAMS, estimator_params
 from refit.train.pipeline import resolve_estimator, resolve_function
 from refit.train.tuning import check_search, with_search
 
@@ -33,18 +36,34 @@ def check_model(spec: Spec, root: Path) -> None:
     that will train (`refit train`, `refit up`, `refit scheduler`) refuses a bad one first;
     and its search (`model.tune`, or a clustering's default one), by `check_search`."""
     if spec.model.estimator is not None:
-        resolve_estimator(spec.model.estimator, spec.model.params, spec.model.task)
+        resolve_estimator(spec.model.estimator, estimator_params(spec.model), spec.model.task)
     elif spec.model.function is not None:
         resolve_function(spec.model.function, root)
-    searched = with_search(spec.model)
-    if searched is not None:
-        check_search(searched)
+    searched = set(spec.model.tune.params) if spec.model.tune is not None else set()
+    if spec.model.contamination is not None and searched & set(CONTAMINATION_PARAMS):
+        name = sorted(searched & set(CONTAMINATION_PARAMS))[0]
+        raise SpecError(
+            f"model.tune.params.{name}: model.contamination sets {name} already; search it "
+            "without model.contamination, or leave it out of the search"
+        )
+    search = with_search(spec.model)
+    if search is not None:
+        check_search(search)
 
 
 def check_target(frame: pd.DataFrame, spec: Spec) -> None:
     """Refuse a target that the task cannot learn: text for regression; for classification,
-    numbers that are not whole, or more than `MAX_CLASSES` distinct ones (a quantity)."""
+    numbers that are not whole, or more than `MAX_CLASSES` distinct ones (a quantity); for
+    anomaly, a label that does not say which rows are anomalies (see `anomaly_truth`)."""
     name, task = spec.data.target, spec.model.task
+    if name is None:
+        return
+    if task is Task.ANOMALY:
+        try:
+            anomaly_truth(frame[name].to_numpy(dtype=object))
+        except ValueError as exc:
+            raise SpecError(f"data.target {name!r} {exc}") from None
+        return
     y = frame[name].dropna()
     numeric = pd.api.types.is_numeric_dtype(y.dtype) and not pd.api.types.is_bool_dtype(y.dtype)
     if task is Task.REGRESSION and not numeric:

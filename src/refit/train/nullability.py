@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from refit.errors import TrainingError
-from refit.signature import Output, Signature
+from refit.signature import DISTANCES, Output, Signature, anomaly_score
 from refit.spec import Task
 
 Answer = Callable[[pd.DataFrame], np.ndarray[Any, Any]]
@@ -67,13 +67,19 @@ def probe_rows(holdout: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
 
 def finite_answers(model: Any, output: Output) -> Answer:
     """The answer of a model with a scikit-learn face, as a server asks it: its predictions,
-    and its probabilities when the signature gives them."""
-    probabilities = output.task is Task.CLASSIFICATION and output.probabilities
+    its probabilities when the signature gives them (a classifier's, a mixture's), a
+    clustering's distances, an anomaly detector's score."""
+    probabilities = output.task is not Task.REGRESSION and output.probabilities
+    distances = output.scores == DISTANCES
 
     def answer(rows: pd.DataFrame) -> np.ndarray[Any, Any]:
+        if output.task is Task.ANOMALY:
+            return _finite(anomaly_score(model, rows), len(rows))
         finite = _finite(np.asarray(model.predict(rows)), len(rows))
         if probabilities:
             finite &= _finite(np.asarray(model.predict_proba(rows)), len(rows))
+        if distances:
+            finite &= _finite(np.asarray(model.transform(rows), dtype=np.float64), len(rows))
         return finite
 
     return answer

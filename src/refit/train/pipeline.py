@@ -11,14 +11,19 @@ A model given as `estimator` becomes a scikit-learn `Pipeline` of two steps:
   HistGradientBoosting included (its native categorical support would need more
   per-estimator wiring for little gain at the cardinalities a spec declares). The output is a
   dense array.
-- `estimator`, the estimator named in the spec, built with `model.params`.
+- `estimator`, the estimator named in the spec, built with `model.params` (and, for an
+  anomaly detector, `model.contamination` as its `contamination` or `nu`). It must be of the
+  task's kind: a classifier, a regressor, a clusterer that assigns new rows (`predict`), or
+  an anomaly detector with `decision_function`; clusterings and detectors fit on the features
+  alone.
 
 The pipeline takes a DataFrame holding the feature columns, in the dtypes that validation
 produces (float64; Int64 or int64; boolean; object strings with None or NaN) or plain numpy
 ones; `feature_frame` gives the canonical form that fitting uses.
 
 A model given as `function` is the user's: `function(X, y, params)` gets the raw feature frame
-and the target Series, and returns a fitted object with `predict`.
+and the target Series (None for clustering and anomaly: an anomaly label only scores the
+holdout), and returns a fitted object with `predict`.
 """
 
 from __future__ import annotations
@@ -34,7 +39,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import is_classifier, is_regressor
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
@@ -44,6 +48,7 @@ from refit.errors import SpecError, TrainingError
 from refit.spec import DataSpec, FeatureType, ModelSpec, Task
 from refit.train._extras import EXTRAS, missing_extra, stand_in
 from refit.train._printing import printing_to_stderr
+from refit.train.kinds import check_kind, estimator_params
 from refit.values import MISSING_CATEGORY, category_text
 
 #: Estimators from modules whose name holds one of these are not given standardised input:
@@ -80,6 +85,8 @@ def resolve_estimator(path: str, params: Mapping[str, Any], task: Task | None = 
         estimator = cls(**top)
     except Exception as exc:
         raise SpecError(f"model.params: {class_name}(...) refused them: {_error(exc)}") from exc
+    if task is not None:
+        check_kind(path, estimator, task)
     if not _has_methods(estimator, "fit", "predict"):
         raise SpecError(
             f"model.estimator: got {path!r}: expected an estimator with fit and predict methods"
@@ -97,8 +104,6 @@ def resolve_estimator(path: str, params: Mapping[str, Any], task: Task | None = 
             validate()
         except (TypeError, ValueError) as exc:
             raise SpecError(f"model.params: {exc}") from exc
-    if task is not None:
-        _check_task(path, estimator, task)
     return estimator
 
 
@@ -188,18 +193,6 @@ def _check_names(class_name: str, given: Mapping[str, Any], known: set[str] | No
             raise SpecError(f"model.params: {class_name} does not accept {name!r}{hint}")
 
 
-def _check_task(path: str, estimator: Any, task: Task) -> None:
-    if not hasattr(estimator, "__sklearn_tags__"):
-        return
-    try:
-        classifier, regressor = is_classifier(estimator), is_regressor(estimator)
-    except (AttributeError, TypeError):
-        return
-    kind = "regressor" if regressor else "classifier" if classifier else None
-    if (task is Task.CLASSIFICATION and regressor) or (task is Task.REGRESSION and classifier):
-        raise SpecError(f"model.estimator: got {path!r}: a {kind}, but model.task is {task.value}")
-
-
 # --- the pipeline -----------------------------------------------------------------------------
 
 
@@ -213,7 +206,7 @@ def build_pipeline(data: DataSpec, model: ModelSpec) -> Pipeline:
     """The unfitted pipeline for a model given as `estimator`."""
     if model.estimator is None:
         raise SpecError("model.estimator: required to build a pipeline (this model is a function)")
-    estimator = resolve_estimator(model.estimator, model.params, model.task)
+    estimator = resolve_estimator(model.estimator, estimator_params(model), model.task)
     by_type: dict[FeatureType, list[str]] = {t: [] for t in FeatureType}
     for name, feature in data.features.items():
         by_type[feature.type].append(name)
@@ -296,6 +289,11 @@ def target_array(frame: pd.DataFrame, data: DataSpec) -> np.ndarray[Any, Any]:
     return as_target(frame[data.target])
 
 
+def target_or_none(frame: pd.DataFrame, data: DataSpec) -> np.ndarray[Any, Any] | None:
+    """`target_array`, or None without `data.target` (a clustering, an unlabelled anomaly task)."""
+    return None if data.target is None else target_array(frame, data)
+
+
 def as_target(y: pd.Series[Any] | np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """A target as a plain numpy array; pandas nullable dtypes become numpy ones."""
     if isinstance(y, np.ndarray):
@@ -330,11 +328,14 @@ def _require_columns(frame: pd.DataFrame, names: list[str]) -> None:
 def fit_model(frame: pd.DataFrame, data: DataSpec, model: ModelSpec, root: Path) -> Any:
     """Fit the spec's model on `frame` (features and target); returns the fitted model."""
     if model.function is not None:
-        return _fit_function(frame, data, model.function, model.params, root)
+        return _fit_function(frame, data, model, model.function, root)
     pipeline = build_pipeline(data, model)
-    X, y = feature_frame(frame, data), target_array(frame, data)
+    X = feature_frame(frame, data)
     try:
-        pipeline.fit(X, y)
+        if model.supervised:
+            pipeline.fit(X, target_array(frame, data))
+        else:  # an anomaly label only scores the holdout: nothing learns it
+            pipeline.fit(X)
     except Exception as exc:
         name = type(pipeline.steps[-1][1]).__name__
         raise TrainingError(f"fitting {name} failed: {_error(exc)}") from exc
@@ -342,15 +343,15 @@ def fit_model(frame: pd.DataFrame, data: DataSpec, model: ModelSpec, root: Path)
 
 
 def _fit_function(
-    frame: pd.DataFrame, data: DataSpec, path: str, params: Mapping[str, Any], root: Path
+    frame: pd.DataFrame, data: DataSpec, model: ModelSpec, path: str, root: Path
 ) -> Any:
     function = resolve_function(path, root)
-    labelled = [] if data.target is None else [data.target]
+    labelled = [data.target] if model.supervised and data.target is not None else []
     _require_columns(frame, [*data.features, *labelled])
     X = frame[list(data.features)].copy()
-    y = None if data.target is None else frame[data.target].copy()
+    y = frame[labelled[0]].copy() if labelled else None
     try:
-        fitted = function(X, y, dict(params))
+        fitted = function(X, y, dict(model.params))
     except Exception as exc:
         raise TrainingError(f"model.function {path} raised {_error(exc)}") from exc
     if not _has_methods(fitted, "predict"):

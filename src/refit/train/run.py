@@ -54,12 +54,13 @@ from refit.train.hooks import (
 from refit.train.metrics import evaluate, score
 from refit.train.nullability import truthful
 from refit.train.onnx_export import export_onnx
-from refit.train.pipeline import fit_model, target_array
+from refit.train.pipeline import fit_model, target_or_none
 from refit.train.promotion import UnservableVersionError, check_artifacts
 from refit.train.reference import holdout_reference
 from refit.train.revision import code_revision
 from refit.train.split import Split, split
 from refit.train.tuning import OnTrial, tune_run
+from refit.train.unsupervised import search_curve as curve
 
 Step = Callable[[str], None]
 
@@ -192,9 +193,9 @@ def run_and_register(
         model = candidate.model
         # The holdout as the model will meet rows when served: validated, typed, unconverted.
         X = parts.holdout[list(spec.data.features)]
-        y = target_array(parts.holdout, spec.data)
+        y = target_or_none(parts.holdout, spec.data)
         signature = signature_for(
-            model, spec.data, spec.model.task, target_array(parts.train, spec.data)
+            model, spec.data, spec.model.task, target_or_none(parts.train, spec.data)
         )
         with _timed(timings, "probe_s"):
             step("probing each nullable feature with a missing value")
@@ -203,7 +204,7 @@ def run_and_register(
             step(f"evaluating on {len(parts.holdout)} holdout rows")
             metrics = evaluate(model, X, y, spec.model.task)
             value = score(model, X, y, spec.model.task, spec.model.metric_name)
-            reference = holdout_reference(model, X, y)
+            reference = holdout_reference(model, X, y, spec.model.task)
             code = candidate.code
             withheld = check_postprocess(code, model, X, signature, step)
         with _timed(timings, "save_s"):
@@ -243,7 +244,7 @@ def run_and_register(
                 signature=signature.to_dict(),
                 params=candidate.params,
                 metric=spec.model.metric_name,
-                metrics={**metrics, spec.model.metric_name: value},
+                metrics={**metrics, spec.model.metric_name: value, **curve(spec, candidate.tuning)},
                 snapshot_id=snapshot.id,
                 code_revision=code_revision(project.root),
                 onnx=onnx,

@@ -56,7 +56,8 @@ def split(frame: pd.DataFrame, data: DataSpec, model: ModelSpec) -> Split:
             f"holding out {fraction:.0%} of {rows} rows leaves none to train on; "
             "lower model.holdout.fraction or wait for more rows"
         )
-    y = target_array(frame, data)
+    # Without a target (or one that no model learns) the rows alone decide their side.
+    y = target_array(frame, data) if model.supervised else np.zeros(rows)
     if model.task is Task.CLASSIFICATION:
         _require_classes(y, rows, f"the target {data.target!r}", "the snapshot")
 
