@@ -13,9 +13,9 @@ from refit.cli import app
 from refit.cli._output import out, run_app
 from refit.data.ingest import run_ingest
 from refit.examples import create_project, drop_batch
+from refit.intervals import difference_text
 from refit.project import load_project
 from refit.services import open_services
-from refit.train.evidence import difference_text
 from refit.train.run import run_training
 
 NAME = "breast-cancer"

@@ -21,9 +21,9 @@ from refit.cli._output import (
 from refit.cli._versions import actor, native_reason, tuning_lines, version_dict
 from refit.cli.train import run_and_report
 from refit.errors import ConflictError
+from refit.intervals import difference_text
 from refit.registry import PRODUCTION, DecisionRow
 from refit.registry.signing import sign_versions
-from refit.train.evidence import difference_text
 from refit.train.promotion import promote_version, rollback
 
 if TYPE_CHECKING:

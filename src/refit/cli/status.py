@@ -17,6 +17,7 @@ from refit.cli._output import (
 )
 from refit.cli._serving import SERVER_COLUMNS, server_dicts, server_rows, serving_line
 from refit.cli.monitor import status_line
+from refit.intervals import difference_text, summary
 from refit.project import load_project
 from refit.registry import PRODUCTION
 from refit.registry.heartbeats import list_servers
@@ -24,7 +25,6 @@ from refit.registry.jobs import job_states
 from refit.registry.monitoring import latest_report
 from refit.registry.tables import utcnow
 from refit.schedule import parse_schedule
-from refit.train.evidence import difference_text, summary
 
 
 def status(project: ProjectOption = Path("."), json: JsonOption = False) -> None:

@@ -3,16 +3,16 @@ interval (`refit.train.significance`) as `gate.test` asks."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from refit._metrics_unsupervised import anomaly_truth
 from refit.errors import TrainingError
-from refit.spec import GateSpec, Spec
-from refit.train.gate import interval
+from refit.signature import anomaly_score
+from refit.spec import GateSpec, Spec, Task
 from refit.train.significance import (
     POWER,
     Answers,
@@ -22,9 +22,6 @@ from refit.train.significance import (
     compare,
     detectable,
 )
-
-if TYPE_CHECKING:
-    from refit.registry.tables import DecisionRow
 
 _PROBABILITIES = frozenset({"roc_auc", "log_loss", "average_precision"})
 """The metrics read from probabilities rather than from the predicted labels."""
@@ -51,13 +48,20 @@ class Evidence:
         return found
 
 
-def answers(model: Any, X: pd.DataFrame, metric: str) -> Answers:
-    """What `model` answers on `X` that `metric` reads."""
-    predicted = np.asarray(_call(model, "predict", X))
+_FLAG_CLASSES = np.array([False, True])
+
+
+def answers(model: Any, X: pd.DataFrame, metric: str, task: Task = Task.CLASSIFICATION) -> Answers:
+    """What `model` answers on `X` that `metric` reads. An anomaly detector's answers read as a
+    binary classifier's: the flag (true: an anomaly) and its score as the positive column."""
+    if task is Task.ANOMALY:
+        score = _call(anomaly_score, model, X)
+        return Answers(score > 0, np.column_stack([-score, score]), _FLAG_CLASSES)
+    predicted = np.asarray(_call(model.predict, X))
     if metric not in _PROBABILITIES:
         return Answers(predicted)
     classes = getattr(model, "classes_", None)
-    proba = np.asarray(_call(model, "predict_proba", X), dtype=np.float64)
+    proba = np.asarray(_call(model.predict_proba, X), dtype=np.float64)
     return Answers(predicted, proba, None if classes is None else np.asarray(classes))
 
 
@@ -69,17 +73,20 @@ def paired(
     champion: Any,
     challenger: Any,
     X: pd.DataFrame,
+    task: Task = Task.CLASSIFICATION,
 ) -> Evidence:
     """The challenger's difference from the champion on the rows `X`, `y`, per `gate.test`."""
     if gate.test == "none":
         return Evidence(None)
-    truth = np.asarray(y)
+    if y is None:
+        return Evidence(None, note=f"no paired test of {metric}: the point values decide")
+    truth = anomaly_truth(y) if task is Task.ANOMALY else np.asarray(y)
     try:
         comparison = compare(
             metric,
             truth,
-            answers(champion, X, metric),
-            answers(challenger, X, metric),
+            answers(champion, X, metric, task),
+            answers(challenger, X, metric, task),
             higher_is_better=higher_is_better,
             confidence=gate.confidence,
             resamples=gate.resamples,
@@ -118,39 +125,11 @@ def detection_note(
     )
 
 
-def recorded(evidence: Mapping[str, Any] | None) -> Comparison | None:
-    """The comparison a decision recorded (`DecisionRow.evidence`), or None."""
-    if not evidence:
-        return None
-    return Comparison(**{name: evidence[name] for name in _FIELDS})
-
-
-def difference_text(evidence: Mapping[str, Any] | None) -> str | None:
-    """`+0.012 [0.004, 0.020]`: a decision's difference and interval, or None without one."""
-    comparison = recorded(evidence)
-    return None if comparison is None else interval(comparison, detail=False)
-
-
-def summary(decision: DecisionRow) -> str:
-    """A gate decision in a few words: "v7 is better by +0.012 [0.004, 0.020], promoted", or
-    "v8: +0.003 [-0.010, 0.016], not clearly better, kept v7"; its reason otherwise."""
-    shown = difference_text(decision.evidence)
-    if shown is None:
-        return decision.reason
-    version = f"v{decision.candidate_version}"
-    if decision.promoted:
-        return f"{version} is better by {shown}, promoted"
-    kept = f", kept v{decision.previous_version}" if decision.previous_version else ""
-    return f"{version}: {shown}, not clearly better{kept}"
-
-
-_FIELDS = tuple(field.name for field in fields(Comparison))
-
-
-def _call(model: Any, method: str, X: pd.DataFrame) -> Any:
+def _call(method: Any, *args: Any) -> Any:
     try:
-        return getattr(model, method)(X)
+        return method(*args)
     except Exception as exc:
+        name = getattr(method, "__name__", "answer")
         raise TrainingError(
-            f"the model's {method} failed on the holdout: {type(exc).__name__}: {exc}"
+            f"the model's {name} failed on the holdout: {type(exc).__name__}: {exc}"
         ) from exc

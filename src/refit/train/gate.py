@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from refit.intervals import interval_text
 from refit.spec import GateSpec
 from refit.train.significance import Comparison
 
@@ -104,17 +105,12 @@ def _by_interval(
     return GateDecision(False, f"{shown}, not clearly better{past}: kept {production}")
 
 
-def interval(comparison: Comparison, detail: bool = True) -> str:
-    """`+0.012 [0.004, 0.020] at 95% (delong, 64 rows)`: a comparison as people read it
-    (without `detail`: `+0.012 [0.004, 0.020]`)."""
+def interval(comparison: Comparison) -> str:
+    """`+0.012 [0.004, 0.020] at 95% (delong, 64 rows)`: a comparison as people read it."""
     c = comparison
-    # Enough decimals to show the interval's width with two significant digits.
-    spread = abs(c.high - c.low) or abs(c.difference) or 1.0
-    digits = min(6, max(2, 1 - math.floor(math.log10(spread))))
-    shown = f"{c.difference:+.{digits}f} [{c.low:.{digits}f}, {c.high:.{digits}f}]"
-    if not detail:
-        return shown
-    return f"{shown} at {c.confidence * 100:g}% ({c.test}, {c.rows:,} rows)"
+    return interval_text(
+        c.difference, c.low, c.high, confidence=c.confidence, test=c.test, rows=c.rows
+    )
 
 
 def _close(value: float, bound: float) -> bool:

@@ -9,7 +9,6 @@ version that points at a missing or partial file.
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,26 +20,24 @@ from refit.artifacts import ArtifactStore
 from refit.columns import schema_change
 from refit.errors import (
     CodeError,
-    ConflictError,
     DataError,
     NotFoundError,
     RefitError,
     TrainingError,
 )
-from refit.flavors import SUFFIXES, load_version, save_model
+from refit.flavors import SUFFIXES, save_model
 from refit.flavors.hooked import unhooked
 from refit.parquet import read_snapshot
-from refit.registry import PRODUCTION, DecisionRow, ModelVersionRow, SnapshotRow
+from refit.registry import DecisionRow, ModelVersionRow, SnapshotRow
 from refit.registry.jobs import interrupt_dead_runs
 from refit.registry.monitoring import answer_request, open_request
-from refit.registry.signing import check_signed
 from refit.registry.tables import TrainRequestRow
 from refit.services import Services
 from refit.signature import Output, signature_for
 from refit.spec import ArtifactFormat, ModelSpec, Spec
 from refit.train.checks import check_model_spec, check_target
-from refit.train.evidence import Evidence, detection_note, paired
-from refit.train.gate import decide
+from refit.train.evidence import detection_note
+from refit.train.gating import gate, last_gate_evidence
 from refit.train.hooks import (
     ProjectCode,
     check_postprocess,
@@ -55,7 +52,6 @@ from refit.train.metrics import evaluate, score
 from refit.train.nullability import truthful
 from refit.train.onnx_export import export_onnx
 from refit.train.pipeline import fit_model, target_or_none
-from refit.train.promotion import UnservableVersionError, check_artifacts
 from refit.train.reference import holdout_reference
 from refit.train.revision import code_revision
 from refit.train.split import Split, split
@@ -271,95 +267,13 @@ def run_and_register(
         registry.end_run(run_id, "interrupted", "stopped before the run finished", timings)
         raise
     step(f"registered {spec.name} v{version.version}; running the gate")
-    earlier = _last_gate_evidence(services)
+    earlier = last_gate_evidence(services)
     decision = gate(services, version, model, X, y, value, actor)
     cause = None if request is None else request.cause
     detection = detection_note(decision.evidence, spec, earlier)
     return TrainResult(
         run_id, version, decision, parts.note, nullable_note, trigger, cause, detection
     )
-
-
-def _last_gate_evidence(services: Services) -> dict[str, Any] | None:
-    name = services.project.spec.name
-    for decision in services.registry.list_decisions(name, limit=20):
-        if decision.action == "gate":
-            return decision.evidence
-    return None
-
-
-def gate(
-    services: Services,
-    challenger: ModelVersionRow,
-    model: Any,
-    X: Any,
-    y: Any,
-    value: float,
-    actor: str,
-) -> DecisionRow:
-    """Score the champion on the challenger's holdout, compare the two on its rows (per
-    `gate.test`), decide, and promote on success.
-
-    A champion that cannot be scored on this holdout (its artifact is unreadable, or it was
-    trained on other columns) does not block the challenger; the reason says so.
-    """
-    spec, registry, store = services.project.spec, services.registry, services.store
-    metric = spec.model.metric_name
-    champion_version = registry.alias_version(spec.name, PRODUCTION)
-    champion_value: float | None = None
-    evidence = Evidence(None)
-    note = ""
-    if champion_version is not None:
-        champion = registry.get_version(spec.name, champion_version)
-        try:
-            check_signed(champion, registry.signing_key)  # before a byte of it is read
-            # The champion with its own code: its features hook on this holdout.
-            loaded = load_version(champion, store.get, spec.model.trusted_types)
-            champion_value = score(loaded, X, y, spec.model.task, metric)
-            evidence = paired(spec.gate, metric, spec.model.higher_is_better, y, loaded, model, X)
-        except (RefitError, ValueError, KeyError, TypeError) as exc:
-            note = f" (production v{champion_version} could not be scored on this holdout: {exc})"
-        if evidence.note:
-            note = f" ({evidence.note})"
-    # An unscorable champion is still there: to `decide` it has no score, not no existence.
-    unscored = champion_version is not None and champion_value is None
-    verdict = decide(
-        metric,
-        spec.model.higher_is_better,
-        spec.gate,
-        value,
-        math.nan if unscored else champion_value,
-        champion_version,
-        evidence.comparison,
-    )
-
-    def row(promoted: bool, reason: str) -> DecisionRow:
-        return DecisionRow(
-            name=spec.name,
-            action="gate",
-            alias=PRODUCTION,
-            promoted=promoted,
-            candidate_version=challenger.version,
-            previous_version=champion_version,
-            metric=metric,
-            candidate_value=value,
-            champion_value=champion_value,
-            reason=reason,
-            actor=actor,
-            evidence=evidence.to_dict(),
-        )
-
-    if not verdict.promote:
-        return registry.record_decision(row(False, verdict.reason + note))
-    try:
-        check_artifacts(store, challenger, signing_key=registry.signing_key)
-    except UnservableVersionError as exc:
-        return registry.record_decision(row(False, f"{verdict.reason}, but not promoted: {exc}"))
-    try:
-        return registry.move_alias(row(True, verdict.reason + note), expected=champion_version)
-    except ConflictError as exc:
-        registry.record_decision(row(False, f"{verdict.reason}, but not promoted: {exc}"))
-        raise
 
 
 def _onnx(

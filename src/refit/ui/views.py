@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from refit.intervals import difference_text
 from refit.registry import PRODUCTION, Registry
 from refit.registry.heartbeats import is_stale, list_servers
 from refit.registry.jobs import job_states
@@ -27,7 +28,6 @@ from refit.registry.tables import (
 )
 from refit.schedule import parse_schedule
 from refit.spec import Schedule
-from refit.train.evidence import difference_text
 
 VERSIONS = 200
 """The newest versions the timeline shows."""
