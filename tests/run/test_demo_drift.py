@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -92,5 +93,15 @@ def test_the_demo_shows_drift_flagged_and_a_training_run_caused_by_it(tmp_path: 
     assert " train " in trained and "trained breast-cancer v" in trained
     with open_services(load_project(project)) as services:
         runs = services.registry.list_runs(services.project.spec.name, limit=100)
+        decisions = services.registry.list_decisions(services.project.spec.name, limit=200)
     caused = [r for r in runs if r.trigger == "drift"]
     assert caused and all(r.cause and r.cause.startswith("drift in ") for r in caused)
+    # The gate promotes only what is clearly better, and the demo's lines show the intervals.
+    gated = [
+        line for line in lines if "trained breast-cancer v" in line and " vs production" in line
+    ]
+    interval = re.compile(r"[+-]\d+\.\d+ \[-?\d+\.\d+, -?\d+\.\d+\] at 95% \(delong, ")
+    assert gated and all(interval.search(line) for line in gated), output
+    for decision in decisions:
+        if decision.action == "gate" and decision.promoted and decision.evidence is not None:
+            assert decision.evidence["low"] > 0, decision.reason
