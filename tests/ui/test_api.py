@@ -19,6 +19,7 @@ from logged import log_predictions
 from refit.apikeys import Scope, key_line, new_key, parse_key_line
 from refit.data.ingest import run_ingest
 from refit.examples import create_project, drop_batch, example_rows
+from refit.intervals import difference_text
 from refit.monitor.run import run_monitor
 from refit.project import load_project
 from refit.registry import PRODUCTION
@@ -126,6 +127,12 @@ async def test_versions_give_the_timeline_with_every_decision(
     assert second["previous_version"] == 1
     assert second["champion_value"] is not None
     assert second["reason"]
+    # The gate's paired comparison, and its words as the CLI shows them.
+    evidence = second["evidence"]
+    assert evidence["test"] == "delong" and evidence["low"] <= evidence["high"]
+    assert second["difference"] == difference_text(evidence)
+    assert second["difference"] in second["reason"]
+    assert body["decisions"][0]["evidence"] is None and body["decisions"][0]["difference"] is None
     promoted = [d["candidate_version"] for d in body["decisions"] if d["promoted"]]
     assert [p["version"] for p in body["periods"]] == promoted
     assert body["periods"][-1]["to"] is None
