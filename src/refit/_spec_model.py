@@ -319,6 +319,18 @@ class ModelSpec(SpecModel):
             )
 
     @property
+    def code_paths(self) -> dict[str, str]:
+        """The fields that name the project's own code, by field (`model.function`,
+        `model.features`, `model.postprocess`), those that are set: a run imports them from
+        the project folder."""
+        named = {
+            "model.function": self.function,
+            "model.features": self.features,
+            "model.postprocess": self.postprocess,
+        }
+        return {field: path for field, path in named.items() if path is not None}
+
+    @property
     def metric_name(self) -> str:
         return self.metric or DEFAULT_METRIC[self.task]
 

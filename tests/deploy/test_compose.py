@@ -276,6 +276,14 @@ def test_rendering_again_keeps_what_is_the_same_and_refuses_what_differs(tmp_pat
             ["--refit-source", str(ROOT)],
             "model.function: got 'mine:fit': its modules must be in the image",
         ),
+        (
+            (
+                "estimator: sklearn.ensemble.HistGradientBoostingClassifier",
+                "estimator: sklearn.ensemble.HistGradientBoostingClassifier\n  features: mine:f",
+            ),
+            ["--refit-source", str(ROOT)],
+            "model.features: got 'mine:f': its modules must be in the image",
+        ),
     ],
 )
 def test_a_stack_that_could_not_work_is_refused_before_anything_is_written(

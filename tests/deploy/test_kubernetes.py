@@ -588,6 +588,14 @@ def test_a_user_project_renders_manifests_that_validate(tmp_path: Path, kubectl:
             [],
             "model.function: got 'mine:fit': its modules must be in the image",
         ),
+        (
+            (
+                "estimator: sklearn.ensemble.HistGradientBoostingClassifier",
+                "estimator: sklearn.ensemble.HistGradientBoostingClassifier\n  features: mine:f",
+            ),
+            [],
+            "model.features: got 'mine:f': its modules must be in the image",
+        ),
     ],
 )
 def test_manifests_that_could_not_work_are_refused_before_anything_is_written(

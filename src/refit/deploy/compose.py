@@ -193,10 +193,9 @@ _SPEC_MOUNT = """\
 
 
 def _check_spec_only(project: Project) -> None:
-    function = project.spec.model.function
-    if function is not None:
+    for field, path in project.spec.model.code_paths.items():
         raise SpecError(
-            f"{project.root / SPEC_FILE}: model.function: got {function!r}: its modules must be "
+            f"{project.root / SPEC_FILE}: {field}: got {path!r}: its modules must be "
             "in the image, and refit's own image holds only refit.yaml: leave out "
             "--refit-source to build the project's image"
         )

@@ -147,12 +147,12 @@ def check_tagged_image(image: str) -> str:
 def pod_image(project: Project, image: str | None) -> str:
     """The image a project's pods run, on Kubernetes whether by Kustomize or Helm: `image`
     (with a tag other than latest), or refit's own with the spec from a ConfigMap, which a
-    project whose model is a function of its own modules cannot use."""
+    project whose spec names its own modules (a function, hooks) cannot use."""
     spec = project.spec
     if image is None:
-        if spec.model.function is not None:
+        for field, path in spec.model.code_paths.items():
             raise SpecError(
-                f"{project.root / SPEC_FILE}: model.function: got {spec.model.function!r}: its "
+                f"{project.root / SPEC_FILE}: {field}: got {path!r}: its "
                 "modules must be in the image, and refit's own image holds only refit.yaml: "
                 "give --image with the project's image (FROM refit, plus the project folder)"
             )
