@@ -27,6 +27,7 @@ from deploy_specs import set_schedule
 from refit.cli import app
 from refit.deploy import pod
 from refit.deploy.files import write_files
+from refit.deploy.images import default_image
 from refit.deploy.kubernetes import (
     API_KEYS_SECRET_KEY,
     JOB_CPU,
@@ -34,7 +35,6 @@ from refit.deploy.kubernetes import (
     SPEC_PATH,
     USER_ID,
     WRITABLE,
-    default_image,
     render_kubernetes,
 )
 from refit.deploy.roles import EXPORTER_ARGS, JOB_ARGS

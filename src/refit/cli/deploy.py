@@ -87,7 +87,7 @@ def compose(
 
 
 def _tagged_image(value: str | None) -> str | None:
-    from refit.deploy.kubernetes import check_tagged_image
+    from refit.deploy.images import check_tagged_image
 
     if value is not None:
         try:

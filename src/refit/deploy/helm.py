@@ -24,13 +24,8 @@ from importlib.abc import Traversable
 from refit import __version__
 from refit.deploy import pod
 from refit.deploy.compose import data_location
-from refit.deploy.kubernetes import (
-    METRICS_CPU,
-    METRICS_MEMORY,
-    METRICS_REQUESTS,
-    check_tagged_image,
-    pod_image,
-)
+from refit.deploy.images import check_tagged_image, pod_image
+from refit.deploy.kubernetes import METRICS_CPU, METRICS_MEMORY, METRICS_REQUESTS
 from refit.deploy.monitoring import DASHBOARDS, RULES, render_rules
 from refit.deploy.roles import (
     EXPORTER_ARGS,

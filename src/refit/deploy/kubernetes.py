@@ -27,9 +27,9 @@ from typing import Any
 
 import yaml
 
-from refit import __version__
 from refit.apikeys import KEY_HASHES_ENV
-from refit.deploy.compose import DEFAULT_BUCKET, check_image, render_template
+from refit.deploy.compose import DEFAULT_BUCKET, render_template
+from refit.deploy.images import pod_image
 from refit.deploy.pod import (
     DRAIN_SECONDS,
     GRACE_SECONDS,
@@ -124,43 +124,6 @@ _DUPLICATE = {
     "train lease",
 }
 _TEMPLATES = "kubernetes"
-
-
-def default_image() -> str:
-    """The image the pods run when `--image` is not given: refit's own, of this version."""
-    return f"refit:{__version__}"
-
-
-def check_tagged_image(image: str) -> str:
-    """`image` if it is an image reference with a tag other than `latest`; else ValueError."""
-    check_image(image)
-    tag = image.rsplit("/", 1)[-1].partition(":")[2]
-    if not tag or tag == "latest":
-        raise ValueError(
-            f"{image!r} has {'no tag' if not tag else 'the tag latest'}: a cluster must run "
-            "one known build on every node: expected NAME:TAG, e.g. registry.example.com/ml/"
-            f"churn:1.2 or {default_image()}"
-        )
-    return image
-
-
-def pod_image(project: Project, image: str | None) -> str:
-    """The image a project's pods run, on Kubernetes whether by Kustomize or Helm: `image`
-    (with a tag other than latest), or refit's own with the spec from a ConfigMap, which a
-    project whose spec names its own modules (a function, hooks) cannot use."""
-    spec = project.spec
-    if image is None:
-        for field, path in spec.model.code_paths.items():
-            raise SpecError(
-                f"{project.root / SPEC_FILE}: {field}: got {path!r}: its "
-                "modules must be in the image, and refit's own image holds only refit.yaml: "
-                "give --image with the project's image (FROM refit, plus the project folder)"
-            )
-        image = default_image()
-    try:
-        return check_tagged_image(image)
-    except ValueError as exc:
-        raise SpecError(f"--image: {exc}") from None
 
 
 def render_kubernetes(project: Project, *, image: str | None = None) -> dict[str, str]:
