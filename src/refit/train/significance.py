@@ -23,7 +23,7 @@ smaller one would need.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from statistics import NormalDist
 from typing import Any
 
@@ -57,17 +57,7 @@ class Comparison:
     """The standard error of the difference (the spread of the resampled differences)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "difference": self.difference,
-            "low": self.low,
-            "high": self.high,
-            "confidence": self.confidence,
-            "test": self.test,
-            "rows": self.rows,
-            "resamples": self.resamples,
-            "seed": self.seed,
-            "se": self.se,
-        }
+        return asdict(self)
 
 
 def compare(
